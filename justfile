@@ -1,0 +1,23 @@
+# linkflow tasks. `just` itself comes with the dev extras (rust-just).
+
+# Run everything on this machine (embedded NATS and PostgreSQL unless URLs are set).
+up:
+    python3 -m shared.cli up
+
+# The whole test suite against real servers the harness starts itself.
+test *args:
+    python3 -m pytest {{args}}
+
+# ruff and mypy --strict on services/ and shared/.
+lint:
+    python3 -m ruff check services shared tests
+    python3 -m ruff format --check services shared tests
+    python3 -m mypy
+
+# Redirect throughput against a bare ASGI baseline, and the recorder's drain rate.
+bench *args:
+    python3 -m shared.cli bench {{args}}
+
+# Regenerate shared/schemas and shared/asyncapi.yaml from shared/contracts.py.
+schemas:
+    python3 -m shared.cli schemas

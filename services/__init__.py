@@ -1,0 +1,1 @@
+"""linkflow's services, one package each, each run as its own process."""

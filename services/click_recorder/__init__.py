@@ -1,0 +1,1 @@
+"""The click-recorder: drains ``CLICKS`` into the ``clicks`` table, idempotently."""

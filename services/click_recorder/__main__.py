@@ -1,0 +1,48 @@
+"""``python -m services.click_recorder``: drain ``CLICKS`` into PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.click_recorder.recorder import ClickRecorder
+from services.click_recorder.settings import Settings
+from shared import bus, checks, db, topology, workerapp
+from shared.contracts import Click
+from shared.settings import load
+from shared.worker import Worker
+
+
+async def run(settings: Settings) -> None:
+    consumer = topology.CLICK_RECORDER
+    nc = await bus.connect(settings.common.nats_url, "click-recorder")
+    js = nc.jetstream()
+    pool = await db.create_pool(settings.common.database_url,
+                                max_size=max(settings.worker.workers, 1) + 2)
+    recorder = ClickRecorder(pool)
+    worker = Worker(js, consumer, settings.worker, Click, recorder.handle)
+    try:
+        await workerapp.serve(
+            "click-recorder", settings.port,
+            {"nats": checks.nats_connected(nc), "database": checks.database(pool),
+             "consumer": checks.consumer_exists(js, consumer.stream, consumer.name)},
+            [worker.run] * settings.worker.workers, host=settings.host)
+    finally:
+        await nc.drain()
+        await pool.close()
+
+
+def main() -> None:
+    settings = load(Settings, "click_recorder")
+    logging.basicConfig(level=settings.common.log_level,
+                        format="%(asctime)s click-recorder %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+
+        uvloop.run(run(settings))
+    except ImportError:
+        asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The link service (gateway): link API, redirects, click and link events."""

@@ -1,0 +1,144 @@
+"""The link API (``/api/links``) as FastAPI routes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from services.link.events import LinkEvents
+from services.link.problems import FieldError, Problem
+from services.link.store import CodeTaken, Link, LinkStore
+from services.link.validation import LinkFields, generate_code
+from shared.contracts import rfc3339
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/links")
+MAX_BODY = 16 * 1024
+
+
+class Deps:
+    """What the routes need, built once by the lifespan."""
+
+    def __init__(self, store: LinkStore, events: LinkEvents, fields: LinkFields,
+                 public_url: str) -> None:
+        self.store = store
+        self.events = events
+        self.fields = fields
+        self.public_url = public_url.rstrip("/")
+
+    def render(self, link: Link) -> dict[str, Any]:
+        return {
+            "code": link.code, "url": link.url, "short_url": f"{self.public_url}/{link.code}",
+            "redirect_type": link.redirect_type, "tags": link.tags,
+            "expires_at": rfc3339(link.expires_at) if link.expires_at else None,
+            "version": link.version, "created_at": rfc3339(link.created_at),
+            "updated_at": rfc3339(link.updated_at),
+        }
+
+
+def deps(request: Request) -> Deps:
+    d: Deps = request.state.deps
+    return d
+
+
+Ctx = Annotated[Deps, Depends(deps)]
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
+
+
+async def _read_json(request: Request) -> Any:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise Problem(413, f"request body over {MAX_BODY} bytes")
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise Problem(400, f"malformed JSON: {exc}") from None
+
+
+def _encode_cursor(link: Link) -> str:
+    raw = f"{link.created_at.isoformat()}|{link.code}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, code = raw.split("|", 1)
+        return datetime.fromisoformat(created), code
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise Problem.invalid([FieldError("cursor", "is not a valid cursor")]) from None
+
+
+@router.post("", status_code=201)
+async def create_link(request: Request, ctx: Ctx) -> Response:
+    fields = ctx.fields.check(await _read_json(request), creating=True)
+    code = fields.get("code")
+    for _ in range(5):
+        try:
+            link = await ctx.store.create(code or generate_code(), fields["url"],
+                                          fields.get("redirect_type", 302),
+                                          fields.get("tags", []), fields.get("expires_at"))
+            break
+        except CodeTaken:
+            if code is not None:
+                raise Problem(409, f"code {code!r} is already taken") from None
+    else:  # five random 7-character codes taken in a row: not chance
+        raise Problem(503, "could not find a free code, try again")
+    await ctx.events.created(link, request.headers.get("x-request-id"))
+    return _json(ctx.render(link), 201)
+
+
+@router.get("")
+async def list_links(ctx: Ctx, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                     cursor: str | None = None, tag: str | None = None) -> Response:
+    after = _decode_cursor(cursor) if cursor else None
+    links = await ctx.store.page(limit + 1, after, tag)
+    more = len(links) > limit
+    links = links[:limit]
+    return _json({"items": [ctx.render(link) for link in links],
+                  "next_cursor": _encode_cursor(links[-1]) if more else None})
+
+
+@router.get("/{code}")
+async def get_link(code: str, ctx: Ctx) -> Response:
+    link = await ctx.store.get(code)
+    if link is None:
+        raise Problem.not_found(code)
+    return _json(ctx.render(link))
+
+
+@router.patch("/{code}")
+async def update_link(code: str, request: Request, ctx: Ctx) -> Response:
+    changes = ctx.fields.check(await _read_json(request), creating=False)
+    if not changes:
+        link = await ctx.store.get(code)
+    else:
+        link = await ctx.store.update(code, changes)
+        if link is not None:
+            await ctx.events.updated(link, request.headers.get("x-request-id"))
+    if link is None:
+        raise Problem.not_found(code)
+    return _json(ctx.render(link))
+
+
+@router.delete("/{code}", status_code=204)
+async def delete_link(code: str, request: Request, ctx: Ctx) -> Response:
+    deleted = await ctx.store.delete(code)
+    if deleted is None:
+        raise Problem.not_found(code)
+    version, at = deleted
+    await ctx.events.deleted(code, version, at, request.headers.get("x-request-id"))
+    return Response(status_code=204)

@@ -1,0 +1,87 @@
+"""The gateway's ASGI app: one lifespan that connects, and the redirect in front."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, TypedDict
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from services.link import api
+from services.link.cache import LinkCache
+from services.link.clicks import ClickPublisher
+from services.link.events import LinkEvents
+from services.link.problems import FieldError, Problem
+from services.link.redirect import Gateway
+from services.link.settings import Settings
+from services.link.store import LinkStore
+from services.link.validation import LinkFields
+from shared import bus, checks, db, health, topology
+
+log = logging.getLogger(__name__)
+
+
+class State(TypedDict):
+    deps: api.Deps
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if p not in ("query", "path", "body"))
+
+
+def build(settings: Settings) -> Gateway:
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[State]:
+        nc = await bus.connect(settings.common.nats_url, "link")
+        js = nc.jetstream()
+        kv = await js.key_value(topology.KV_LINKS)
+        pool = await db.create_pool(settings.common.database_url)
+        store = LinkStore(pool)
+        cache = LinkCache(kv, store.entry)
+        cache.start()
+        gateway.attach(cache, ClickPublisher(js, settings.click_publish_timeout))
+        app.router.routes.extend(health.routes({
+            "nats": checks.nats_connected(nc), "database": checks.database(pool),
+        }))
+        try:
+            yield {"deps": api.Deps(store, LinkEvents(nc, js, kv),
+                                    LinkFields(settings.common.public_url),
+                                    settings.common.public_url)}
+        finally:
+            # Redirects in flight finish before this runs (uvicorn waits for
+            # them); drain then flushes their acks and outstanding publishes.
+            await cache.stop()
+            await nc.drain()
+            await pool.close()
+
+    app = FastAPI(title="linkflow gateway", lifespan=lifespan, docs_url="/api/docs",
+                  openapi_url="/api/openapi.json", redoc_url=None)
+    app.include_router(api.router)
+
+    @app.exception_handler(Problem)
+    async def problem(_: Request, exc: Problem) -> Response:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        errors = [FieldError(_field(tuple(e.get("loc", ()))), str(e.get("msg", "invalid")))
+                  for e in exc.errors()]
+        return Problem.invalid(errors).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        return Problem(exc.status_code, str(exc.detail)).response()
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return Problem(500, "internal error").response()
+
+    gateway = Gateway(app, settings.anonymize_ip)
+    return gateway

@@ -1,0 +1,109 @@
+"""The gateway's in-process map of links, kept current by watching KV ``links``.
+
+The redirect reads this map and nothing else in the common case; a miss falls
+back to a KV get and then to the database (a link created on another gateway
+a moment ago, or a KV that lost an entry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from shared import metrics
+from shared.contracts import LinkEntry
+
+log = logging.getLogger(__name__)
+
+_decode = msgspec.json.Decoder(LinkEntry).decode
+_DELETE_OPS = frozenset({"DEL", "PURGE"})
+
+Loader = Callable[[str], Awaitable[LinkEntry | None]]
+
+
+class LinkCache:
+    def __init__(self, kv: KeyValue, load_from_db: Loader) -> None:
+        self._kv = kv
+        self._load_from_db = load_from_db
+        self._entries: dict[str, LinkEntry] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.synced = asyncio.Event()
+
+    def get(self, code: str) -> LinkEntry | None:
+        return self._entries.get(code)
+
+    def apply(self, code: str, entry: LinkEntry) -> None:
+        """Keep the newer of what we hold and ``entry``: KV updates and
+        fallback loads may race, and a version never goes backwards."""
+        held = self._entries.get(code)
+        if held is None or entry.version >= held.version:
+            self._entries[code] = entry
+            metrics.LINK_CACHE_SIZE.set(len(self._entries))
+
+    async def lookup(self, code: str) -> LinkEntry | None:
+        """The slow path for a miss in the map: KV, then the database."""
+        try:
+            kv_entry = await self._kv.get(code)
+        except KeyNotFoundError:
+            kv_entry = None
+        except Exception as exc:  # NATS unreachable: the database can still answer
+            log.warning("KV get %s failed: %s", code, exc)
+            kv_entry = None
+        if kv_entry is not None and kv_entry.value:
+            try:
+                entry: LinkEntry | None = _decode(kv_entry.value)
+            except msgspec.DecodeError:
+                entry = None
+            if entry is not None:
+                self.apply(code, entry)
+                return entry
+        entry = await self._load_from_db(code)
+        if entry is not None:
+            self.apply(code, entry)
+        return entry
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._watch_forever(), name="kv-watch")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _watch_forever(self) -> None:
+        while True:
+            try:
+                await self._watch()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("KV watch ended (%s); restarting", exc)
+            await asyncio.sleep(0.5)
+
+    async def _watch(self) -> None:
+        watcher = await self._kv.watchall()
+        try:
+            async for kv_entry in watcher:
+                if kv_entry is None:  # the initial values are all in
+                    self.synced.set()
+                    continue
+                code = kv_entry.key
+                if kv_entry.operation in _DELETE_OPS:
+                    # A plain KV delete carries no version; the cache-refresher
+                    # writes tombstones instead, so this is an operator's purge.
+                    self._entries.pop(code, None)
+                    continue
+                try:
+                    self.apply(code, _decode(kv_entry.value or b""))
+                except msgspec.DecodeError as exc:
+                    log.error("KV entry %s is not a link (%s); ignored", code, exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()

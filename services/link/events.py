@@ -1,0 +1,65 @@
+"""What the gateway tells the rest of linkflow after a link changes in the database."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from services.link.store import Link
+from shared import linkcache
+from shared.contracts import (
+    HDR_ENQUEUED_AT,
+    HDR_MSG_ID,
+    HDR_REQUEST_ID,
+    LinkCreated,
+    LinkDeleted,
+    LinkEntry,
+    LinkUpdated,
+    encode,
+    now,
+    rfc3339,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _headers(msg_id: str, request_id: str | None) -> dict[str, str]:
+    return {HDR_MSG_ID: msg_id, HDR_REQUEST_ID: request_id or msg_id,
+            HDR_ENQUEUED_AT: rfc3339(now())}
+
+
+class LinkEvents:
+    def __init__(self, nc: Client, js: JetStreamContext, kv: KeyValue) -> None:
+        self._nc = nc
+        self._js = js
+        self._kv = kv
+
+    async def created(self, link: Link, request_id: str | None) -> None:
+        # KV first, so that a redirect on any gateway finds the link as soon as
+        # the API has answered; links.created is fan-out for analytics only.
+        await linkcache.put_if_newer(self._kv, link.code, link.entry())
+        event = LinkCreated(code=link.code, url=link.url, created_at=link.created_at,
+                            tags=link.tags)
+        await self._nc.publish("links.created", encode(event),
+                               headers=_headers(f"{link.code}.{link.version}", request_id))
+
+    async def updated(self, link: Link, request_id: str | None) -> None:
+        event = LinkUpdated(code=link.code, url=link.url, redirect_type=link.redirect_type,
+                            expires_at=link.expires_at, tags=link.tags, version=link.version,
+                            updated_at=link.updated_at)
+        await self._js.publish("links.updated", encode(event), stream="LINKS",
+                               headers=_headers(f"{link.code}.{link.version}", request_id))
+        # Until the cache-refresher applies LINKS to KV, the gateway does (version-guarded).
+        await linkcache.put_if_newer(self._kv, link.code, link.entry())
+
+    async def deleted(self, code: str, version: int, at: datetime,
+                      request_id: str | None) -> None:
+        event = LinkDeleted(code=code, version=version, deleted_at=at)
+        await self._js.publish("links.deleted", encode(event), stream="LINKS",
+                               headers=_headers(f"{code}.{version}", request_id))
+        await linkcache.put_if_newer(self._kv, code, LinkEntry(url="", version=version,
+                                                               deleted=True))

@@ -1,0 +1,50 @@
+"""RFC 9457 problem+json errors of the gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.responses import Response
+
+PROBLEM_TYPE = "application/problem+json"
+_TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict",
+           410: "Gone", 413: "Content Too Large", 415: "Unsupported Media Type",
+           422: "Unprocessable Content", 503: "Service Unavailable"}
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    field: str
+    message: str
+
+
+class Problem(Exception):
+    """Raised anywhere in a request; rendered as problem+json by the app."""
+
+    def __init__(self, status: int, detail: str, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors or []
+
+    @classmethod
+    def invalid(cls, errors: list[FieldError]) -> Problem:
+        return cls(422, "; ".join(f"{e.field}: {e.message}" for e in errors), errors)
+
+    @classmethod
+    def not_found(cls, code: str) -> Problem:
+        return cls(404, f"no link with code {code!r}")
+
+    def body(self) -> dict[str, Any]:
+        title = _TITLES.get(self.status, "Error")
+        body: dict[str, Any] = {
+            "type": f"https://linkflow.dev/problems/{title.lower().replace(' ', '-')}",
+            "title": title, "status": self.status, "detail": self.detail,
+        }
+        if self.errors:
+            body["errors"] = [msgspec.structs.asdict(e) for e in self.errors]
+        return body
+
+    def response(self, head: bool = False) -> Response:
+        content = b"" if head else msgspec.json.encode(self.body())
+        return Response(content, status_code=self.status, media_type=PROBLEM_TYPE)

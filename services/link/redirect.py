@@ -1,0 +1,97 @@
+"""The redirect hot path: a plain ASGI app in front of the FastAPI API.
+
+``GET|HEAD /{code}`` is answered here from the in-process link map, with one
+I/O: the click's JetStream publish, awaited before the response so that every
+3xx a visitor saw has a stored click. Everything else goes to the API app.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Final
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.link.cache import LinkCache
+from services.link.clicks import ClickPublisher, new_click
+from services.link.problems import Problem
+from services.link.validation import RESERVED
+from shared import metrics
+
+log = logging.getLogger(__name__)
+
+_COUNTRY_HEADERS: Final = (b"cf-ipcountry", b"x-country-code")
+_NO_STORE: Final = (b"cache-control", b"private, max-age=0")
+
+
+class Gateway:
+    """Wraps the API app; the lifespan attaches the cache and publisher once connected."""
+
+    _cache: LinkCache
+    _clicks: ClickPublisher
+
+    def __init__(self, api: ASGIApp, anonymize_ip: bool) -> None:
+        self._api = api
+        self._anonymize_ip = anonymize_ip
+        self._ready = False
+        self._counts = {s: metrics.REDIRECTS.labels(str(s))
+                        for s in (301, 302, 307, 308, 404, 410, 503)}
+
+    def attach(self, cache: LinkCache, clicks: ClickPublisher) -> None:
+        self._cache = cache
+        self._clicks = clicks
+        self._ready = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and self._ready:
+            path: str = scope["path"]
+            code = path[1:]
+            if code and "/" not in code and code not in RESERVED:
+                await self._redirect(scope, send, code)
+                return
+        await self._api(scope, receive, send)
+
+    async def _redirect(self, scope: Scope, send: Send, code: str) -> None:
+        head = scope["method"] == "HEAD"
+        entry = self._cache.get(code) or await self._cache.lookup(code)
+        if entry is None or entry.deleted:
+            await self._problem(scope, send, Problem.not_found(code), head)
+            return
+        if entry.expires_at is not None and entry.expires_at <= datetime.now(UTC):
+            await self._problem(scope, send, Problem(410, f"link {code!r} has expired"), head)
+            return
+        referrer = user_agent = request_id = country = None
+        for name, value in scope["headers"]:
+            if name == b"user-agent":
+                user_agent = value.decode("latin-1")
+            elif name == b"referer":
+                referrer = value.decode("latin-1")
+            elif name == b"x-request-id":
+                request_id = value.decode("latin-1")[:128]
+            elif name in _COUNTRY_HEADERS and len(value) == 2:
+                country = value.decode("latin-1").upper()
+        client = scope.get("client")
+        click = new_click(code, referrer=referrer, user_agent=user_agent,
+                          ip=client[0] if client else None, country=country, head=head,
+                          request_id=request_id, anonymize_ip=self._anonymize_ip)
+        try:
+            await self._clicks.publish(click)
+        except Exception as exc:
+            log.error("click for %s not stored: %r", code, exc)
+            await self._problem(scope, send, Problem(503, "click could not be recorded"), head)
+            return
+        status = entry.redirect_type
+        self._counts[status].inc()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"location", entry.url.encode()), _NO_STORE,
+                                (b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _problem(self, scope: Scope, send: Send, problem: Problem, head: bool) -> None:
+        self._counts[problem.status].inc()
+        await problem.response(head)(scope, _no_receive, send)
+
+
+async def _no_receive() -> dict[str, object]:
+    return {"type": "http.disconnect"}

@@ -1,0 +1,17 @@
+"""The gateway's settings, built once in ``__main__``."""
+
+from __future__ import annotations
+
+import msgspec
+
+from shared.settings import Common
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    common: Common = msgspec.field(default_factory=Common)
+    port: int = 8080
+    host: str = "127.0.0.1"
+    anonymize_ip: bool = True
+    # nats-py's publish futures have no timeout of their own: a redirect
+    # waits at most this long for the click's PubAck.
+    click_publish_timeout: float = 2.0

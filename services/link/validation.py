@@ -1,0 +1,126 @@
+"""The SPEC's rules for a link's fields; every violation is a FieldError."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import quote, urlsplit
+
+from services.link.problems import FieldError, Problem
+
+CODE_RE: Final = re.compile(r"^[A-Za-z0-9_-]{3,64}$")
+RESERVED: Final = frozenset({"api", "healthz", "readyz", "metrics", "console"})
+REDIRECT_TYPES: Final = frozenset({301, 302, 307, 308})
+MAX_URL: Final = 2048
+MAX_TAGS: Final = 20
+MAX_TAG: Final = 64
+_ALPHABET: Final = string.ascii_letters + string.digits
+UPDATABLE: Final = frozenset({"url", "redirect_type", "expires_at", "tags"})
+_NON_ASCII: Final = re.compile(r"[^\x00-\x7f]+")
+
+
+def generate_code() -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(7))
+
+
+class LinkFields:
+    """Checks a JSON object's link fields, collecting every error at once."""
+
+    def __init__(self, public_url: str) -> None:
+        self._own_hosts = {_host_port(public_url)}
+
+    def check(self, body: Any, *, creating: bool) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise Problem.invalid([FieldError("body", "must be a JSON object")])
+        errors: list[FieldError] = []
+        allowed = UPDATABLE | ({"code"} if creating else set())
+        for name in body:
+            if name not in allowed:
+                errors.append(FieldError(name, "unknown or read-only field"))
+        out: dict[str, Any] = {}
+        if creating and "url" not in body:
+            errors.append(FieldError("url", "is required"))
+        checks = {"url": self._url, "code": _code, "redirect_type": _redirect_type,
+                  "expires_at": _expires_at, "tags": _tags}
+        for name, check in checks.items():
+            if name in body and name in allowed:
+                try:
+                    out[name] = check(body[name])
+                except ValueError as exc:
+                    errors.append(FieldError(name, str(exc)))
+        if errors:
+            raise Problem.invalid(errors)
+        return out
+
+    def _url(self, value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise ValueError("must be a non-empty string")
+        if len(value) > MAX_URL:
+            raise ValueError(f"must be at most {MAX_URL} characters")
+        if any(c.isspace() or ord(c) < 32 for c in value):
+            raise ValueError("must not contain whitespace or control characters")
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"is not a valid URL ({exc})") from None
+        if parts.scheme.lower() not in {"http", "https"}:
+            raise ValueError("must be an absolute http or https URL")
+        if not parts.hostname:
+            raise ValueError("must have a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not contain credentials")
+        if (parts.hostname.lower(), port or _default_port(parts.scheme)) in self._own_hosts:
+            raise ValueError("must not point at this gateway (redirect loop)")
+        # Location headers are ASCII: percent-encode the rest once, here.
+        return _NON_ASCII.sub(lambda m: quote(m.group()), value)
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme.lower() == "https" else 80
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return (parts.hostname or "").lower(), parts.port or _default_port(parts.scheme)
+
+
+def _code(value: Any) -> str:
+    if not isinstance(value, str) or not CODE_RE.match(value):
+        raise ValueError("must match [A-Za-z0-9_-]{3,64}")
+    if value.lower() in RESERVED:
+        raise ValueError(f"{value!r} is reserved")
+    return value
+
+
+def _redirect_type(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in REDIRECT_TYPES:
+        raise ValueError("must be one of 301, 302, 307, 308")
+    return value
+
+
+def _expires_at(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 date-time or null")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be an RFC 3339 date-time or null") from None
+    if parsed.tzinfo is None:
+        raise ValueError("must include a time zone offset")
+    return parsed.astimezone(UTC)
+
+
+def _tags(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise ValueError("must be a list of strings")
+    if len(value) > MAX_TAGS:
+        raise ValueError(f"at most {MAX_TAGS} tags")
+    if any(not t or len(t) > MAX_TAG for t in value):
+        raise ValueError(f"each tag must be 1 to {MAX_TAG} characters")
+    return list(dict.fromkeys(value))

@@ -1,0 +1,1 @@
+"""Pieces every linkflow service shares: contracts, bus, settings, metrics, DB helpers."""

@@ -1,0 +1,65 @@
+"""NATS connection helper shared by every service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import nats
+from nats.aio.client import Client
+
+log = logging.getLogger(__name__)
+
+
+async def connect(url: str, name: str, *,
+                  on_change: Callable[[], Awaitable[None]] | None = None,
+                  forever: bool = True) -> Client:
+    """Connect for the life of a service: reconnect forever, notice a dead
+    server within seconds (ping every 5 s, two missed pongs), and let the
+    caller ``drain()`` on shutdown so in-flight acks and publishes go out.
+    With ``forever=False`` (command-line tools) a first connect that fails raises."""
+
+    async def disconnected() -> None:
+        log.warning("%s: disconnected from NATS", name)
+        if on_change:
+            await on_change()
+
+    async def reconnected() -> None:
+        log.info("%s: reconnected to NATS", name)
+        if on_change:
+            await on_change()
+
+    async def error(exc: Exception) -> None:
+        log.debug("%s: NATS error: %s", name, exc)
+
+    while True:
+        try:
+            return await _connect(url, name, disconnected, reconnected, error)
+        except Exception as exc:  # NoServersError, OSError, timeouts
+            if not forever:
+                raise
+            # nats-py reconnects forever only once connected: the first
+            # connect is retried here, so a service may start before NATS.
+            log.warning("%s: cannot reach NATS at %s (%s); retrying", name, url, exc)
+            await asyncio.sleep(1)
+
+
+async def _connect(url: str, name: str, disconnected: Callable[[], Awaitable[None]],
+                   reconnected: Callable[[], Awaitable[None]],
+                   error: Callable[[Exception], Awaitable[None]]) -> Client:
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        ping_interval=5,
+        max_outstanding_pings=2,
+        connect_timeout=2,
+        allow_reconnect=True,
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+        error_cb=error,
+        # Buffer publishes made while reconnecting instead of failing them.
+        pending_size=64 * 1024 * 1024,
+    )

@@ -1,0 +1,127 @@
+"""Message contracts: one msgspec Struct per subject of the SPEC.
+
+These Structs are the single source of truth: ``shared/schemas/*.json`` and
+``shared/asyncapi.yaml`` are generated from them (``linkflow schemas``) and a
+test fails when the files drift. Readers ignore unknown fields (msgspec does
+by default), so producers may add fields; removing or retyping one needs a
+new subject version.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Final
+
+import msgspec
+
+Code = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{3,64}$",
+                                   description="Short code, case-sensitive")]
+Version = Annotated[int, msgspec.Meta(ge=1, description="Increases by one on every change")]
+RedirectType = Annotated[int, msgspec.Meta(ge=301, le=308,
+                                           description="301, 302, 307 or 308")]
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 UTC")]
+
+
+class LinkCreated(msgspec.Struct, kw_only=True, frozen=True):
+    """``links.created``: core NATS, fire-and-forget fan-out."""
+
+    code: Code
+    url: str
+    created_at: Timestamp
+    tags: list[str] = []
+
+
+class LinkUpdated(msgspec.Struct, kw_only=True, frozen=True):
+    """``links.updated`` on stream ``LINKS``: must be delivered."""
+
+    code: Code
+    url: str
+    redirect_type: RedirectType
+    expires_at: Timestamp | None
+    tags: list[str]
+    version: Version
+    updated_at: Timestamp
+
+
+class LinkDeleted(msgspec.Struct, kw_only=True, frozen=True):
+    """``links.deleted`` on stream ``LINKS``: must be delivered."""
+
+    code: Code
+    version: Version
+    deleted_at: Timestamp
+
+
+class Click(msgspec.Struct, kw_only=True, frozen=True):
+    """``clicks.<code>`` on stream ``CLICKS``: one per redirect answered with a 3xx."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64,
+                                    description="Unique click id, also Nats-Msg-Id")]
+    code: Code
+    ts: Timestamp
+    referrer: str | None = None
+    user_agent: str | None = None
+    ip: str | None = None
+    country: Annotated[str, msgspec.Meta(max_length=2)] | None = None
+    is_bot: bool = False
+    request_id: str | None = None
+
+
+class LinkEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """Value of the KV bucket ``links`` (key: the code).
+
+    A deleted link stays as a tombstone with its version so that a late,
+    older ``links.updated`` can be recognised as stale and ignored.
+    """
+
+    url: str
+    redirect_type: int = 302
+    expires_at: datetime | None = None
+    version: int = 1
+    deleted: bool = False
+
+
+# DLQ headers added to the original ones (SPEC, "Subjects and streams").
+HDR_MSG_ID: Final = "Nats-Msg-Id"
+HDR_REQUEST_ID: Final = "X-Request-Id"
+HDR_ENQUEUED_AT: Final = "Linkflow-Enqueued-At"
+HDR_ORIGINAL_SUBJECT: Final = "Linkflow-Original-Subject"
+HDR_STREAM_SEQ: Final = "Linkflow-Stream-Seq"
+HDR_ATTEMPTS: Final = "Linkflow-Attempts"
+HDR_ERROR: Final = "Linkflow-Error"
+HDR_FIRST_FAILED_AT: Final = "Linkflow-First-Failed-At"
+HDR_FAILED_AT: Final = "Linkflow-Failed-At"
+DLQ_HEADERS: Final = (HDR_ORIGINAL_SUBJECT, HDR_STREAM_SEQ, HDR_ATTEMPTS, HDR_ERROR,
+                      HDR_FIRST_FAILED_AT, HDR_FAILED_AT)
+
+# Subject -> payload contract, the table AsyncAPI and the schemas are built from.
+SUBJECTS: Final[dict[str, tuple[type[msgspec.Struct], str, str]]] = {
+    "links.created": (LinkCreated, "core NATS", "fire-and-forget fan-out of new links"),
+    "links.updated": (LinkUpdated, "stream LINKS", "a link changed; apply if version is newer"),
+    "links.deleted": (LinkDeleted, "stream LINKS", "a link was deleted"),
+    "clicks.{code}": (Click, "stream CLICKS", "one click on a short link"),
+}
+
+
+def now() -> datetime:
+    """The current time in UTC at millisecond precision, as every payload carries it."""
+    t = datetime.now(UTC)
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+
+
+def rfc3339(t: datetime) -> str:
+    """``2026-11-22T06:50:13.123Z``: the SPEC's wire format for times."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+def encode(struct: msgspec.Struct) -> bytes:
+    """JSON bytes with times as the SPEC's millisecond RFC 3339 (msgspec writes
+    microseconds and drops a zero fraction, which other-language readers of
+    the contract should not have to expect)."""
+    out = msgspec.structs.asdict(struct)
+    for name, value in out.items():
+        if isinstance(value, datetime):
+            out[name] = rfc3339(value)
+    return _encoder.encode(out)

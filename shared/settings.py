@@ -1,0 +1,96 @@
+"""Typed settings read from ``LINKFLOW_*`` environment variables.
+
+Each service builds its settings once, in its entry point, with :func:`load`.
+A field is looked up first as ``LINKFLOW_<SERVICE>_<FIELD>`` and then as
+``LINKFLOW_<FIELD>``, so ``LINKFLOW_CLICK_RECORDER_MAX_ATTEMPTS`` overrides a
+shared ``LINKFLOW_MAX_ATTEMPTS``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import msgspec
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class SettingsError(ValueError):
+    """A setting is missing or cannot be read; the service must not start."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"250ms"``, ``"1s"``, ``"5m"``, ``"24h"``, ``"7d"`` or a bare number."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise SettingsError(f"not a duration: {text!r} (use e.g. 500ms, 1s, 5m, 24h, 7d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class Common(msgspec.Struct, kw_only=True, frozen=True):
+    nats_url: str = "nats://127.0.0.1:4222"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/linkflow"
+    analytics_database_url: str = "postgresql://postgres@127.0.0.1:5432/linkflow_analytics"
+    public_url: str = "http://127.0.0.1:8080"
+    log_level: str = "INFO"
+    # CLICKS keeps clicks this long so they can be replayed (SPEC: default 7 days).
+    clicks_max_age: float = 7 * 86400.0
+
+
+class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """The SPEC's per-worker settings (``LINKFLOW_<SERVICE>_<SETTING>``)."""
+
+    workers: int = 1
+    bulk_limit: int = 500
+    max_attempts: int = 5
+    max_ttl: float = 86400.0
+    min_retry_delay: float = 1.0
+    max_retry_delay: float = 60.0
+    retry_delay_factor: float = 2.0
+
+    def retry_delay(self, attempt: int) -> float:
+        """Delay before redelivery after the ``attempt``-th failed delivery (1-based)."""
+        factor = max(self.retry_delay_factor, 1.0)
+        delay = self.min_retry_delay * factor ** max(attempt - 1, 0)
+        return min(delay, self.max_retry_delay)
+
+
+def _raw_values(cls: type[msgspec.Struct], service: str | None,
+                environ: Mapping[str, str]) -> dict[str, Any]:
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    values: dict[str, Any] = {}
+    for field in info.fields:
+        names = [f"LINKFLOW_{field.name.upper()}"]
+        if service:
+            names.insert(0, f"LINKFLOW_{service.upper()}_{field.name.upper()}")
+        raw = next((environ[n] for n in names if n in environ), None)
+        if isinstance(field.type, msgspec.inspect.StructType):
+            # Nested groups (Common, WorkerSettings) share the service's prefix.
+            values[field.name] = _raw_values(field.type.cls, service, environ)
+            continue
+        if raw is None:
+            continue
+        if isinstance(field.type, msgspec.inspect.FloatType):
+            values[field.name] = parse_duration(raw)
+        elif isinstance(field.type, msgspec.inspect.BoolType):
+            values[field.name] = raw.strip().lower() in {"1", "true", "yes", "on"}
+        else:
+            values[field.name] = raw
+    return values
+
+
+def load(cls: type[T], service: str | None = None,
+         environ: Mapping[str, str] | None = None) -> T:
+    """Build ``cls`` from the environment, failing loudly on a bad value."""
+    env = os.environ if environ is None else environ
+    try:
+        return msgspec.convert(_raw_values(cls, service, env), cls, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"{cls.__name__}: {exc}") from exc

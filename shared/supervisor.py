@@ -1,0 +1,144 @@
+"""``linkflow up``: embedded servers (unless URLs are given), migrate, then
+every service as its own process, restarted with a growing delay if it dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from shared.embedded import NatsServer, PostgresServer, free_port, port_open
+from shared.migrate import migrate_all
+
+# Stopped in this order: the gateway first, so no new clicks arrive while the
+# workers settle what they hold.
+SERVICES = ("link", "click_recorder")
+PORTS = {"link": 8080, "click_recorder": 9101, "analytics": 8081, "cache_refresher": 9103}
+MAX_RESTART_DELAY = 30.0
+HEALTHY_AFTER = 60.0
+
+
+@dataclass
+class Child:
+    name: str
+    env: dict[str, str]
+    log: IO[bytes] | None
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    delay: float = 1.0
+    restart_at: float | None = None
+    restarts: int = field(default=0)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"],
+                                     env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=self.log, start_new_session=True)
+        self.started = time.monotonic()
+        self.restart_at = None
+
+
+def _say(text: str) -> None:
+    print(f"linkflow: {text}", flush=True)
+
+
+def _port(preferred: int) -> int:
+    return preferred if not port_open(preferred) else free_port()
+
+
+class Supervisor:
+    def __init__(self, home: Path, services: tuple[str, ...] = SERVICES,
+                 log_to_files: bool = False) -> None:
+        self.home = home
+        self.services = services
+        self.log_to_files = log_to_files
+        self.nats: NatsServer | None = None
+        self.pg: PostgresServer | None = None
+        self.children: list[Child] = []
+        self._stopping = False
+
+    def start(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if "LINKFLOW_NATS_URL" not in env:
+            self.nats = NatsServer(self.home / "nats", _port(4222)).start()
+            env["LINKFLOW_NATS_URL"] = self.nats.url
+            _say(f"embedded NATS at {self.nats.url} (store {self.nats.store_dir})")
+        if "LINKFLOW_DATABASE_URL" not in env:
+            self.pg = PostgresServer(self.home / "pg", _port(5432)).start()
+            env["LINKFLOW_DATABASE_URL"] = self.pg.url("linkflow")
+            env.setdefault("LINKFLOW_ANALYTICS_DATABASE_URL", self.pg.url("linkflow_analytics"))
+            _say(f"embedded PostgreSQL at {self.pg.url('linkflow')} (data {self.pg.data_dir})")
+        for name in self.services:
+            key = f"LINKFLOW_{name.upper()}_PORT"
+            env.setdefault(key, str(PORTS[name]))
+        asyncio.run(migrate_all(env))
+        _say("migrated: tables, streams, consumers, KV bucket")
+        for name in self.services:
+            log = (self.home / f"{name}.log").open("ab") if self.log_to_files else None
+            child = Child(name, env, log)
+            child.start()
+            self.children.append(child)
+        gateway = env.get("LINKFLOW_PUBLIC_URL", f"http://127.0.0.1:{env['LINKFLOW_LINK_PORT']}")
+        _say(f"gateway   {gateway}  (API {gateway}/api/links, docs {gateway}/api/docs)")
+        for name in self.services[1:]:
+            _say(f"{name:<9} http://127.0.0.1:{env[f'LINKFLOW_{name.upper()}_PORT']}/metrics")
+        return env
+
+    def watch(self) -> None:
+        """Restart children that exit on their own until asked to stop."""
+        while not self._stopping:
+            now = time.monotonic()
+            for child in self.children:
+                if child.proc is not None and child.proc.poll() is not None:
+                    code = child.proc.returncode
+                    if now - child.started > HEALTHY_AFTER:
+                        child.delay = 1.0
+                    child.restart_at = now + child.delay
+                    _say(f"{child.name} exited with {code}; restarting in {child.delay:.0f}s")
+                    child.delay = min(child.delay * 2, MAX_RESTART_DELAY)
+                    child.proc = None
+                elif child.proc is None and child.restart_at and now >= child.restart_at:
+                    child.restarts += 1
+                    child.start()
+            time.sleep(0.2)
+
+    def request_stop(self, *_: object) -> None:
+        self._stopping = True
+
+    def stop(self) -> None:
+        self._stopping = True
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+                try:
+                    child.proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    _say(f"{child.name} did not stop in 20s; killing it")
+                    child.proc.kill()
+                    child.proc.wait()
+            if child.log:
+                child.log.close()
+        if self.pg:
+            self.pg.stop()
+        if self.nats:
+            self.nats.stop()
+
+
+def up(home: Path) -> int:
+    supervisor = Supervisor(home)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    try:
+        supervisor.start()
+        _say("running; Ctrl-C stops everything")
+        supervisor.watch()
+    finally:
+        _say("stopping")
+        supervisor.stop()
+    _say("stopped")
+    return 0

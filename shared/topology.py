@@ -1,0 +1,109 @@
+"""The one place that owns JetStream's configuration: streams, durable
+consumers and the KV bucket. ``linkflow migrate`` provisions it; services only
+bind to what exists, because nats-py's ``pull_subscribe`` silently keeps an old
+consumer's config when asked to create one that is already there.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Final
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from shared.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+LINKS: Final = "LINKS"
+CLICKS: Final = "CLICKS"
+DLQ: Final = "DLQ"
+KV_LINKS: Final = "links"
+
+DAY: Final = 86400.0
+# The server's Nats-Msg-Id window: a publish retried within it is stored once.
+DUPLICATE_WINDOW: Final = 120.0
+# Redelivery if a worker holds a batch this long without acking or signalling progress.
+ACK_WAIT: Final = 30.0
+
+
+@dataclass(frozen=True)
+class Consumer:
+    stream: str
+    name: str
+    filter_subject: str
+    service: str  # settings prefix, e.g. "click_recorder"
+
+
+CLICK_RECORDER: Final = Consumer(CLICKS, "click-recorder", "clicks.>", "click_recorder")
+ANALYTICS_CLICKS: Final = Consumer(CLICKS, "analytics", "clicks.>", "analytics")
+CACHE_REFRESHER: Final = Consumer(LINKS, "cache-refresher", "links.>", "cache_refresher")
+CONSUMERS: Final = (CLICK_RECORDER, ANALYTICS_CLICKS, CACHE_REFRESHER)
+
+
+def streams(clicks_max_age: float) -> list[StreamConfig]:
+    return [
+        StreamConfig(name=LINKS, subjects=["links.updated", "links.deleted"],
+                     retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
+                     max_age=30 * DAY, duplicate_window=DUPLICATE_WINDOW),
+        # Limits retention (not work-queue) so that clicks can be replayed by
+        # backfills and read by several independent consumers.
+        StreamConfig(name=CLICKS, subjects=["clicks.>"],
+                     retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
+                     max_age=clicks_max_age, discard=DiscardPolicy.OLD,
+                     duplicate_window=DUPLICATE_WINDOW),
+        StreamConfig(name=DLQ, subjects=["dlq.>"],
+                     retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
+                     duplicate_window=DUPLICATE_WINDOW),
+    ]
+
+
+def consumer_config(consumer: Consumer, worker: WorkerSettings) -> ConsumerConfig:
+    return ConsumerConfig(
+        name=consumer.name,
+        durable_name=consumer.name,
+        filter_subject=consumer.filter_subject,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ACK_WAIT,
+        # The worker loop dead-letters on the last attempt itself; the server
+        # stops redelivering after that many, so a crash loop cannot spin forever.
+        max_deliver=max(worker.max_attempts, 1),
+        max_ack_pending=max(worker.bulk_limit * max(worker.workers, 1) * 4, 1000),
+        max_waiting=512,
+    )
+
+
+async def provision(js: JetStreamContext, clicks_max_age: float,
+                    workers: dict[str, WorkerSettings]) -> None:
+    """Create or update every stream, consumer and the KV bucket; idempotent."""
+    for config in streams(clicks_max_age):
+        try:
+            await js.stream_info(config.name)  # type: ignore[arg-type]
+        except NotFoundError:
+            await js.add_stream(config)
+            log.info("created stream %s", config.name)
+        else:
+            await js.update_stream(config)
+    for consumer in CONSUMERS:
+        # No "action" in the request: the server creates or updates in place.
+        await js.add_consumer(consumer.stream,
+                              consumer_config(consumer, workers[consumer.service]))
+    try:
+        await js.key_value(KV_LINKS)
+    except NotFoundError:
+        await js.create_key_value(KeyValueConfig(bucket=KV_LINKS, history=1,
+                                                 storage=StorageType.FILE))
+        log.info("created KV bucket %s", KV_LINKS)

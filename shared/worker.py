@@ -1,0 +1,198 @@
+"""The one JetStream worker loop every worker service uses.
+
+A service supplies a payload type and a batch handler; the loop fetches up to
+``BULK_LIMIT`` messages, decodes them, calls the handler and then decides
+for each message, explicitly:
+
+- ack: the handler succeeded for it (acks go out only after the handler's
+  commit, so a crash before that means redelivery, never loss);
+- term to the DLQ: it cannot decode, fails validation, raised
+  :class:`PermanentError`, is older than ``MAX_TTL``, or failed on its
+  ``MAX_ATTEMPTS``-th delivery;
+- nak with exponential backoff: it raised :class:`TransientError` (or an
+  unexpected exception) before its last attempt;
+- hold: the handler raised :class:`Unavailable` for the whole batch (the
+  database is down). That is not the messages' fault, so the loop keeps the
+  batch, signals ``in_progress`` so JetStream does not hand it to another
+  worker, and retries it with backoff without spending delivery attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+
+from shared import metrics
+from shared.dlq import dead_letter
+from shared.errors import PermanentError, TransientError
+from shared.settings import WorkerSettings
+from shared.topology import ACK_WAIT, Consumer
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Unavailable(TransientError):
+    """A dependency the whole batch needs is down: hold and retry the batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(Generic[T]):
+    msg: Msg
+    payload: T
+
+
+# The handler returns the failures by index into the batch; every other
+# delivery counts as handled. Raising fails the whole batch.
+BatchHandler = Callable[[Sequence[Delivery[T]]], Awaitable[Mapping[int, Exception]]]
+
+
+class Worker(Generic[T]):
+    def __init__(self, js: JetStreamContext, consumer: Consumer, settings: WorkerSettings,
+                 payload_type: type[T], handler: BatchHandler[T]) -> None:
+        self._js = js
+        self._consumer = consumer
+        self._settings = settings
+        self._decoder = msgspec.json.Decoder(payload_type)
+        self._handler = handler
+        self._first_failed: dict[int, float] = {}
+        self._outcomes = {o: metrics.MESSAGES.labels(consumer.name, o)
+                          for o in ("ack", "nak", "dlq", "held")}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch and handle batches until ``stop`` is set; the batch in hand is
+        always finished (acked, naked or dead-lettered) before returning."""
+        sub = await self._js.pull_subscribe_bind(durable=self._consumer.name,
+                                                 stream=self._consumer.stream)
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await sub.fetch(batch=self._settings.bulk_limit, timeout=1.0)
+                except (NatsTimeoutError, asyncio.TimeoutError):
+                    continue
+                except ConnectionClosedError:
+                    return
+                except Exception as exc:  # reconnecting, server restarting
+                    log.warning("%s: fetch failed: %s", self._consumer.name, exc)
+                    await _wait(stop, 0.5)
+                    continue
+                try:
+                    await self.process(msgs, stop)
+                except Exception:
+                    # A bug must not kill the loop: what was not settled is
+                    # redelivered after the ack wait.
+                    log.exception("%s: batch failed unexpectedly", self._consumer.name)
+                    await _wait(stop, 1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def process(self, msgs: list[Msg], stop: asyncio.Event) -> None:
+        started = time.perf_counter()
+        name = self._consumer.name
+        metrics.BATCH_SIZE.labels(name).observe(len(msgs))
+        batch: list[Delivery[T]] = []
+        now = time.time()
+        for msg in msgs:
+            try:
+                payload = self._decoder.decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self._dead_letter(msg, PermanentError.from_decode(exc))
+                continue
+            if now - msg.metadata.timestamp.timestamp() > self._settings.max_ttl:
+                await self._dead_letter(msg, PermanentError(
+                    f"older than MAX_TTL ({self._settings.max_ttl:.0f}s)"))
+                continue
+            batch.append(Delivery(msg, payload))
+        if batch:
+            failures = await self._handle_holding(batch, stop)
+            if failures is None:  # stopping while the dependency is down
+                for d in batch:
+                    await d.msg.nak()
+                self._outcomes["nak"].inc(len(batch))
+            else:
+                await self._settle(batch, failures)
+        metrics.BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+    async def _handle_holding(self, batch: list[Delivery[T]],
+                              stop: asyncio.Event) -> Mapping[int, Exception] | None:
+        attempt = 0
+        heartbeat = asyncio.create_task(_keep_in_progress(batch))
+        gauge = metrics.DEPENDENCY_DOWN.labels(self._consumer.name)
+        try:
+            while True:
+                try:
+                    result = await self._handler(batch)
+                    gauge.set(0)
+                    return result
+                except Unavailable as exc:
+                    attempt += 1
+                    gauge.set(1)
+                    self._outcomes["held"].inc(len(batch))
+                    delay = self._settings.retry_delay(attempt)
+                    log.warning("%s: %s; holding %d messages, retry in %.1fs",
+                                self._consumer.name, exc, len(batch), delay)
+                    if await _wait(stop, delay):
+                        return None
+                except Exception as exc:  # the whole batch failed
+                    return dict.fromkeys(range(len(batch)), exc)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _settle(self, batch: list[Delivery[T]], failures: Mapping[int, Exception]) -> None:
+        acked = 0
+        for i, delivery in enumerate(batch):
+            exc = failures.get(i)
+            msg = delivery.msg
+            if exc is None:
+                await msg.ack()
+                acked += 1
+                if self._first_failed:
+                    self._first_failed.pop(msg.metadata.sequence.stream, None)
+                continue
+            attempts = msg.metadata.num_delivered
+            if isinstance(exc, PermanentError) or attempts >= self._settings.max_attempts:
+                await self._dead_letter(msg, exc)
+            else:
+                self._first_failed.setdefault(msg.metadata.sequence.stream, time.time())
+                await msg.nak(delay=self._settings.retry_delay(attempts))
+                self._outcomes["nak"].inc()
+                log.info("%s: nak seq %d (attempt %d): %s", self._consumer.name,
+                         msg.metadata.sequence.stream, attempts, exc)
+        self._outcomes["ack"].inc(acked)
+
+    async def _dead_letter(self, msg: Msg, exc: Exception) -> None:
+        seq = msg.metadata.sequence.stream
+        first = self._first_failed.pop(seq, None)
+        await dead_letter(self._js, msg, self._consumer, exc, first_failed_at=first)
+        self._outcomes["dlq"].inc()
+
+
+async def _keep_in_progress(batch: Sequence[Delivery[T]]) -> None:
+    """Tell JetStream the batch is still being worked on, so a slow handler
+    (slow database) is not redelivered to another worker meanwhile."""
+    while True:
+        await asyncio.sleep(ACK_WAIT / 3)
+        for d in batch:
+            with contextlib.suppress(Exception):
+                await d.msg.in_progress()
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to ``seconds``; True if ``stop`` was set meanwhile."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    return stop.is_set()

@@ -1,0 +1,65 @@
+"""Session servers and per-test isolation: a fresh database and fresh
+JetStream streams, consumers and KV bucket for every test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+
+from shared import bus, db, topology
+from shared.settings import WorkerSettings
+from tests.servers import Servers, start
+
+# Small delays so that retries and dead-lettering happen within a test.
+TEST_WORKER = WorkerSettings(workers=1, bulk_limit=200, max_attempts=3,
+                             min_retry_delay=0.05, max_retry_delay=0.2)
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    s = start(tmp_path_factory.mktemp("servers"))
+    yield s
+    s.close()
+
+
+async def reset_jetstream(nc: Client, worker: WorkerSettings = TEST_WORKER) -> None:
+    js = nc.jetstream()
+    for name in (*(s.name for s in topology.streams(3600)), f"KV_{topology.KV_LINKS}"):
+        try:
+            await js.delete_stream(name)
+        except NotFoundError:
+            pass
+    await topology.provision(js, 7 * 86400, {c.service: worker for c in topology.CONSUMERS})
+
+
+@pytest.fixture
+async def nc(servers: Servers) -> AsyncIterator[Client]:
+    conn = await bus.connect(servers.nats_url, "tests", forever=False)
+    await reset_jetstream(conn)
+    yield conn
+    await conn.drain()
+
+
+@pytest.fixture
+async def db_url(servers: Servers) -> AsyncIterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    url = servers.pg_url(name)
+    await db.ensure_database(url)
+    await db.migrate(url)
+    yield url
+    conn = await asyncpg.connect(servers.pg_url("postgres"))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,71 @@
+"""Helpers for tests: run ASGI apps and workers in-process, wait on conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import uvicorn
+
+from shared.embedded import free_port
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15,
+                     what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.05)  # wait-ok: polling interval of a deadline wait
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on a free port (real HTTP), lifespan included."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    task = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        if task.done():
+            task.result()
+        return server.started
+
+    await eventually(started, 20, "uvicorn to start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
+async def running(loop: Callable[[asyncio.Event], Awaitable[None]],
+                  copies: int = 1) -> AsyncIterator[asyncio.Event]:
+    """Run a worker loop as tasks until the block ends; stopping is graceful."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(loop(stop)) for _ in range(copies)]
+    try:
+        yield stop
+    finally:
+        stop.set()
+        for t in tasks:
+            await t
+
+
+async def count(url: str, sql: str, *args: Any) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval(sql, *args))
+    finally:
+        await conn.close()

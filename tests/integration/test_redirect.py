@@ -1,0 +1,139 @@
+"""Create → redirect → exactly one click row, through real NATS and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import msgspec
+from nats.aio.client import Client
+
+from shared.contracts import Click, LinkDeleted, LinkUpdated
+from tests.harness import count, eventually
+
+
+async def clicks_for(db_url: str, code: str) -> int:
+    return await count(db_url, "SELECT count(*) FROM clicks WHERE code = $1", code)
+
+
+async def test_create_redirect_records_click_once(gateway: httpx.AsyncClient, recorder: None,
+                                                  db_url: str) -> None:
+    created = await gateway.post("/api/links", json={"url": "https://example.com/a",
+                                                      "code": "abc"})
+    assert created.status_code == 201
+    assert created.json()["short_url"] == "http://sho.rt/abc"
+    r = await gateway.get("/abc", headers={"user-agent": "Mozilla/5.0 (X11; Linux)",
+                                           "referer": "https://news.example/",
+                                           "x-forwarded-for": "203.0.113.9"})
+    assert r.status_code == 302
+    assert r.headers["location"] == "https://example.com/a"
+    await eventually(lambda: clicks_for(db_url, "abc"), what="the click row")
+    conn = await asyncpg.connect(db_url)
+    rows = await conn.fetch("SELECT * FROM clicks WHERE code = 'abc'")
+    await conn.close()
+    assert len(rows) == 1
+    row = rows[0]
+    # uvicorn trusts X-Forwarded-For from a proxy on localhost; the IP is anonymized.
+    assert (row["referrer"], row["is_bot"], row["ip"]) == ("https://news.example/", False,
+                                                           "203.0.113.0")
+    assert row["user_agent"] == "Mozilla/5.0 (X11; Linux)"
+
+
+async def test_generated_code_and_redirect_type(gateway: httpx.AsyncClient) -> None:
+    created = await gateway.post("/api/links", json={"url": "https://example.com/b",
+                                                      "redirect_type": 308})
+    code = created.json()["code"]
+    assert len(code) == 7 and code.isalnum()
+    r = await gateway.get(f"/{code}")
+    assert r.status_code == 308
+
+
+async def test_head_is_recorded_as_bot(gateway: httpx.AsyncClient, nc: Client) -> None:
+    await gateway.post("/api/links", json={"url": "https://example.com/h", "code": "headme"})
+    sub = await nc.jetstream().pull_subscribe("clicks.headme", durable=None, stream="CLICKS")
+    r = await gateway.head("/headme")
+    assert r.status_code == 302
+    msgs = await sub.fetch(1, timeout=5)
+    click = msgspec.json.decode(msgs[0].data, type=Click)
+    assert click.is_bot and click.code == "headme"
+    assert msgs[0].headers and msgs[0].headers["Nats-Msg-Id"] == click.id
+    assert "X-Request-Id" in msgs[0].headers and "Linkflow-Enqueued-At" in msgs[0].headers
+
+
+async def test_unknown_and_expired(gateway: httpx.AsyncClient) -> None:
+    r = await gateway.get("/nope")
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/problem+json"
+    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    await gateway.post("/api/links", json={"url": "https://example.com/e", "code": "gone",
+                                           "expires_at": past})
+    r = await gateway.get("/gone")
+    assert r.status_code == 410
+    assert r.json()["status"] == 410
+
+
+async def test_thousand_concurrent_redirects_thousand_rows(gateway: httpx.AsyncClient,
+                                                           recorder: None, db_url: str) -> None:
+    await gateway.post("/api/links", json={"url": "https://example.com/many", "code": "many"})
+    limits = asyncio.Semaphore(100)
+
+    async def one() -> int:
+        async with limits:
+            return (await gateway.get("/many")).status_code
+
+    statuses = await asyncio.gather(*(one() for _ in range(1000)))
+    assert statuses.count(302) == 1000
+
+    async def all_in() -> bool:
+        return await clicks_for(db_url, "many") >= 1000
+
+    await eventually(all_in, 30, "1000 click rows")
+    assert await count(db_url, "SELECT count(DISTINCT id) FROM clicks WHERE code='many'") == 1000
+    assert await clicks_for(db_url, "many") == 1000
+
+
+async def test_patch_and_delete_publish_versioned_events(gateway: httpx.AsyncClient,
+                                                         nc: Client) -> None:
+    await gateway.post("/api/links", json={"url": "https://example.com/old", "code": "chg"})
+    r = await gateway.patch("/api/links/chg", json={"url": "https://example.com/new"})
+    assert r.status_code == 200
+    assert r.json()["version"] == 2
+    sub = await nc.jetstream().pull_subscribe("links.>", durable=None, stream="LINKS")
+    updated = msgspec.json.decode((await sub.fetch(1, timeout=5))[0].data, type=LinkUpdated)
+    assert (updated.code, updated.url, updated.version) == ("chg", "https://example.com/new", 2)
+
+    async def redirects_to_new() -> bool:
+        return (await gateway.get("/chg")).headers.get("location") == "https://example.com/new"
+
+    await eventually(redirects_to_new, what="the new target")
+    assert (await gateway.delete("/api/links/chg")).status_code == 204
+    deleted = msgspec.json.decode((await sub.fetch(1, timeout=5))[0].data, type=LinkDeleted)
+    assert (deleted.code, deleted.version) == ("chg", 3)
+
+    async def gone() -> bool:
+        return (await gateway.get("/chg")).status_code == 404
+
+    await eventually(gone, what="the deleted link to 404")
+    assert (await gateway.get("/api/links/chg")).status_code == 404
+
+
+async def test_links_created_is_published(gateway: httpx.AsyncClient, nc: Client) -> None:
+    sub = await nc.subscribe("links.created")
+    await gateway.post("/api/links", json={"url": "https://example.com/c", "code": "newone",
+                                           "tags": ["x"]})
+    msg = await sub.next_msg(timeout=5)
+    body = msgspec.json.decode(msg.data)
+    assert body["code"] == "newone" and body["tags"] == ["x"]
+    assert body["created_at"].endswith("Z") and len(body["created_at"]) == 24
+
+
+async def test_link_created_elsewhere_is_found_on_miss(gateway: httpx.AsyncClient,
+                                                       db_url: str) -> None:
+    # A row no gateway has put in KV (restored backup, another region): the
+    # redirect falls back to the database.
+    await count(db_url, "WITH i AS (INSERT INTO links (code, url) VALUES ('dbonly', "
+                "'https://example.com/db') RETURNING 1) SELECT count(*) FROM i")
+    r = await gateway.get("/dbonly")
+    assert r.status_code == 302 and r.headers["location"] == "https://example.com/db"
