@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+
+import uvloop
 
 from services.click_recorder.recorder import ClickRecorder
 from services.click_recorder.settings import Settings
@@ -36,12 +37,7 @@ def main() -> None:
     settings = load(Settings, "click_recorder")
     logging.basicConfig(level=settings.common.log_level,
                         format="%(asctime)s click-recorder %(levelname)s %(name)s: %(message)s")
-    try:
-        import uvloop
-
-        uvloop.run(run(settings))
-    except ImportError:
-        asyncio.run(run(settings))
+    uvloop.run(run(settings))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+"""linkflow as ``linkflow up`` runs it: every service its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.embedded import free_port
+from shared.supervisor import Supervisor
+from tests.harness import count, eventually
+from tests.servers import Servers
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def linkflow(servers: Servers, db_url: str, tmp_path: Path,
+                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Supervisor]:
+    # The nc fixture is not used here: reset JetStream the same way first.
+    from shared import bus
+    from tests.conftest import reset_jetstream
+
+    nc = await bus.connect(servers.nats_url, "e2e-reset", forever=False)
+    await reset_jetstream(nc)
+    await nc.drain()
+    env = {"LINKFLOW_NATS_URL": servers.nats_url, "LINKFLOW_DATABASE_URL": db_url,
+           "LINKFLOW_ANALYTICS_DATABASE_URL": db_url,
+           "LINKFLOW_LINK_PORT": str(free_port()),
+           "LINKFLOW_CLICK_RECORDER_PORT": str(free_port()),
+           "LINKFLOW_CLICK_RECORDER_MIN_RETRY_DELAY": "50ms"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    sup = Supervisor(tmp_path, log_to_files=True)
+    await asyncio.to_thread(sup.start)
+    watcher = threading.Thread(target=sup.watch, daemon=True)
+    watcher.start()
+    yield sup
+    await asyncio.to_thread(sup.stop)
+    watcher.join(5)
+
+
+def gateway_url() -> str:
+    return f"http://127.0.0.1:{os.environ['LINKFLOW_LINK_PORT']}"
+
+
+async def ready(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient() as c:
+            return (await c.get(f"{url}/readyz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def test_thousand_redirects_through_processes(linkflow: Supervisor, db_url: str) -> None:
+    url = gateway_url()
+    await eventually(lambda: ready(url), 30, "gateway ready")
+    async with httpx.AsyncClient(base_url=url) as client:
+        r = await client.post("/api/links", json={"url": "https://example.com", "code": "e2e"})
+        assert r.status_code == 201
+        limits = asyncio.Semaphore(50)
+
+        async def one() -> int:
+            async with limits:
+                return (await client.get("/e2e")).status_code
+
+        statuses = await asyncio.gather(*(one() for _ in range(1000)))
+    assert statuses.count(302) == 1000
+
+    async def recorded() -> bool:
+        return await count(db_url, "SELECT count(*) FROM clicks") >= 1000
+
+    await eventually(recorded, 60, "1000 rows")
+    assert await count(db_url, "SELECT count(DISTINCT id) FROM clicks") == 1000
+
+
+async def test_dead_service_is_restarted(linkflow: Supervisor, db_url: str) -> None:
+    recorder = next(c for c in linkflow.children if c.name == "click_recorder")
+    assert recorder.proc is not None
+    first_pid = recorder.proc.pid
+    os.kill(first_pid, signal.SIGKILL)
+
+    async def restarted() -> bool:
+        return recorder.restarts == 1 and recorder.proc is not None and \
+            recorder.proc.pid != first_pid
+
+    await eventually(restarted, 30, "the click-recorder to be restarted")
+    url = gateway_url()
+    await eventually(lambda: ready(url), 30, "gateway ready")
+    async with httpx.AsyncClient(base_url=url) as client:
+        await client.post("/api/links", json={"url": "https://example.com", "code": "again"})
+        assert (await client.get("/again")).status_code == 302
+    await eventually(lambda: count(db_url, "SELECT count(*) FROM clicks"), 30,
+                     "the click recorded by the restarted recorder")
+
+
+async def test_sigterm_stops_every_service_with_exit_0(linkflow: Supervisor) -> None:
+    url = gateway_url()
+    await eventually(lambda: ready(url), 30, "gateway ready")
+    procs = [c.proc for c in linkflow.children]
+    await asyncio.to_thread(linkflow.stop)
+    assert [p.returncode for p in procs if p is not None] == [0, 0]

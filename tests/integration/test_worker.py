@@ -1,0 +1,73 @@
+"""The shared worker loop's decisions, on a real JetStream consumer."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from nats.aio.client import Client
+
+from shared import topology
+from shared.contracts import Click, encode, now
+from shared.errors import PermanentError, TransientError
+from shared.worker import Delivery, Worker
+from tests.conftest import TEST_WORKER
+from tests.harness import eventually, running
+
+
+class Flaky:
+    """Fails the clicks whose code says so; records every delivery it saw."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[str] = Counter()
+        self.done: set[str] = set()
+
+    async def handle(self, batch: Sequence[Delivery[Click]]) -> Mapping[int, Exception]:
+        failures: dict[int, Exception] = {}
+        for i, d in enumerate(batch):
+            self.seen[d.payload.id] += 1
+            if d.payload.code == "always-fails":
+                failures[i] = TransientError("still failing")
+            elif d.payload.code == "bad-data":
+                failures[i] = PermanentError("cannot ever work")
+            elif d.payload.code == "fails-once" and self.seen[d.payload.id] == 1:
+                failures[i] = TransientError("first time unlucky")
+            else:
+                self.done.add(d.payload.id)
+        return failures
+
+
+async def send(nc: Client, code: str, cid: str) -> None:
+    c = Click(id=cid, code=code, ts=now())
+    await nc.jetstream().publish(f"clicks.{code}", encode(c), headers={"Nats-Msg-Id": cid})
+
+
+async def test_transient_retried_permanent_and_exhausted_dead_lettered(nc: Client) -> None:
+    js = nc.jetstream()
+    flaky = Flaky()
+    worker = Worker(js, topology.CLICK_RECORDER, TEST_WORKER, Click, flaky.handle)
+    async with running(worker.run):
+        await send(nc, "fails-once", "c1")
+        await send(nc, "always-fails", "c2")
+        await send(nc, "bad-data", "c3")
+        await send(nc, "fine", "c4")
+
+        async def settled() -> bool:
+            info = await js.consumer_info(topology.CLICKS, topology.CLICK_RECORDER.name)
+            dlq = await js.stream_info(topology.DLQ)
+            return info.num_ack_pending == 0 and info.num_pending == 0 and \
+                dlq.state.messages == 2
+
+        await eventually(settled, 20, "every message settled")
+    assert flaky.done == {"c1", "c4"}
+    # Retried until MAX_ATTEMPTS, then dead-lettered; a permanent error once.
+    assert flaky.seen["c1"] == 2
+    assert flaky.seen["c2"] == TEST_WORKER.max_attempts
+    assert flaky.seen["c3"] == 1
+    sub = await js.pull_subscribe("dlq.>", durable=None, stream=topology.DLQ)
+    dead = {(m.headers or {})["Linkflow-Original-Msg-Id"]: m.headers or {}
+            for m in await sub.fetch(2, timeout=5)}
+    assert dead["c2"]["Linkflow-Attempts"] == str(TEST_WORKER.max_attempts)
+    assert dead["c2"]["Linkflow-Error"] == "TransientError: still failing"
+    assert dead["c2"]["Linkflow-First-Failed-At"] < dead["c2"]["Linkflow-Failed-At"]
+    assert dead["c3"]["Linkflow-Attempts"] == "1"

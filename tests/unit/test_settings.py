@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+
+from services.click_recorder.settings import Settings as RecorderSettings
+from shared.settings import SettingsError, WorkerSettings, load, parse_duration
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("1s", 1.0), ("250ms", 0.25), ("5m", 300.0), ("24h", 86400.0), ("7d", 604800.0),
+    ("2.5", 2.5),
+])
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_bad_duration_is_an_error() -> None:
+    with pytest.raises(SettingsError):
+        parse_duration("soon")
+
+
+def test_service_prefix_wins_over_shared() -> None:
+    env = {"LINKFLOW_MAX_ATTEMPTS": "9", "LINKFLOW_CLICK_RECORDER_MAX_ATTEMPTS": "7",
+           "LINKFLOW_CLICK_RECORDER_MAX_TTL": "1h", "LINKFLOW_NATS_URL": "nats://x:1",
+           "LINKFLOW_CLICK_RECORDER_PORT": "9999"}
+    s = load(RecorderSettings, "click_recorder", env)
+    assert s.worker.max_attempts == 7
+    assert s.worker.max_ttl == 3600.0
+    assert s.common.nats_url == "nats://x:1"
+    assert s.port == 9999
+
+
+def test_defaults_are_the_specs() -> None:
+    w = load(WorkerSettings, "analytics", {})
+    assert (w.workers, w.bulk_limit, w.max_attempts, w.max_ttl) == (1, 500, 5, 86400.0)
+    assert (w.min_retry_delay, w.max_retry_delay, w.retry_delay_factor) == (1.0, 60.0, 2.0)
+
+
+def test_invalid_value_is_an_error() -> None:
+    with pytest.raises(SettingsError):
+        load(RecorderSettings, "click_recorder", {"LINKFLOW_CLICK_RECORDER_WORKERS": "many"})
+
+
+def test_retry_delay_grows_and_is_capped() -> None:
+    w = WorkerSettings(min_retry_delay=1, max_retry_delay=5, retry_delay_factor=2)
+    assert [w.retry_delay(a) for a in range(1, 6)] == [1, 2, 4, 5, 5]
+
+
+def test_factor_below_one_counts_as_one() -> None:
+    w = WorkerSettings(min_retry_delay=2, retry_delay_factor=0.5)
+    assert [w.retry_delay(a) for a in range(1, 4)] == [2, 2, 2]
