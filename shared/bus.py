@@ -12,9 +12,13 @@ from nats.aio.client import Client
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str, name: str, *,
-                  on_change: Callable[[], Awaitable[None]] | None = None,
-                  forever: bool = True) -> Client:
+async def connect(
+    url: str,
+    name: str,
+    *,
+    on_change: Callable[[], Awaitable[None]] | None = None,
+    forever: bool = True,
+) -> Client:
     """Connect for the life of a service: reconnect forever, notice a dead
     server within seconds (ping every 5 s, two missed pongs), and let the
     caller ``drain()`` on shutdown so in-flight acks and publishes go out.
@@ -45,9 +49,13 @@ async def connect(url: str, name: str, *,
             await asyncio.sleep(1)
 
 
-async def _connect(url: str, name: str, disconnected: Callable[[], Awaitable[None]],
-                   reconnected: Callable[[], Awaitable[None]],
-                   error: Callable[[Exception], Awaitable[None]]) -> Client:
+async def _connect(
+    url: str,
+    name: str,
+    disconnected: Callable[[], Awaitable[None]],
+    reconnected: Callable[[], Awaitable[None]],
+    error: Callable[[Exception], Awaitable[None]],
+) -> Client:
     return await nats.connect(
         url,
         name=name,

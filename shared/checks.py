@@ -14,6 +14,7 @@ from shared.health import Check
 def nats_connected(nc: Client) -> Check:
     async def check() -> str | None:
         return None if nc.is_connected else "not connected to NATS"
+
     return check
 
 
@@ -21,6 +22,7 @@ def consumer_exists(js: JetStreamContext, stream: str, consumer: str) -> Check:
     async def check() -> str | None:
         await asyncio.wait_for(js.consumer_info(stream, consumer), 2)
         return None
+
     return check
 
 
@@ -29,4 +31,5 @@ def database(pool: asyncpg.Pool) -> Check:
         async with asyncio.timeout(2):
             await pool.fetchval("SELECT 1")
         return None
+
     return check

@@ -14,15 +14,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="linkflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run everything on this machine")
-    up.add_argument("--home", type=Path, default=Path(".linkflow"),
-                    help="where embedded servers keep their data (default .linkflow/)")
+    up.add_argument(
+        "--home",
+        type=Path,
+        default=Path(".linkflow"),
+        help="where embedded servers keep their data (default .linkflow/)",
+    )
     sub.add_parser("migrate", help="create tables, streams, consumers and the KV bucket")
     sub.add_parser("schemas", help="regenerate shared/schemas and shared/asyncapi.yaml")
     bench = sub.add_parser("bench", help="measure redirects and the click-recorder")
     bench.add_argument("--duration", type=int, default=10, help="seconds per load run")
     bench.add_argument("--connections", type=int, default=50)
-    bench.add_argument("--clicks", type=int, default=100_000,
-                       help="clicks queued for the drain measurement")
+    bench.add_argument(
+        "--clicks", type=int, default=100_000, help="clicks queued for the drain measurement"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LINKFLOW_LOG_LEVEL", "WARNING"))
 

@@ -14,11 +14,11 @@ from typing import Annotated, Final
 
 import msgspec
 
-Code = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{3,64}$",
-                                   description="Short code, case-sensitive")]
+Code = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{3,64}$", description="Short code, case-sensitive")
+]
 Version = Annotated[int, msgspec.Meta(ge=1, description="Increases by one on every change")]
-RedirectType = Annotated[int, msgspec.Meta(ge=301, le=308,
-                                           description="301, 302, 307 or 308")]
+RedirectType = Annotated[int, msgspec.Meta(ge=301, le=308, description="301, 302, 307 or 308")]
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 UTC")]
 
 
@@ -54,8 +54,10 @@ class LinkDeleted(msgspec.Struct, kw_only=True, frozen=True):
 class Click(msgspec.Struct, kw_only=True, frozen=True):
     """``clicks.<code>`` on stream ``CLICKS``: one per redirect answered with a 3xx."""
 
-    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64,
-                                    description="Unique click id, also Nats-Msg-Id")]
+    id: Annotated[
+        str,
+        msgspec.Meta(min_length=1, max_length=64, description="Unique click id, also Nats-Msg-Id"),
+    ]
     code: Code
     ts: Timestamp
     referrer: str | None = None
@@ -90,8 +92,14 @@ HDR_ATTEMPTS: Final = "Linkflow-Attempts"
 HDR_ERROR: Final = "Linkflow-Error"
 HDR_FIRST_FAILED_AT: Final = "Linkflow-First-Failed-At"
 HDR_FAILED_AT: Final = "Linkflow-Failed-At"
-DLQ_HEADERS: Final = (HDR_ORIGINAL_SUBJECT, HDR_STREAM_SEQ, HDR_ATTEMPTS, HDR_ERROR,
-                      HDR_FIRST_FAILED_AT, HDR_FAILED_AT)
+DLQ_HEADERS: Final = (
+    HDR_ORIGINAL_SUBJECT,
+    HDR_STREAM_SEQ,
+    HDR_ATTEMPTS,
+    HDR_ERROR,
+    HDR_FIRST_FAILED_AT,
+    HDR_FAILED_AT,
+)
 
 # Subject -> payload contract, the table AsyncAPI and the schemas are built from.
 SUBJECTS: Final[dict[str, tuple[type[msgspec.Struct], str, str]]] = {

@@ -67,8 +67,8 @@ async def create_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:
     """A pool that opens connections on demand (min_size=0), so a service can
     start while the database is down and report it on ``/readyz``."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        url, min_size=0, max_size=max_size, max_inactive_connection_lifetime=60,
-        command_timeout=30)
+        url, min_size=0, max_size=max_size, max_inactive_connection_lifetime=60, command_timeout=30
+    )
     return pool
 
 

@@ -32,8 +32,9 @@ def dlq_subject(consumer: Consumer) -> str:
     return f"dlq.{consumer.stream}.{consumer.name}"
 
 
-def dlq_headers(msg: Msg, consumer: Consumer, exc: Exception,
-                first_failed_at: float | None) -> dict[str, str]:
+def dlq_headers(
+    msg: Msg, consumer: Consumer, exc: Exception, first_failed_at: float | None
+) -> dict[str, str]:
     meta = msg.metadata
     now = time.time()
     headers = dict(msg.headers or {})
@@ -45,29 +46,42 @@ def dlq_headers(msg: Msg, consumer: Consumer, exc: Exception,
     # between the DLQ publish and the term must not add a second entry.
     headers[HDR_MSG_ID] = f"{consumer.stream}.{consumer.name}.{meta.sequence.stream}"
     error = " ".join(f"{type(exc).__name__}: {exc}".split())[:_MAX_ERROR]
-    headers.update({
-        HDR_ORIGINAL_SUBJECT: msg.subject,
-        HDR_STREAM_SEQ: str(meta.sequence.stream),
-        HDR_ATTEMPTS: str(meta.num_delivered),
-        HDR_ERROR: error,
-        HDR_FIRST_FAILED_AT: rfc3339(datetime.fromtimestamp(first_failed_at or now, UTC)),
-        HDR_FAILED_AT: rfc3339(datetime.fromtimestamp(now, UTC)),
-    })
+    headers.update(
+        {
+            HDR_ORIGINAL_SUBJECT: msg.subject,
+            HDR_STREAM_SEQ: str(meta.sequence.stream),
+            HDR_ATTEMPTS: str(meta.num_delivered),
+            HDR_ERROR: error,
+            HDR_FIRST_FAILED_AT: rfc3339(datetime.fromtimestamp(first_failed_at or now, UTC)),
+            HDR_FAILED_AT: rfc3339(datetime.fromtimestamp(now, UTC)),
+        }
+    )
     return headers
 
 
-async def dead_letter(js: JetStreamContext, msg: Msg, consumer: Consumer, exc: Exception,
-                      first_failed_at: float | None = None) -> bool:
+async def dead_letter(
+    js: JetStreamContext,
+    msg: Msg,
+    consumer: Consumer,
+    exc: Exception,
+    first_failed_at: float | None = None,
+) -> bool:
     """Publish to the DLQ, then term the original. If the DLQ publish fails
     the original is left unacked, so JetStream redelivers it: never lost."""
     try:
-        await js.publish(dlq_subject(consumer), msg.data,
-                         headers=dlq_headers(msg, consumer, exc, first_failed_at))
+        await js.publish(
+            dlq_subject(consumer),
+            msg.data,
+            headers=dlq_headers(msg, consumer, exc, first_failed_at),
+        )
     except Exception as dlq_exc:
-        log.error("%s: could not dead-letter seq %d: %s", consumer.name,
-                  msg.metadata.sequence.stream, dlq_exc)
+        log.error(
+            "%s: could not dead-letter seq %d: %s",
+            consumer.name,
+            msg.metadata.sequence.stream,
+            dlq_exc,
+        )
         return False
     await msg.term()
-    log.warning("%s: dead-lettered seq %d: %s", consumer.name,
-                msg.metadata.sequence.stream, exc)
+    log.warning("%s: dead-lettered seq %d: %s", consumer.name, msg.metadata.sequence.stream, exc)
     return True

@@ -65,9 +65,14 @@ class _Process:
 
     def _spawn(self, args: list[str], **kwargs: object) -> None:
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                     **kwargs)  # type: ignore[call-overload]
+        self.proc = subprocess.Popen(
+            args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            **kwargs,
+        )  # type: ignore[call-overload]
 
     @property
     def running(self) -> bool:
@@ -106,8 +111,20 @@ class NatsServer(_Process):
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20) -> NatsServer:
-        self._spawn([nats_server_binary(), "-js", "-sd", str(self.store_dir),
-                     "-a", "127.0.0.1", "-p", str(self.port), "-n", "linkflow"])
+        self._spawn(
+            [
+                nats_server_binary(),
+                "-js",
+                "-sd",
+                str(self.store_dir),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-n",
+                "linkflow",
+            ]
+        )
         wait_until(lambda: port_open(self.port) or not self.running, timeout, "nats-server")
         if not self.running:
             raise RuntimeError(f"nats-server exited; see {self.log_path}")
@@ -141,7 +158,7 @@ class PostgresServer(_Process):
         import pwd
         import stat
 
-        POSTGRES_BIN_PATH = _pg_bin_path()  # noqa: N806
+        POSTGRES_BIN_PATH = _pg_bin_path()
         from pgserver.utils import (
             ensure_folder_permissions,
             ensure_prefix_permissions,
@@ -163,16 +180,46 @@ class PostgresServer(_Process):
     def start(self, timeout: float = 60) -> PostgresServer:
         self._prepare_user()
         if not (self.data_dir / "PG_VERSION").exists():
-            subprocess.run([self._bin("initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                            "--auth=trust", "--encoding=UTF8", "--no-sync"],
-                           check=True, capture_output=True, user=self._user)
-        args = [self._bin("postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
-                "-c", "max_connections=200", "-c", "shared_buffers=128MB"]
+            subprocess.run(
+                [
+                    self._bin("initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ],
+                check=True,
+                capture_output=True,
+                user=self._user,
+            )
+        args = [
+            self._bin("postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={self.data_dir}",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=128MB",
+        ]
         if not self.durable:
             # Throwaway test clusters: no fsync, a crash may lose them whole.
-            args += ["-c", "fsync=off", "-c", "synchronous_commit=off",
-                     "-c", "full_page_writes=off"]
+            args += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
         self._spawn(args, user=self._user)
         wait_until(self._ready, timeout, "PostgreSQL")
         return self
@@ -180,8 +227,11 @@ class PostgresServer(_Process):
     def _ready(self) -> bool:
         if not self.running:
             raise RuntimeError(f"PostgreSQL exited; see {self.log_path}")
-        done = subprocess.run([self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
-                               "-U", "postgres"], capture_output=True, check=False)
+        done = subprocess.run(
+            [self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+            capture_output=True,
+            check=False,
+        )
         return done.returncode == 0
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> None:

@@ -29,11 +29,17 @@ def routes(checks: dict[str, Check]) -> list[Route]:
             if reason:
                 reasons[name] = reason
         body = {"status": "ready" if not reasons else "not ready", "reasons": reasons}
-        return Response(msgspec.json.encode(body), status_code=503 if reasons else 200,
-                        media_type="application/json")
+        return Response(
+            msgspec.json.encode(body),
+            status_code=503 if reasons else 200,
+            media_type="application/json",
+        )
 
     async def metrics_endpoint(_: Request) -> Response:
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
-    return [Route("/healthz", healthz), Route("/readyz", readyz),
-            Route("/metrics", metrics_endpoint)]
+    return [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
+    ]

@@ -43,5 +43,6 @@ async def put_if_newer(kv: KeyValue, code: str, entry: LinkEntry, attempts: int 
             return True
         except (KeyWrongLastSequenceError, APIError):
             continue  # another writer got there first: read again and decide
-    raise RuntimeError(f"KV {code}: could not write version {entry.version} "
-                       f"after {attempts} conflicting attempts")
+    raise RuntimeError(
+        f"KV {code}: could not write version {entry.version} after {attempts} conflicting attempts"
+    )

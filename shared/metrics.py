@@ -14,11 +14,15 @@ MESSAGES: Final = Counter(
     ["consumer", "outcome"],
 )
 BATCH_SECONDS: Final = Histogram(
-    "linkflow_worker_batch_seconds", "Time to handle one fetched batch", ["consumer"],
+    "linkflow_worker_batch_seconds",
+    "Time to handle one fetched batch",
+    ["consumer"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 BATCH_SIZE: Final = Histogram(
-    "linkflow_worker_batch_size", "Messages per fetched batch", ["consumer"],
+    "linkflow_worker_batch_size",
+    "Messages per fetched batch",
+    ["consumer"],
     buckets=(1, 5, 10, 50, 100, 250, 500, 1000),
 )
 DEPENDENCY_DOWN: Final = Gauge(
@@ -27,17 +31,22 @@ DEPENDENCY_DOWN: Final = Gauge(
     ["consumer"],
 )
 REDIRECTS: Final = Counter(
-    "linkflow_redirects_total", "Redirects answered, by status", ["status"],
+    "linkflow_redirects_total",
+    "Redirects answered, by status",
+    ["status"],
 )
 CLICK_PUBLISH_SECONDS: Final = Histogram(
-    "linkflow_click_publish_seconds", "Time from click publish to JetStream PubAck",
+    "linkflow_click_publish_seconds",
+    "Time from click publish to JetStream PubAck",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
 CLICK_PUBLISH_FAILURES: Final = Counter(
-    "linkflow_click_publish_failures_total", "Clicks whose publish failed or timed out",
+    "linkflow_click_publish_failures_total",
+    "Clicks whose publish failed or timed out",
 )
 LINK_CACHE_SIZE: Final = Gauge(
-    "linkflow_link_cache_entries", "Links held in the gateway's in-process map",
+    "linkflow_link_cache_entries",
+    "Links held in the gateway's in-process map",
 )
 
 

@@ -13,8 +13,7 @@ async def migrate_all(environ: Mapping[str, str]) -> None:
     for url in (common.database_url, common.analytics_database_url):
         await db.ensure_database(url)
     await db.migrate(common.database_url)
-    workers = {c.service: load(WorkerSettings, c.service, environ)
-               for c in topology.CONSUMERS}
+    workers = {c.service: load(WorkerSettings, c.service, environ) for c in topology.CONSUMERS}
     nc = await bus.connect(common.nats_url, "linkflow-migrate", forever=False)
     try:
         await topology.provision(nc.jetstream(), common.clicks_max_age, workers)

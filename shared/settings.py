@@ -61,8 +61,9 @@ class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
         return min(delay, self.max_retry_delay)
 
 
-def _raw_values(cls: type[msgspec.Struct], service: str | None,
-                environ: Mapping[str, str]) -> dict[str, Any]:
+def _raw_values(
+    cls: type[msgspec.Struct], service: str | None, environ: Mapping[str, str]
+) -> dict[str, Any]:
     info = msgspec.inspect.type_info(cls)
     assert isinstance(info, msgspec.inspect.StructType)
     values: dict[str, Any] = {}
@@ -86,8 +87,7 @@ def _raw_values(cls: type[msgspec.Struct], service: str | None,
     return values
 
 
-def load(cls: type[T], service: str | None = None,
-         environ: Mapping[str, str] | None = None) -> T:
+def load(cls: type[T], service: str | None = None, environ: Mapping[str, str] | None = None) -> T:
     """Build ``cls`` from the environment, failing loudly on a bad value."""
     env = os.environ if environ is None else environ
     try:

@@ -36,9 +36,14 @@ class Child:
     restarts: int = field(default=0)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", f"services.{self.name}"],
-                                     env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=self.log, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.name}"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
+        )
         self.started = time.monotonic()
         self.restart_at = None
 
@@ -52,8 +57,9 @@ def _port(preferred: int) -> int:
 
 
 class Supervisor:
-    def __init__(self, home: Path, services: tuple[str, ...] = SERVICES,
-                 log_to_files: bool = False) -> None:
+    def __init__(
+        self, home: Path, services: tuple[str, ...] = SERVICES, log_to_files: bool = False
+    ) -> None:
         self.home = home
         self.services = services
         self.log_to_files = log_to_files

@@ -55,18 +55,32 @@ CONSUMERS: Final = (CLICK_RECORDER, ANALYTICS_CLICKS, CACHE_REFRESHER)
 
 def streams(clicks_max_age: float) -> list[StreamConfig]:
     return [
-        StreamConfig(name=LINKS, subjects=["links.updated", "links.deleted"],
-                     retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
-                     max_age=30 * DAY, duplicate_window=DUPLICATE_WINDOW),
+        StreamConfig(
+            name=LINKS,
+            subjects=["links.updated", "links.deleted"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=30 * DAY,
+            duplicate_window=DUPLICATE_WINDOW,
+        ),
         # Limits retention (not work-queue) so that clicks can be replayed by
         # backfills and read by several independent consumers.
-        StreamConfig(name=CLICKS, subjects=["clicks.>"],
-                     retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
-                     max_age=clicks_max_age, discard=DiscardPolicy.OLD,
-                     duplicate_window=DUPLICATE_WINDOW),
-        StreamConfig(name=DLQ, subjects=["dlq.>"],
-                     retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
-                     duplicate_window=DUPLICATE_WINDOW),
+        StreamConfig(
+            name=CLICKS,
+            subjects=["clicks.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=clicks_max_age,
+            discard=DiscardPolicy.OLD,
+            duplicate_window=DUPLICATE_WINDOW,
+        ),
+        StreamConfig(
+            name=DLQ,
+            subjects=["dlq.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW,
+        ),
     ]
 
 
@@ -86,8 +100,9 @@ def consumer_config(consumer: Consumer, worker: WorkerSettings) -> ConsumerConfi
     )
 
 
-async def provision(js: JetStreamContext, clicks_max_age: float,
-                    workers: dict[str, WorkerSettings]) -> None:
+async def provision(
+    js: JetStreamContext, clicks_max_age: float, workers: dict[str, WorkerSettings]
+) -> None:
     """Create or update every stream, consumer and the KV bucket; idempotent."""
     for config in streams(clicks_max_age):
         try:
@@ -99,11 +114,11 @@ async def provision(js: JetStreamContext, clicks_max_age: float,
             await js.update_stream(config)
     for consumer in CONSUMERS:
         # No "action" in the request: the server creates or updates in place.
-        await js.add_consumer(consumer.stream,
-                              consumer_config(consumer, workers[consumer.service]))
+        await js.add_consumer(consumer.stream, consumer_config(consumer, workers[consumer.service]))
     try:
         await js.key_value(KV_LINKS)
     except NotFoundError:
-        await js.create_key_value(KeyValueConfig(bucket=KV_LINKS, history=1,
-                                                 storage=StorageType.FILE))
+        await js.create_key_value(
+            KeyValueConfig(bucket=KV_LINKS, history=1, storage=StorageType.FILE)
+        )
         log.info("created KV bucket %s", KV_LINKS)

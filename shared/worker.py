@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import msgspec
+from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError, TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
+from nats.errors import ConnectionClosedError
 
 from shared import metrics
 from shared.dlq import dead_letter
 from shared.errors import PermanentError, TransientError
+from shared.pull import Puller, ack_all
 from shared.settings import WorkerSettings
 from shared.topology import ACK_WAIT, Consumer
 
@@ -59,33 +60,41 @@ BatchHandler = Callable[[Sequence[Delivery[T]]], Awaitable[Mapping[int, Exceptio
 
 
 class Worker(Generic[T]):
-    def __init__(self, js: JetStreamContext, consumer: Consumer, settings: WorkerSettings,
-                 payload_type: type[T], handler: BatchHandler[T]) -> None:
-        self._js = js
+    def __init__(
+        self,
+        nc: Client,
+        consumer: Consumer,
+        settings: WorkerSettings,
+        payload_type: type[T],
+        handler: BatchHandler[T],
+    ) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
         self._consumer = consumer
         self._settings = settings
         self._decoder = msgspec.json.Decoder(payload_type)
         self._handler = handler
         self._first_failed: dict[int, float] = {}
-        self._outcomes = {o: metrics.MESSAGES.labels(consumer.name, o)
-                          for o in ("ack", "nak", "dlq", "held")}
+        self._outcomes = {
+            o: metrics.MESSAGES.labels(consumer.name, o) for o in ("ack", "nak", "dlq", "held")
+        }
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and handle batches until ``stop`` is set; the batch in hand is
         always finished (acked, naked or dead-lettered) before returning."""
-        sub = await self._js.pull_subscribe_bind(durable=self._consumer.name,
-                                                 stream=self._consumer.stream)
+        puller = Puller(self._nc, self._consumer.stream, self._consumer.name)
+        await puller.start()
         try:
             while not stop.is_set():
                 try:
-                    msgs = await sub.fetch(batch=self._settings.bulk_limit, timeout=1.0)
-                except (NatsTimeoutError, asyncio.TimeoutError):
-                    continue
+                    msgs = await puller.fetch(self._settings.bulk_limit, wait=1.0)
                 except ConnectionClosedError:
                     return
                 except Exception as exc:  # reconnecting, server restarting
                     log.warning("%s: fetch failed: %s", self._consumer.name, exc)
                     await _wait(stop, 0.5)
+                    continue
+                if not msgs:
                     continue
                 try:
                     await self.process(msgs, stop)
@@ -95,26 +104,22 @@ class Worker(Generic[T]):
                     log.exception("%s: batch failed unexpectedly", self._consumer.name)
                     await _wait(stop, 1.0)
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            # Delivered to us but never handled: give them back at once.
+            for msg in await puller.stop():
+                with contextlib.suppress(Exception):
+                    await msg.nak()
 
     async def process(self, msgs: list[Msg], stop: asyncio.Event) -> None:
         started = time.perf_counter()
         name = self._consumer.name
         metrics.BATCH_SIZE.labels(name).observe(len(msgs))
         batch: list[Delivery[T]] = []
-        now = time.time()
+        decode = self._decoder.decode
         for msg in msgs:
             try:
-                payload = self._decoder.decode(msg.data)
+                batch.append(Delivery(msg, decode(msg.data)))
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 await self._dead_letter(msg, PermanentError.from_decode(exc))
-                continue
-            if now - msg.metadata.timestamp.timestamp() > self._settings.max_ttl:
-                await self._dead_letter(msg, PermanentError(
-                    f"older than MAX_TTL ({self._settings.max_ttl:.0f}s)"))
-                continue
-            batch.append(Delivery(msg, payload))
         if batch:
             failures = await self._handle_holding(batch, stop)
             if failures is None:  # stopping while the dependency is down
@@ -125,8 +130,9 @@ class Worker(Generic[T]):
                 await self._settle(batch, failures)
         metrics.BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
 
-    async def _handle_holding(self, batch: list[Delivery[T]],
-                              stop: asyncio.Event) -> Mapping[int, Exception] | None:
+    async def _handle_holding(
+        self, batch: list[Delivery[T]], stop: asyncio.Event
+    ) -> Mapping[int, Exception] | None:
         attempt = 0
         heartbeat = asyncio.create_task(_keep_in_progress(batch))
         gauge = metrics.DEPENDENCY_DOWN.labels(self._consumer.name)
@@ -141,8 +147,13 @@ class Worker(Generic[T]):
                     gauge.set(1)
                     self._outcomes["held"].inc(len(batch))
                     delay = self._settings.retry_delay(attempt)
-                    log.warning("%s: %s; holding %d messages, retry in %.1fs",
-                                self._consumer.name, exc, len(batch), delay)
+                    log.warning(
+                        "%s: %s; holding %d messages, retry in %.1fs",
+                        self._consumer.name,
+                        exc,
+                        len(batch),
+                        delay,
+                    )
                     if await _wait(stop, delay):
                         return None
                 except Exception as exc:  # the whole batch failed
@@ -153,26 +164,41 @@ class Worker(Generic[T]):
                 await heartbeat
 
     async def _settle(self, batch: list[Delivery[T]], failures: Mapping[int, Exception]) -> None:
-        acked = 0
+        if not failures:
+            await ack_all(self._nc, [d.msg for d in batch])
+            self._outcomes["ack"].inc(len(batch))
+            if self._first_failed:
+                for d in batch:
+                    self._first_failed.pop(d.msg.metadata.sequence.stream, None)
+            return
+        acked: list[Msg] = []
         for i, delivery in enumerate(batch):
             exc = failures.get(i)
             msg = delivery.msg
             if exc is None:
-                await msg.ack()
-                acked += 1
-                if self._first_failed:
-                    self._first_failed.pop(msg.metadata.sequence.stream, None)
+                acked.append(msg)
+                self._first_failed.pop(msg.metadata.sequence.stream, None)
                 continue
             attempts = msg.metadata.num_delivered
+            age = time.time() - msg.metadata.timestamp.timestamp()
             if isinstance(exc, PermanentError) or attempts >= self._settings.max_attempts:
                 await self._dead_letter(msg, exc)
+            elif age > self._settings.max_ttl:
+                too_old = f"not retried: older than MAX_TTL {self._settings.max_ttl:.0f}s"
+                await self._dead_letter(msg, TransientError(f"{exc} ({too_old})"))
             else:
                 self._first_failed.setdefault(msg.metadata.sequence.stream, time.time())
                 await msg.nak(delay=self._settings.retry_delay(attempts))
                 self._outcomes["nak"].inc()
-                log.info("%s: nak seq %d (attempt %d): %s", self._consumer.name,
-                         msg.metadata.sequence.stream, attempts, exc)
-        self._outcomes["ack"].inc(acked)
+                log.info(
+                    "%s: nak seq %d (attempt %d): %s",
+                    self._consumer.name,
+                    msg.metadata.sequence.stream,
+                    attempts,
+                    exc,
+                )
+        await ack_all(self._nc, acked)
+        self._outcomes["ack"].inc(len(acked))
 
     async def _dead_letter(self, msg: Msg, exc: Exception) -> None:
         seq = msg.metadata.sequence.stream

@@ -8,7 +8,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -18,22 +19,34 @@ from shared.health import Check, routes
 log = logging.getLogger(__name__)
 
 
-async def serve(name: str, port: int, checks: dict[str, Check],
-                loops: list[Callable[[asyncio.Event], Awaitable[None]]],
-                host: str = "127.0.0.1") -> None:
+async def serve(
+    name: str,
+    port: int,
+    checks: dict[str, Check],
+    loops: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]],
+    host: str = "127.0.0.1",
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = uvicorn.Server(uvicorn.Config(Starlette(routes=routes(checks)), host=host,
-                                           port=port, log_level="warning", access_log=False,
-                                           lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Starlette(routes=routes(checks)),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+    )
     # The signal handlers above are ours: uvicorn must not swap in its own,
     # or SIGTERM would stop the health server before the workers settle.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     http = asyncio.create_task(server.serve(), name=f"{name}-http")
-    workers = [asyncio.create_task(run(stop), name=f"{name}-worker-{i}")
-               for i, run in enumerate(loops)]
+    workers = [
+        asyncio.create_task(run(stop), name=f"{name}-worker-{i}") for i, run in enumerate(loops)
+    ]
     log.info("%s: %d worker loop(s), health on :%d", name, len(workers), port)
     await stop.wait()
     log.info("%s: stopping", name)

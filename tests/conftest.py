@@ -3,6 +3,7 @@ JetStream streams, consumers and KV bucket for every test."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,8 +18,9 @@ from shared.settings import WorkerSettings
 from tests.servers import Servers, start
 
 # Small delays so that retries and dead-lettering happen within a test.
-TEST_WORKER = WorkerSettings(workers=1, bulk_limit=200, max_attempts=3,
-                             min_retry_delay=0.05, max_retry_delay=0.2)
+TEST_WORKER = WorkerSettings(
+    workers=1, bulk_limit=200, max_attempts=3, min_retry_delay=0.05, max_retry_delay=0.2
+)
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +33,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 async def reset_jetstream(nc: Client, worker: WorkerSettings = TEST_WORKER) -> None:
     js = nc.jetstream()
     for name in (*(s.name for s in topology.streams(3600)), f"KV_{topology.KV_LINKS}"):
-        try:
+        with contextlib.suppress(NotFoundError):
             await js.delete_stream(name)
-        except NotFoundError:
-            pass
     await topology.provision(js, 7 * 86400, {c.service: worker for c in topology.CONSUMERS})
 
 

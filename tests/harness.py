@@ -14,8 +14,9 @@ import uvicorn
 from shared.embedded import free_port
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15,
-                     what: str = "condition") -> Any:
+async def eventually(
+    check: Callable[[], Awaitable[Any]], timeout: float = 15, what: str = "condition"
+) -> Any:
     """Poll ``check`` until it returns something truthy, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -31,8 +32,9 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15,
 async def serve(app: Any) -> AsyncIterator[str]:
     """Serve an ASGI app with uvicorn on a free port (real HTTP), lifespan included."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(server.serve())
 
@@ -50,8 +52,9 @@ async def serve(app: Any) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def running(loop: Callable[[asyncio.Event], Awaitable[None]],
-                  copies: int = 1) -> AsyncIterator[asyncio.Event]:
+async def running(
+    loop: Callable[[asyncio.Event], Awaitable[None]], copies: int = 1
+) -> AsyncIterator[asyncio.Event]:
     """Run a worker loop as tasks until the block ends; stopping is graceful."""
     stop = asyncio.Event()
     tasks = [asyncio.create_task(loop(stop)) for _ in range(copies)]

@@ -18,16 +18,23 @@ async def run(settings: Settings) -> None:
     consumer = topology.CLICK_RECORDER
     nc = await bus.connect(settings.common.nats_url, "click-recorder")
     js = nc.jetstream()
-    pool = await db.create_pool(settings.common.database_url,
-                                max_size=max(settings.worker.workers, 1) + 2)
+    pool = await db.create_pool(
+        settings.common.database_url, max_size=max(settings.worker.workers, 1) + 2
+    )
     recorder = ClickRecorder(pool)
-    worker = Worker(js, consumer, settings.worker, Click, recorder.handle)
+    worker = Worker(nc, consumer, settings.worker, Click, recorder.handle)
     try:
         await workerapp.serve(
-            "click-recorder", settings.port,
-            {"nats": checks.nats_connected(nc), "database": checks.database(pool),
-             "consumer": checks.consumer_exists(js, consumer.stream, consumer.name)},
-            [worker.run] * settings.worker.workers, host=settings.host)
+            "click-recorder",
+            settings.port,
+            {
+                "nats": checks.nats_connected(nc),
+                "database": checks.database(pool),
+                "consumer": checks.consumer_exists(js, consumer.stream, consumer.name),
+            },
+            [worker.run] * settings.worker.workers,
+            host=settings.host,
+        )
     finally:
         await nc.drain()
         await pool.close()
@@ -35,8 +42,10 @@ async def run(settings: Settings) -> None:
 
 def main() -> None:
     settings = load(Settings, "click_recorder")
-    logging.basicConfig(level=settings.common.log_level,
-                        format="%(asctime)s click-recorder %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.common.log_level,
+        format="%(asctime)s click-recorder %(levelname)s %(name)s: %(message)s",
+    )
     uvloop.run(run(settings))
 
 

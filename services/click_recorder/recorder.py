@@ -28,10 +28,15 @@ class ClickRecorder:
     async def handle(self, batch: Sequence[Delivery[Click]]) -> Mapping[int, Exception]:
         clicks = [d.payload for d in batch]
         columns = (
-            [c.id for c in clicks], [c.code for c in clicks], [c.ts for c in clicks],
-            [c.referrer for c in clicks], [c.user_agent for c in clicks],
-            [c.ip for c in clicks], [c.country for c in clicks],
-            [c.is_bot for c in clicks], [c.request_id for c in clicks],
+            [c.id for c in clicks],
+            [c.code for c in clicks],
+            [c.ts for c in clicks],
+            [c.referrer for c in clicks],
+            [c.user_agent for c in clicks],
+            [c.ip for c in clicks],
+            [c.country for c in clicks],
+            [c.is_bot for c in clicks],
+            [c.request_id for c in clicks],
         )
         try:
             await self._pool.execute(INSERT, *columns)

@@ -17,9 +17,18 @@ from shared.settings import load
 
 async def serve(settings: Settings) -> None:
     # uvloop + httptools and no access log: the redirect is the hot path.
-    server = uvicorn.Server(uvicorn.Config(
-        build(settings), host=settings.host, port=settings.port, http="httptools",
-        access_log=False, log_level="warning", timeout_graceful_shutdown=10, lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build(settings),
+            host=settings.host,
+            port=settings.port,
+            http="httptools",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=10,
+            lifespan="on",
+        )
+    )
     # uvicorn re-raises the signal after its graceful shutdown, so the process
     # would die "by SIGTERM"; the SPEC wants exit 0, so the handlers are ours.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
@@ -31,8 +40,10 @@ async def serve(settings: Settings) -> None:
 
 def main() -> None:
     settings = load(Settings, "link")
-    logging.basicConfig(level=settings.common.log_level,
-                        format="%(asctime)s link %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.common.log_level,
+        format="%(asctime)s link %(levelname)s %(name)s: %(message)s",
+    )
     uvloop.run(serve(settings))
 
 

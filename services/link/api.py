@@ -27,8 +27,9 @@ MAX_BODY = 16 * 1024
 class Deps:
     """What the routes need, built once by the lifespan."""
 
-    def __init__(self, store: LinkStore, events: LinkEvents, fields: LinkFields,
-                 public_url: str) -> None:
+    def __init__(
+        self, store: LinkStore, events: LinkEvents, fields: LinkFields, public_url: str
+    ) -> None:
         self.store = store
         self.events = events
         self.fields = fields
@@ -36,10 +37,14 @@ class Deps:
 
     def render(self, link: Link) -> dict[str, Any]:
         return {
-            "code": link.code, "url": link.url, "short_url": f"{self.public_url}/{link.code}",
-            "redirect_type": link.redirect_type, "tags": link.tags,
+            "code": link.code,
+            "url": link.url,
+            "short_url": f"{self.public_url}/{link.code}",
+            "redirect_type": link.redirect_type,
+            "tags": link.tags,
             "expires_at": rfc3339(link.expires_at) if link.expires_at else None,
-            "version": link.version, "created_at": rfc3339(link.created_at),
+            "version": link.version,
+            "created_at": rfc3339(link.created_at),
             "updated_at": rfc3339(link.updated_at),
         }
 
@@ -88,9 +93,13 @@ async def create_link(request: Request, ctx: Ctx) -> Response:
     code = fields.get("code")
     for _ in range(5):
         try:
-            link = await ctx.store.create(code or generate_code(), fields["url"],
-                                          fields.get("redirect_type", 302),
-                                          fields.get("tags", []), fields.get("expires_at"))
+            link = await ctx.store.create(
+                code or generate_code(),
+                fields["url"],
+                fields.get("redirect_type", 302),
+                fields.get("tags", []),
+                fields.get("expires_at"),
+            )
             break
         except CodeTaken:
             if code is not None:
@@ -102,14 +111,22 @@ async def create_link(request: Request, ctx: Ctx) -> Response:
 
 
 @router.get("")
-async def list_links(ctx: Ctx, limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                     cursor: str | None = None, tag: str | None = None) -> Response:
+async def list_links(
+    ctx: Ctx,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+    tag: str | None = None,
+) -> Response:
     after = _decode_cursor(cursor) if cursor else None
     links = await ctx.store.page(limit + 1, after, tag)
     more = len(links) > limit
     links = links[:limit]
-    return _json({"items": [ctx.render(link) for link in links],
-                  "next_cursor": _encode_cursor(links[-1]) if more else None})
+    return _json(
+        {
+            "items": [ctx.render(link) for link in links],
+            "next_cursor": _encode_cursor(links[-1]) if more else None,
+        }
+    )
 
 
 @router.get("/{code}")

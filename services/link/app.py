@@ -45,23 +45,41 @@ def build(settings: Settings) -> Gateway:
         store = LinkStore(pool)
         cache = LinkCache(kv, store.entry)
         cache.start()
-        gateway.attach(cache, ClickPublisher(js, settings.click_publish_timeout))
-        app.router.routes.extend(health.routes({
-            "nats": checks.nats_connected(nc), "database": checks.database(pool),
-        }))
+        clicks = ClickPublisher(nc, settings.click_publish_timeout)
+        await clicks.start()
+        gateway.attach(cache, clicks)
+        app.router.routes.extend(
+            health.routes(
+                {
+                    "nats": checks.nats_connected(nc),
+                    "database": checks.database(pool),
+                }
+            )
+        )
         try:
-            yield {"deps": api.Deps(store, LinkEvents(nc, js, kv),
-                                    LinkFields(settings.common.public_url),
-                                    settings.common.public_url)}
+            yield {
+                "deps": api.Deps(
+                    store,
+                    LinkEvents(nc, js, kv),
+                    LinkFields(settings.common.public_url),
+                    settings.common.public_url,
+                )
+            }
         finally:
             # Redirects in flight finish before this runs (uvicorn waits for
             # them); drain then flushes their acks and outstanding publishes.
             await cache.stop()
+            await clicks.stop()
             await nc.drain()
             await pool.close()
 
-    app = FastAPI(title="linkflow gateway", lifespan=lifespan, docs_url="/api/docs",
-                  openapi_url="/api/openapi.json", redoc_url=None)
+    app = FastAPI(
+        title="linkflow gateway",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
     app.include_router(api.router)
 
     @app.exception_handler(Problem)
@@ -70,8 +88,10 @@ def build(settings: Settings) -> Gateway:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> Response:
-        errors = [FieldError(_field(tuple(e.get("loc", ()))), str(e.get("msg", "invalid")))
-                  for e in exc.errors()]
+        errors = [
+            FieldError(_field(tuple(e.get("loc", ()))), str(e.get("msg", "invalid")))
+            for e in exc.errors()
+        ]
         return Problem.invalid(errors).response()
 
     @app.exception_handler(StarletteHTTPException)

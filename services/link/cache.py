@@ -106,4 +106,4 @@ class LinkCache:
                     log.error("KV entry %s is not a link (%s); ignored", code, exc)
         finally:
             with contextlib.suppress(Exception):
-                await watcher.stop()
+                await watcher.stop()  # type: ignore[no-untyped-call]

@@ -28,8 +28,11 @@ log = logging.getLogger(__name__)
 
 
 def _headers(msg_id: str, request_id: str | None) -> dict[str, str]:
-    return {HDR_MSG_ID: msg_id, HDR_REQUEST_ID: request_id or msg_id,
-            HDR_ENQUEUED_AT: rfc3339(now())}
+    return {
+        HDR_MSG_ID: msg_id,
+        HDR_REQUEST_ID: request_id or msg_id,
+        HDR_ENQUEUED_AT: rfc3339(now()),
+    }
 
 
 class LinkEvents:
@@ -42,24 +45,42 @@ class LinkEvents:
         # KV first, so that a redirect on any gateway finds the link as soon as
         # the API has answered; links.created is fan-out for analytics only.
         await linkcache.put_if_newer(self._kv, link.code, link.entry())
-        event = LinkCreated(code=link.code, url=link.url, created_at=link.created_at,
-                            tags=link.tags)
-        await self._nc.publish("links.created", encode(event),
-                               headers=_headers(f"{link.code}.{link.version}", request_id))
+        event = LinkCreated(
+            code=link.code, url=link.url, created_at=link.created_at, tags=link.tags
+        )
+        await self._nc.publish(
+            "links.created",
+            encode(event),
+            headers=_headers(f"{link.code}.{link.version}", request_id),
+        )
 
     async def updated(self, link: Link, request_id: str | None) -> None:
-        event = LinkUpdated(code=link.code, url=link.url, redirect_type=link.redirect_type,
-                            expires_at=link.expires_at, tags=link.tags, version=link.version,
-                            updated_at=link.updated_at)
-        await self._js.publish("links.updated", encode(event), stream="LINKS",
-                               headers=_headers(f"{link.code}.{link.version}", request_id))
+        event = LinkUpdated(
+            code=link.code,
+            url=link.url,
+            redirect_type=link.redirect_type,
+            expires_at=link.expires_at,
+            tags=link.tags,
+            version=link.version,
+            updated_at=link.updated_at,
+        )
+        await self._js.publish(
+            "links.updated",
+            encode(event),
+            stream="LINKS",
+            headers=_headers(f"{link.code}.{link.version}", request_id),
+        )
         # Until the cache-refresher applies LINKS to KV, the gateway does (version-guarded).
         await linkcache.put_if_newer(self._kv, link.code, link.entry())
 
-    async def deleted(self, code: str, version: int, at: datetime,
-                      request_id: str | None) -> None:
+    async def deleted(self, code: str, version: int, at: datetime, request_id: str | None) -> None:
         event = LinkDeleted(code=code, version=version, deleted_at=at)
-        await self._js.publish("links.deleted", encode(event), stream="LINKS",
-                               headers=_headers(f"{code}.{version}", request_id))
-        await linkcache.put_if_newer(self._kv, code, LinkEntry(url="", version=version,
-                                                               deleted=True))
+        await self._js.publish(
+            "links.deleted",
+            encode(event),
+            stream="LINKS",
+            headers=_headers(f"{code}.{version}", request_id),
+        )
+        await linkcache.put_if_newer(
+            self._kv, code, LinkEntry(url="", version=version, deleted=True)
+        )

@@ -8,9 +8,17 @@ import msgspec
 from starlette.responses import Response
 
 PROBLEM_TYPE = "application/problem+json"
-_TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict",
-           410: "Gone", 413: "Content Too Large", 415: "Unsupported Media Type",
-           422: "Unprocessable Content", 503: "Service Unavailable"}
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    409: "Conflict",
+    410: "Gone",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    503: "Service Unavailable",
+}
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -39,7 +47,9 @@ class Problem(Exception):
         title = _TITLES.get(self.status, "Error")
         body: dict[str, Any] = {
             "type": f"https://linkflow.dev/problems/{title.lower().replace(' ', '-')}",
-            "title": title, "status": self.status, "detail": self.detail,
+            "title": title,
+            "status": self.status,
+            "detail": self.detail,
         }
         if self.errors:
             body["errors"] = [msgspec.structs.asdict(e) for e in self.errors]

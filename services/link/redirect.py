@@ -35,8 +35,9 @@ class Gateway:
         self._api = api
         self._anonymize_ip = anonymize_ip
         self._ready = False
-        self._counts = {s: metrics.REDIRECTS.labels(str(s))
-                        for s in (301, 302, 307, 308, 404, 410, 503)}
+        self._counts = {
+            s: metrics.REDIRECTS.labels(str(s)) for s in (301, 302, 307, 308, 404, 410, 503)
+        }
 
     def attach(self, cache: LinkCache, clicks: ClickPublisher) -> None:
         self._cache = cache
@@ -72,9 +73,16 @@ class Gateway:
             elif name in _COUNTRY_HEADERS and len(value) == 2:
                 country = value.decode("latin-1").upper()
         client = scope.get("client")
-        click = new_click(code, referrer=referrer, user_agent=user_agent,
-                          ip=client[0] if client else None, country=country, head=head,
-                          request_id=request_id, anonymize_ip=self._anonymize_ip)
+        click = new_click(
+            code,
+            referrer=referrer,
+            user_agent=user_agent,
+            ip=client[0] if client else None,
+            country=country,
+            head=head,
+            request_id=request_id,
+            anonymize_ip=self._anonymize_ip,
+        )
         try:
             await self._clicks.publish(click)
         except Exception as exc:
@@ -83,9 +91,17 @@ class Gateway:
             return
         status = entry.redirect_type
         self._counts[status].inc()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"location", entry.url.encode()), _NO_STORE,
-                                (b"content-length", b"0")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"location", entry.url.encode()),
+                    _NO_STORE,
+                    (b"content-length", b"0"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": b""})
 
     async def _problem(self, scope: Scope, send: Send, problem: Problem, head: bool) -> None:

@@ -24,14 +24,25 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
     updated_at: datetime
 
     def entry(self) -> LinkEntry:
-        return LinkEntry(url=self.url, redirect_type=self.redirect_type,
-                         expires_at=self.expires_at, version=self.version)
+        return LinkEntry(
+            url=self.url,
+            redirect_type=self.redirect_type,
+            expires_at=self.expires_at,
+            version=self.version,
+        )
 
 
 def _link(row: asyncpg.Record) -> Link:
-    return Link(code=row["code"], url=row["url"], redirect_type=row["redirect_type"],
-                tags=list(row["tags"]), expires_at=row["expires_at"], version=row["version"],
-                created_at=row["created_at"], updated_at=row["updated_at"])
+    return Link(
+        code=row["code"],
+        url=row["url"],
+        redirect_type=row["redirect_type"],
+        tags=list(row["tags"]),
+        expires_at=row["expires_at"],
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 class CodeTaken(Exception):
@@ -42,8 +53,9 @@ class LinkStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def create(self, code: str, url: str, redirect_type: int, tags: list[str],
-                     expires_at: datetime | None) -> Link:
+    async def create(
+        self, code: str, url: str, redirect_type: int, tags: list[str], expires_at: datetime | None
+    ) -> Link:
         # A code whose link was deleted may be taken again; its version goes
         # on from the deleted one so that readers never see a version repeat.
         row = await self._pool.fetchrow(
@@ -57,22 +69,30 @@ class LinkStore:
                 deleted_at = NULL
             WHERE links.deleted_at IS NOT NULL
             RETURNING {_COLUMNS}
-            """, code, url, redirect_type, tags, expires_at)
+            """,
+            code,
+            url,
+            redirect_type,
+            tags,
+            expires_at,
+        )
         if row is None:
             raise CodeTaken(code)
         return _link(row)
 
     async def get(self, code: str) -> Link | None:
         row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM links WHERE code = $1 AND deleted_at IS NULL", code)
+            f"SELECT {_COLUMNS} FROM links WHERE code = $1 AND deleted_at IS NULL", code
+        )
         return _link(row) if row else None
 
     async def entry(self, code: str) -> LinkEntry | None:
         link = await self.get(code)
         return link.entry() if link else None
 
-    async def page(self, limit: int, after: tuple[datetime, str] | None,
-                   tag: str | None) -> list[Link]:
+    async def page(
+        self, limit: int, after: tuple[datetime, str] | None, tag: str | None
+    ) -> list[Link]:
         args: list[Any] = [limit]
         where = ["deleted_at IS NULL"]
         if after is not None:
@@ -83,7 +103,9 @@ class LinkStore:
             where.append(f"${len(args)} = ANY(tags)")
         rows = await self._pool.fetch(
             f"SELECT {_COLUMNS} FROM links WHERE {' AND '.join(where)} "
-            "ORDER BY created_at DESC, code DESC LIMIT $1", *args)
+            "ORDER BY created_at DESC, code DESC LIMIT $1",
+            *args,
+        )
         return [_link(r) for r in rows]
 
     async def update(self, code: str, changes: dict[str, Any]) -> Link | None:
@@ -91,11 +113,16 @@ class LinkStore:
         sets += ["version = version + 1", "updated_at = now()"]
         row = await self._pool.fetchrow(
             f"UPDATE links SET {', '.join(sets)} WHERE code = $1 AND deleted_at IS NULL "
-            f"RETURNING {_COLUMNS}", code, *changes.values())
+            f"RETURNING {_COLUMNS}",
+            code,
+            *changes.values(),
+        )
         return _link(row) if row else None
 
     async def delete(self, code: str) -> tuple[int, datetime] | None:
         row = await self._pool.fetchrow(
             "UPDATE links SET version = version + 1, deleted_at = now(), updated_at = now() "
-            "WHERE code = $1 AND deleted_at IS NULL RETURNING version, deleted_at", code)
+            "WHERE code = $1 AND deleted_at IS NULL RETURNING version, deleted_at",
+            code,
+        )
         return (row["version"], row["deleted_at"]) if row else None

@@ -43,8 +43,13 @@ class LinkFields:
         out: dict[str, Any] = {}
         if creating and "url" not in body:
             errors.append(FieldError("url", "is required"))
-        checks = {"url": self._url, "code": _code, "redirect_type": _redirect_type,
-                  "expires_at": _expires_at, "tags": _tags}
+        checks = {
+            "url": self._url,
+            "code": _code,
+            "redirect_type": _redirect_type,
+            "expires_at": _expires_at,
+            "tags": _tags,
+        }
         for name, check in checks.items():
             if name in body and name in allowed:
                 try:

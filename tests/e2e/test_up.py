@@ -21,8 +21,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-async def linkflow(servers: Servers, db_url: str, tmp_path: Path,
-                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Supervisor]:
+async def linkflow(
+    servers: Servers, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Supervisor]:
     # The nc fixture is not used here: reset JetStream the same way first.
     from shared import bus
     from tests.conftest import reset_jetstream
@@ -30,11 +31,14 @@ async def linkflow(servers: Servers, db_url: str, tmp_path: Path,
     nc = await bus.connect(servers.nats_url, "e2e-reset", forever=False)
     await reset_jetstream(nc)
     await nc.drain()
-    env = {"LINKFLOW_NATS_URL": servers.nats_url, "LINKFLOW_DATABASE_URL": db_url,
-           "LINKFLOW_ANALYTICS_DATABASE_URL": db_url,
-           "LINKFLOW_LINK_PORT": str(free_port()),
-           "LINKFLOW_CLICK_RECORDER_PORT": str(free_port()),
-           "LINKFLOW_CLICK_RECORDER_MIN_RETRY_DELAY": "50ms"}
+    env = {
+        "LINKFLOW_NATS_URL": servers.nats_url,
+        "LINKFLOW_DATABASE_URL": db_url,
+        "LINKFLOW_ANALYTICS_DATABASE_URL": db_url,
+        "LINKFLOW_LINK_PORT": str(free_port()),
+        "LINKFLOW_CLICK_RECORDER_PORT": str(free_port()),
+        "LINKFLOW_CLICK_RECORDER_MIN_RETRY_DELAY": "50ms",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     sup = Supervisor(tmp_path, log_to_files=True)
@@ -87,8 +91,9 @@ async def test_dead_service_is_restarted(linkflow: Supervisor, db_url: str) -> N
     os.kill(first_pid, signal.SIGKILL)
 
     async def restarted() -> bool:
-        return recorder.restarts == 1 and recorder.proc is not None and \
-            recorder.proc.pid != first_pid
+        return (
+            recorder.restarts == 1 and recorder.proc is not None and recorder.proc.pid != first_pid
+        )
 
     await eventually(restarted, 30, "the click-recorder to be restarted")
     url = gateway_url()
@@ -96,8 +101,11 @@ async def test_dead_service_is_restarted(linkflow: Supervisor, db_url: str) -> N
     async with httpx.AsyncClient(base_url=url) as client:
         await client.post("/api/links", json={"url": "https://example.com", "code": "again"})
         assert (await client.get("/again")).status_code == 302
-    await eventually(lambda: count(db_url, "SELECT count(*) FROM clicks"), 30,
-                     "the click recorded by the restarted recorder")
+    await eventually(
+        lambda: count(db_url, "SELECT count(*) FROM clicks"),
+        30,
+        "the click recorded by the restarted recorder",
+    )
 
 
 async def test_sigterm_stops_every_service_with_exit_0(linkflow: Supervisor) -> None:

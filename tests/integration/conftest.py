@@ -24,8 +24,9 @@ PUBLIC_URL = "http://sho.rt"
 
 @pytest.fixture
 async def gateway(servers: Servers, nc: Client, db_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = LinkSettings(common=Common(nats_url=servers.nats_url, database_url=db_url,
-                                          public_url=PUBLIC_URL))
+    settings = LinkSettings(
+        common=Common(nats_url=servers.nats_url, database_url=db_url, public_url=PUBLIC_URL)
+    )
     async with serve(build(settings)) as url, httpx.AsyncClient(base_url=url) as client:
         yield client
 
@@ -33,8 +34,7 @@ async def gateway(servers: Servers, nc: Client, db_url: str) -> AsyncIterator[ht
 @pytest.fixture
 async def recorder(nc: Client, db_url: str) -> AsyncIterator[None]:
     pool = await db.create_pool(db_url)
-    worker = Worker(nc.jetstream(), topology.CLICK_RECORDER, TEST_WORKER, Click,
-                    ClickRecorder(pool).handle)
+    worker = Worker(nc, topology.CLICK_RECORDER, TEST_WORKER, Click, ClickRecorder(pool).handle)
     async with running(worker.run):
         yield
     await pool.close()

@@ -19,32 +19,36 @@ def assert_problem(r: httpx.Response, status: int, field: str | None = None) -> 
     return body
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({}, "url"),
-    ({"url": "ftp://example.com/x"}, "url"),
-    ({"url": "example.com/x"}, "url"),
-    ({"url": "https://"}, "url"),
-    ({"url": "https://user:pw@example.com/"}, "url"),
-    ({"url": "https://example.com/" + "a" * 2048}, "url"),
-    ({"url": "http://sho.rt/loop"}, "url"),
-    ({"url": "http://SHO.RT:80/loop"}, "url"),
-    ({"url": "https://example.com/a b"}, "url"),
-    ({"url": 42}, "url"),
-    ({"url": "https://example.com", "code": "ab"}, "code"),
-    ({"url": "https://example.com", "code": "a" * 65}, "code"),
-    ({"url": "https://example.com", "code": "bad/code"}, "code"),
-    ({"url": "https://example.com", "code": "api"}, "code"),
-    ({"url": "https://example.com", "code": "metrics"}, "code"),
-    ({"url": "https://example.com", "redirect_type": 303}, "redirect_type"),
-    ({"url": "https://example.com", "redirect_type": "302"}, "redirect_type"),
-    ({"url": "https://example.com", "expires_at": "tomorrow"}, "expires_at"),
-    ({"url": "https://example.com", "expires_at": "2030-01-01T00:00:00"}, "expires_at"),
-    ({"url": "https://example.com", "tags": "a,b"}, "tags"),
-    ({"url": "https://example.com", "tags": [""]}, "tags"),
-    ({"url": "https://example.com", "version": 7}, "version"),
-])
-async def test_create_rejects_invalid_fields(gateway: httpx.AsyncClient, body: dict[str, Any],
-                                             field: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "url"),
+        ({"url": "ftp://example.com/x"}, "url"),
+        ({"url": "example.com/x"}, "url"),
+        ({"url": "https://"}, "url"),
+        ({"url": "https://user:pw@example.com/"}, "url"),
+        ({"url": "https://example.com/" + "a" * 2048}, "url"),
+        ({"url": "http://sho.rt/loop"}, "url"),
+        ({"url": "http://SHO.RT:80/loop"}, "url"),
+        ({"url": "https://example.com/a b"}, "url"),
+        ({"url": 42}, "url"),
+        ({"url": "https://example.com", "code": "ab"}, "code"),
+        ({"url": "https://example.com", "code": "a" * 65}, "code"),
+        ({"url": "https://example.com", "code": "bad/code"}, "code"),
+        ({"url": "https://example.com", "code": "api"}, "code"),
+        ({"url": "https://example.com", "code": "metrics"}, "code"),
+        ({"url": "https://example.com", "redirect_type": 303}, "redirect_type"),
+        ({"url": "https://example.com", "redirect_type": "302"}, "redirect_type"),
+        ({"url": "https://example.com", "expires_at": "tomorrow"}, "expires_at"),
+        ({"url": "https://example.com", "expires_at": "2030-01-01T00:00:00"}, "expires_at"),
+        ({"url": "https://example.com", "tags": "a,b"}, "tags"),
+        ({"url": "https://example.com", "tags": [""]}, "tags"),
+        ({"url": "https://example.com", "version": 7}, "version"),
+    ],
+)
+async def test_create_rejects_invalid_fields(
+    gateway: httpx.AsyncClient, body: dict[str, Any], field: str
+) -> None:
     assert_problem(await gateway.post("/api/links", json=body), 422, field)
 
 
@@ -53,24 +57,26 @@ async def test_create_rejects_non_object(gateway: httpx.AsyncClient) -> None:
 
 
 async def test_malformed_json_is_400(gateway: httpx.AsyncClient) -> None:
-    r = await gateway.post("/api/links", content=b'{"url": ',
-                           headers={"content-type": "application/json"})
+    r = await gateway.post(
+        "/api/links", content=b'{"url": ', headers={"content-type": "application/json"}
+    )
     assert_problem(r, 400)
 
 
 async def test_body_over_16k_is_413(gateway: httpx.AsyncClient) -> None:
-    r = await gateway.post("/api/links", json={"url": "https://example.com",
-                                               "tags": ["x" * 60] * 300})
+    r = await gateway.post(
+        "/api/links", json={"url": "https://example.com", "tags": ["x" * 60] * 300}
+    )
     assert_problem(r, 413)
 
 
 async def test_code_taken_is_409_case_sensitive(gateway: httpx.AsyncClient) -> None:
     first = await gateway.post("/api/links", json={"url": "https://a.example", "code": "Same"})
     assert first.status_code == 201
-    assert_problem(await gateway.post("/api/links", json={"url": "https://b.example",
-                                                          "code": "Same"}), 409)
-    other_case = await gateway.post("/api/links", json={"url": "https://c.example",
-                                                        "code": "same"})
+    assert_problem(
+        await gateway.post("/api/links", json={"url": "https://b.example", "code": "Same"}), 409
+    )
+    other_case = await gateway.post("/api/links", json={"url": "https://c.example", "code": "same"})
     assert other_case.status_code == 201
 
 
@@ -84,8 +90,10 @@ async def test_patch_validates_and_bumps_version(gateway: httpx.AsyncClient) -> 
     await gateway.post("/api/links", json={"url": "https://example.com", "code": "pat"})
     assert_problem(await gateway.patch("/api/links/pat", json={"url": "nope"}), 422, "url")
     assert_problem(await gateway.patch("/api/links/pat", json={"code": "other"}), 422, "code")
-    r = await gateway.patch("/api/links/pat", json={"redirect_type": 301, "tags": ["t"],
-                                                    "expires_at": "2099-01-01T00:00:00Z"})
+    r = await gateway.patch(
+        "/api/links/pat",
+        json={"redirect_type": 301, "tags": ["t"], "expires_at": "2099-01-01T00:00:00Z"},
+    )
     assert r.status_code == 200
     body = r.json()
     assert (body["version"], body["redirect_type"], body["tags"]) == (2, 301, ["t"])
@@ -99,9 +107,14 @@ async def test_list_rejects_bad_query(gateway: httpx.AsyncClient, query: str) ->
 
 async def test_list_pages_with_cursor_and_tag(gateway: httpx.AsyncClient) -> None:
     for i in range(5):
-        r = await gateway.post("/api/links", json={"url": f"https://example.com/{i}",
-                                                   "code": f"page{i}",
-                                                   "tags": ["even"] if i % 2 == 0 else []})
+        r = await gateway.post(
+            "/api/links",
+            json={
+                "url": f"https://example.com/{i}",
+                "code": f"page{i}",
+                "tags": ["even"] if i % 2 == 0 else [],
+            },
+        )
         assert r.status_code == 201
     seen: list[str] = []
     cursor = None
@@ -118,7 +131,8 @@ async def test_list_pages_with_cursor_and_tag(gateway: httpx.AsyncClient) -> Non
 
 
 async def test_deleted_code_can_be_taken_again_with_higher_version(
-        gateway: httpx.AsyncClient) -> None:
+    gateway: httpx.AsyncClient,
+) -> None:
     await gateway.post("/api/links", json={"url": "https://one.example", "code": "again"})
     assert (await gateway.delete("/api/links/again")).status_code == 204
     r = await gateway.post("/api/links", json={"url": "https://two.example", "code": "again"})

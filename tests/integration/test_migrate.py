@@ -9,10 +9,12 @@ from shared.migrate import migrate_all
 from tests.servers import Servers
 
 
-async def test_migrate_twice_and_update_consumer(servers: Servers, nc: Client,
-                                                 db_url: str) -> None:
-    env = {"LINKFLOW_NATS_URL": servers.nats_url, "LINKFLOW_DATABASE_URL": db_url,
-           "LINKFLOW_ANALYTICS_DATABASE_URL": db_url + "_analytics"}
+async def test_migrate_twice_and_update_consumer(servers: Servers, nc: Client, db_url: str) -> None:
+    env = {
+        "LINKFLOW_NATS_URL": servers.nats_url,
+        "LINKFLOW_DATABASE_URL": db_url,
+        "LINKFLOW_ANALYTICS_DATABASE_URL": db_url + "_analytics",
+    }
     await migrate_all(env)
     await migrate_all(env)
     js = nc.jetstream()

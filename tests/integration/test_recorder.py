@@ -26,8 +26,9 @@ def click(code: str = "rec", cid: str | None = None) -> Click:
 
 
 async def publish(js: JetStreamContext, c: Click, msg_id: str | None = None) -> None:
-    await js.publish(f"clicks.{c.code}", encode(c),
-                     headers={"Nats-Msg-Id": msg_id or c.id, "X-Request-Id": c.id})
+    await js.publish(
+        f"clicks.{c.code}", encode(c), headers={"Nats-Msg-Id": msg_id or c.id, "X-Request-Id": c.id}
+    )
 
 
 async def rows(url: str) -> int:
@@ -64,8 +65,9 @@ async def test_same_click_twice_is_one_row(nc: Client, recorder: None, db_url: s
     assert await dlq_depth(js) == 0
 
 
-async def test_garbage_goes_to_dlq_and_next_click_is_recorded(nc: Client, recorder: None,
-                                                              db_url: str) -> None:
+async def test_garbage_goes_to_dlq_and_next_click_is_recorded(
+    nc: Client, recorder: None, db_url: str
+) -> None:
     js = nc.jetstream()
     await js.publish("clicks.x", b"\x00not json", headers={"Nats-Msg-Id": "garbage-1"})
     await js.publish("clicks.yyy", b'{"id": "1", "code": "yyy"}')  # valid JSON, missing ts
@@ -105,11 +107,12 @@ async def own_pg(tmp_path: Path) -> AsyncIterator[PostgresServer]:
 
 
 async def test_database_outage_loses_nothing_and_dead_letters_nothing(
-        nc: Client, own_pg: PostgresServer) -> None:
+    nc: Client, own_pg: PostgresServer
+) -> None:
     url = own_pg.url("linkflow")
     js = nc.jetstream()
     pool = await db.create_pool(url)
-    worker = Worker(js, topology.CLICK_RECORDER, TEST_WORKER, Click, ClickRecorder(pool).handle)
+    worker = Worker(nc, topology.CLICK_RECORDER, TEST_WORKER, Click, ClickRecorder(pool).handle)
     sent: set[str] = set()
 
     async def send(n: int) -> None:

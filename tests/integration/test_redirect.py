@@ -18,15 +18,20 @@ async def clicks_for(db_url: str, code: str) -> int:
     return await count(db_url, "SELECT count(*) FROM clicks WHERE code = $1", code)
 
 
-async def test_create_redirect_records_click_once(gateway: httpx.AsyncClient, recorder: None,
-                                                  db_url: str) -> None:
-    created = await gateway.post("/api/links", json={"url": "https://example.com/a",
-                                                      "code": "abc"})
+async def test_create_redirect_records_click_once(
+    gateway: httpx.AsyncClient, recorder: None, db_url: str
+) -> None:
+    created = await gateway.post("/api/links", json={"url": "https://example.com/a", "code": "abc"})
     assert created.status_code == 201
     assert created.json()["short_url"] == "http://sho.rt/abc"
-    r = await gateway.get("/abc", headers={"user-agent": "Mozilla/5.0 (X11; Linux)",
-                                           "referer": "https://news.example/",
-                                           "x-forwarded-for": "203.0.113.9"})
+    r = await gateway.get(
+        "/abc",
+        headers={
+            "user-agent": "Mozilla/5.0 (X11; Linux)",
+            "referer": "https://news.example/",
+            "x-forwarded-for": "203.0.113.9",
+        },
+    )
     assert r.status_code == 302
     assert r.headers["location"] == "https://example.com/a"
     await eventually(lambda: clicks_for(db_url, "abc"), what="the click row")
@@ -36,16 +41,21 @@ async def test_create_redirect_records_click_once(gateway: httpx.AsyncClient, re
     assert len(rows) == 1
     row = rows[0]
     # uvicorn trusts X-Forwarded-For from a proxy on localhost; the IP is anonymized.
-    assert (row["referrer"], row["is_bot"], row["ip"]) == ("https://news.example/", False,
-                                                           "203.0.113.0")
+    assert (row["referrer"], row["is_bot"], row["ip"]) == (
+        "https://news.example/",
+        False,
+        "203.0.113.0",
+    )
     assert row["user_agent"] == "Mozilla/5.0 (X11; Linux)"
 
 
 async def test_generated_code_and_redirect_type(gateway: httpx.AsyncClient) -> None:
-    created = await gateway.post("/api/links", json={"url": "https://example.com/b",
-                                                      "redirect_type": 308})
+    created = await gateway.post(
+        "/api/links", json={"url": "https://example.com/b", "redirect_type": 308}
+    )
     code = created.json()["code"]
-    assert len(code) == 7 and code.isalnum()
+    assert len(code) == 7
+    assert code.isalnum()
     r = await gateway.get(f"/{code}")
     assert r.status_code == 308
 
@@ -57,9 +67,12 @@ async def test_head_is_recorded_as_bot(gateway: httpx.AsyncClient, nc: Client) -
     assert r.status_code == 302
     msgs = await sub.fetch(1, timeout=5)
     click = msgspec.json.decode(msgs[0].data, type=Click)
-    assert click.is_bot and click.code == "headme"
-    assert msgs[0].headers and msgs[0].headers["Nats-Msg-Id"] == click.id
-    assert "X-Request-Id" in msgs[0].headers and "Linkflow-Enqueued-At" in msgs[0].headers
+    assert click.is_bot
+    assert click.code == "headme"
+    assert msgs[0].headers
+    assert msgs[0].headers["Nats-Msg-Id"] == click.id
+    assert "X-Request-Id" in msgs[0].headers
+    assert "Linkflow-Enqueued-At" in msgs[0].headers
 
 
 async def test_unknown_and_expired(gateway: httpx.AsyncClient) -> None:
@@ -67,15 +80,17 @@ async def test_unknown_and_expired(gateway: httpx.AsyncClient) -> None:
     assert r.status_code == 404
     assert r.headers["content-type"] == "application/problem+json"
     past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
-    await gateway.post("/api/links", json={"url": "https://example.com/e", "code": "gone",
-                                           "expires_at": past})
+    await gateway.post(
+        "/api/links", json={"url": "https://example.com/e", "code": "gone", "expires_at": past}
+    )
     r = await gateway.get("/gone")
     assert r.status_code == 410
     assert r.json()["status"] == 410
 
 
-async def test_thousand_concurrent_redirects_thousand_rows(gateway: httpx.AsyncClient,
-                                                           recorder: None, db_url: str) -> None:
+async def test_thousand_concurrent_redirects_thousand_rows(
+    gateway: httpx.AsyncClient, recorder: None, db_url: str
+) -> None:
     await gateway.post("/api/links", json={"url": "https://example.com/many", "code": "many"})
     limits = asyncio.Semaphore(100)
 
@@ -94,8 +109,9 @@ async def test_thousand_concurrent_redirects_thousand_rows(gateway: httpx.AsyncC
     assert await clicks_for(db_url, "many") == 1000
 
 
-async def test_patch_and_delete_publish_versioned_events(gateway: httpx.AsyncClient,
-                                                         nc: Client) -> None:
+async def test_patch_and_delete_publish_versioned_events(
+    gateway: httpx.AsyncClient, nc: Client
+) -> None:
     await gateway.post("/api/links", json={"url": "https://example.com/old", "code": "chg"})
     r = await gateway.patch("/api/links/chg", json={"url": "https://example.com/new"})
     assert r.status_code == 200
@@ -121,19 +137,27 @@ async def test_patch_and_delete_publish_versioned_events(gateway: httpx.AsyncCli
 
 async def test_links_created_is_published(gateway: httpx.AsyncClient, nc: Client) -> None:
     sub = await nc.subscribe("links.created")
-    await gateway.post("/api/links", json={"url": "https://example.com/c", "code": "newone",
-                                           "tags": ["x"]})
+    await gateway.post(
+        "/api/links", json={"url": "https://example.com/c", "code": "newone", "tags": ["x"]}
+    )
     msg = await sub.next_msg(timeout=5)
     body = msgspec.json.decode(msg.data)
-    assert body["code"] == "newone" and body["tags"] == ["x"]
-    assert body["created_at"].endswith("Z") and len(body["created_at"]) == 24
+    assert body["code"] == "newone"
+    assert body["tags"] == ["x"]
+    assert body["created_at"].endswith("Z")
+    assert len(body["created_at"]) == 24
 
 
-async def test_link_created_elsewhere_is_found_on_miss(gateway: httpx.AsyncClient,
-                                                       db_url: str) -> None:
+async def test_link_created_elsewhere_is_found_on_miss(
+    gateway: httpx.AsyncClient, db_url: str
+) -> None:
     # A row no gateway has put in KV (restored backup, another region): the
     # redirect falls back to the database.
-    await count(db_url, "WITH i AS (INSERT INTO links (code, url) VALUES ('dbonly', "
-                "'https://example.com/db') RETURNING 1) SELECT count(*) FROM i")
+    await count(
+        db_url,
+        "WITH i AS (INSERT INTO links (code, url) VALUES ('dbonly', "
+        "'https://example.com/db') RETURNING 1) SELECT count(*) FROM i",
+    )
     r = await gateway.get("/dbonly")
-    assert r.status_code == 302 and r.headers["location"] == "https://example.com/db"
+    assert r.status_code == 302
+    assert r.headers["location"] == "https://example.com/db"

@@ -45,7 +45,7 @@ async def send(nc: Client, code: str, cid: str) -> None:
 async def test_transient_retried_permanent_and_exhausted_dead_lettered(nc: Client) -> None:
     js = nc.jetstream()
     flaky = Flaky()
-    worker = Worker(js, topology.CLICK_RECORDER, TEST_WORKER, Click, flaky.handle)
+    worker = Worker(nc, topology.CLICK_RECORDER, TEST_WORKER, Click, flaky.handle)
     async with running(worker.run):
         await send(nc, "fails-once", "c1")
         await send(nc, "always-fails", "c2")
@@ -55,8 +55,7 @@ async def test_transient_retried_permanent_and_exhausted_dead_lettered(nc: Clien
         async def settled() -> bool:
             info = await js.consumer_info(topology.CLICKS, topology.CLICK_RECORDER.name)
             dlq = await js.stream_info(topology.DLQ)
-            return info.num_ack_pending == 0 and info.num_pending == 0 and \
-                dlq.state.messages == 2
+            return info.num_ack_pending == 0 and info.num_pending == 0 and dlq.state.messages == 2
 
         await eventually(settled, 20, "every message settled")
     assert flaky.done == {"c1", "c4"}
@@ -65,8 +64,10 @@ async def test_transient_retried_permanent_and_exhausted_dead_lettered(nc: Clien
     assert flaky.seen["c2"] == TEST_WORKER.max_attempts
     assert flaky.seen["c3"] == 1
     sub = await js.pull_subscribe("dlq.>", durable=None, stream=topology.DLQ)
-    dead = {(m.headers or {})["Linkflow-Original-Msg-Id"]: m.headers or {}
-            for m in await sub.fetch(2, timeout=5)}
+    dead = {
+        (m.headers or {})["Linkflow-Original-Msg-Id"]: m.headers or {}
+        for m in await sub.fetch(2, timeout=5)
+    }
     assert dead["c2"]["Linkflow-Attempts"] == str(TEST_WORKER.max_attempts)
     assert dead["c2"]["Linkflow-Error"] == "TransientError: still failing"
     assert dead["c2"]["Linkflow-First-Failed-At"] < dead["c2"]["Linkflow-Failed-At"]

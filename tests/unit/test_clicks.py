@@ -5,27 +5,33 @@ import pytest
 from services.link.clicks import anonymize, click_id, is_bot, new_click
 
 
-@pytest.mark.parametrize(("ip", "expected"), [
-    ("203.0.113.77", "203.0.113.0"),
-    ("2001:db8:1234:5678:9abc:def0:1234:5678", "2001:db8:1234::"),
-    ("::ffff:198.51.100.9", "198.51.100.0"),
-    ("not an ip", None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    ("ip", "expected"),
+    [
+        ("203.0.113.77", "203.0.113.0"),
+        ("2001:db8:1234:5678:9abc:def0:1234:5678", "2001:db8:1234::"),
+        ("::ffff:198.51.100.9", "198.51.100.0"),
+        ("not an ip", None),
+        (None, None),
+    ],
+)
 def test_anonymize(ip: str | None, expected: str | None) -> None:
     assert anonymize(ip) == expected
 
 
-@pytest.mark.parametrize(("ua", "bot"), [
-    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0", False),
-    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148", False),
-    ("Googlebot/2.1 (+http://www.google.com/bot.html)", True),
-    ("facebookexternalhit/1.1", True),
-    ("Slackbot-LinkExpanding 1.0", True),
-    ("WhatsApp/2.23.20.0", True),
-    ("curl/8.5.0", True),
-    (None, False),
-])
+@pytest.mark.parametrize(
+    ("ua", "bot"),
+    [
+        ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0", False),
+        ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148", False),
+        ("Googlebot/2.1 (+http://www.google.com/bot.html)", True),
+        ("facebookexternalhit/1.1", True),
+        ("Slackbot-LinkExpanding 1.0", True),
+        ("WhatsApp/2.23.20.0", True),
+        ("curl/8.5.0", True),
+        (None, False),
+    ],
+)
 def test_is_bot(ua: str | None, bot: bool) -> None:
     assert is_bot(ua, head=False) is bot
 
@@ -42,6 +48,15 @@ def test_click_ids_are_unique_and_ordered() -> None:
 
 
 def test_anonymize_can_be_turned_off() -> None:
-    c = new_click("abc", referrer=None, user_agent=None, ip="203.0.113.77", country=None,
-                  head=False, request_id=None, anonymize_ip=False)
-    assert c.ip == "203.0.113.77" and c.request_id == c.id
+    c = new_click(
+        "abc",
+        referrer=None,
+        user_agent=None,
+        ip="203.0.113.77",
+        country=None,
+        head=False,
+        request_id=None,
+        anonymize_ip=False,
+    )
+    assert c.ip == "203.0.113.77"
+    assert c.request_id == c.id

@@ -24,19 +24,44 @@ def test_times_are_rfc3339_utc_with_milliseconds() -> None:
 
 
 def test_readers_ignore_unknown_fields() -> None:
-    raw = (b'{"id":"1","code":"abc","ts":"2026-01-02T03:04:05.000Z","new_field":1,'
-           b'"is_bot":true}')
+    raw = b'{"id":"1","code":"abc","ts":"2026-01-02T03:04:05.000Z","new_field":1,"is_bot":true}'
     assert msgspec.json.decode(raw, type=Click).is_bot
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"code":"abc","version":0,"url":"u","redirect_type":302,"expires_at":null,"tags":[],'
-    b'"updated_at":"2026-01-02T03:04:05.000Z"}',
-    b'{"code":"a","version":1,"url":"u","redirect_type":302,"expires_at":null,"tags":[],'
-    b'"updated_at":"2026-01-02T03:04:05.000Z"}',
-    b'{"code":"abc","version":1,"url":"u","redirect_type":302,"expires_at":null,"tags":[],'
-    b'"updated_at":"2026-01-02T03:04:05"}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"code":"abc","version":0,"url":"u","redirect_type":302,"expires_at":null,"tags":[],'
+        b'"updated_at":"2026-01-02T03:04:05.000Z"}',
+        b'{"code":"a","version":1,"url":"u","redirect_type":302,"expires_at":null,"tags":[],'
+        b'"updated_at":"2026-01-02T03:04:05.000Z"}',
+        b'{"code":"abc","version":1,"url":"u","redirect_type":302,"expires_at":null,"tags":[],'
+        b'"updated_at":"2026-01-02T03:04:05"}',
+    ],
+)
 def test_invalid_events_fail_validation(raw: bytes) -> None:
     with pytest.raises(msgspec.ValidationError):
         msgspec.json.decode(raw, type=LinkUpdated)
+
+
+def test_gateway_click_matches_the_contract() -> None:
+    """The gateway encodes clicks with its own Struct (ts preformatted); it
+    must carry exactly the contract's fields and decode as a Click."""
+    from services.link.clicks import OutgoingClick, new_click
+
+    assert OutgoingClick.__struct_fields__ == Click.__struct_fields__
+    out = new_click(
+        "abc",
+        referrer="r" * 5000,
+        user_agent="Mozilla/5.0",
+        ip="203.0.113.7",
+        country="DE",
+        head=False,
+        request_id=None,
+        anonymize_ip=True,
+    )
+    decoded = msgspec.json.decode(msgspec.json.encode(out), type=Click)
+    assert decoded.id == out.id
+    assert decoded.ip == "203.0.113.0"
+    assert decoded.referrer is not None
+    assert len(decoded.referrer) == 1024

@@ -6,10 +6,17 @@ from services.click_recorder.settings import Settings as RecorderSettings
 from shared.settings import SettingsError, WorkerSettings, load, parse_duration
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("1s", 1.0), ("250ms", 0.25), ("5m", 300.0), ("24h", 86400.0), ("7d", 604800.0),
-    ("2.5", 2.5),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("1s", 1.0),
+        ("250ms", 0.25),
+        ("5m", 300.0),
+        ("24h", 86400.0),
+        ("7d", 604800.0),
+        ("2.5", 2.5),
+    ],
+)
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
@@ -20,9 +27,13 @@ def test_bad_duration_is_an_error() -> None:
 
 
 def test_service_prefix_wins_over_shared() -> None:
-    env = {"LINKFLOW_MAX_ATTEMPTS": "9", "LINKFLOW_CLICK_RECORDER_MAX_ATTEMPTS": "7",
-           "LINKFLOW_CLICK_RECORDER_MAX_TTL": "1h", "LINKFLOW_NATS_URL": "nats://x:1",
-           "LINKFLOW_CLICK_RECORDER_PORT": "9999"}
+    env = {
+        "LINKFLOW_MAX_ATTEMPTS": "9",
+        "LINKFLOW_CLICK_RECORDER_MAX_ATTEMPTS": "7",
+        "LINKFLOW_CLICK_RECORDER_MAX_TTL": "1h",
+        "LINKFLOW_NATS_URL": "nats://x:1",
+        "LINKFLOW_CLICK_RECORDER_PORT": "9999",
+    }
     s = load(RecorderSettings, "click_recorder", env)
     assert s.worker.max_attempts == 7
     assert s.worker.max_ttl == 3600.0
