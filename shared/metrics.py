@@ -52,3 +52,10 @@ LINK_CACHE_SIZE: Final = Gauge(
 
 def render() -> bytes:
     return generate_latest()
+
+
+CACHE_REPAIRS: Final = Counter(
+    "linkflow_cache_repairs_total",
+    "KV entries repaired by reconciliation, by kind (missing, stale, corrupt, orphaned)",
+    ["kind"],
+)

@@ -18,7 +18,7 @@ from shared.migrate import migrate_all
 
 # Stopped in this order: the gateway first, so no new clicks arrive while the
 # workers settle what they hold.
-SERVICES = ("link", "click_recorder")
+SERVICES = ("link", "click_recorder", "cache_refresher")
 PORTS = {"link": 8080, "click_recorder": 9101, "analytics": 8081, "cache_refresher": 9103}
 MAX_RESTART_DELAY = 30.0
 HEALTHY_AFTER = 60.0

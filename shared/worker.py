@@ -59,20 +59,30 @@ class Delivery(Generic[T]):
 BatchHandler = Callable[[Sequence[Delivery[T]]], Awaitable[Mapping[int, Exception]]]
 
 
+def json_payload(payload_type: type[T]) -> Callable[[Msg], T]:
+    """Decode a message's JSON body as ``payload_type`` (validation included)."""
+    decoder = msgspec.json.Decoder(payload_type)
+
+    def decode(msg: Msg) -> T:
+        return decoder.decode(msg.data)
+
+    return decode
+
+
 class Worker(Generic[T]):
     def __init__(
         self,
         nc: Client,
         consumer: Consumer,
         settings: WorkerSettings,
-        payload_type: type[T],
+        decode: Callable[[Msg], T],
         handler: BatchHandler[T],
     ) -> None:
         self._nc = nc
         self._js = nc.jetstream()
         self._consumer = consumer
         self._settings = settings
-        self._decoder = msgspec.json.Decoder(payload_type)
+        self._decode = decode
         self._handler = handler
         self._first_failed: dict[int, float] = {}
         self._outcomes = {
@@ -92,7 +102,7 @@ class Worker(Generic[T]):
                     return
                 except Exception as exc:  # reconnecting, server restarting
                     log.warning("%s: fetch failed: %s", self._consumer.name, exc)
-                    await _wait(stop, 0.5)
+                    await wait_or_stop(stop, 0.5)
                     continue
                 if not msgs:
                     continue
@@ -102,7 +112,7 @@ class Worker(Generic[T]):
                     # A bug must not kill the loop: what was not settled is
                     # redelivered after the ack wait.
                     log.exception("%s: batch failed unexpectedly", self._consumer.name)
-                    await _wait(stop, 1.0)
+                    await wait_or_stop(stop, 1.0)
         finally:
             # Delivered to us but never handled: give them back at once.
             for msg in await puller.stop():
@@ -114,12 +124,14 @@ class Worker(Generic[T]):
         name = self._consumer.name
         metrics.BATCH_SIZE.labels(name).observe(len(msgs))
         batch: list[Delivery[T]] = []
-        decode = self._decoder.decode
+        decode = self._decode
         for msg in msgs:
             try:
-                batch.append(Delivery(msg, decode(msg.data)))
+                batch.append(Delivery(msg, decode(msg)))
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 await self._dead_letter(msg, PermanentError.from_decode(exc))
+            except PermanentError as exc:
+                await self._dead_letter(msg, exc)
         if batch:
             failures = await self._handle_holding(batch, stop)
             if failures is None:  # stopping while the dependency is down
@@ -154,7 +166,7 @@ class Worker(Generic[T]):
                         len(batch),
                         delay,
                     )
-                    if await _wait(stop, delay):
+                    if await wait_or_stop(stop, delay):
                         return None
                 except Exception as exc:  # the whole batch failed
                     return dict.fromkeys(range(len(batch)), exc)
@@ -217,7 +229,7 @@ async def _keep_in_progress(batch: Sequence[Delivery[T]]) -> None:
                 await d.msg.in_progress()
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep up to ``seconds``; True if ``stop`` was set meanwhile."""
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -11,7 +11,7 @@ from services.click_recorder.settings import Settings
 from shared import bus, checks, db, topology, workerapp
 from shared.contracts import Click
 from shared.settings import load
-from shared.worker import Worker
+from shared.worker import Worker, json_payload
 
 
 async def run(settings: Settings) -> None:
@@ -22,7 +22,7 @@ async def run(settings: Settings) -> None:
         settings.common.database_url, max_size=max(settings.worker.workers, 1) + 2
     )
     recorder = ClickRecorder(pool)
-    worker = Worker(nc, consumer, settings.worker, Click, recorder.handle)
+    worker = Worker(nc, consumer, settings.worker, json_payload(Click), recorder.handle)
     try:
         await workerapp.serve(
             "click-recorder",

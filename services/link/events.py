@@ -17,7 +17,6 @@ from shared.contracts import (
     HDR_REQUEST_ID,
     LinkCreated,
     LinkDeleted,
-    LinkEntry,
     LinkUpdated,
     encode,
     now,
@@ -64,14 +63,13 @@ class LinkEvents:
             version=link.version,
             updated_at=link.updated_at,
         )
+        # Applied to KV by the cache-refresher; every gateway sees it through its watch.
         await self._js.publish(
             "links.updated",
             encode(event),
             stream="LINKS",
             headers=_headers(f"{link.code}.{link.version}", request_id),
         )
-        # Until the cache-refresher applies LINKS to KV, the gateway does (version-guarded).
-        await linkcache.put_if_newer(self._kv, link.code, link.entry())
 
     async def deleted(self, code: str, version: int, at: datetime, request_id: str | None) -> None:
         event = LinkDeleted(code=code, version=version, deleted_at=at)
@@ -80,7 +78,4 @@ class LinkEvents:
             encode(event),
             stream="LINKS",
             headers=_headers(f"{code}.{version}", request_id),
-        )
-        await linkcache.put_if_newer(
-            self._kv, code, LinkEntry(url="", version=version, deleted=True)
         )

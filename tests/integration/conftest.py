@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from nats.aio.client import Client
 
+from services.cache_refresher.applier import Applier, decode
 from services.click_recorder.recorder import ClickRecorder
 from services.link.app import build
 from services.link.settings import Settings as LinkSettings
 from shared import db, topology
 from shared.contracts import Click
 from shared.settings import Common
-from shared.worker import Worker
+from shared.worker import Worker, json_payload
 from tests.conftest import TEST_WORKER
 from tests.harness import running, serve
 from tests.servers import Servers
@@ -34,7 +36,37 @@ async def gateway(servers: Servers, nc: Client, db_url: str) -> AsyncIterator[ht
 @pytest.fixture
 async def recorder(nc: Client, db_url: str) -> AsyncIterator[None]:
     pool = await db.create_pool(db_url)
-    worker = Worker(nc, topology.CLICK_RECORDER, TEST_WORKER, Click, ClickRecorder(pool).handle)
+    worker = Worker(
+        nc, topology.CLICK_RECORDER, TEST_WORKER, json_payload(Click), ClickRecorder(pool).handle
+    )
     async with running(worker.run):
         yield
     await pool.close()
+
+
+@pytest.fixture
+async def cache_refresher(nc: Client, db_url: str) -> AsyncIterator[CacheRefresher]:
+    refresher = CacheRefresher(nc, db_url)
+    await refresher.start()
+    yield refresher
+    await refresher.stop()
+
+
+class CacheRefresher:
+    """The cache-refresher's worker loop, in-process, stoppable and restartable."""
+
+    def __init__(self, nc: Client, db_url: str) -> None:
+        self._nc = nc
+        self._db_url = db_url
+        self._running: contextlib.AbstractAsyncContextManager[object] | None = None
+
+    async def start(self) -> None:
+        kv = await self._nc.jetstream().key_value(topology.KV_LINKS)
+        worker = Worker(self._nc, topology.CACHE_REFRESHER, TEST_WORKER, decode, Applier(kv).handle)
+        self._running = running(worker.run)
+        await self._running.__aenter__()
+
+    async def stop(self) -> None:
+        if self._running is not None:
+            await self._running.__aexit__(None, None, None)
+            self._running = None

@@ -16,7 +16,7 @@ from services.link.clicks import click_id
 from shared import db, topology
 from shared.contracts import Click, encode, now
 from shared.embedded import PostgresServer
-from shared.worker import Worker
+from shared.worker import Worker, json_payload
 from tests.conftest import TEST_WORKER
 from tests.harness import count, eventually, running
 
@@ -112,7 +112,9 @@ async def test_database_outage_loses_nothing_and_dead_letters_nothing(
     url = own_pg.url("linkflow")
     js = nc.jetstream()
     pool = await db.create_pool(url)
-    worker = Worker(nc, topology.CLICK_RECORDER, TEST_WORKER, Click, ClickRecorder(pool).handle)
+    worker = Worker(
+        nc, topology.CLICK_RECORDER, TEST_WORKER, json_payload(Click), ClickRecorder(pool).handle
+    )
     sent: set[str] = set()
 
     async def send(n: int) -> None:

@@ -110,7 +110,7 @@ async def test_thousand_concurrent_redirects_thousand_rows(
 
 
 async def test_patch_and_delete_publish_versioned_events(
-    gateway: httpx.AsyncClient, nc: Client
+    gateway: httpx.AsyncClient, nc: Client, cache_refresher: object
 ) -> None:
     await gateway.post("/api/links", json={"url": "https://example.com/old", "code": "chg"})
     r = await gateway.patch("/api/links/chg", json={"url": "https://example.com/new"})

@@ -10,7 +10,7 @@ from nats.aio.client import Client
 from shared import topology
 from shared.contracts import Click, encode, now
 from shared.errors import PermanentError, TransientError
-from shared.worker import Delivery, Worker
+from shared.worker import Delivery, Worker, json_payload
 from tests.conftest import TEST_WORKER
 from tests.harness import eventually, running
 
@@ -45,7 +45,7 @@ async def send(nc: Client, code: str, cid: str) -> None:
 async def test_transient_retried_permanent_and_exhausted_dead_lettered(nc: Client) -> None:
     js = nc.jetstream()
     flaky = Flaky()
-    worker = Worker(nc, topology.CLICK_RECORDER, TEST_WORKER, Click, flaky.handle)
+    worker = Worker(nc, topology.CLICK_RECORDER, TEST_WORKER, json_payload(Click), flaky.handle)
     async with running(worker.run):
         await send(nc, "fails-once", "c1")
         await send(nc, "always-fails", "c2")

@@ -1,0 +1,1 @@
+"""The cache-refresher: applies link changes to KV ``links`` and repairs drift."""

@@ -1,0 +1,56 @@
+"""``python -m services.cache_refresher``: keep KV ``links`` in step with PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvloop
+
+from services.cache_refresher import reconcile
+from services.cache_refresher.applier import Applier, decode
+from services.cache_refresher.settings import Settings
+from shared import bus, checks, db, topology, workerapp
+from shared.settings import load
+from shared.worker import Worker
+
+
+async def run(settings: Settings) -> None:
+    consumer = topology.CACHE_REFRESHER
+    nc = await bus.connect(settings.common.nats_url, "cache-refresher")
+    js = nc.jetstream()
+    kv = await js.key_value(topology.KV_LINKS)
+    pool = await db.create_pool(settings.common.database_url, max_size=2)
+    worker = Worker(nc, consumer, settings.worker, decode, Applier(kv).handle)
+
+    async def reconciler(stop: asyncio.Event) -> None:
+        await reconcile.run_forever(kv, pool, settings.reconcile_every, stop)
+
+    try:
+        await workerapp.serve(
+            "cache-refresher",
+            settings.port,
+            {
+                "nats": checks.nats_connected(nc),
+                "database": checks.database(pool),
+                "consumer": checks.consumer_exists(js, consumer.stream, consumer.name),
+            },
+            [*[worker.run] * settings.worker.workers, reconciler],
+            host=settings.host,
+        )
+    finally:
+        await nc.drain()
+        await pool.close()
+
+
+def main() -> None:
+    settings = load(Settings, "cache_refresher")
+    logging.basicConfig(
+        level=settings.common.log_level,
+        format="%(asctime)s cache-refresher %(levelname)s %(name)s: %(message)s",
+    )
+    uvloop.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

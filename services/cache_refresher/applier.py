@@ -1,0 +1,57 @@
+"""Applying ``links.updated`` / ``links.deleted`` to KV, newest version wins."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.kv import KeyValue
+
+from shared import linkcache
+from shared.contracts import LinkDeleted, LinkEntry, LinkUpdated
+from shared.errors import PermanentError
+from shared.worker import Delivery, Unavailable
+
+LinkEvent = LinkUpdated | LinkDeleted
+_updated = msgspec.json.Decoder(LinkUpdated).decode
+_deleted = msgspec.json.Decoder(LinkDeleted).decode
+
+
+def decode(msg: Msg) -> LinkEvent:
+    if msg.subject == "links.updated":
+        return _updated(msg.data)
+    if msg.subject == "links.deleted":
+        return _deleted(msg.data)
+    raise PermanentError(f"no contract for subject {msg.subject!r}")
+
+
+def entry_for(event: LinkEvent) -> LinkEntry:
+    if isinstance(event, LinkDeleted):
+        # A tombstone keeps the version, so a late, older update stays stale.
+        return LinkEntry(url="", version=event.version, deleted=True)
+    return LinkEntry(
+        url=event.url,
+        redirect_type=event.redirect_type,
+        expires_at=event.expires_at,
+        version=event.version,
+    )
+
+
+class Applier:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def handle(self, batch: Sequence[Delivery[LinkEvent]]) -> Mapping[int, Exception]:
+        failures: dict[int, Exception] = {}
+        for i, delivery in enumerate(batch):
+            event = delivery.payload
+            try:
+                await linkcache.put_if_newer(self._kv, event.code, entry_for(event))
+            except (ConnectionClosedError, NatsTimeoutError, NoRespondersError) as exc:
+                raise Unavailable(f"KV unavailable: {exc!r}") from exc
+            except Exception as exc:  # retried with backoff, then dead-lettered
+                failures[i] = exc
+        return failures

@@ -1,0 +1,114 @@
+"""Compares PostgreSQL (the truth) with KV ``links`` and repairs drift."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+
+import asyncpg
+import msgspec
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from shared import linkcache
+from shared.contracts import LinkEntry, encode
+from shared.metrics import CACHE_REPAIRS
+from shared.worker import wait_or_stop
+
+log = logging.getLogger(__name__)
+
+_decode = msgspec.json.Decoder(LinkEntry).decode
+
+
+async def snapshot(kv: KeyValue) -> dict[str, tuple[LinkEntry | None, int]]:
+    """Every key's entry (None if unreadable) and revision, as of now."""
+    out: dict[str, tuple[LinkEntry | None, int]] = {}
+    watcher = await kv.watchall(ignore_deletes=True)
+    try:
+        async for kv_entry in watcher:
+            if kv_entry is None:
+                break
+            try:
+                entry: LinkEntry | None = _decode(kv_entry.value or b"")
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                entry = None
+            out[kv_entry.key] = (entry, kv_entry.revision or 0)
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return out
+
+
+async def truth(pool: asyncpg.Pool) -> dict[str, LinkEntry]:
+    rows = await pool.fetch(
+        "SELECT code, url, redirect_type, expires_at, version, deleted_at IS NOT NULL AS deleted "
+        "FROM links"
+    )
+    return {
+        r["code"]: LinkEntry(url="", version=r["version"], deleted=True)
+        if r["deleted"]
+        else LinkEntry(
+            url=r["url"],
+            redirect_type=r["redirect_type"],
+            expires_at=r["expires_at"],
+            version=r["version"],
+        )
+        for r in rows
+    }
+
+
+def _kind(held: LinkEntry | None, want: LinkEntry) -> str | None:
+    if held == want:
+        return None
+    if held is None:
+        return "corrupt"
+    if held.version < want.version:
+        return "stale"
+    return "corrupt"  # same or newer version than the database, but different
+
+
+async def reconcile(kv: KeyValue, pool: asyncpg.Pool) -> dict[str, int]:
+    """One pass; returns repairs by kind. KV is read before the database, so a
+    change that lands in between looks stale (and is repaired to the newer
+    row) rather than newer-than-truth; every write is compare-and-set on the
+    revision we read, so a concurrent event is never overwritten."""
+    held = await snapshot(kv)
+    want = await truth(pool)
+    repairs: dict[str, int] = {}
+
+    async def repair(kind: str, write: Awaitable[object]) -> None:
+        try:
+            await write
+        except KeyWrongLastSequenceError:
+            return  # changed since the snapshot: the next pass will look again
+        repairs[kind] = repairs.get(kind, 0) + 1
+        CACHE_REPAIRS.labels(kind).inc()
+
+    for code, entry in want.items():
+        current = held.get(code)
+        if current is None:
+            if not entry.deleted:
+                await repair("missing", linkcache.put_if_newer(kv, code, entry))
+            continue
+        kind = _kind(current[0], entry)
+        if kind:
+            log.warning(
+                "KV %s is %s (%s); repairing to version %d", code, kind, current[0], entry.version
+            )
+            await repair(kind, kv.update(code, encode(entry), last=current[1]))
+    for code, (_, revision) in held.items():
+        if code not in want:
+            log.warning("KV %s has no link in the database; removing it", code)
+            await repair("orphaned", kv.delete(code, last=revision))
+    return repairs
+
+
+async def run_forever(kv: KeyValue, pool: asyncpg.Pool, every: float, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            repairs = await reconcile(kv, pool)
+            if repairs:
+                log.warning("reconciliation repaired %s", repairs)
+        except Exception as exc:  # database or NATS down: try again next round
+            log.warning("reconciliation failed: %r", exc)
+        await wait_or_stop(stop, every)
