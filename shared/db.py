@@ -72,12 +72,12 @@ async def create_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:
     return pool
 
 
-async def migrate(url: str) -> None:
+async def migrate(url: str, schema: str = SCHEMA) -> None:
     conn = await asyncpg.connect(url)
     try:
         # One migrator at a time when several processes start together.
         await conn.execute("SELECT pg_advisory_lock(7310001)")
-        await conn.execute(SCHEMA)
+        await conn.execute(schema)
     finally:
         await conn.close()
 

@@ -13,6 +13,10 @@ async def migrate_all(environ: Mapping[str, str]) -> None:
     for url in (common.database_url, common.analytics_database_url):
         await db.ensure_database(url)
     await db.migrate(common.database_url)
+    # The analytics service owns its database; its schema lives with it.
+    from services.analytics.schema import SCHEMA as ANALYTICS_SCHEMA
+
+    await db.migrate(common.analytics_database_url, ANALYTICS_SCHEMA)
     workers = {c.service: load(WorkerSettings, c.service, environ) for c in topology.CONSUMERS}
     nc = await bus.connect(common.nats_url, "linkflow-migrate", forever=False)
     try:

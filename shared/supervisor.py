@@ -18,7 +18,7 @@ from shared.migrate import migrate_all
 
 # Stopped in this order: the gateway first, so no new clicks arrive while the
 # workers settle what they hold.
-SERVICES = ("link", "click_recorder", "cache_refresher")
+SERVICES = ("link", "analytics", "click_recorder", "cache_refresher")
 PORTS = {"link": 8080, "click_recorder": 9101, "analytics": 8081, "cache_refresher": 9103}
 MAX_RESTART_DELAY = 30.0
 HEALTHY_AFTER = 60.0
@@ -90,9 +90,11 @@ class Supervisor:
             child.start()
             self.children.append(child)
         gateway = env.get("LINKFLOW_PUBLIC_URL", f"http://127.0.0.1:{env['LINKFLOW_LINK_PORT']}")
-        _say(f"gateway   {gateway}  (API {gateway}/api/links, docs {gateway}/api/docs)")
+        _say(f"{'gateway':<15} {gateway}  (API /api/links, docs /api/docs)")
         for name in self.services[1:]:
-            _say(f"{name:<9} http://127.0.0.1:{env[f'LINKFLOW_{name.upper()}_PORT']}/metrics")
+            port = env[f"LINKFLOW_{name.upper()}_PORT"]
+            where = "/console" if name == "analytics" else "/metrics"
+            _say(f"{name:<15} http://127.0.0.1:{port}{where}")
         return env
 
     def watch(self) -> None:

@@ -13,10 +13,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from services.link.events import LinkEvents
-from services.link.problems import FieldError, Problem
 from services.link.store import CodeTaken, Link, LinkStore
 from services.link.validation import LinkFields, generate_code
 from shared.contracts import rfc3339
+from shared.problems import FieldError, Problem
 
 log = logging.getLogger(__name__)
 

@@ -5,33 +5,26 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, TypedDict
+from typing import TypedDict
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
 
 from services.link import api
 from services.link.cache import LinkCache
 from services.link.clicks import ClickPublisher
 from services.link.events import LinkEvents
-from services.link.problems import FieldError, Problem
 from services.link.redirect import Gateway
 from services.link.settings import Settings
 from services.link.store import LinkStore
 from services.link.validation import LinkFields
-from shared import bus, checks, db, health, topology
+from shared import bus, checks, db, health, problems, topology
 
 log = logging.getLogger(__name__)
 
 
 class State(TypedDict):
     deps: api.Deps
-
-
-def _field(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc if p not in ("query", "path", "body"))
 
 
 def build(settings: Settings) -> Gateway:
@@ -74,6 +67,7 @@ def build(settings: Settings) -> Gateway:
             await pool.close()
 
     app = FastAPI(
+        exception_handlers=problems.exception_handlers(RequestValidationError),
         title="linkflow gateway",
         lifespan=lifespan,
         docs_url="/api/docs",
@@ -81,27 +75,6 @@ def build(settings: Settings) -> Gateway:
         redoc_url=None,
     )
     app.include_router(api.router)
-
-    @app.exception_handler(Problem)
-    async def problem(_: Request, exc: Problem) -> Response:
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> Response:
-        errors = [
-            FieldError(_field(tuple(e.get("loc", ()))), str(e.get("msg", "invalid")))
-            for e in exc.errors()
-        ]
-        return Problem.invalid(errors).response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        return Problem(exc.status_code, str(exc.detail)).response()
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return Problem(500, "internal error").response()
 
     gateway = Gateway(app, settings.anonymize_ip)
     return gateway

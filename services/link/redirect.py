@@ -15,9 +15,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.link.cache import LinkCache
 from services.link.clicks import ClickPublisher, new_click
-from services.link.problems import Problem
 from services.link.validation import RESERVED
 from shared import metrics
+from shared.problems import Problem
 
 log = logging.getLogger(__name__)
 

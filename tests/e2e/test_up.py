@@ -38,6 +38,7 @@ async def linkflow(
         "LINKFLOW_LINK_PORT": str(free_port()),
         "LINKFLOW_CLICK_RECORDER_PORT": str(free_port()),
         "LINKFLOW_CACHE_REFRESHER_PORT": str(free_port()),
+        "LINKFLOW_ANALYTICS_PORT": str(free_port()),
         "LINKFLOW_CLICK_RECORDER_MIN_RETRY_DELAY": "50ms",
     }
     for key, value in env.items():

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
+
+log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
 _TITLES = {
+    500: "Internal Server Error",
     400: "Bad Request",
     401: "Unauthorized",
     404: "Not Found",
@@ -58,3 +64,41 @@ class Problem(Exception):
     def response(self, head: bool = False) -> Response:
         content = b"" if head else msgspec.json.encode(self.body())
         return Response(content, status_code=self.status, media_type=PROBLEM_TYPE)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc if p not in ("query", "path", "body"))
+
+
+def exception_handlers(validation_error: type[Exception]) -> dict[Any, Any]:
+    """Handlers that turn every error of an HTTP service into problem+json.
+
+    ``validation_error`` is the framework's request-validation exception
+    (FastAPI's RequestValidationError), passed in so that this module stays
+    free of FastAPI types."""
+
+    async def problem(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Problem)
+        return exc.response()
+
+    async def invalid(_: Request, exc: Exception) -> Response:
+        found: list[dict[str, Any]] = getattr(exc, "errors", list)()
+        errors = [
+            FieldError(_field(tuple(e.get("loc", ()))), str(e.get("msg", "invalid"))) for e in found
+        ]
+        return Problem.invalid(errors).response()
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return Problem(exc.status_code, str(exc.detail)).response()
+
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        log.error("unhandled error", exc_info=exc)
+        return Problem(500, "internal error").response()
+
+    return {
+        Problem: problem,
+        validation_error: invalid,
+        HTTPException: http_error,
+        Exception: unexpected,
+    }

@@ -1,0 +1,25 @@
+"""``python -m services.analytics``: analytics API and consumer on ``LINKFLOW_ANALYTICS_PORT``."""
+
+from __future__ import annotations
+
+import logging
+
+import uvloop
+
+from services.analytics.app import build
+from services.analytics.settings import Settings
+from shared.serve import serve
+from shared.settings import load
+
+
+def main() -> None:
+    settings = load(Settings, "analytics")
+    logging.basicConfig(
+        level=settings.common.log_level,
+        format="%(asctime)s analytics %(levelname)s %(name)s: %(message)s",
+    )
+    uvloop.run(serve(build(settings), settings.host, settings.port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The analytics HTTP API: stats, the live stream and the pipeline view."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response, StreamingResponse
+from nats.js import JetStreamContext
+
+from services.analytics import params, pipeline
+from services.analytics.backfill import Backfills
+from services.analytics.live import LiveClicks
+from services.analytics.store import AnalyticsStore
+from shared.problems import FieldError, Problem
+
+router = APIRouter(prefix="/api")
+_encoder = msgspec.json.Encoder()
+
+
+class Deps:
+    def __init__(
+        self, store: AnalyticsStore, js: JetStreamContext, live: LiveClicks, backfills: Backfills
+    ) -> None:
+        self.store = store
+        self.js = js
+        self.live = live
+        self.backfills = backfills
+
+
+def deps(request: Request) -> Deps:
+    d: Deps = request.state.deps
+    return d
+
+
+Ctx = Annotated[Deps, Depends(deps)]
+
+
+def json(body: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(body), status_code=status, media_type="application/json")
+
+
+@router.get("/stats/links/{code}")
+async def link_stats(code: str, ctx: Ctx, request: Request) -> Response:
+    q = request.query_params
+    start, end = params.time_range(q.get("from"), q.get("to"))
+    interval = params.interval(q.get("interval", "day"))
+    include_bots = q.get("include_bots", "false").lower()
+    if include_bots not in ("true", "false", "1", "0"):
+        raise Problem.invalid([FieldError("include_bots", "must be true or false")])
+    return json(
+        await ctx.store.link_stats(code, start, end, interval, include_bots in ("true", "1"))
+    )
+
+
+@router.get("/stats/links-created")
+async def links_created(ctx: Ctx, request: Request) -> Response:
+    start, end = params.date_range(request.query_params.get("from"), request.query_params.get("to"))
+    return json({"days": await ctx.store.links_created(start, end)})
+
+
+@router.get("/stats/top")
+async def top(ctx: Ctx, request: Request) -> Response:
+    q = request.query_params
+    start, end = params.time_range(q.get("from"), q.get("to"))
+    try:
+        n = int(q.get("limit", "10"))
+    except ValueError:
+        raise Problem.invalid([FieldError("limit", "must be an integer")]) from None
+    return json({"items": await ctx.store.top(start, end, params.limit(n))})
+
+
+@router.get("/stream/clicks")
+async def stream(ctx: Ctx, code: str | None = None) -> StreamingResponse:
+    return StreamingResponse(
+        ctx.live.events(code),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+@router.get("/pipeline")
+async def pipeline_status(ctx: Ctx) -> Response:
+    return json(await pipeline.status(ctx.js))

@@ -1,0 +1,87 @@
+"""The analytics service: HTTP API plus its CLICKS worker loop, one lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TypedDict
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+
+from services.analytics import api, ops
+from services.analytics.backfill import Backfills
+from services.analytics.consumer import ClickAggregator, CreatedCounter
+from services.analytics.live import LiveClicks
+from services.analytics.settings import Settings
+from services.analytics.store import AnalyticsStore
+from shared import bus, checks, db, health, problems, topology
+from shared.contracts import Click
+from shared.worker import Worker, json_payload
+
+
+class State(TypedDict):
+    deps: api.Deps
+
+
+def build(settings: Settings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        nc = await bus.connect(settings.common.nats_url, "analytics")
+        js = nc.jetstream()
+        pool = await db.create_pool(
+            settings.common.analytics_database_url, max_size=settings.worker.workers + 5
+        )
+        store = AnalyticsStore(pool)
+        live = LiveClicks(nc)
+        await live.start()
+        created = await nc.subscribe("links.created", cb=CreatedCounter(store).on_message)
+        backfills = Backfills(nc, store, settings.worker.bulk_limit)
+        await backfills.resume()
+        worker = Worker(
+            nc,
+            topology.ANALYTICS_CLICKS,
+            settings.worker,
+            json_payload(Click),
+            ClickAggregator(store).handle,
+        )
+        stop = asyncio.Event()
+        loops = [
+            asyncio.create_task(worker.run(stop), name=f"analytics-worker-{i}")
+            for i in range(settings.worker.workers)
+        ]
+        app.router.routes.extend(
+            health.routes(
+                {
+                    "nats": checks.nats_connected(nc),
+                    "database": checks.database(pool),
+                    "consumer": checks.consumer_exists(
+                        js, topology.CLICKS, topology.ANALYTICS_CLICKS.name
+                    ),
+                }
+            )
+        )
+        try:
+            yield {"deps": api.Deps(store, js, live, backfills)}
+        finally:
+            # Stop taking work, settle the batch in hand, then drain.
+            stop.set()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await backfills.stop()
+            await live.stop()
+            await created.unsubscribe()
+            await nc.drain()
+            await pool.close()
+
+    app = FastAPI(
+        title="linkflow analytics",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+        exception_handlers=problems.exception_handlers(RequestValidationError),
+    )
+    app.include_router(api.router)
+    app.include_router(ops.router)
+    return app

@@ -1,0 +1,92 @@
+"""Operations: backfills, the DLQ and the console page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from services.analytics import params
+from services.analytics.api import Ctx, json
+from shared import dlqstore
+from shared.problems import FieldError, Problem
+
+router = APIRouter()
+CONSOLE = Path(__file__).with_name("console.html")
+
+
+@router.post("/api/backfills", status_code=202)
+async def create_backfill(request: Request, ctx: Ctx) -> Response:
+    try:
+        body: Any = msgspec.json.decode(await request.body())
+    except msgspec.DecodeError as exc:
+        raise Problem(400, f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict) or not {"from", "to"} <= body.keys():
+        raise Problem.invalid([FieldError("body", "must be an object with 'from' and 'to'")])
+    if not all(isinstance(body[k], str) for k in ("from", "to")):
+        raise Problem.invalid([FieldError("from", "'from' and 'to' must be date-times")])
+    start, end = params.time_range(body["from"], body["to"])
+    return json(await ctx.backfills.create(start, end), 202)
+
+
+@router.get("/api/backfills")
+async def list_backfills(ctx: Ctx) -> Response:
+    return json({"items": await ctx.backfills.list()})
+
+
+@router.get("/api/backfills/{backfill_id}")
+async def get_backfill(backfill_id: str, ctx: Ctx) -> Response:
+    found = await ctx.backfills.get(backfill_id)
+    if found is None:
+        raise Problem(404, f"no backfill {backfill_id!r}")
+    return json(found)
+
+
+@router.delete("/api/backfills/{backfill_id}")
+async def cancel_backfill(backfill_id: str, ctx: Ctx) -> Response:
+    found = await ctx.backfills.cancel(backfill_id)
+    if found is None:
+        raise Problem(404, f"no backfill {backfill_id!r}")
+    return json(found)
+
+
+@router.get("/api/dlq")
+async def list_dlq(ctx: Ctx, request: Request) -> Response:
+    q = request.query_params
+    try:
+        n = int(q.get("limit", "50"))
+    except ValueError:
+        raise Problem.invalid([FieldError("limit", "must be an integer")]) from None
+    letters = await dlqstore.list_(ctx.js, q.get("consumer"), params.limit(n, 1, 1000))
+    return json({"items": [letter.as_json() for letter in letters]})
+
+
+@router.post("/api/dlq/replay")
+async def replay_all(ctx: Ctx, consumer: str | None = None) -> Response:
+    return json({"replayed": await dlqstore.replay_all(ctx.js, consumer)})
+
+
+@router.post("/api/dlq/{seq}/replay")
+async def replay_one(seq: int, ctx: Ctx) -> Response:
+    try:
+        new_seq = await dlqstore.replay(ctx.js, seq)
+    except dlqstore.NotInDlq as exc:
+        raise Problem(404, str(exc)) from None
+    return json({"replayed": seq, "stream_seq": new_seq})
+
+
+@router.delete("/api/dlq/{seq}", status_code=204)
+async def discard(seq: int, ctx: Ctx) -> Response:
+    try:
+        await dlqstore.discard(ctx.js, seq)
+    except dlqstore.NotInDlq as exc:
+        raise Problem(404, str(exc)) from None
+    return Response(status_code=204)
+
+
+@router.get("/console", response_class=HTMLResponse)
+async def console() -> HTMLResponse:
+    return HTMLResponse(CONSOLE.read_text())

@@ -1,0 +1,62 @@
+"""Query parameters of the analytics API, checked together: every problem is
+reported at once as a 422 problem+json."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Final
+
+from shared.problems import FieldError, Problem
+
+INTERVALS: Final = ("hour", "day")
+DEFAULT_RANGE: Final = timedelta(days=7)
+
+
+def _time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be an RFC 3339 date-time or a date (YYYY-MM-DD)") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def time_range(
+    start: str | None, end: str | None, default: timedelta = DEFAULT_RANGE
+) -> tuple[datetime, datetime]:
+    """``[from, to)``; ``to`` defaults to now and ``from`` to ``default`` before it."""
+    errors: list[FieldError] = []
+    parsed: dict[str, datetime] = {}
+    for name, value in (("from", start), ("to", end)):
+        if value is not None:
+            try:
+                parsed[name] = _time(value)
+            except ValueError as exc:
+                errors.append(FieldError(name, str(exc)))
+    if errors:
+        raise Problem.invalid(errors)
+    to = parsed.get("to", datetime.now(UTC))
+    frm = parsed.get("from", to - default)
+    if frm > to:
+        raise Problem.invalid([FieldError("from", "must not be after 'to'")])
+    return frm, to
+
+
+def date_range(start: str | None, end: str | None) -> tuple[date, date]:
+    frm, to = time_range(start, end, timedelta(days=30))
+    if (to.date() - frm.date()).days > 3660:
+        raise Problem.invalid([FieldError("from", "range is limited to ten years")])
+    return frm.date(), to.date()
+
+
+def interval(value: str) -> str:
+    if value not in INTERVALS:
+        raise Problem.invalid([FieldError("interval", "must be 'hour' or 'day'")])
+    return value
+
+
+def limit(value: int, low: int = 1, high: int = 100) -> int:
+    if not low <= value <= high:
+        raise Problem.invalid([FieldError("limit", f"must be between {low} and {high}")])
+    return value

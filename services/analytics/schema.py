@@ -1,0 +1,48 @@
+"""The analytics database, owned by the analytics service alone."""
+
+from __future__ import annotations
+
+from typing import Final
+
+SCHEMA: Final = """
+-- Every click counted once: the ledger is what makes redelivery and
+-- overlapping backfills harmless (a click id already here adds nothing).
+CREATE TABLE IF NOT EXISTS counted_clicks (
+    id   text PRIMARY KEY,
+    code text NOT NULL,
+    ts   timestamptz NOT NULL
+);
+
+-- Hourly counts per link and dimension: dim 'total' (value ''), 'referrer'
+-- (host), 'country', 'device' (desktop, mobile, tablet, bot).
+CREATE TABLE IF NOT EXISTS click_stats (
+    code   text NOT NULL,
+    hour   timestamptz NOT NULL,
+    dim    text NOT NULL,
+    value  text NOT NULL,
+    is_bot boolean NOT NULL,
+    count  bigint NOT NULL,
+    PRIMARY KEY (code, hour, dim, value, is_bot)
+);
+CREATE INDEX IF NOT EXISTS click_stats_hour_total ON click_stats (hour) WHERE dim = 'total';
+
+CREATE TABLE IF NOT EXISTS links_created_daily (
+    day   date PRIMARY KEY,
+    count bigint NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS backfills (
+    id         text PRIMARY KEY,
+    from_ts    timestamptz NOT NULL,
+    to_ts      timestamptz NOT NULL,
+    state      text NOT NULL,
+    start_seq  bigint NOT NULL,
+    end_seq    bigint NOT NULL,
+    next_seq   bigint NOT NULL,
+    processed  bigint NOT NULL DEFAULT 0,
+    total      bigint NOT NULL,
+    error      text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+"""

@@ -1,0 +1,134 @@
+"""Reads and writes of the analytics database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any, Final
+
+import asyncpg
+
+from services.analytics import dimensions
+from shared.contracts import Click
+
+# One statement per batch: the ledger insert decides which clicks are new,
+# and only those are added to the hourly counts, in the same transaction.
+# DISTINCT ON drops a click that appears twice in one batch; ORDER BY makes
+# concurrent workers take row locks in the same order (no deadlocks).
+RECORD: Final = """
+WITH input AS (
+    SELECT DISTINCT ON (id) *
+    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
+                $6::text[], $7::boolean[])
+         AS t(id, code, ts, referrer, country, device, is_bot)
+), fresh AS (
+    INSERT INTO counted_clicks (id, code, ts)
+    SELECT id, code, ts FROM input
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), counted AS (
+    SELECT i.*, date_trunc('hour', i.ts, 'UTC') AS hour FROM input i JOIN fresh USING (id)
+), dims AS (
+    SELECT code, hour, 'total' AS dim, '' AS value, is_bot FROM counted
+    UNION ALL SELECT code, hour, 'referrer', referrer, is_bot FROM counted
+    UNION ALL SELECT code, hour, 'country', country, is_bot FROM counted
+    UNION ALL SELECT code, hour, 'device', device, is_bot FROM counted
+)
+INSERT INTO click_stats (code, hour, dim, value, is_bot, count)
+SELECT code, hour, dim, value, is_bot, count(*) FROM dims
+GROUP BY code, hour, dim, value, is_bot
+ORDER BY code, hour, dim, value, is_bot
+ON CONFLICT (code, hour, dim, value, is_bot)
+DO UPDATE SET count = click_stats.count + EXCLUDED.count
+"""
+
+
+class AnalyticsStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def record(self, clicks: Sequence[Click]) -> None:
+        await self.pool.execute(
+            RECORD,
+            [c.id for c in clicks],
+            [c.code for c in clicks],
+            [c.ts for c in clicks],
+            [dimensions.referrer_host(c.referrer) for c in clicks],
+            [dimensions.country(c.country) for c in clicks],
+            [dimensions.device(c.user_agent, c.is_bot) for c in clicks],
+            [c.is_bot for c in clicks],
+        )
+
+    async def link_created(self, day: date) -> None:
+        await self.pool.execute(
+            "INSERT INTO links_created_daily (day, count) VALUES ($1, 1) "
+            "ON CONFLICT (day) DO UPDATE SET count = links_created_daily.count + 1",
+            day,
+        )
+
+    async def links_created(self, start: date, end: date) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT d::date AS day, coalesce(l.count, 0) AS count "
+            "FROM generate_series($1::date, $2::date, '1 day') AS d "
+            "LEFT JOIN links_created_daily l ON l.day = d::date ORDER BY 1",
+            start,
+            end,
+        )
+        return [{"day": r["day"].isoformat(), "count": r["count"]} for r in rows]
+
+    async def link_stats(
+        self, code: str, start: datetime, end: datetime, interval: str, include_bots: bool
+    ) -> dict[str, Any]:
+        # Buckets cover [start, end) at hour granularity; empty ones count 0.
+        series = await self.pool.fetch(
+            """
+            SELECT b AS ts, coalesce(sum(s.count), 0) AS count
+            FROM generate_series(date_trunc($4, $2::timestamptz, 'UTC'),
+                                 $3::timestamptz - interval '1 microsecond',
+                                 ('1 ' || $4)::interval) AS b
+            LEFT JOIN click_stats s
+              ON s.code = $1 AND s.dim = 'total' AND ($5 OR NOT s.is_bot)
+             AND s.hour >= greatest(b, date_trunc('hour', $2::timestamptz, 'UTC'))
+             AND s.hour < least(b + ('1 ' || $4)::interval, $3::timestamptz)
+            GROUP BY b ORDER BY b
+            """,
+            code,
+            start,
+            end,
+            interval,
+            include_bots,
+        )
+        dims = await self.pool.fetch(
+            "SELECT dim, value, sum(count) AS count FROM click_stats "
+            "WHERE code = $1 AND hour >= date_trunc('hour', $2::timestamptz, 'UTC') "
+            "AND hour < $3 AND ($4 OR NOT is_bot) GROUP BY dim, value "
+            "ORDER BY count DESC, value",
+            code,
+            start,
+            end,
+            include_bots,
+        )
+
+        def dim(name: str, key: str) -> list[dict[str, Any]]:
+            return [{key: r["value"], "count": r["count"]} for r in dims if r["dim"] == name]
+
+        total = sum(r["count"] for r in dims if r["dim"] == "total")
+        return {
+            "code": code,
+            "total": total,
+            "series": [{"ts": r["ts"], "count": r["count"]} for r in series],
+            "referrers": dim("referrer", "referrer"),
+            "countries": dim("country", "country"),
+            "devices": dim("device", "device"),
+        }
+
+    async def top(self, start: datetime, end: datetime, limit: int) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "SELECT code, sum(count) AS count FROM click_stats WHERE dim = 'total' "
+            "AND NOT is_bot AND hour >= date_trunc('hour', $1::timestamptz, 'UTC') "
+            "AND hour < $2 GROUP BY code ORDER BY count DESC, code LIMIT $3",
+            start,
+            end,
+            limit,
+        )
+        return [{"code": r["code"], "count": r["count"]} for r in rows]

@@ -1,0 +1,150 @@
+"""Operating on the DLQ: list, replay and discard dead letters.
+
+Used by the analytics service's DLQ endpoints and by ``linkflow dlq``, so
+both behave the same.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from shared.contracts import DLQ_HEADERS, HDR_MSG_ID, HDR_ORIGINAL_SUBJECT, HDR_STREAM_SEQ
+from shared.dlq import HDR_ORIGINAL_MSG_ID
+from shared.topology import DLQ
+
+HDR_REPLAYED_FROM = "Linkflow-Replayed-From"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    seq: int
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+    time: datetime | None
+
+    @property
+    def consumer(self) -> str:
+        return self.subject.rsplit(".", 1)[-1]
+
+    def as_json(self) -> dict[str, Any]:
+        try:
+            payload: str = self.data.decode()
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            payload, encoding = base64.b64encode(self.data).decode(), "base64"
+        return {
+            "seq": self.seq,
+            "subject": self.subject,
+            "consumer": self.consumer,
+            "headers": self.headers,
+            "payload": payload,
+            "payload_encoding": encoding,
+            "stored_at": self.time.isoformat() if self.time else None,
+        }
+
+
+class NotInDlq(LookupError):
+    pass
+
+
+def _filter(consumer: str | None) -> str:
+    return f"dlq.*.{consumer}" if consumer else "dlq.>"
+
+
+async def get(js: JetStreamContext, seq: int) -> DeadLetter:
+    try:
+        raw = await js.get_msg(DLQ, seq)
+    except NotFoundError:
+        raise NotInDlq(f"no DLQ message with seq {seq}") from None
+    return DeadLetter(
+        seq=raw.seq or seq,
+        subject=raw.subject or "",
+        data=raw.data or b"",
+        headers=dict(raw.headers or {}),
+        time=raw.time,
+    )
+
+
+async def list_(
+    js: JetStreamContext, consumer: str | None = None, limit: int = 50
+) -> list[DeadLetter]:
+    """The oldest ``limit`` dead letters, optionally of one consumer."""
+    out: list[DeadLetter] = []
+    seq = 1
+    while len(out) < limit:
+        try:
+            raw = await js.get_msg(DLQ, seq, subject=_filter(consumer), next=True)
+        except NotFoundError:
+            break
+        assert raw.seq is not None
+        out.append(
+            DeadLetter(
+                seq=raw.seq,
+                subject=raw.subject or "",
+                data=raw.data or b"",
+                headers=dict(raw.headers or {}),
+                time=raw.time,
+            )
+        )
+        seq = raw.seq + 1
+    return out
+
+
+async def replay(js: JetStreamContext, seq: int) -> int:
+    """Publish a dead letter's payload to its original subject, then remove
+    it from the DLQ. Returns the new stream sequence of the replayed message.
+
+    The original headers go along (X-Request-Id, Linkflow-Enqueued-At) but
+    not the DLQ's own: a replayed message that fails again is dead-lettered
+    afresh. Its Nats-Msg-Id is new, so the server's duplicate window does not
+    swallow it; the consumers' idempotent writes absorb a replay of a message
+    that had in fact been handled."""
+    letter = await get(js, seq)
+    subject = letter.headers.get(HDR_ORIGINAL_SUBJECT)
+    if not subject:
+        raise NotInDlq(f"DLQ message {seq} has no {HDR_ORIGINAL_SUBJECT} header")
+    headers = {
+        k: v
+        for k, v in letter.headers.items()
+        if k not in DLQ_HEADERS and k not in (HDR_MSG_ID, HDR_ORIGINAL_MSG_ID)
+    }
+    original_id = letter.headers.get(HDR_ORIGINAL_MSG_ID)
+    headers[HDR_MSG_ID] = f"replay.{seq}.{original_id or letter.headers.get(HDR_STREAM_SEQ)}"
+    headers[HDR_REPLAYED_FROM] = str(seq)
+    ack = await js.publish(subject, letter.data, headers=headers)
+    await js.delete_msg(DLQ, seq)
+    return int(ack.seq)
+
+
+async def replay_all(js: JetStreamContext, consumer: str | None = None) -> int:
+    count = 0
+    while True:
+        batch = await list_(js, consumer, limit=100)
+        if not batch:
+            return count
+        for letter in batch:
+            await replay(js, letter.seq)
+            count += 1
+
+
+async def discard(js: JetStreamContext, seq: int) -> None:
+    try:
+        await js.delete_msg(DLQ, seq)
+    except NotFoundError:
+        raise NotInDlq(f"no DLQ message with seq {seq}") from None
+
+
+async def depth_by_consumer(js: JetStreamContext) -> dict[str, int]:
+    info = await js.stream_info(DLQ, subjects_filter="dlq.>")
+    out: dict[str, int] = {}
+    for subject, count in (info.state.subjects or {}).items():
+        consumer = subject.rsplit(".", 1)[-1]
+        out[consumer] = out.get(consumer, 0) + count
+    return out
