@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from shared import dlqcli
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="linkflow", description=__doc__)
@@ -28,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument(
         "--clicks", type=int, default=100_000, help="clicks queued for the drain measurement"
     )
+    dlqcli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LINKFLOW_LOG_LEVEL", "WARNING"))
 
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in write_all():
             print(f"wrote {path}")
         return 0
+    if args.command == "dlq":
+        return dlqcli.run(args)
     if args.command == "bench":
         from shared.bench import run as run_bench
 

@@ -12,13 +12,16 @@ from datetime import datetime
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from shared.contracts import DLQ_HEADERS, HDR_MSG_ID, HDR_ORIGINAL_SUBJECT, HDR_STREAM_SEQ
 from shared.dlq import HDR_ORIGINAL_MSG_ID
 from shared.topology import DLQ
 
 HDR_REPLAYED_FROM = "Linkflow-Replayed-From"
+# JetStream's error codes for a sequence that is not (or no longer) in the
+# stream: 10037 from a message get, 10057 from a message delete.
+NO_MESSAGE_FOUND = (10037, 10057)
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,10 @@ def _filter(consumer: str | None) -> str:
 async def get(js: JetStreamContext, seq: int) -> DeadLetter:
     try:
         raw = await js.get_msg(DLQ, seq)
-    except NotFoundError:
-        raise NotInDlq(f"no DLQ message with seq {seq}") from None
+    except APIError as exc:
+        if isinstance(exc, NotFoundError) or exc.err_code in NO_MESSAGE_FOUND:
+            raise NotInDlq(f"no DLQ message with seq {seq}") from None
+        raise
     return DeadLetter(
         seq=raw.seq or seq,
         subject=raw.subject or "",
@@ -137,8 +142,10 @@ async def replay_all(js: JetStreamContext, consumer: str | None = None) -> int:
 async def discard(js: JetStreamContext, seq: int) -> None:
     try:
         await js.delete_msg(DLQ, seq)
-    except NotFoundError:
-        raise NotInDlq(f"no DLQ message with seq {seq}") from None
+    except APIError as exc:
+        if isinstance(exc, NotFoundError) or exc.err_code in NO_MESSAGE_FOUND:
+            raise NotInDlq(f"no DLQ message with seq {seq}") from None
+        raise
 
 
 async def depth_by_consumer(js: JetStreamContext) -> dict[str, int]:

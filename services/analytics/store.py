@@ -82,7 +82,7 @@ class AnalyticsStore:
         # Buckets cover [start, end) at hour granularity; empty ones count 0.
         series = await self.pool.fetch(
             """
-            SELECT b AS ts, coalesce(sum(s.count), 0) AS count
+            SELECT b AS ts, coalesce(sum(s.count), 0)::bigint AS count
             FROM generate_series(date_trunc($4, $2::timestamptz, 'UTC'),
                                  $3::timestamptz - interval '1 microsecond',
                                  ('1 ' || $4)::interval) AS b
@@ -99,7 +99,7 @@ class AnalyticsStore:
             include_bots,
         )
         dims = await self.pool.fetch(
-            "SELECT dim, value, sum(count) AS count FROM click_stats "
+            "SELECT dim, value, sum(count)::bigint AS count FROM click_stats "
             "WHERE code = $1 AND hour >= date_trunc('hour', $2::timestamptz, 'UTC') "
             "AND hour < $3 AND ($4 OR NOT is_bot) GROUP BY dim, value "
             "ORDER BY count DESC, value",
@@ -124,7 +124,7 @@ class AnalyticsStore:
 
     async def top(self, start: datetime, end: datetime, limit: int) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
-            "SELECT code, sum(count) AS count FROM click_stats WHERE dim = 'total' "
+            "SELECT code, sum(count)::bigint AS count FROM click_stats WHERE dim = 'total' "
             "AND NOT is_bot AND hour >= date_trunc('hour', $1::timestamptz, 'UTC') "
             "AND hour < $2 GROUP BY code ORDER BY count DESC, code LIMIT $3",
             start,

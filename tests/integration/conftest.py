@@ -9,6 +9,9 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
+from services.analytics.app import build as build_analytics
+from services.analytics.schema import SCHEMA as ANALYTICS_SCHEMA
+from services.analytics.settings import Settings as AnalyticsSettings
 from services.cache_refresher.applier import Applier, decode
 from services.click_recorder.recorder import ClickRecorder
 from services.link.app import build
@@ -70,3 +73,17 @@ class CacheRefresher:
         if self._running is not None:
             await self._running.__aexit__(None, None, None)
             self._running = None
+
+
+@pytest.fixture
+async def analytics(servers: Servers, nc: Client, db_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The analytics service in-process, its database being the test's database."""
+    await db.migrate(db_url, ANALYTICS_SCHEMA)
+    settings = AnalyticsSettings(
+        common=Common(
+            nats_url=servers.nats_url, database_url=db_url, analytics_database_url=db_url
+        ),
+        worker=TEST_WORKER,
+    )
+    async with serve(build_analytics(settings)) as url, httpx.AsyncClient(base_url=url) as c:
+        yield c

@@ -57,7 +57,8 @@ async def test_same_click_twice_is_one_row(nc: Client, recorder: None, db_url: s
 
     async def all_acked() -> bool:
         info = await js.consumer_info(topology.CLICKS, topology.CLICK_RECORDER.name)
-        return info.ack_floor.stream_seq == 3
+        last = (await js.stream_info(topology.CLICKS)).state.last_seq
+        return info.ack_floor.stream_seq == last
 
     await eventually(all_acked, what="all three messages acked")
     assert info.num_pending == 0
@@ -86,7 +87,8 @@ async def test_garbage_goes_to_dlq_and_next_click_is_recorded(
     assert first.data == b"\x00not json"  # the payload, unchanged
     headers = first.headers or {}
     assert headers["Linkflow-Original-Subject"] == "clicks.x"
-    assert headers["Linkflow-Stream-Seq"] == "1"
+    first_seq = (await js.stream_info(topology.CLICKS)).state.first_seq
+    assert headers["Linkflow-Stream-Seq"] == str(first_seq)
     assert headers["Linkflow-Attempts"] == "1"
     assert headers["Linkflow-Error"].startswith("PermanentError: invalid payload")
     assert headers["Linkflow-Original-Msg-Id"] == "garbage-1"

@@ -1,0 +1,198 @@
+"""Backfills that survive a restart, the pipeline view and DLQ operations."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import msgspec
+from nats.aio.client import Client
+
+from services.analytics.backfill import Backfills
+from services.analytics.schema import SCHEMA as ANALYTICS_SCHEMA
+from services.analytics.store import AnalyticsStore
+from shared import db, dlqstore, topology
+from shared.contracts import Click, encode
+from tests.harness import count, eventually
+from tests.integration.test_analytics import human, publish
+from tests.servers import Servers
+
+
+async def test_backfill_killed_halfway_resumes_and_finishes(nc: Client, db_url: str) -> None:
+    await db.migrate(db_url, ANALYTICS_SCHEMA)
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    await publish(nc, [human("resume") for _ in range(1500)])
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    pool = await db.create_pool(db_url)
+    store = AnalyticsStore(pool)
+    try:
+        first = Backfills(nc, store, batch=10)
+        created = await first.create(start, end)
+        assert created["total"] == 1500
+
+        async def halfway() -> bool:
+            state = await first.get(created["id"])
+            return state is not None and 0 < int(state["processed"]) < 1500
+
+        await eventually(halfway, what="the backfill to be under way")
+        await first.stop()  # the service dies mid-backfill
+        stopped = await first.get(created["id"])
+        assert stopped is not None
+        assert stopped["state"] == "running"
+        assert int(stopped["processed"]) < 1500
+
+        second = Backfills(nc, store, batch=200)  # the service restarted
+        assert await second.resume() == 1
+
+        async def done() -> bool:
+            state = await second.get(created["id"])
+            return state is not None and state["state"] == "done"
+
+        await eventually(done, 30, "the resumed backfill to finish")
+        finished = await second.get(created["id"])
+        assert finished is not None
+        assert finished["processed"] == 1500
+        assert (
+            await count(db_url, "SELECT count(*) FROM counted_clicks WHERE code = 'resume'") == 1500
+        )
+        assert (
+            await count(
+                db_url, "SELECT sum(count) FROM click_stats WHERE code = 'resume' AND dim = 'total'"
+            )
+            == 1500
+        )
+    finally:
+        await pool.close()
+
+
+async def test_cancelled_backfill_stops(nc: Client, db_url: str) -> None:
+    await db.migrate(db_url, ANALYTICS_SCHEMA)
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    await publish(nc, [human("cancel") for _ in range(1000)])
+    pool = await db.create_pool(db_url)
+    try:
+        backfills = Backfills(nc, AnalyticsStore(pool), batch=5)
+        created = await backfills.create(start, datetime.now(UTC) + timedelta(seconds=1))
+        cancelled = await backfills.cancel(created["id"])
+        assert cancelled is not None
+        assert cancelled["state"] == "cancelled"
+        assert int(cancelled["processed"]) < 1000
+        assert await backfills.resume() == 0
+    finally:
+        await pool.close()
+
+
+async def dead_letter_a_click(nc: Client, click: Click) -> None:
+    """Put a click in the DLQ as the recorder would have after MAX_ATTEMPTS."""
+    await nc.jetstream().publish(
+        "dlq.CLICKS.click-recorder",
+        encode(click),
+        headers={
+            "Nats-Msg-Id": f"CLICKS.click-recorder.{click.id}",
+            "Linkflow-Original-Msg-Id": click.id,
+            "X-Request-Id": "req-1",
+            "Linkflow-Original-Subject": f"clicks.{click.code}",
+            "Linkflow-Stream-Seq": "1",
+            "Linkflow-Attempts": "5",
+            "Linkflow-Error": "Unavailable: database down",
+            "Linkflow-First-Failed-At": "2026-01-01T00:00:00.000Z",
+            "Linkflow-Failed-At": "2026-01-01T00:01:00.000Z",
+        },
+    )
+
+
+async def test_dlq_list_replay_discard(
+    analytics: httpx.AsyncClient, nc: Client, recorder: None, db_url: str
+) -> None:
+    await nc.jetstream().publish("clicks.garbage", b"not json at all")
+    saved = human("saved")
+    await dead_letter_a_click(nc, saved)
+
+    async def listed() -> list[dict[str, object]] | None:
+        items = (await analytics.get("/api/dlq")).json()["items"]
+        return items if len(items) == 3 else None  # garbage for analytics and recorder, + 1
+
+    items = await eventually(listed, what="three dead letters")
+    by_consumer = sorted(str(i["consumer"]) for i in items)
+    assert by_consumer == ["analytics", "click-recorder", "click-recorder"]
+    only_recorder = await analytics.get("/api/dlq", params={"consumer": "click-recorder"})
+    assert len(only_recorder.json()["items"]) == 2
+
+    pipeline = (await analytics.get("/api/pipeline")).json()
+    assert pipeline["dlq"] == {"analytics": 1, "click-recorder": 2}
+    names = {c["consumer"]: c for c in pipeline["consumers"]}
+    assert set(names) == {"click-recorder", "analytics", "cache-refresher"}
+    assert {
+        "pending",
+        "ack_pending",
+        "redelivered",
+        "lag_seconds",
+        "last_active",
+        "dlq_depth",
+    } <= names["click-recorder"].keys()
+
+    saved_seq = next(i["seq"] for i in items if "saved" in str(i["payload"]))
+    r = await analytics.post(f"/api/dlq/{saved_seq}/replay")
+    assert r.status_code == 200
+    await eventually(
+        lambda: count(db_url, "SELECT count(*) FROM clicks WHERE id = $1", saved.id),
+        what="the replayed click recorded",
+    )
+    garbage = (await analytics.get("/api/dlq")).json()["items"]
+    assert len(garbage) == 2
+    for item in garbage:
+        assert (await analytics.delete(f"/api/dlq/{item['seq']}")).status_code == 204
+    assert (await analytics.get("/api/dlq")).json()["items"] == []
+    assert (await analytics.delete(f"/api/dlq/{saved_seq}")).status_code == 404
+    assert (await analytics.post(f"/api/dlq/{saved_seq}/replay")).status_code == 404
+
+
+async def test_dlq_replay_all_by_consumer(
+    analytics: httpx.AsyncClient, nc: Client, recorder: None, db_url: str
+) -> None:
+    clicks = [human("again") for _ in range(3)]
+    for c in clicks:
+        await dead_letter_a_click(nc, c)
+    r = await analytics.post("/api/dlq/replay", params={"consumer": "click-recorder"})
+    assert r.json() == {"replayed": 3}
+
+    async def recorded() -> bool:
+        return await count(db_url, "SELECT count(*) FROM clicks WHERE code = 'again'") == 3
+
+    await eventually(recorded, what="three replayed clicks recorded")
+    assert await dlqstore.list_(nc.jetstream()) == []
+
+
+def cli(servers: Servers, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LINKFLOW_NATS_URL": servers.nats_url}
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", "dlq", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_dlq_command_line(servers: Servers, nc: Client) -> None:
+    for c in [human("cli1"), human("cli2")]:
+        await dead_letter_a_click(nc, c)
+    listed = await asyncio.to_thread(cli, servers, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    items = msgspec.json.decode(listed.stdout)
+    assert [i["consumer"] for i in items] == ["click-recorder", "click-recorder"]
+    first, second = items[0]["seq"], items[1]["seq"]
+    assert (await asyncio.to_thread(cli, servers, "discard", str(first))).returncode == 0
+    replayed = await asyncio.to_thread(cli, servers, "replay", str(second))
+    assert replayed.returncode == 0, replayed.stderr
+    assert (await asyncio.to_thread(cli, servers, "discard", str(first))).returncode == 1
+    assert await dlqstore.list_(nc.jetstream()) == []
+    info = await nc.jetstream().stream_info(topology.CLICKS)
+    assert info.state.messages == 1  # the replayed click, back on clicks.cli2
+    human_readable = await asyncio.to_thread(cli, servers, "list")
+    assert "no dead letters" in human_readable.stdout
