@@ -85,8 +85,8 @@ def wrk(url: str, seconds: int, connections: int) -> Load:
     if non2xx:
         raise RuntimeError(f"{url}: {non2xx.group(1)} responses were not redirects:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     return Load(rps, p50, p99)
 
 
@@ -109,9 +109,11 @@ async def _queue_clicks(nats_url: str, n: int) -> None:
     js = nc.jetstream()
     await js.purge_stream(topology.CLICKS)
     futures = []
+    # Fresh ids each round: the stream's duplicate window remembers old ones.
+    run_id = os.urandom(4).hex()
     for i in range(n):
         c = Click(
-            id=f"bench-{i:08d}",
+            id=f"bench-{run_id}-{i:08d}",
             code="bench",
             ts=now(),
             user_agent="Mozilla/5.0",
@@ -128,12 +130,71 @@ async def _queue_clicks(nats_url: str, n: int) -> None:
     await nc.drain()
 
 
-async def _rows(url: str) -> int:
+async def _count(url: str, table: str) -> int:
     conn = await asyncpg.connect(url)
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM clicks"))
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))  # noqa: S608
     finally:
         await conn.close()
+
+
+def drain(
+    name: str, module: str, env: dict[str, str], url: str, table: str, clicks: int, home: Path
+) -> float:
+    """Queue ``clicks`` on CLICKS, start the service, time until all are in ``table``."""
+    asyncio.run(_queue_clicks(env["LINKFLOW_NATS_URL"], clicks))
+    port_key = f"LINKFLOW_{module.rsplit('.', 1)[-1].upper()}_PORT"
+    proc = _spawn(
+        [sys.executable, "-m", module], {**env, port_key: str(free_port())}, home / f"{name}.log"
+    )
+    try:
+        first, started = 0, 0.0
+        deadline = time.monotonic() + 120
+        n = 0
+        while time.monotonic() < deadline:
+            n = asyncio.run(_count(url, table))
+            if n and not started:
+                first, started = n, time.monotonic()
+            if n >= clicks:
+                break
+            time.sleep(0.05)
+        if n < clicks:
+            log = (home / f"{name}.log").read_text()[-3000:]
+            raise RuntimeError(f"{name}: only {n} of {clicks} clicks after 120 s; log:\n{log}")
+        elapsed = time.monotonic() - started
+        return (clicks - first) / elapsed if elapsed > 0 else float("inf")
+    finally:
+        _stop(proc)
+
+
+def propagation(gateways: list[str], updates: int) -> list[float]:
+    """Seconds from a PATCH returning until every gateway redirects to the new URL."""
+    delays: list[float] = []
+    with httpx.Client() as http:
+        http.post(
+            f"{gateways[0]}/api/links", json={"url": "https://example.com/v0", "code": "moving"}
+        ).raise_for_status()
+        for i in range(1, updates + 1):
+            target = f"https://example.com/v{i}"
+            http.patch(
+                f"{gateways[i % len(gateways)]}/api/links/moving", json={"url": target}
+            ).raise_for_status()
+            started = time.perf_counter()
+            waiting = set(gateways)
+            deadline = started + 5
+            while waiting and time.perf_counter() < deadline:
+                for gw in list(waiting):
+                    if http.head(f"{gw}/moving").headers.get("location") == target:
+                        waiting.discard(gw)
+            if waiting:
+                raise RuntimeError(f"update {i} did not reach {sorted(waiting)} in 5 s")
+            delays.append(time.perf_counter() - started)
+    return delays
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def run(seconds: int, connections: int, clicks: int) -> int:
@@ -142,18 +203,23 @@ def run(seconds: int, connections: int, clicks: int) -> int:
     pg = PostgresServer(home / "pg").start()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        db_url = pg.url("linkflow")
+        db_url, analytics_url = pg.url("linkflow"), pg.url("linkflow_analytics")
         env = {
             **os.environ,
             "LINKFLOW_NATS_URL": nats.url,
             "LINKFLOW_DATABASE_URL": db_url,
-            "LINKFLOW_ANALYTICS_DATABASE_URL": pg.url("linkflow_analytics"),
+            "LINKFLOW_ANALYTICS_DATABASE_URL": analytics_url,
             "LINKFLOW_LOG_LEVEL": "WARNING",
         }
         asyncio.run(migrate_all(env))
-        gw_port, bare_port = free_port(), free_port()
-        env["LINKFLOW_LINK_PORT"] = str(gw_port)
-        procs.append(_spawn([sys.executable, "-m", "services.link"], env, home / "link.log"))
+        gw_port, gw2_port, bare_port = free_port(), free_port(), free_port()
+        procs.append(
+            _spawn(
+                [sys.executable, "-m", "services.link"],
+                {**env, "LINKFLOW_LINK_PORT": str(gw_port)},
+                home / "link.log",
+            )
+        )
         procs.append(
             _spawn(
                 [
@@ -179,13 +245,12 @@ def run(seconds: int, connections: int, clicks: int) -> int:
         )
         wait_until(lambda: port_open(gw_port) and port_open(bare_port), 30, "the servers")
         gw = f"http://127.0.0.1:{gw_port}"
-        created = httpx.post(
+        httpx.post(
             f"{gw}/api/links", json={"url": "https://example.com/", "code": "bench"}
-        )
-        created.raise_for_status()
+        ).raise_for_status()
         assert httpx.get(f"{gw}/bench").status_code == 302  # warm: in the map, stream open
         print(
-            f"bench: {seconds}s per run, {connections} connections, wrk -t1, "
+            f"bench: redirects, {seconds}s per run, {connections} connections, wrk -t1, "
             "baseline and linkflow alternated twice",
             flush=True,
         )
@@ -198,40 +263,56 @@ def run(seconds: int, connections: int, clicks: int) -> int:
         b = max(link, key=lambda x: x.rps)
         for name, r in (("(a) bare ASGI 302", a), ("(b) linkflow redirect", b)):
             print(
-                f"{name:<24} {r.rps:>9.0f} req/s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms",
+                f"  {name:<24} {r.rps:>9.0f} req/s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms",
                 flush=True,
             )
         ratios = [lb.rps / la.rps for la, lb in zip(bare, link, strict=True)]
         print(
-            f"ratio b/a: {b.rps / a.rps:.2f} (best of each; per pair "
-            f"{', '.join(f'{r:.2f}' for r in ratios)}, median {statistics.median(ratios):.2f})"
+            f"  ratio b/a: {b.rps / a.rps:.2f} (best of each; per pair "
+            f"{', '.join(f'{r:.2f}' for r in ratios)}, median {statistics.median(ratios):.2f})",
+            flush=True,
+        )
+        _stop(procs.pop())  # the baseline
+
+        procs.append(
+            _spawn(
+                [sys.executable, "-m", "services.link"],
+                {**env, "LINKFLOW_LINK_PORT": str(gw2_port)},
+                home / "link2.log",
+            )
+        )
+        procs.append(
+            _spawn(
+                [sys.executable, "-m", "services.cache_refresher"],
+                {**env, "LINKFLOW_CACHE_REFRESHER_PORT": str(free_port())},
+                home / "cache_refresher.log",
+            )
+        )
+        wait_until(lambda: port_open(gw2_port), 30, "the second gateway")
+        delays = propagation([gw, f"http://127.0.0.1:{gw2_port}"], 200)
+        print(
+            f"bench: link change propagation, 200 PATCHes, 2 gateways + cache-refresher: "
+            f"p50 {_pct(delays, 50) * 1000:.1f} ms, p99 {_pct(delays, 99) * 1000:.1f} ms, "
+            f"max {max(delays) * 1000:.1f} ms",
+            flush=True,
         )
         for p in procs:
             _stop(p)
         procs.clear()
 
-        asyncio.run(_queue_clicks(nats.url, clicks))
-        asyncio.run(_truncate(db_url))
-        recorder = _spawn(
-            [sys.executable, "-m", "services.click_recorder"],
-            {**env, "LINKFLOW_CLICK_RECORDER_PORT": str(free_port())},
-            home / "recorder.log",
+        rate = drain(
+            "click-recorder", "services.click_recorder", env, db_url, "clicks", clicks, home
         )
-        procs.append(recorder)
-        first, started = 0, 0.0
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            n = asyncio.run(_rows(db_url))
-            if n and not started:
-                first, started = n, time.monotonic()
-            if n >= clicks:
-                break
-            time.sleep(0.05)
-        elapsed = time.monotonic() - started
-        rate = (clicks - first) / elapsed if elapsed > 0 else float("inf")
         print(
-            f"click-recorder drained {clicks} queued clicks at {rate:,.0f} clicks/s "
-            f"({elapsed:.2f}s after the first rows landed)"
+            f"bench: click-recorder drained {clicks} queued clicks at {rate:,.0f} clicks/s",
+            flush=True,
+        )
+        rate = drain(
+            "analytics", "services.analytics", env, analytics_url, "counted_clicks", clicks, home
+        )
+        print(
+            f"bench: analytics consumer drained {clicks} queued clicks at {rate:,.0f} clicks/s",
+            flush=True,
         )
         return 0
     finally:
@@ -240,11 +321,3 @@ def run(seconds: int, connections: int, clicks: int) -> int:
         pg.stop()
         nats.stop()
         shutil.rmtree(home, ignore_errors=True)
-
-
-async def _truncate(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("TRUNCATE clicks")
-    finally:
-        await conn.close()
