@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
@@ -32,31 +33,63 @@ def dlq_subject(consumer: Consumer) -> str:
     return f"dlq.{consumer.stream}.{consumer.name}"
 
 
+@dataclass(frozen=True)
+class Failed:
+    """What the DLQ needs to know of a failed message, from a delivery or a stream get."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+    stream_seq: int
+    attempts: int
+
+    @classmethod
+    def from_msg(cls, msg: Msg) -> Failed:
+        meta = msg.metadata
+        return cls(
+            msg.subject, msg.data, dict(msg.headers or {}), meta.sequence.stream, meta.num_delivered
+        )
+
+
 def dlq_headers(
-    msg: Msg, consumer: Consumer, exc: Exception, first_failed_at: float | None
+    failed: Failed, consumer: Consumer, exc: Exception, first_failed_at: float | None
 ) -> dict[str, str]:
-    meta = msg.metadata
     now = time.time()
-    headers = dict(msg.headers or {})
+    headers = dict(failed.headers)
     original_id = headers.get(HDR_MSG_ID)
     if original_id:
         headers[HDR_ORIGINAL_MSG_ID] = original_id
     # The DLQ's own dedup id is per consumer and stream sequence: two
-    # consumers may dead-letter the same click, and a worker that crashes
-    # between the DLQ publish and the term must not add a second entry.
-    headers[HDR_MSG_ID] = f"{consumer.stream}.{consumer.name}.{meta.sequence.stream}"
+    # consumers may dead-letter the same click, and a message must land once
+    # whether the worker dead-letters it, crashes between the DLQ publish and
+    # the term, or the server's max-deliveries advisory reports it as well.
+    headers[HDR_MSG_ID] = f"{consumer.stream}.{consumer.name}.{failed.stream_seq}"
     error = " ".join(f"{type(exc).__name__}: {exc}".split())[:_MAX_ERROR]
     headers.update(
         {
-            HDR_ORIGINAL_SUBJECT: msg.subject,
-            HDR_STREAM_SEQ: str(meta.sequence.stream),
-            HDR_ATTEMPTS: str(meta.num_delivered),
+            HDR_ORIGINAL_SUBJECT: failed.subject,
+            HDR_STREAM_SEQ: str(failed.stream_seq),
+            HDR_ATTEMPTS: str(failed.attempts),
             HDR_ERROR: error,
             HDR_FIRST_FAILED_AT: rfc3339(datetime.fromtimestamp(first_failed_at or now, UTC)),
             HDR_FAILED_AT: rfc3339(datetime.fromtimestamp(now, UTC)),
         }
     )
     return headers
+
+
+async def publish(
+    js: JetStreamContext,
+    failed: Failed,
+    consumer: Consumer,
+    exc: Exception,
+    first_failed_at: float | None = None,
+) -> None:
+    await js.publish(
+        dlq_subject(consumer),
+        failed.data,
+        headers=dlq_headers(failed, consumer, exc, first_failed_at),
+    )
 
 
 async def dead_letter(
@@ -68,20 +101,12 @@ async def dead_letter(
 ) -> bool:
     """Publish to the DLQ, then term the original. If the DLQ publish fails
     the original is left unacked, so JetStream redelivers it: never lost."""
+    failed = Failed.from_msg(msg)
     try:
-        await js.publish(
-            dlq_subject(consumer),
-            msg.data,
-            headers=dlq_headers(msg, consumer, exc, first_failed_at),
-        )
+        await publish(js, failed, consumer, exc, first_failed_at)
     except Exception as dlq_exc:
-        log.error(
-            "%s: could not dead-letter seq %d: %s",
-            consumer.name,
-            msg.metadata.sequence.stream,
-            dlq_exc,
-        )
+        log.error("%s: could not dead-letter seq %d: %s", consumer.name, failed.stream_seq, dlq_exc)
         return False
     await msg.term()
-    log.warning("%s: dead-lettered seq %d: %s", consumer.name, msg.metadata.sequence.stream, exc)
+    log.warning("%s: dead-lettered seq %d: %s", consumer.name, failed.stream_seq, exc)
     return True

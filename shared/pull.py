@@ -95,11 +95,21 @@ class Puller:
 async def ack_all(nc: Client, msgs: list[Msg]) -> None:
     """Ack every message in one write (``Msg.ack`` would validate, frame and
     queue each one separately). Sent as a publish, like nats-py's own acks:
-    the recorder's INSERT has committed, so a lost ack means a redelivery,
-    which the primary key absorbs."""
+    the handler's transaction has committed, so a lost ack means a
+    redelivery, which the idempotent writes absorb."""
+    await _reply_all(nc, msgs, b"")
+
+
+async def in_progress_all(nc: Client, msgs: list[Msg]) -> None:
+    """``+WPI`` for every message: restarts each one's ack wait."""
+    await _reply_all(nc, msgs, b"+WPI")
+
+
+async def _reply_all(nc: Client, msgs: list[Msg], body: bytes) -> None:
     if not msgs:
         return
-    frames = b"".join(f"PUB {m.reply} 0\r\n\r\n".encode() for m in msgs)
+    tail = f" {len(body)}\r\n".encode() + body + b"\r\n"
+    frames = b"".join(b"PUB " + m.reply.encode() + tail for m in msgs)
     # nats-py has no public call to queue pre-built frames; publish() does
     # exactly these two steps per message.
     await nc._send_command(frames)

@@ -53,6 +53,9 @@ class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
     min_retry_delay: float = 1.0
     max_retry_delay: float = 60.0
     retry_delay_factor: float = 2.0
+    # Not in the SPEC's table: how long JetStream waits for an ack before
+    # redelivering; a batch still being handled signals progress every third.
+    ack_wait: float = 30.0
 
     def retry_delay(self, attempt: int) -> float:
         """Delay before redelivery after the ``attempt``-th failed delivery (1-based)."""

@@ -35,8 +35,6 @@ KV_LINKS: Final = "links"
 DAY: Final = 86400.0
 # The server's Nats-Msg-Id window: a publish retried within it is stored once.
 DUPLICATE_WINDOW: Final = 120.0
-# Redelivery if a worker holds a batch this long without acking or signalling progress.
-ACK_WAIT: Final = 30.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +49,23 @@ CLICK_RECORDER: Final = Consumer(CLICKS, "click-recorder", "clicks.>", "click_re
 ANALYTICS_CLICKS: Final = Consumer(CLICKS, "analytics", "clicks.>", "analytics")
 CACHE_REFRESHER: Final = Consumer(LINKS, "cache-refresher", "links.>", "cache_refresher")
 CONSUMERS: Final = (CLICK_RECORDER, ANALYTICS_CLICKS, CACHE_REFRESHER)
+
+# The server's advisories for messages that reached a consumer's max_deliver
+# (the worker crashed or timed out on the last delivery, so it never
+# dead-lettered them). A stream keeps them, so none is lost while the
+# worker is down; each worker service drains its own consumers' advisories.
+ADVISORIES: Final = "ADVISORIES"
+MAX_DELIVERIES: Final = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+
+
+def rescuer(consumer: Consumer) -> Consumer:
+    """The consumer of ``consumer``'s max-deliveries advisories."""
+    return Consumer(
+        ADVISORIES,
+        f"{consumer.name}-max-deliveries",
+        f"{MAX_DELIVERIES}.{consumer.stream}.{consumer.name}",
+        consumer.service,
+    )
 
 
 def streams(clicks_max_age: float) -> list[StreamConfig]:
@@ -81,6 +96,13 @@ def streams(clicks_max_age: float) -> list[StreamConfig]:
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW,
         ),
+        StreamConfig(
+            name=ADVISORIES,
+            subjects=[f"{MAX_DELIVERIES}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=7 * DAY,
+        ),
     ]
 
 
@@ -91,7 +113,7 @@ def consumer_config(consumer: Consumer, worker: WorkerSettings) -> ConsumerConfi
         filter_subject=consumer.filter_subject,
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=ACK_WAIT,
+        ack_wait=worker.ack_wait,
         # The worker loop dead-letters on the last attempt itself; the server
         # stops redelivering after that many, so a crash loop cannot spin forever.
         max_deliver=max(worker.max_attempts, 1),
@@ -115,6 +137,9 @@ async def provision(
     for consumer in CONSUMERS:
         # No "action" in the request: the server creates or updates in place.
         await js.add_consumer(consumer.stream, consumer_config(consumer, workers[consumer.service]))
+        await js.add_consumer(
+            ADVISORIES, consumer_config(rescuer(consumer), workers[consumer.service])
+        )
     try:
         await js.key_value(KV_LINKS)
     except NotFoundError:

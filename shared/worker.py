@@ -35,9 +35,9 @@ from nats.errors import ConnectionClosedError
 from shared import metrics
 from shared.dlq import dead_letter
 from shared.errors import PermanentError, TransientError
-from shared.pull import Puller, ack_all
+from shared.pull import Puller, ack_all, in_progress_all
 from shared.settings import WorkerSettings
-from shared.topology import ACK_WAIT, Consumer
+from shared.topology import Consumer
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,9 @@ class Worker(Generic[T]):
         self, batch: list[Delivery[T]], stop: asyncio.Event
     ) -> Mapping[int, Exception] | None:
         attempt = 0
-        heartbeat = asyncio.create_task(_keep_in_progress(batch))
+        heartbeat = asyncio.create_task(
+            _keep_in_progress(self._nc, batch, self._settings.ack_wait / 3)
+        )
         gauge = metrics.DEPENDENCY_DOWN.labels(self._consumer.name)
         try:
             while True:
@@ -219,14 +221,15 @@ class Worker(Generic[T]):
         self._outcomes["dlq"].inc()
 
 
-async def _keep_in_progress(batch: Sequence[Delivery[T]]) -> None:
+async def _keep_in_progress(nc: Client, batch: Sequence[Delivery[T]], every: float) -> None:
     """Tell JetStream the batch is still being worked on, so a slow handler
-    (slow database) is not redelivered to another worker meanwhile."""
+    (slow database) is not redelivered to another worker meanwhile; each
+    signal restarts the message's ack wait."""
+    msgs = [d.msg for d in batch]
     while True:
-        await asyncio.sleep(ACK_WAIT / 3)
-        for d in batch:
-            with contextlib.suppress(Exception):
-                await d.msg.in_progress()
+        await asyncio.sleep(every)
+        with contextlib.suppress(Exception):
+            await in_progress_all(nc, msgs)
 
 
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import uvicorn
@@ -23,7 +23,7 @@ async def serve(
     name: str,
     port: int,
     checks: dict[str, Check],
-    loops: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]],
+    loops: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]],
     host: str = "127.0.0.1",
 ) -> None:
     stop = asyncio.Event()

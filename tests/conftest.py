@@ -19,7 +19,12 @@ from tests.servers import Servers, start
 
 # Small delays so that retries and dead-lettering happen within a test.
 TEST_WORKER = WorkerSettings(
-    workers=1, bulk_limit=200, max_attempts=3, min_retry_delay=0.05, max_retry_delay=0.2
+    workers=1,
+    bulk_limit=200,
+    max_attempts=3,
+    min_retry_delay=0.05,
+    max_retry_delay=0.2,
+    ack_wait=1.0,
 )
 
 

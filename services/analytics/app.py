@@ -18,6 +18,7 @@ from services.analytics.settings import Settings
 from services.analytics.store import AnalyticsStore
 from shared import bus, checks, db, health, problems, topology
 from shared.contracts import Click
+from shared.rescue import rescue_worker
 from shared.worker import Worker, json_payload
 
 
@@ -46,11 +47,13 @@ def build(settings: Settings) -> FastAPI:
             json_payload(Click),
             ClickAggregator(store).handle,
         )
+        rescue = rescue_worker(nc, topology.ANALYTICS_CLICKS, settings.worker)
         stop = asyncio.Event()
         loops = [
             asyncio.create_task(worker.run(stop), name=f"analytics-worker-{i}")
             for i in range(settings.worker.workers)
         ]
+        loops.append(asyncio.create_task(rescue.run(stop), name="analytics-rescue"))
         app.router.routes.extend(
             health.routes(
                 {

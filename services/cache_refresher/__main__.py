@@ -11,6 +11,7 @@ from services.cache_refresher import reconcile
 from services.cache_refresher.applier import Applier, decode
 from services.cache_refresher.settings import Settings
 from shared import bus, checks, db, topology, workerapp
+from shared.rescue import rescue_worker
 from shared.settings import load
 from shared.worker import Worker
 
@@ -22,6 +23,7 @@ async def run(settings: Settings) -> None:
     kv = await js.key_value(topology.KV_LINKS)
     pool = await db.create_pool(settings.common.database_url, max_size=2)
     worker = Worker(nc, consumer, settings.worker, decode, Applier(kv).handle)
+    rescue = rescue_worker(nc, consumer, settings.worker)
 
     async def reconciler(stop: asyncio.Event) -> None:
         await reconcile.run_forever(kv, pool, settings.reconcile_every, stop)
@@ -35,7 +37,7 @@ async def run(settings: Settings) -> None:
                 "database": checks.database(pool),
                 "consumer": checks.consumer_exists(js, consumer.stream, consumer.name),
             },
-            [*[worker.run] * settings.worker.workers, reconciler],
+            [*[worker.run] * settings.worker.workers, rescue.run, reconciler],
             host=settings.host,
         )
     finally:

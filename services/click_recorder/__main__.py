@@ -10,6 +10,7 @@ from services.click_recorder.recorder import ClickRecorder
 from services.click_recorder.settings import Settings
 from shared import bus, checks, db, topology, workerapp
 from shared.contracts import Click
+from shared.rescue import rescue_worker
 from shared.settings import load
 from shared.worker import Worker, json_payload
 
@@ -23,6 +24,7 @@ async def run(settings: Settings) -> None:
     )
     recorder = ClickRecorder(pool)
     worker = Worker(nc, consumer, settings.worker, json_payload(Click), recorder.handle)
+    rescue = rescue_worker(nc, consumer, settings.worker)
     try:
         await workerapp.serve(
             "click-recorder",
@@ -32,7 +34,7 @@ async def run(settings: Settings) -> None:
                 "database": checks.database(pool),
                 "consumer": checks.consumer_exists(js, consumer.stream, consumer.name),
             },
-            [worker.run] * settings.worker.workers,
+            [worker.run] * settings.worker.workers + [rescue.run],
             host=settings.host,
         )
     finally:

@@ -97,6 +97,8 @@ class Gateway:
                 "status": status,
                 "headers": [
                     (b"location", entry.url.encode()),
+                    # Echoed so that a visitor's request can be traced to its click.
+                    (b"x-request-id", click.request_id.encode("latin-1")),
                     _NO_STORE,
                     (b"content-length", b"0"),
                 ],
