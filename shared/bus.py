@@ -71,3 +71,16 @@ async def _connect(
         # Buffer publishes made while reconnecting instead of failing them.
         pending_size=64 * 1024 * 1024,
     )
+
+
+async def close(nc: Client) -> None:
+    """Drain (flush pending acks and publishes, then close); while NATS is
+    unreachable there is nothing to drain to, so just close."""
+    if nc.is_connected:
+        try:
+            await nc.drain()
+            return
+        except Exception as exc:
+            log.warning("drain failed (%r); closing", exc)
+    if not nc.is_closed:
+        await nc.close()

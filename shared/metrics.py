@@ -59,3 +59,20 @@ CACHE_REPAIRS: Final = Counter(
     "KV entries repaired by reconciliation, by kind (missing, stale, corrupt, orphaned)",
     ["kind"],
 )
+SPOOL_RECORDS: Final = Gauge(
+    "linkflow_spool_records",
+    "Clicks in the gateway's spool waiting to be replayed to NATS",
+)
+SPOOL_BYTES: Final = Gauge("linkflow_spool_bytes", "Bytes held by the gateway's spool")
+SPOOL_REPLAYED: Final = Counter(
+    "linkflow_spool_replayed_total",
+    "Spooled clicks replayed to JetStream and acknowledged",
+)
+SPOOL_WRITTEN: Final = Counter(
+    "linkflow_spool_written_total",
+    "Clicks spooled to disk because NATS could not take them",
+)
+SPOOL_FULL: Final = Counter(
+    "linkflow_spool_full_total",
+    "Redirects answered 503 because the spool was full",
+)

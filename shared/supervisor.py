@@ -82,6 +82,7 @@ class Supervisor:
         for name in self.services:
             key = f"LINKFLOW_{name.upper()}_PORT"
             env.setdefault(key, str(PORTS[name]))
+        env.setdefault("LINKFLOW_LINK_SPOOL_DIR", str(self.home / "spool" / "link"))
         asyncio.run(migrate_all(env))
         _say("migrated: tables, streams, consumers, KV bucket")
         for name in self.services:

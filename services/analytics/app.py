@@ -74,7 +74,7 @@ def build(settings: Settings) -> FastAPI:
             await backfills.stop()
             await live.stop()
             await created.unsubscribe()
-            await nc.drain()
+            await bus.close(nc)
             await pool.close()
 
     app = FastAPI(

@@ -38,7 +38,7 @@ async def run(settings: Settings) -> None:
             host=settings.host,
         )
     finally:
-        await nc.drain()
+        await bus.close(nc)
         await pool.close()
 
 

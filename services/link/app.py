@@ -12,10 +12,11 @@ from fastapi.exceptions import RequestValidationError
 
 from services.link import api
 from services.link.cache import LinkCache
-from services.link.clicks import ClickPublisher
 from services.link.events import LinkEvents
+from services.link.publisher import ClickPublisher
 from services.link.redirect import Gateway
 from services.link.settings import Settings
+from services.link.spool import Spool
 from services.link.store import LinkStore
 from services.link.validation import LinkFields
 from shared import bus, checks, db, health, problems, topology
@@ -38,7 +39,8 @@ def build(settings: Settings) -> Gateway:
         store = LinkStore(pool)
         cache = LinkCache(kv, store.entry)
         cache.start()
-        clicks = ClickPublisher(nc, settings.click_publish_timeout)
+        spool = Spool(settings.spool_path(), settings.spool_max_bytes)
+        clicks = ClickPublisher(nc, settings.click_publish_timeout, spool)
         await clicks.start()
         gateway.attach(cache, clicks)
         app.router.routes.extend(
@@ -63,7 +65,7 @@ def build(settings: Settings) -> Gateway:
             # them); drain then flushes their acks and outstanding publishes.
             await cache.stop()
             await clicks.stop()
-            await nc.drain()
+            await bus.close(nc)
             await pool.close()
 
     app = FastAPI(

@@ -14,7 +14,8 @@ from typing import Final
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.link.cache import LinkCache
-from services.link.clicks import ClickPublisher, new_click
+from services.link.clicks import new_click
+from services.link.publisher import ClickPublisher
 from services.link.validation import RESERVED
 from shared import metrics
 from shared.problems import Problem

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 
 from shared.settings import Common
@@ -15,3 +17,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # nats-py's publish futures have no timeout of their own: a redirect
     # waits at most this long for the click's PubAck.
     click_publish_timeout: float = 2.0
+    # Where clicks wait while NATS is unreachable ("" = .linkflow/spool/link-<port>),
+    # and how much of the disk they may take before redirects get 503.
+    spool_dir: str = ""
+    spool_max_bytes: int = 256 * 1024 * 1024
+
+    def spool_path(self) -> Path:
+        return Path(self.spool_dir or f".linkflow/spool/link-{self.port}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -28,9 +29,12 @@ PUBLIC_URL = "http://sho.rt"
 
 
 @pytest.fixture
-async def gateway(servers: Servers, nc: Client, db_url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def gateway(
+    servers: Servers, nc: Client, db_url: str, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
     settings = LinkSettings(
-        common=Common(nats_url=servers.nats_url, database_url=db_url, public_url=PUBLIC_URL)
+        common=Common(nats_url=servers.nats_url, database_url=db_url, public_url=PUBLIC_URL),
+        spool_dir=str(tmp_path / "spool"),
     )
     async with serve(build(settings)) as url, httpx.AsyncClient(base_url=url) as client:
         yield client

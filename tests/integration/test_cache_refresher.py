@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -26,14 +27,13 @@ async def location(client: httpx.AsyncClient, code: str) -> str | int:
 
 
 async def test_patch_reaches_every_gateway(
-    servers: Servers, nc: Client, db_url: str, cache_refresher: CacheRefresher
+    servers: Servers, nc: Client, db_url: str, cache_refresher: CacheRefresher, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        common=Common(nats_url=servers.nats_url, database_url=db_url, public_url=PUBLIC_URL)
-    )
+    common = Common(nats_url=servers.nats_url, database_url=db_url, public_url=PUBLIC_URL)
     async with contextlib.AsyncExitStack() as stack:
         clients = []
-        for _ in range(2):
+        for i in range(2):
+            settings = Settings(common=common, spool_dir=str(tmp_path / f"spool{i}"))
             url = await stack.enter_async_context(serve(build(settings)))
             clients.append(await stack.enter_async_context(httpx.AsyncClient(base_url=url)))
         one, two = clients
