@@ -192,6 +192,39 @@ def propagation(gateways: list[str], updates: int) -> list[float]:
     return delays
 
 
+async def _spool_rate(directory: Path, n: int, concurrency: int) -> tuple[float, float]:
+    """Clicks/s into the gateway's spool (write + fdatasync per group, as
+    during a NATS outage) and the cost of one bare fdatasync in ms."""
+    from services.link.spool import Spool
+
+    spool = Spool(directory, 1 << 30)
+    spool.open()
+    record = ("bench", b"NATS/1.0\r\nNats-Msg-Id: x\r\n\r\n", b'{"id":"x"}' * 20)
+    done = 0
+
+    async def writer() -> None:
+        nonlocal done
+        while done < n:
+            done += 1
+            await spool.append(record)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer() for _ in range(concurrency)))
+    rate = done / (time.perf_counter() - started)
+    await spool.close()
+    probe = directory / "fsync-probe"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        t0 = time.perf_counter()
+        for _ in range(50):
+            os.write(fd, b"x")
+            os.fdatasync(fd)
+        sync_ms = (time.perf_counter() - t0) / 50 * 1000
+    finally:
+        os.close(fd)
+    return rate, sync_ms
+
+
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -305,6 +338,13 @@ def run(seconds: int, connections: int, clicks: int) -> int:
         )
         print(
             f"bench: click-recorder drained {clicks} queued clicks at {rate:,.0f} clicks/s",
+            flush=True,
+        )
+        spool_rate, sync_ms = asyncio.run(_spool_rate(home / "spool", 20_000, connections))
+        print(
+            f"bench: gateway spool (NATS down) took 20000 clicks at {spool_rate:,.0f} "
+            f"clicks/s from {connections} concurrent redirects; one fdatasync costs "
+            f"{sync_ms:.2f} ms here",
             flush=True,
         )
         rate = drain(
