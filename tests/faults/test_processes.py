@@ -200,20 +200,26 @@ async def test_kill_9_click_recorder_mid_batch(stack: Stack) -> None:
     print(f"kill -9 click-recorder: {figures}")
 
 
-async def test_postgres_stopped_10s_under_load(stack: Stack) -> None:
-    await create_link(stack, "pgdown")
-    async with Load.running(stack.url("link"), "pgdown") as load:
+async def outage(stack: Stack, code: str, server: NatsServer | PostgresServer) -> str:
+    """Stop ``server`` for 10 s under load, start it again on the same data,
+    and check that redirects kept answering and every click arrived once."""
+    await create_link(stack, code)
+    async with Load.running(stack.url("link"), code) as load:
         await load.until(1000)
-        stack.pg.stop()
+        server.stop()
         before = len(load.served)
         await asyncio.sleep(10)  # wait-ok: the outage's length is the fault under test
-        # Redirects never touch the database: they kept flowing.
         during = len(load.served) - before
         assert during > 500
-        stack.pg.start()
+        server.start()
         await load.until(len(load.served) + 1000)
     figures = await assert_all_recorded_once(stack, load)
-    print(f"PostgreSQL down 10 s: {figures}, served during the outage: {during}")
+    return f"{figures}, served during the outage: {during}"
+
+
+async def test_postgres_stopped_10s_under_load(stack: Stack) -> None:
+    # Redirects never touch the database: they keep flowing.
+    print(f"PostgreSQL down 10 s: {await outage(stack, 'pgdown', stack.pg)}")
 
 
 async def test_rolling_sigterm_of_every_service(stack: Stack) -> None:
@@ -238,16 +244,5 @@ async def test_rolling_sigterm_of_every_service(stack: Stack) -> None:
 
 
 async def test_nats_stopped_10s_under_load(stack: Stack) -> None:
-    await create_link(stack, "natsdown")
-    async with Load.running(stack.url("link"), "natsdown") as load:
-        await load.until(1000)
-        stack.nats.stop()
-        before = len(load.served)
-        await asyncio.sleep(10)  # wait-ok: the outage's length is the fault under test
-        # Redirects kept answering, their clicks in the gateway's spool.
-        during = len(load.served) - before
-        assert during > 500
-        stack.nats.start()  # the same store
-        await load.until(len(load.served) + 1000)
-    figures = await assert_all_recorded_once(stack, load)
-    print(f"NATS down 10 s: {figures}, served during the outage: {during}")
+    # Redirects keep answering, their clicks in the gateway's spool.
+    print(f"NATS down 10 s: {await outage(stack, 'natsdown', stack.nats)}")
