@@ -246,3 +246,42 @@ async def test_rolling_sigterm_of_every_service(stack: Stack) -> None:
 async def test_nats_stopped_10s_under_load(stack: Stack) -> None:
     # Redirects keep answering, their clicks in the gateway's spool.
     print(f"NATS down 10 s: {await outage(stack, 'natsdown', stack.nats)}")
+
+
+async def test_database_slower_than_ack_wait(stack: Stack) -> None:
+    """Every INSERT into clicks takes longer than the consumer's ack wait (2 s
+    here): the recorder signals progress, nothing is redelivered to a second
+    fetch meanwhile, and every click is recorded once."""
+    db = stack.env["LINKFLOW_DATABASE_URL"]
+    await create_link(stack, "slowdb")
+    conn = await asyncpg.connect(db)
+    try:
+        await conn.execute("""
+            CREATE FUNCTION slow_down() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;
+            CREATE TRIGGER slow_clicks BEFORE INSERT ON clicks
+            FOR EACH STATEMENT EXECUTE FUNCTION slow_down();
+        """)
+
+        async def insert_outlived_ack_wait() -> bool:
+            n = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                "AND query LIKE '%INSERT INTO clicks%' AND query NOT LIKE '%pg_stat_activity%' "
+                "AND now() - query_start > interval '2.2 seconds'"
+            )
+            return bool(n)
+
+        async with Load.running(stack.url("link"), "slowdb") as load:
+            await load.until(3000)
+            await eventually(insert_outlived_ack_wait, 30, "an INSERT past the ack wait")
+        await conn.execute("DROP TRIGGER slow_clicks ON clicks")
+        figures = await assert_all_recorded_once(stack, load)
+    finally:
+        await conn.close()
+    nc = await bus.connect(stack.nats.url, "fault-check", forever=False)
+    try:
+        info = await nc.jetstream().consumer_info(topology.CLICKS, topology.CLICK_RECORDER.name)
+    finally:
+        await nc.drain()
+    assert info.num_redelivered == 0
+    print(f"database slower than the ack wait: {figures}, redelivered: 0")

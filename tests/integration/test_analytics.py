@@ -203,3 +203,11 @@ async def test_invalid_backfill_requests(analytics: httpx.AsyncClient) -> None:
     assert r.status_code == 422
     assert (await analytics.get("/api/backfills/nope")).status_code == 404
     assert (await analytics.delete("/api/backfills/nope")).status_code == 404
+
+
+async def test_console_page(analytics: httpx.AsyncClient) -> None:
+    r = await analytics.get("/console")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert "linkflow operations console" in r.text
+    assert "/api/pipeline" in r.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +11,7 @@ import asyncpg
 import httpx
 from nats.aio.client import Client
 
-from services.cache_refresher.reconcile import reconcile
+from services.cache_refresher.reconcile import reconcile, run_forever
 from services.link.app import build
 from services.link.settings import Settings
 from shared import db, linkcache, topology
@@ -162,3 +163,25 @@ async def test_reconciliation_repairs_drift(
     await eventually(lambda: repaired("stale", "https://example.com/fixed"), what="stale fixed")
     await eventually(lambda: repaired("gone", 404), what="deleted link tombstoned")
     await eventually(lambda: repaired("orphan", 404), what="orphan removed")
+
+
+async def test_reconciliation_loop_repairs_on_its_own(
+    gateway: httpx.AsyncClient, nc: Client, db_url: str
+) -> None:
+    await gateway.post("/api/links", json={"url": "https://example.com/loop", "code": "loop"})
+    kv = await nc.jetstream().key_value(topology.KV_LINKS)
+    pool = await db.create_pool(db_url)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_forever(kv, pool, 0.2, stop))
+    try:
+        await kv.put("loop", encode(LinkEntry(url="https://evil.example", version=9)))
+
+        async def repaired() -> bool:
+            entry = await kv_entry(nc, "loop")
+            return entry is not None and entry.url == "https://example.com/loop"
+
+        await eventually(repaired, 10, "the loop to repair the entry")
+    finally:
+        stop.set()
+        await task
+        await pool.close()
