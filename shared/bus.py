@@ -24,7 +24,11 @@ async def connect(
     caller ``drain()`` on shutdown so in-flight acks and publishes go out.
     With ``forever=False`` (command-line tools) a first connect that fails raises."""
 
+    connected: list[Client] = []
+
     async def disconnected() -> None:
+        if connected and (connected[0].is_draining or connected[0].is_closed):
+            return  # our own drain or close, not an outage
         log.warning("%s: disconnected from NATS", name)
         if on_change:
             await on_change()
@@ -39,7 +43,9 @@ async def connect(
 
     while True:
         try:
-            return await _connect(url, name, disconnected, reconnected, error)
+            nc = await _connect(url, name, disconnected, reconnected, error)
+            connected.append(nc)
+            return nc
         except Exception as exc:  # NoServersError, OSError, timeouts
             if not forever:
                 raise
