@@ -12,6 +12,7 @@ import msgspec
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
+from services.link.cache import LinkCache
 from services.link.events import LinkEvents
 from services.link.store import CodeTaken, Link, LinkStore
 from services.link.validation import LinkFields, generate_code
@@ -28,8 +29,14 @@ class Deps:
     """What the routes need, built once by the lifespan."""
 
     def __init__(
-        self, store: LinkStore, events: LinkEvents, fields: LinkFields, public_url: str
+        self,
+        store: LinkStore,
+        events: LinkEvents,
+        fields: LinkFields,
+        public_url: str,
+        cache: LinkCache,
     ) -> None:
+        self.cache = cache
         self.store = store
         self.events = events
         self.fields = fields
@@ -107,6 +114,8 @@ async def create_link(request: Request, ctx: Ctx) -> Response:
     else:  # five random 7-character codes taken in a row: not chance
         raise Problem(503, "could not find a free code, try again")
     await ctx.events.created(link, request.headers.get("x-request-id"))
+    # This gateway redirects at once, without waiting for its own KV watch.
+    ctx.cache.apply(link.code, link.entry())
     return _json(ctx.render(link), 201)
 
 

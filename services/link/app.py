@@ -58,6 +58,7 @@ def build(settings: Settings) -> Gateway:
                     LinkEvents(nc, js, kv),
                     LinkFields(settings.common.public_url),
                     settings.common.public_url,
+                    cache,
                 )
             }
         finally:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from services.link.validation import CODE_RE
 from shared import metrics
 from shared.contracts import LinkEntry
 
@@ -25,6 +27,8 @@ _decode = msgspec.json.Decoder(LinkEntry).decode
 _DELETE_OPS = frozenset({"DEL", "PURGE"})
 
 Loader = Callable[[str], Awaitable[LinkEntry | None]]
+MISSING_TTL = 1.0
+MISSING_MAX = 10_000
 
 
 class LinkCache:
@@ -32,6 +36,7 @@ class LinkCache:
         self._kv = kv
         self._load_from_db = load_from_db
         self._entries: dict[str, LinkEntry] = {}
+        self._missing: dict[str, float] = {}  # code -> until when it counts as missing
         self._task: asyncio.Task[None] | None = None
         self.synced = asyncio.Event()
 
@@ -41,13 +46,32 @@ class LinkCache:
     def apply(self, code: str, entry: LinkEntry) -> None:
         """Keep the newer of what we hold and ``entry``: KV updates and
         fallback loads may race, and a version never goes backwards."""
+        self._missing.pop(code, None)
         held = self._entries.get(code)
         if held is None or entry.version >= held.version:
             self._entries[code] = entry
             metrics.LINK_CACHE_SIZE.set(len(self._entries))
 
     async def lookup(self, code: str) -> LinkEntry | None:
-        """The slow path for a miss in the map: KV, then the database."""
+        """The slow path for a miss in the map: KV, then the database.
+
+        Codes that cannot exist are refused without I/O, and a code found
+        nowhere is remembered as missing for a second, so a scan of random
+        paths costs one KV get and one query per code and second, not per
+        request."""
+        if not CODE_RE.match(code):
+            return None
+        now = time.monotonic()
+        if self._missing.get(code, 0.0) > now:
+            return None
+        entry = await self._fetch(code)
+        if entry is None:
+            if len(self._missing) >= MISSING_MAX:
+                self._missing.clear()
+            self._missing[code] = now + MISSING_TTL
+        return entry
+
+    async def _fetch(self, code: str) -> LinkEntry | None:
         try:
             kv_entry = await self._kv.get(code)
         except KeyNotFoundError:

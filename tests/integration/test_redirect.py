@@ -161,3 +161,15 @@ async def test_link_created_elsewhere_is_found_on_miss(
     r = await gateway.get("/dbonly")
     assert r.status_code == 302
     assert r.headers["location"] == "https://example.com/db"
+
+
+async def test_unknown_codes_are_404_without_lookups_piling_up(
+    gateway: httpx.AsyncClient,
+) -> None:
+    for path in ("/favicon.ico", "/x", "/no.such.code", "/unknown-code"):
+        r = await gateway.get(path)
+        assert r.status_code == 404, path
+    # A miss is remembered briefly, but a link created now redirects at once.
+    assert (await gateway.get("/later")).status_code == 404
+    await gateway.post("/api/links", json={"url": "https://example.com/l", "code": "later"})
+    assert (await gateway.get("/later")).status_code == 302
