@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import uvloop
 
 from services.cache_refresher import reconcile
 from services.cache_refresher.applier import Applier, decode
 from services.cache_refresher.settings import Settings
-from shared import bus, checks, db, topology, workerapp
+from shared import bus, checks, db, logs, topology, workerapp
 from shared.rescue import rescue_worker
 from shared.settings import load
 from shared.worker import Worker
@@ -47,10 +46,7 @@ async def run(settings: Settings) -> None:
 
 def main() -> None:
     settings = load(Settings, "cache_refresher")
-    logging.basicConfig(
-        level=settings.common.log_level,
-        format="%(asctime)s cache-refresher %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure("cache-refresher", settings.common.log_level)
     uvloop.run(run(settings))
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvloop
 
 from services.click_recorder.recorder import ClickRecorder
 from services.click_recorder.settings import Settings
-from shared import bus, checks, db, topology, workerapp
+from shared import bus, checks, db, logs, topology, workerapp
 from shared.contracts import Click
 from shared.rescue import rescue_worker
 from shared.settings import load
@@ -44,10 +42,7 @@ async def run(settings: Settings) -> None:
 
 def main() -> None:
     settings = load(Settings, "click_recorder")
-    logging.basicConfig(
-        level=settings.common.log_level,
-        format="%(asctime)s click-recorder %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure("click-recorder", settings.common.log_level)
     uvloop.run(run(settings))
 
 

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvloop
 
 from services.link.app import build
 from services.link.settings import Settings
+from shared import logs
 from shared.serve import serve
 from shared.settings import load
 
 
 def main() -> None:
     settings = load(Settings, "link")
-    logging.basicConfig(
-        level=settings.common.log_level,
-        format="%(asctime)s link %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure("link", settings.common.log_level)
     uvloop.run(serve(build(settings), settings.host, settings.port))
 
 
