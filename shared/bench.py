@@ -130,6 +130,14 @@ async def _queue_clicks(nats_url: str, n: int) -> None:
     await nc.drain()
 
 
+async def _truncate(url: str, table: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"TRUNCATE {table}")
+    finally:
+        await conn.close()
+
+
 async def _count(url: str, table: str) -> int:
     conn = await asyncpg.connect(url)
     try:
@@ -143,6 +151,7 @@ def drain(
 ) -> float:
     """Queue ``clicks`` on CLICKS, start the service, time until all are in ``table``."""
     asyncio.run(_queue_clicks(env["LINKFLOW_NATS_URL"], clicks))
+    asyncio.run(_truncate(url, table))  # rows of earlier stages would count
     port_key = f"LINKFLOW_{module.rsplit('.', 1)[-1].upper()}_PORT"
     proc = _spawn(
         [sys.executable, "-m", module], {**env, port_key: str(free_port())}, home / f"{name}.log"
@@ -306,6 +315,28 @@ def run(seconds: int, connections: int, clicks: int) -> int:
             flush=True,
         )
         _stop(procs.pop())  # the baseline
+
+        # Back-pressure: with the recorder draining, the redirect's latency
+        # with PostgreSQL up and with it down (the recorder holding and
+        # backing off) should be the same: redirects never touch the database.
+        recorder = _spawn(
+            [sys.executable, "-m", "services.click_recorder"],
+            {**env, "LINKFLOW_CLICK_RECORDER_PORT": str(free_port())},
+            home / "recorder-bp.log",
+        )
+        up = wrk(f"{gw}/bench", seconds, connections)
+        pg.stop()
+        try:
+            down = wrk(f"{gw}/bench", seconds, connections)
+        finally:
+            pg.start()
+            _stop(recorder)
+        print(
+            f"bench: redirect with the recorder draining, PostgreSQL up: {up.rps:.0f} req/s, "
+            f"p50 {up.p50_ms:.2f} ms, p99 {up.p99_ms:.2f} ms; PostgreSQL down: "
+            f"{down.rps:.0f} req/s, p50 {down.p50_ms:.2f} ms, p99 {down.p99_ms:.2f} ms",
+            flush=True,
+        )
 
         procs.append(
             _spawn(
