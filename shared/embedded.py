@@ -97,14 +97,6 @@ class _Process:
         self.stop(signal.SIGKILL)
 
 
-def go_procs() -> int:
-    """Cores for the embedded nats-server: half the machine. It shares the host
-    with every linkflow service; on two cores, letting Go schedule on both
-    measured 15 µs of server CPU per stored click against 8 µs on one (idle
-    threads spinning and stealing from the gateway)."""
-    return max(1, (os.cpu_count() or 2) // 2)
-
-
 class NatsServer(_Process):
     """``nats-server -js`` on 127.0.0.1 with its store in ``store_dir``."""
 
@@ -131,8 +123,7 @@ class NatsServer(_Process):
                 str(self.port),
                 "-n",
                 "linkflow",
-            ],
-            env={**os.environ, "GOMAXPROCS": os.environ.get("GOMAXPROCS", str(go_procs()))},
+            ]
         )
         wait_until(lambda: port_open(self.port) or not self.running, timeout, "nats-server")
         if not self.running:
