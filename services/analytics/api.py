@@ -64,11 +64,7 @@ async def links_created(ctx: Ctx, request: Request) -> Response:
 async def top(ctx: Ctx, request: Request) -> Response:
     q = request.query_params
     start, end = params.time_range(q.get("from"), q.get("to"))
-    try:
-        n = int(q.get("limit", "10"))
-    except ValueError:
-        raise Problem.invalid([FieldError("limit", "must be an integer")]) from None
-    return json({"items": await ctx.store.top(start, end, params.limit(n))})
+    return json({"items": await ctx.store.top(start, end, params.limit(q.get("limit"), 10))})
 
 
 @router.get("/stream/clicks")

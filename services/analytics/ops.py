@@ -56,11 +56,8 @@ async def cancel_backfill(backfill_id: str, ctx: Ctx) -> Response:
 @router.get("/api/dlq")
 async def list_dlq(ctx: Ctx, request: Request) -> Response:
     q = request.query_params
-    try:
-        n = int(q.get("limit", "50"))
-    except ValueError:
-        raise Problem.invalid([FieldError("limit", "must be an integer")]) from None
-    letters = await dlqstore.list_(ctx.js, q.get("consumer"), params.limit(n, 1, 1000))
+    n = params.limit(q.get("limit"), 50, 1, 1000)
+    letters = await dlqstore.list_(ctx.js, q.get("consumer"), n)
     return json({"items": [letter.as_json() for letter in letters]})
 
 

@@ -56,7 +56,11 @@ def interval(value: str) -> str:
     return value
 
 
-def limit(value: int, low: int = 1, high: int = 100) -> int:
+def limit(raw: str | None, default: int, low: int = 1, high: int = 100) -> int:
+    try:
+        value = default if raw is None else int(raw)
+    except ValueError:
+        raise Problem.invalid([FieldError("limit", "must be an integer")]) from None
     if not low <= value <= high:
         raise Problem.invalid([FieldError("limit", f"must be between {low} and {high}")])
     return value

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import msgspec
+import pytest
 
 from services.link.app import build
 from services.link.settings import Settings
@@ -15,6 +17,19 @@ from shared.embedded import NatsServer
 from shared.settings import Common
 from tests.conftest import reset_jetstream
 from tests.harness import eventually, serve
+
+
+@pytest.fixture
+async def own_nats(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    """A NATS server of the test's own, to stop and start; provisioned."""
+    nats = NatsServer(tmp_path / "nats").start()
+    try:
+        nc = await bus.connect(nats.url, "setup", forever=False)
+        await reset_jetstream(nc)
+        await nc.drain()
+        yield nats
+    finally:
+        nats.stop()
 
 
 def settings_for(nats: NatsServer, db_url: str, spool: Path, max_bytes: int) -> Settings:
@@ -43,99 +58,81 @@ async def stored_click_ids(nats: NatsServer) -> list[str]:
         await nc.close()
 
 
-async def test_nats_outage_spools_then_replays_in_order(tmp_path: Path, db_url: str) -> None:
-    nats = NatsServer(tmp_path / "nats").start()
-    spool = tmp_path / "spool"
-    try:
-        nc = await bus.connect(nats.url, "setup", forever=False)
-        await reset_jetstream(nc)
-        await nc.drain()
-        served: list[str] = []
-        settings = settings_for(nats, db_url, spool, 1 << 20)
-        async with serve(build(settings)) as url, httpx.AsyncClient(base_url=url) as client:
-            created = await client.post(
-                "/api/links", json={"url": "https://example.com/o", "code": "outage"}
-            )
-            assert created.status_code == 201
+async def test_nats_outage_spools_then_replays_in_order(
+    own_nats: NatsServer, tmp_path: Path, db_url: str
+) -> None:
+    nats, spool = own_nats, tmp_path / "spool"
+    served: list[str] = []
+    settings = settings_for(nats, db_url, spool, 1 << 20)
+    async with serve(build(settings)) as url, httpx.AsyncClient(base_url=url) as client:
+        created = await client.post(
+            "/api/links", json={"url": "https://example.com/o", "code": "outage"}
+        )
+        assert created.status_code == 201
 
-            async def redirect() -> None:
-                r = await client.get("/outage")
-                assert r.status_code == 302
-                served.append(r.headers["x-request-id"])
+        async def redirect() -> None:
+            r = await client.get("/outage")
+            assert r.status_code == 302
+            served.append(r.headers["x-request-id"])
 
-            await redirect()
-            nats.stop()
-            for _ in range(50):  # redirects keep answering from the in-process map
-                await redirect()
-            assert sum(1 for _ in spool.glob("*.log")) >= 1
-            metrics = (await client.get("/metrics")).text
-            assert "linkflow_spool_records 50.0" in metrics
-            nats.start()
-
-            async def replayed() -> bool:
-                return "linkflow_spool_records 0.0" in (await client.get("/metrics")).text
-
-            await eventually(replayed, 20, "the spool replayed")
-            await redirect()
-        ids = await stored_click_ids(nats)
-        # Every served click is in the stream once, the spooled ones in order.
-        assert ids == served
-        assert list(spool.glob("*.log")) == []
-    finally:
+        await redirect()
         nats.stop()
-
-
-async def test_spool_survives_a_gateway_restart(tmp_path: Path, db_url: str) -> None:
-    nats = NatsServer(tmp_path / "nats").start()
-    spool = tmp_path / "spool"
-    try:
-        nc = await bus.connect(nats.url, "setup", forever=False)
-        await reset_jetstream(nc)
-        await nc.drain()
-        settings = settings_for(nats, db_url, spool, 1 << 20)
-        served: list[str] = []
-        async with serve(build(settings)) as url, httpx.AsyncClient(base_url=url) as client:
-            await client.post(
-                "/api/links", json={"url": "https://example.com/r", "code": "restart"}
-            )
-            assert (await client.get("/restart")).status_code == 302  # warm the map
-            served.append("warm")
-            nats.stop()
-            for _ in range(10):
-                r = await client.get("/restart")
-                assert r.status_code == 302
-                served.append(r.headers["x-request-id"])
-        # The gateway stopped with ten clicks spooled; NATS comes back, and so
-        # does a new gateway process on the same spool.
+        for _ in range(50):  # redirects keep answering from the in-process map
+            await redirect()
+        assert sum(1 for _ in spool.glob("*.log")) >= 1
+        metrics = (await client.get("/metrics")).text
+        assert "linkflow_spool_records 50.0" in metrics
         nats.start()
-        async with serve(build(settings)) as url, httpx.AsyncClient(base_url=url) as client:
 
-            async def replayed() -> bool:
-                return "linkflow_spool_records 0.0" in (await client.get("/metrics")).text
+        async def replayed() -> bool:
+            return "linkflow_spool_records 0.0" in (await client.get("/metrics")).text
 
-            await eventually(replayed, 20, "the previous run's spool replayed")
-        ids = await stored_click_ids(nats)
-        assert ids[1:] == served[1:]
-    finally:
+        await eventually(replayed, 20, "the spool replayed")
+        await redirect()
+    ids = await stored_click_ids(nats)
+    # Every served click is in the stream once, the spooled ones in order.
+    assert ids == served
+    assert list(spool.glob("*.log")) == []
+
+
+async def test_spool_survives_a_gateway_restart(
+    own_nats: NatsServer, tmp_path: Path, db_url: str
+) -> None:
+    nats, spool = own_nats, tmp_path / "spool"
+    settings = settings_for(nats, db_url, spool, 1 << 20)
+    served: list[str] = []
+    async with serve(build(settings)) as url, httpx.AsyncClient(base_url=url) as client:
+        await client.post("/api/links", json={"url": "https://example.com/r", "code": "restart"})
+        assert (await client.get("/restart")).status_code == 302  # warm the map
+        served.append("warm")
         nats.stop()
+        for _ in range(10):
+            r = await client.get("/restart")
+            assert r.status_code == 302
+            served.append(r.headers["x-request-id"])
+    # The gateway stopped with ten clicks spooled; NATS comes back, and so
+    # does a new gateway process on the same spool.
+    nats.start()
+    async with serve(build(settings)) as url, httpx.AsyncClient(base_url=url) as client:
+
+        async def replayed() -> bool:
+            return "linkflow_spool_records 0.0" in (await client.get("/metrics")).text
+
+        await eventually(replayed, 20, "the previous run's spool replayed")
+    ids = await stored_click_ids(nats)
+    assert ids[1:] == served[1:]
 
 
-async def test_full_spool_answers_503(tmp_path: Path, db_url: str) -> None:
-    nats = NatsServer(tmp_path / "nats").start()
-    try:
-        nc = await bus.connect(nats.url, "setup", forever=False)
-        await reset_jetstream(nc)
-        await nc.drain()
-        settings = settings_for(nats, db_url, tmp_path / "spool", 1000)
-        async with serve(build(settings)) as url, httpx.AsyncClient(base_url=url) as client:
-            await client.post("/api/links", json={"url": "https://example.com/f", "code": "full"})
-            assert (await client.get("/full")).status_code == 302
-            nats.stop()
-            statuses = [(await client.get("/full")).status_code for _ in range(10)]
-            # A click is a few hundred bytes: a 1000-byte spool takes a couple.
-            assert statuses[0] == 302
-            assert statuses[-1] == 503
-            r = await client.get("/full")
-            assert r.headers["content-type"] == "application/problem+json"
-    finally:
+async def test_full_spool_answers_503(own_nats: NatsServer, tmp_path: Path, db_url: str) -> None:
+    nats = own_nats
+    settings = settings_for(nats, db_url, tmp_path / "spool", 1000)
+    async with serve(build(settings)) as url, httpx.AsyncClient(base_url=url) as client:
+        await client.post("/api/links", json={"url": "https://example.com/f", "code": "full"})
+        assert (await client.get("/full")).status_code == 302
         nats.stop()
+        statuses = [(await client.get("/full")).status_code for _ in range(10)]
+        # A click is a few hundred bytes: a 1000-byte spool takes a couple.
+        assert statuses[0] == 302
+        assert statuses[-1] == 503
+        r = await client.get("/full")
+        assert r.headers["content-type"] == "application/problem+json"
