@@ -13,6 +13,7 @@ import subprocess
 import sysconfig
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -100,11 +101,14 @@ class _Process:
 class NatsServer(_Process):
     """``nats-server -js`` on 127.0.0.1 with its store in ``store_dir``."""
 
-    def __init__(self, store_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, store_dir: Path, port: int | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
         store_dir.mkdir(parents=True, exist_ok=True)
         super().__init__(store_dir / "nats-server.log")
         self.store_dir = store_dir
         self.port = port or free_port()
+        self.extra_args = list(extra_args)  # e.g. ["--auth", token]
 
     @property
     def url(self) -> str:
@@ -123,6 +127,7 @@ class NatsServer(_Process):
                 str(self.port),
                 "-n",
                 "linkflow",
+                *self.extra_args,
             ]
         )
         wait_until(lambda: port_open(self.port) or not self.running, timeout, "nats-server")

@@ -28,6 +28,14 @@ class State(TypedDict):
     deps: api.Deps
 
 
+def clicks_connected(clicks: ClickPublisher) -> health.Check:
+    async def check() -> str | None:
+        # Redirects still answer (from the spool) while this is down.
+        return None if clicks.connected else "the click connection to NATS is down"
+
+    return check
+
+
 def build(settings: Settings) -> Gateway:
 
     @contextlib.asynccontextmanager
@@ -40,13 +48,14 @@ def build(settings: Settings) -> Gateway:
         cache = LinkCache(kv, store.entry)
         cache.start()
         spool = Spool(settings.spool_path(), settings.spool_max_bytes)
-        clicks = ClickPublisher(nc, settings.click_publish_timeout, spool)
+        clicks = ClickPublisher(settings.common.nats_url, settings.click_publish_timeout, spool)
         await clicks.start()
         gateway.attach(cache, clicks)
         app.router.routes.extend(
             health.routes(
                 {
                     "nats": checks.nats_connected(nc),
+                    "clicks": clicks_connected(clicks),
                     "database": checks.database(pool),
                 }
             )

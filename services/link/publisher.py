@@ -6,17 +6,16 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 import time
 from typing import Final
 
 import msgspec
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.js.errors import APIError
 
 from services.link.clicks import OutgoingClick
 from services.link.spool import Spool
 from services.link.spool import read as read_spool
+from services.link.wire import ClickConnection
 from shared import metrics
 from shared.contracts import HDR_ENQUEUED_AT, HDR_MSG_ID, HDR_REQUEST_ID
 
@@ -37,32 +36,56 @@ class NotConnected(Exception):
     pass
 
 
-class ClickPublisher:
-    """Publishes clicks to JetStream and resolves one future per PubAck.
+class Refused(Exception):
+    """JetStream answered a group with an error instead of a PubAck."""
 
-    nats-py's ``publish_async`` does the same but costs several times more per
-    message (a semaphore, a PubAck object, JSON parsing of every ack), and its
-    futures have no timeout; on the redirect hot path every microsecond is a
-    visitor waiting, so the gateway keeps its own small table of pending acks
-    with a deadline each, swept by one task.
+
+Group = tuple[list[Record], "asyncio.Future[None]"]
+
+
+class ClickPublisher:
+    """Publishes clicks to JetStream on its own connection (services.link.wire)
+    and resolves one future per PubAck.
+
+    The gateway keeps its own small table of pending acks with a deadline
+    each, swept by one task: PubAck futures have no timeout of their own, and
+    on the redirect hot path every microsecond is a visitor waiting.
     """
 
-    def __init__(self, nc: Client, timeout: float, spool: Spool | None = None) -> None:
-        self._nc = nc
+    def __init__(
+        self,
+        nats_url: str,
+        timeout: float,
+        spool: Spool | None = None,
+        *,
+        ping_interval: float = 5.0,
+    ) -> None:
+        self._inbox = f"_INBOX.{secrets.token_hex(11)}"
+        self._link = ClickConnection(
+            nats_url,
+            "link-clicks",
+            self._inbox,
+            self._on_ack,
+            self._lost,
+            ping_interval=ping_interval,
+        )
         self._spool = spool
         self._replayer: asyncio.Task[None] | None = None
         self._timeout = timeout
-        self._prefix = ""
-        self._pending: dict[str, tuple[asyncio.Future[None], float]] = {}
+        self._pending: dict[bytes, tuple[asyncio.Future[None], float]] = {}
         self._tokens = itertools.count()
         self._sweeper: asyncio.Task[None] | None = None
         self._batch: list[Record] = []
         self._group: asyncio.Future[None] | None = None
-        self._sending: set[asyncio.Future[None]] = set()
+        self._full: list[Group] = []
+        self._flush_scheduled = False
 
-    async def start(self) -> None:
-        self._prefix = f"{self._nc.new_inbox()}."
-        await self._nc.subscribe(f"{self._prefix}*", cb=self._on_ack, pending_msgs_limit=1_000_000)
+    @property
+    def connected(self) -> bool:
+        return self._link.connected
+
+    async def start(self, connect_wait: float = 2.0) -> None:
+        await self._link.start(connect_wait)
         self._sweeper = asyncio.create_task(self._sweep(), name="click-ack-sweeper")
         if self._spool is not None:
             self._spool.open()
@@ -70,8 +93,8 @@ class ClickPublisher:
 
     async def stop(self) -> None:
         """Wait for outstanding PubAcks (each has its deadline), then stop the
-        background tasks and close the spool; what is left in it is replayed
-        by the next start."""
+        background tasks and the connection and close the spool; what is left
+        in it is replayed by the next start."""
         outstanding = [future for future, _ in self._pending.values()]
         if outstanding:
             await asyncio.wait(outstanding, timeout=self._timeout + 1)
@@ -80,6 +103,7 @@ class ClickPublisher:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self._link.stop()
         if self._spool is not None:
             await self._spool.close()
 
@@ -87,7 +111,7 @@ class ClickPublisher:
         assert self._spool is not None
         while True:
             await asyncio.sleep(0.2)
-            if not self._nc.is_connected or not self._spool.records:
+            if not self._link.connected or not self._spool.records:
                 continue
             try:
                 await self._replay(self._spool)
@@ -100,7 +124,7 @@ class ClickPublisher:
         for segment in segments:
             for records, offset, size in read_spool(segment, REPLAY_CHUNK):
                 group: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self._dispatch(records, group)
+                self._dispatch([(records, group)])
                 await group
                 spool.replayed(segment, offset, len(records), size)
             spool.finished(segment)
@@ -119,7 +143,7 @@ class ClickPublisher:
             f"{click.request_id}\r\n{HDR_ENQUEUED_AT}: {click.ts}\r\n\r\n"
         ).encode()
         record = (click.code, headers, payload)
-        if self._nc.is_connected:
+        if self._link.connected:
             try:
                 await self._join_group(record)
                 return
@@ -128,77 +152,86 @@ class ClickPublisher:
                 log.warning("click %s not acknowledged (%r); spooling it", click.id, exc)
         if self._spool is None:
             raise NotConnected("NATS is not connected and there is no spool")
-        # Not connected: nats-py would buffer the publish for after the
-        # reconnect, with no PubAck in time; the spool is the safe place.
         await self._spool.append(record)
         metrics.SPOOL_WRITTEN.inc()
 
     def _join_group(self, record: Record) -> asyncio.Future[None]:
-        self._batch.append(record)
+        batch = self._batch
+        batch.append(record)
         group = self._group
         if group is None:
             loop = asyncio.get_running_loop()
             group = self._group = loop.create_future()
-            loop.call_soon(self._flush)
-        elif len(self._batch) >= MAX_GROUP:
-            self._flush()
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
+        if len(batch) >= MAX_GROUP:
+            self._full.append((batch, group))
+            self._batch, self._group = [], None
         return group
 
     def _flush(self) -> None:
-        """Send every click queued in this event-loop turn in one write; only
-        the last one asks for a PubAck.
+        """Send every click queued in this event-loop turn in one write, in
+        groups of at most MAX_GROUP; only a group's last click asks for a PubAck.
 
         JetStream stores one connection's messages to a stream in the order
-        they arrive, and TCP keeps that order, so the PubAck of the last
+        they arrive, and TCP keeps that order, so the PubAck of a group's last
         message is the acknowledgement of the whole group: the group's
-        redirects are answered after it, and all fail (503) if it fails or
-        times out. The stream's limits (discard old, no per-message size or
-        subject limits) leave no way for JetStream to refuse one click of a
-        group but store a later one. One ack per turn instead of per click is
-        what keeps the redirect within reach of a bare 302.
+        redirects are answered after it, and all fail over to the spool if it
+        fails or times out. The stream's limits (discard old, no per-message
+        size or subject limits) leave no way for JetStream to refuse one click
+        of a group but store a later one. One ack per group instead of per
+        click, and one write per turn, is what keeps the redirect within reach
+        of a bare 302. Groups stay small so that JetStream stores one while
+        the gateway answers the one before.
         """
-        batch, group = self._batch, self._group
-        self._batch, self._group = [], None
-        if group is not None and batch:
-            self._dispatch(batch, group)
-
-    def _dispatch(self, batch: list[Record], group: asyncio.Future[None]) -> None:
-        """Queue the group's frames as one write; ``group`` resolves with the PubAck."""
-        token = str(next(self._tokens))
-        self._pending[token] = (group, time.monotonic() + self._timeout)
-        frames = bytearray()
-        last = len(batch) - 1
-        for i, (code, headers, payload) in enumerate(batch):
-            reply = f" {self._prefix}{token}" if i == last else ""
-            frames += (
-                f"HPUB clicks.{code}{reply} {len(headers)} {len(headers) + len(payload)}\r\n"
-            ).encode()
-            frames += headers
-            frames += payload
-            frames += b"\r\n"
-        task = asyncio.ensure_future(self._send(bytes(frames), group))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self, frames: bytes, group: asyncio.Future[None]) -> None:
+        self._flush_scheduled = False
+        groups = self._full
+        if self._group is not None:
+            groups.append((self._batch, self._group))
+        self._full, self._batch, self._group = [], [], None
         try:
-            # nats-py's publish() builds and validates one frame per call;
-            # the group's frames are built above and queued as one write.
-            await self._nc._send_command(frames)
-            await self._nc._flush_pending()
-        except Exception as exc:
-            if not group.done():
-                group.set_exception(exc)
+            self._dispatch(groups)
+        except Exception as exc:  # no group may be left waiting without a deadline
+            log.exception("clicks could not be sent")
+            for _, group in groups:
+                if not group.done():
+                    group.set_exception(exc)
 
-    async def _on_ack(self, msg: Msg) -> None:
-        entry = self._pending.pop(msg.subject[len(self._prefix) :], None)
+    def _dispatch(self, groups: list[Group]) -> None:
+        """Write the groups' frames at once; each group resolves with its PubAck."""
+        frames = bytearray()
+        deadline = time.monotonic() + self._timeout
+        for batch, group in groups:
+            token = b"%d" % next(self._tokens)
+            self._pending[token] = (group, deadline)
+            last = len(batch) - 1
+            for i, (code, headers, payload) in enumerate(batch):
+                reply = f" {self._inbox}.{token.decode()}" if i == last else ""
+                frames += (
+                    f"HPUB clicks.{code}{reply} {len(headers)} {len(headers) + len(payload)}\r\n"
+                ).encode()
+                frames += headers
+                frames += payload
+                frames += b"\r\n"
+        if not self._link.write(bytes(frames)):
+            self._lost()
+
+    def _on_ack(self, token: bytes, error: str | None) -> None:
+        entry = self._pending.pop(token, None)
         if entry is None or entry[0].done():
             return  # already timed out
-        # A PubAck is {"stream":…,"seq":…}; only an error reply mentions "error".
-        if b'"error"' in msg.data or (msg.headers and "Status" in msg.headers):
-            entry[0].set_exception(APIError(description=msg.data.decode(errors="replace")))
-        else:
+        if error is None:
             entry[0].set_result(None)
+        else:
+            entry[0].set_exception(Refused(error))
+
+    def _lost(self) -> None:
+        """The connection is gone: no PubAck will come for what is pending."""
+        pending, self._pending = self._pending, {}
+        for future, _ in pending.values():
+            if not future.done():
+                future.set_exception(NotConnected("lost the connection to NATS"))
 
     async def _sweep(self) -> None:
         while True:

@@ -41,8 +41,8 @@ def settings_for(nats: NatsServer, db_url: str, spool: Path, max_bytes: int) -> 
     )
 
 
-async def stored_click_ids(nats: NatsServer) -> list[str]:
-    nc = await bus.connect(nats.url, "check", forever=False)
+async def stored_click_ids(url: str) -> list[str]:
+    nc = await bus.connect(url, "check", forever=False)
     try:
         sub = await nc.jetstream().pull_subscribe("clicks.>", durable=None, stream=topology.CLICKS)
         ids: list[str] = []
@@ -89,7 +89,7 @@ async def test_nats_outage_spools_then_replays_in_order(
 
         await eventually(replayed, 20, "the spool replayed")
         await redirect()
-    ids = await stored_click_ids(nats)
+    ids = await stored_click_ids(nats.url)
     # Every served click is in the stream once, the spooled ones in order.
     assert ids == served
     assert list(spool.glob("*.log")) == []
@@ -119,7 +119,7 @@ async def test_spool_survives_a_gateway_restart(
             return "linkflow_spool_records 0.0" in (await client.get("/metrics")).text
 
         await eventually(replayed, 20, "the previous run's spool replayed")
-    ids = await stored_click_ids(nats)
+    ids = await stored_click_ids(nats.url)
     assert ids[1:] == served[1:]
 
 

@@ -1,0 +1,304 @@
+"""The redirect's own NATS connection: click frames out, PubAcks in.
+
+nats-py costs the gateway several event-loop turns per click: a task to queue
+the publish, its flusher task to write it, its reader task to parse the
+PubAck, the subscription's task to run the callback. Each turn is one more
+pass over every connection the gateway serves, which is latency every
+visitor waits out. It also has no public call to send frames built ahead.
+So the click path speaks the few operations it needs (CONNECT, SUB, HPUB,
+MSG/HMSG, PING/PONG; see the NATS client protocol) from the asyncio protocol
+callbacks: a group's frames go out in the turn its redirects ran, and its
+PubAck resolves their future in the turn it arrives. Everything else the
+gateway does on NATS (KV, link events, health) stays on nats-py.
+
+Servers come from the same ``LINKFLOW_NATS_URL``: plain ``nats://`` URLs,
+comma-separated ones tried in turn, with ``user:password@`` or ``token@``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, cast
+from urllib.parse import unquote, urlsplit
+
+log = logging.getLogger(__name__)
+
+# (reply subject's last token, error text or None) for each PubAck.
+AckCallback = Callable[[bytes, str | None], None]
+
+_ACK_SID: Final = b"1"
+# Pings without a pong before the connection counts as dead (as nats-py's
+# max_outstanding_pings in shared.bus).
+MAX_OUTSTANDING_PINGS: Final = 2
+
+
+@dataclass(frozen=True)
+class Server:
+    host: str
+    port: int
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+
+def parse_servers(url: str) -> list[Server]:
+    """``nats://[user:password@|token@]host[:port]``, comma-separated."""
+    found: list[Server] = []
+    for part in url.split(","):
+        text = part.strip()
+        if not text:
+            continue
+        if "://" not in text:
+            text = f"nats://{text}"
+        u = urlsplit(text)
+        if u.scheme != "nats":
+            raise ValueError(
+                f"the gateway's click connection speaks plain nats:// only, not {u.scheme}://"
+            )
+        user = unquote(u.username) if u.username else None
+        password = unquote(u.password) if u.password else None
+        if user is not None and password is None:
+            found.append(Server(u.hostname or "127.0.0.1", u.port or 4222, token=user))
+        else:
+            found.append(Server(u.hostname or "127.0.0.1", u.port or 4222, user, password))
+    if not found:
+        raise ValueError(f"no NATS server in {url!r}")
+    return found
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection to one server, ready once the first PONG answers CONNECT."""
+
+    def __init__(self, server: Server, name: str, inbox: str, on_ack: AckCallback) -> None:
+        loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+        self.pings_out = 0
+        self._server = server
+        self._name = name
+        self._inbox = inbox
+        self._prefix_len = len(inbox) + 1
+        self._on_ack = on_ack
+        self._buf = bytearray()
+        self._greeted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"connection closed: {exc!r}"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        pos = 0
+        size = len(buf)
+        while True:
+            end = buf.find(b"\r\n", pos)
+            if end < 0:
+                break
+            op = bytes(buf[pos : pos + 4])
+            if op in (b"MSG ", b"HMSG"):
+                # MSG <subject> <sid> [reply] <#bytes> | HMSG ... <#hdr> <#total>
+                args = bytes(buf[pos:end]).split()
+                start = end + 2
+                stop = start + int(args[-1])
+                if stop + 2 > size:
+                    break  # the rest of this message is still on its way
+                self._message(args, bytes(buf[start:stop]), int(args[-2]) if op == b"HMSG" else 0)
+                pos = stop + 2
+            else:
+                self._control(bytes(buf[pos:end]))
+                pos = end + 2
+        if pos:
+            del buf[:pos]
+
+    def _message(self, args: list[bytes], body: bytes, header_len: int) -> None:
+        if args[2] != _ACK_SID:
+            return
+        token = args[1][self._prefix_len :]
+        error: str | None = None
+        if header_len:
+            # "NATS/1.0 503" (no responders: the stream is gone) or another status.
+            status = body[:header_len].split(b"\r\n", 1)[0].split(b" ", 2)
+            if len(status) > 1:
+                error = body[:header_len].split(b"\r\n", 1)[0].decode(errors="replace")
+            body = body[header_len:]
+        if error is None and b'"error"' in body:
+            # A PubAck is {"stream":…,"seq":…}; only a refusal mentions "error".
+            error = body.decode(errors="replace")
+        self._on_ack(token, error)
+
+    def _control(self, line: bytes) -> None:
+        if line == b"PING":
+            self.write(b"PONG\r\n")
+        elif line == b"PONG":
+            self.pings_out = 0
+            if not self.ready.done():
+                self.ready.set_result(None)
+        elif line.startswith(b"INFO ") and not self._greeted:
+            self._greeted = True
+            self._hello(json.loads(line[5:]))
+        elif line.startswith(b"-ERR"):
+            reason = line[4:].strip().decode(errors="replace")
+            log.warning("NATS refused the click connection's request: %s", reason)
+            if not self.ready.done():
+                self.ready.set_exception(ConnectionError(reason))
+        # +OK and later INFOs (cluster changes, lame duck) need nothing.
+
+    def _hello(self, info: dict[str, object]) -> None:
+        if info.get("tls_required"):
+            self.ready.set_exception(ConnectionError("the server requires TLS"))
+            return
+        options: dict[str, object] = {
+            "verbose": False,
+            "pedantic": False,
+            "lang": "python",
+            "version": "linkflow-clicks",
+            "protocol": 1,
+            "headers": True,
+            "no_responders": True,
+            "name": self._name,
+        }
+        server = self._server
+        if server.token is not None:
+            options["auth_token"] = server.token
+        elif server.user is not None:
+            options["user"] = server.user
+            options["pass"] = server.password or ""
+        self.write(
+            b"CONNECT "
+            + json.dumps(options, separators=(",", ":")).encode()
+            + f"\r\nSUB {self._inbox}.* {_ACK_SID.decode()}\r\nPING\r\n".encode()
+        )
+
+
+class ClickConnection:
+    """Keeps one connection to NATS for clicks, reconnecting forever.
+
+    ``on_lost`` runs when a connection goes away, so that the publisher fails
+    the groups still waiting for a PubAck at once (they go to the spool)
+    instead of at their deadlines.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        inbox: str,
+        on_ack: AckCallback,
+        on_lost: Callable[[], None],
+        *,
+        ping_interval: float = 5.0,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        self._servers = parse_servers(url)
+        self._name = name
+        self._inbox = inbox
+        self._on_ack = on_ack
+        self._on_lost = on_lost
+        self._ping_interval = ping_interval
+        self._connect_timeout = connect_timeout
+        self._conn: _Connection | None = None
+        self._up = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def write(self, frames: bytes) -> bool:
+        """Queue ``frames`` on the connection; False when there is none."""
+        conn = self._conn
+        if conn is None:
+            return False
+        conn.write(frames)
+        return True
+
+    async def start(self, wait: float) -> None:
+        """Start connecting; return once connected or after ``wait`` seconds
+        (redirects spool until the connection is up)."""
+        self._task = asyncio.create_task(self._run(), name="click-connection")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._up.wait(), wait)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        delay, attempt, outage = 0.1, 0, False
+        while True:
+            server = self._servers[attempt % len(self._servers)]
+            attempt += 1
+            try:
+                conn = await self._open(server)
+            except (OSError, ConnectionError, TimeoutError) as exc:
+                if not outage:
+                    log.warning(
+                        "clicks: cannot reach NATS at %s:%d (%r)", server.host, server.port, exc
+                    )
+                    outage = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if outage:
+                log.info("clicks: connected to NATS at %s:%d", server.host, server.port)
+            delay, outage = 0.1, False
+            self._conn = conn
+            self._up.set()
+            try:
+                await self._watch(conn)
+            finally:
+                self._conn = None
+                self._up.clear()
+                assert conn.transport is not None
+                conn.transport.close()  # a no-op once the server closed it
+                self._on_lost()
+            log.warning("clicks: lost the connection to NATS; reconnecting")
+
+    async def _open(self, server: Server) -> _Connection:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self._connect_timeout):
+            transport, conn = await loop.create_connection(
+                lambda: _Connection(server, self._name, self._inbox, self._on_ack),
+                server.host,
+                server.port,
+            )
+            try:
+                await conn.ready
+            except BaseException:
+                transport.abort()
+                raise
+        return conn
+
+    async def _watch(self, conn: _Connection) -> None:
+        """Ping every interval; a server that stops answering is dropped."""
+        while True:
+            done, _ = await asyncio.wait([conn.closed], timeout=self._ping_interval)
+            if done:
+                return
+            if conn.pings_out >= MAX_OUTSTANDING_PINGS:
+                log.warning("clicks: NATS stopped answering pings")
+                assert conn.transport is not None
+                conn.transport.abort()
+                await conn.closed
+                return
+            conn.pings_out += 1
+            conn.write(b"PING\r\n")

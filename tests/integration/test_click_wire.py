@@ -1,0 +1,136 @@
+"""The gateway's own click connection (services.link.wire) against a real
+nats-server: credentials from the URL, JetStream refusing a click, and a
+server that stops answering. In each case a click is stored or spooled, never
+dropped."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services.link.clicks import OutgoingClick, new_click
+from services.link.publisher import ClickPublisher, NotConnected
+from services.link.spool import Spool
+from shared import bus
+from shared.embedded import NatsServer
+from tests.conftest import reset_jetstream
+from tests.harness import eventually
+from tests.integration.test_gateway_faults import stored_click_ids
+
+
+def click() -> OutgoingClick:
+    return new_click(
+        "wire",
+        referrer=None,
+        user_agent="Mozilla/5.0",
+        ip="198.51.100.7",
+        country=None,
+        head=False,
+        request_id=None,
+        anonymize_ip=True,
+    )
+
+
+async def provision(url: str) -> None:
+    nc = await bus.connect(url, "setup", forever=False)
+    try:
+        await reset_jetstream(nc)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def bare_nats(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    """A NATS server of the test's own, without streams until the test says so."""
+    nats = NatsServer(tmp_path / "nats").start()
+    try:
+        yield nats
+    finally:
+        nats.stop()
+
+
+async def test_token_in_the_url_authenticates(tmp_path: Path) -> None:
+    nats = NatsServer(tmp_path / "nats", extra_args=["--auth", "s3cret"]).start()
+    try:
+        url = f"nats://s3cret@127.0.0.1:{nats.port}"
+        await provision(url)
+        good = ClickPublisher(url, 2.0)
+        await good.start()
+        sent = click()
+        try:
+            assert good.connected
+            await good.publish(sent)  # returns after the PubAck
+        finally:
+            await good.stop()
+        assert await stored_click_ids(url) == [sent.id]
+
+        wrong = ClickPublisher(f"nats://wrong@127.0.0.1:{nats.port}", 2.0)
+        await wrong.start(connect_wait=1)
+        try:
+            assert not wrong.connected
+            with pytest.raises(NotConnected):  # no spool here: refused loudly
+                await wrong.publish(click())
+        finally:
+            await wrong.stop()
+    finally:
+        nats.stop()
+
+
+async def test_click_refused_by_jetstream_is_spooled_then_delivered(
+    bare_nats: NatsServer, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool", 1 << 20)
+    publisher = ClickPublisher(bare_nats.url, 1.0, spool)
+    await publisher.start()
+    sent = click()
+    try:
+        # No CLICKS stream yet: the server answers "no responders".
+        await publisher.publish(sent)
+        assert spool.records == 1
+        await provision(bare_nats.url)
+
+        async def replayed() -> bool:
+            return spool.records == 0
+
+        await eventually(replayed, 10, "the spool to be replayed")
+    finally:
+        await publisher.stop()
+    assert await stored_click_ids(bare_nats.url) == [sent.id]
+
+
+async def test_server_that_stops_answering_is_dropped_and_nothing_is_lost(
+    bare_nats: NatsServer, tmp_path: Path
+) -> None:
+    await provision(bare_nats.url)
+    spool = Spool(tmp_path / "spool", 1 << 20)
+    publisher = ClickPublisher(bare_nats.url, 0.5, spool, ping_interval=0.2)
+    await publisher.start()
+    before, during = click(), click()
+    assert bare_nats.proc is not None
+    pid = bare_nats.proc.pid
+    try:
+        await publisher.publish(before)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # No PubAck within the timeout: the click goes to the spool.
+            await publisher.publish(during)
+            assert spool.records == 1
+
+            async def dropped() -> bool:
+                return not publisher.connected
+
+            await eventually(dropped, 5, "unanswered pings to drop the connection")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+        async def replayed() -> bool:
+            return publisher.connected and spool.records == 0
+
+        await eventually(replayed, 15, "a reconnect and the spool's replay")
+    finally:
+        await publisher.stop()
+    assert await stored_click_ids(bare_nats.url) == [before.id, during.id]

@@ -1,0 +1,94 @@
+"""The click connection's URL parsing and its reading of the server's bytes,
+however the stream is cut into reads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from services.link.wire import Server, _Connection, parse_servers
+
+
+def test_parse_servers() -> None:
+    assert parse_servers("nats://127.0.0.1:4222") == [Server("127.0.0.1", 4222)]
+    assert parse_servers("nats://tok@h1, h2:5000") == [
+        Server("h1", 4222, token="tok"),
+        Server("h2", 5000),
+    ]
+    assert parse_servers("nats://al%40ice:p%3Ass@h") == [Server("h", 4222, "al@ice", "p:ss")]
+    with pytest.raises(ValueError, match="nats://"):
+        parse_servers("tls://h:4222")
+    with pytest.raises(ValueError, match="no NATS server"):
+        parse_servers(" , ")
+
+
+class Wire:
+    """What the connection writes back to the server."""
+
+    def __init__(self) -> None:
+        self.written = b""
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+
+SERVER_BYTES = (
+    b'INFO {"server_id":"x","headers":true,"max_payload":1048576}\r\n'
+    b"PING\r\n"
+    b"PONG\r\n"
+    b'MSG _INBOX.abc.7 1 30\r\n{"stream":"CLICKS","seq":1234}\r\n'
+    b"HMSG _INBOX.abc.8 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\n"
+    b'MSG _INBOX.abc.9 1 52\r\n{"error":{"code":503,"description":"stream offline"}}\r\n'
+    b"MSG other.subject 2 2\r\nhi\r\n"
+    b"-ERR 'Unknown Protocol Operation'\r\n"
+    b"+OK\r\n"
+)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 64, len(SERVER_BYTES)])
+async def test_reads_acks_and_control_lines_across_any_split(chunk: int) -> None:
+    acks: list[tuple[bytes, str | None]] = []
+    conn = _Connection(
+        Server("h", 4222, token="t"), "link-clicks", "_INBOX.abc", lambda t, e: acks.append((t, e))
+    )
+    wire = Wire()
+    conn.connection_made(wire)  # type: ignore[arg-type]
+    for i in range(0, len(SERVER_BYTES), chunk):
+        conn.data_received(SERVER_BYTES[i : i + chunk])
+    await asyncio.sleep(0)
+
+    assert conn.ready.done()
+    assert conn.ready.exception() is None
+    assert acks[0] == (b"7", None)
+    assert acks[1] == (b"8", "NATS/1.0 503")
+    assert acks[2][0] == b"9"
+    assert "stream offline" in (acks[2][1] or "")
+    assert len(acks) == 3  # the message on another subscription is not an ack
+
+    connect, rest = wire.written.split(b"\r\n", 1)
+    options: dict[str, Any] = json.loads(connect.removeprefix(b"CONNECT "))
+    assert options["auth_token"] == "t"
+    assert options["headers"] is True
+    assert options["no_responders"] is True
+    assert rest == b"SUB _INBOX.abc.* 1\r\nPING\r\nPONG\r\n"  # and PONG answers PING
+
+
+async def test_refusal_before_ready_fails_the_connect() -> None:
+    conn = _Connection(Server("h", 4222), "n", "_INBOX.x", lambda t, e: None)
+    conn.connection_made(Wire())  # type: ignore[arg-type]
+    conn.data_received(b"INFO {\"auth_required\":true}\r\n-ERR 'Authorization Violation'\r\n")
+    with pytest.raises(ConnectionError, match="Authorization Violation"):
+        await conn.ready
+
+
+async def test_tls_servers_are_refused_clearly() -> None:
+    conn = _Connection(Server("h", 4222), "n", "_INBOX.x", lambda t, e: None)
+    wire = Wire()
+    conn.connection_made(wire)  # type: ignore[arg-type]
+    conn.data_received(b'INFO {"tls_required":true}\r\n')
+    with pytest.raises(ConnectionError, match="TLS"):
+        await conn.ready
+    assert wire.written == b""  # no credentials sent in the clear
