@@ -49,6 +49,12 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
+BROWSER = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+
+
 @dataclass
 class Load:
     rps: float
@@ -76,7 +82,18 @@ def _ms(text: str) -> float:
 
 def wrk(url: str, seconds: int, connections: int) -> Load:
     out = subprocess.run(
-        [ensure_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        [
+            ensure_wrk(),
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            # A browser's user agent, so the redirect runs its bot check as
+            # for a real visitor (wrk sends none).
+            "-H",
+            f"User-Agent: {BROWSER}",
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,

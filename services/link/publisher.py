@@ -40,9 +40,6 @@ class Refused(Exception):
     """JetStream answered a group with an error instead of a PubAck."""
 
 
-Group = tuple[list[Record], "asyncio.Future[None]"]
-
-
 class ClickPublisher:
     """Publishes clicks to JetStream on its own connection (services.link.wire)
     and resolves one future per PubAck.
@@ -77,7 +74,6 @@ class ClickPublisher:
         self._sweeper: asyncio.Task[None] | None = None
         self._batch: list[Record] = []
         self._group: asyncio.Future[None] | None = None
-        self._full: list[Group] = []
         self._flush_scheduled = False
 
     @property
@@ -124,7 +120,7 @@ class ClickPublisher:
         for segment in segments:
             for records, offset, size in read_spool(segment, REPLAY_CHUNK):
                 group: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self._dispatch([(records, group)])
+                self._send(records, group)
                 await group
                 spool.replayed(segment, offset, len(records), size)
             spool.finished(segment)
@@ -166,13 +162,22 @@ class ClickPublisher:
                 self._flush_scheduled = True
                 loop.call_soon(self._flush)
         if len(batch) >= MAX_GROUP:
-            self._full.append((batch, group))
+            # Sent at once rather than at the end of the turn: the sooner
+            # JetStream has it, the sooner its visitors get their answer.
             self._batch, self._group = [], None
+            self._send(batch, group)
         return group
 
     def _flush(self) -> None:
-        """Send every click queued in this event-loop turn in one write, in
-        groups of at most MAX_GROUP; only a group's last click asks for a PubAck.
+        """Send the clicks left over from this event-loop turn."""
+        self._flush_scheduled = False
+        if self._group is not None:
+            batch, group = self._batch, self._group
+            self._batch, self._group = [], None
+            self._send(batch, group)
+
+    def _send(self, batch: list[Record], group: asyncio.Future[None]) -> None:
+        """Write a group's frames; only the last click asks for a PubAck.
 
         JetStream stores one connection's messages to a stream in the order
         they arrive, and TCP keeps that order, so the PubAck of a group's last
@@ -180,40 +185,29 @@ class ClickPublisher:
         redirects are answered after it, and all fail over to the spool if it
         fails or times out. The stream's limits (discard old, no per-message
         size or subject limits) leave no way for JetStream to refuse one click
-        of a group but store a later one. One ack per group instead of per
-        click, and one write per turn, is what keeps the redirect within reach
-        of a bare 302. Groups stay small so that JetStream stores one while
-        the gateway answers the one before.
+        of a group but store a later one. One ack per group of clicks from the
+        same turn instead of one per click is what keeps the redirect within
+        reach of a bare 302; groups stay small so that JetStream stores one
+        while the gateway answers the one before.
         """
-        self._flush_scheduled = False
-        groups = self._full
-        if self._group is not None:
-            groups.append((self._batch, self._group))
-        self._full, self._batch, self._group = [], [], None
+        token = b"%d" % next(self._tokens)
         try:
-            self._dispatch(groups)
-        except Exception as exc:  # no group may be left waiting without a deadline
-            log.exception("clicks could not be sent")
-            for _, group in groups:
-                if not group.done():
-                    group.set_exception(exc)
-
-    def _dispatch(self, groups: list[Group]) -> None:
-        """Write the groups' frames at once; each group resolves with its PubAck."""
-        frames = bytearray()
-        deadline = time.monotonic() + self._timeout
-        for batch, group in groups:
-            token = b"%d" % next(self._tokens)
-            self._pending[token] = (group, deadline)
+            frames = bytearray()
+            reply = f" {self._inbox}.{token.decode()}"
             last = len(batch) - 1
             for i, (code, headers, payload) in enumerate(batch):
-                reply = f" {self._inbox}.{token.decode()}" if i == last else ""
                 frames += (
-                    f"HPUB clicks.{code}{reply} {len(headers)} {len(headers) + len(payload)}\r\n"
+                    f"HPUB clicks.{code}{reply if i == last else ''} "
+                    f"{len(headers)} {len(headers) + len(payload)}\r\n"
                 ).encode()
                 frames += headers
                 frames += payload
                 frames += b"\r\n"
+        except Exception as exc:  # a group must never be left waiting forever
+            log.exception("clicks could not be sent")
+            group.set_exception(exc)
+            return
+        self._pending[token] = (group, time.monotonic() + self._timeout)
         if not self._link.write(bytes(frames)):
             self._lost()
 
