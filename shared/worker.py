@@ -94,18 +94,25 @@ class Worker(Generic[T]):
         always finished (acked, naked or dead-lettered) before returning."""
         puller = Puller(self._nc, self._consumer.stream, self._consumer.name)
         await puller.start()
+        limit = self._settings.bulk_limit
+        # The next batch is fetched while this one is handled, so the server
+        # delivers it while the database writes (one loop, two stages).
+        ahead: asyncio.Task[list[Msg]] | None = None
         try:
             while not stop.is_set():
                 try:
-                    msgs = await puller.fetch(self._settings.bulk_limit, wait=1.0)
+                    msgs = await (ahead or puller.fetch(limit, wait=1.0))
                 except ConnectionClosedError:
                     return
                 except Exception as exc:  # reconnecting, server restarting
                     log.warning("%s: fetch failed: %s", self._consumer.name, exc)
                     await wait_or_stop(stop, 0.5)
                     continue
+                finally:
+                    ahead = None
                 if not msgs:
                     continue
+                ahead = asyncio.create_task(puller.fetch(limit, wait=1.0))
                 try:
                     await self.process(msgs, stop)
                 except Exception:
@@ -115,7 +122,13 @@ class Worker(Generic[T]):
                     await wait_or_stop(stop, 1.0)
         finally:
             # Delivered to us but never handled: give them back at once.
-            for msg in await puller.stop():
+            unhandled: list[Msg] = []
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    unhandled += await ahead
+            unhandled += await puller.stop()
+            for msg in unhandled:
                 with contextlib.suppress(Exception):
                     await msg.nak()
 
