@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
+import msgspec
 from nats.aio.client import Client
 
 from shared import topology
 from shared.contracts import Click, encode, now
 from shared.errors import PermanentError, TransientError
 from shared.worker import Delivery, Worker, json_payload
-from tests.conftest import TEST_WORKER
+from tests.conftest import TEST_WORKER, reset_jetstream
 from tests.harness import eventually, running
 
 
@@ -72,3 +74,43 @@ async def test_transient_retried_permanent_and_exhausted_dead_lettered(nc: Clien
     assert dead["c2"]["Linkflow-Error"] == "TransientError: still failing"
     assert dead["c2"]["Linkflow-First-Failed-At"] < dead["c2"]["Linkflow-Failed-At"]
     assert dead["c3"]["Linkflow-Attempts"] == "1"
+
+
+async def test_stop_hands_back_the_batch_fetched_ahead(nc: Client) -> None:
+    # A 30 s ack wait: only the stopping worker's nak can bring messages back soon.
+    slow_ack = msgspec.structs.replace(TEST_WORKER, bulk_limit=5, ack_wait=30.0)
+    await reset_jetstream(nc, slow_ack)
+    js = nc.jetstream()
+    gate = asyncio.Event()
+    handled: Counter[str] = Counter()
+
+    async def handle(batch: Sequence[Delivery[Click]]) -> Mapping[int, Exception]:
+        await gate.wait()
+        handled.update(d.payload.id for d in batch)
+        return {}
+
+    for i in range(10):
+        await send(nc, "ahead", f"a{i}")
+
+    async def both_batches_out() -> bool:
+        info = await js.consumer_info(topology.CLICKS, topology.CLICK_RECORDER.name)
+        return info.num_ack_pending == 10
+
+    first = Worker(nc, topology.CLICK_RECORDER, slow_ack, json_payload(Click), handle)
+    async with running(first.run) as stop:
+        # One batch in the handler, the next fetched while it waits.
+        await eventually(both_batches_out, 10, "a batch in hand and one fetched ahead")
+        stop.set()
+        gate.set()
+    assert sum(handled.values()) == 5
+
+    second = Worker(nc, topology.CLICK_RECORDER, slow_ack, json_payload(Click), handle)
+    async with running(second.run):
+
+        async def all_handled() -> bool:
+            return sum(handled.values()) == 10
+
+        # Well inside the ack wait: the batch fetched ahead was given back.
+        await eventually(all_handled, 10, "the other five to be redelivered")
+    assert set(handled) == {f"a{i}" for i in range(10)}
+    assert set(handled.values()) == {1}
