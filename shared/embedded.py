@@ -98,6 +98,16 @@ class _Process:
         self.stop(signal.SIGKILL)
 
 
+def go_procs() -> int:
+    """Cores for the embedded nats-server: half the machine, as it shares the
+    host with every linkflow service and PostgreSQL. On two cores, Go's
+    default (a P per core) spent a fifth of the server's time switching
+    threads to hand messages between goroutines; one P cut its CPU per stored
+    click by a quarter and raised the median bench ratio of the redirect from
+    0.54 to 0.59 (README, Benchmarks). ``GOMAXPROCS`` in the environment wins."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 class NatsServer(_Process):
     """``nats-server -js`` on 127.0.0.1 with its store in ``store_dir``."""
 
@@ -128,7 +138,8 @@ class NatsServer(_Process):
                 "-n",
                 "linkflow",
                 *self.extra_args,
-            ]
+            ],
+            env={**os.environ, "GOMAXPROCS": os.environ.get("GOMAXPROCS", str(go_procs()))},
         )
         wait_until(lambda: port_open(self.port) or not self.running, timeout, "nats-server")
         if not self.running:
