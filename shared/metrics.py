@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Final
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    Metric,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
@@ -30,11 +40,32 @@ DEPENDENCY_DOWN: Final = Gauge(
     "1 while a worker holds a batch because a dependency (database) is unavailable",
     ["consumer"],
 )
-REDIRECTS: Final = Counter(
-    "linkflow_redirects_total",
-    "Redirects answered, by status",
-    ["status"],
-)
+
+
+class Tally:
+    """A counter by one label for a hot path: a plain dict increment per event
+    (prometheus_client's Counter takes a lock per ``inc``, which the redirect
+    does not need: one event loop owns the tally), read at scrape time."""
+
+    def __init__(self, name: str, documentation: str, label: str) -> None:
+        self.counts: dict[int, int] = {}
+        self._name = name
+        self._documentation = documentation
+        self._label = label
+        REGISTRY.register(self)
+
+    def add(self, value: int) -> None:
+        counts = self.counts
+        counts[value] = counts.get(value, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=[self._label])
+        for value, n in sorted(self.counts.items()):
+            family.add_metric([str(value)], n)
+        yield family
+
+
+REDIRECTS: Final = Tally("linkflow_redirects", "Redirects answered, by status", "status")
 CLICK_PUBLISH_SECONDS: Final = Histogram(
     "linkflow_click_publish_seconds",
     "Time from click publish to JetStream PubAck",

@@ -62,7 +62,7 @@ def click_id() -> str:
     48 random bits after the nanoseconds. ``random`` is seeded from the OS and
     reseeded in forked children; ids need uniqueness, not secrecy, and
     ``os.urandom`` would cost a system call per redirect."""
-    return f"{time.time_ns():016x}{random.getrandbits(48):012x}"
+    return f"{(time.time_ns() << 48) | random.getrandbits(48):028x}"
 
 
 class _Clock:
@@ -70,13 +70,19 @@ class _Clock:
 
     def __init__(self) -> None:
         self._ms = -1
+        self._second = -1
+        self._prefix = ""
         self._text = ""
 
     def now(self) -> str:
         ms = time.time_ns() // 1_000_000
         if ms != self._ms:
             self._ms = ms
-            self._text = rfc3339(datetime.fromtimestamp(ms / 1000, UTC))
+            second, milli = divmod(ms, 1000)
+            if second != self._second:
+                self._second = second
+                self._prefix = rfc3339(datetime.fromtimestamp(second, UTC))[:-4]
+            self._text = f"{self._prefix}{milli:03d}Z"
         return self._text
 
 

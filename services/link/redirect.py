@@ -36,9 +36,7 @@ class Gateway:
         self._api = api
         self._anonymize_ip = anonymize_ip
         self._ready = False
-        self._counts = {
-            s: metrics.REDIRECTS.labels(str(s)) for s in (301, 302, 307, 308, 404, 410, 503)
-        }
+        self._count = metrics.REDIRECTS.add
 
     def attach(self, cache: LinkCache, clicks: ClickPublisher) -> None:
         self._cache = cache
@@ -91,7 +89,7 @@ class Gateway:
             await self._problem(scope, send, Problem(503, "click could not be recorded"), head)
             return
         status = entry.redirect_type
-        self._counts[status].inc()
+        self._count(status)
         await send(
             {
                 "type": "http.response.start",
@@ -108,7 +106,7 @@ class Gateway:
         await send({"type": "http.response.body", "body": b""})
 
     async def _problem(self, scope: Scope, send: Send, problem: Problem, head: bool) -> None:
-        self._counts[problem.status].inc()
+        self._count(problem.status)
         await problem.response(head)(scope, _no_receive, send)
 
 

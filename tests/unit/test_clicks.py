@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+
 import pytest
 
 from services.link.clicks import anonymize, click_id, is_bot, new_click
@@ -60,3 +63,21 @@ def test_anonymize_can_be_turned_off() -> None:
     )
     assert c.ip == "203.0.113.77"
     assert c.request_id == c.id
+
+
+def test_click_time_is_the_wire_format_of_now() -> None:
+    before = datetime.now(UTC)
+    ts = new_click(
+        "abc",
+        referrer=None,
+        user_agent=None,
+        ip=None,
+        country=None,
+        head=False,
+        request_id=None,
+        anonymize_ip=True,
+    ).ts
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", ts)
+    stamped = datetime.fromisoformat(ts)
+    assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= stamped <= after
