@@ -98,6 +98,10 @@ class _Connection(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(None)
 
+    @property
+    def open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
@@ -219,12 +223,14 @@ class ClickConnection:
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None
+        return self._conn is not None and self._conn.open
 
     def write(self, frames: bytes) -> bool:
         """Queue ``frames`` on the connection; False when there is none."""
         conn = self._conn
-        if conn is None:
+        if conn is None or not conn.open:
+            # Between a close and connection_lost (uvloop raises on writes
+            # to a closed transport) the clicks go to the spool instead.
             return False
         conn.write(frames)
         return True
@@ -249,7 +255,7 @@ class ClickConnection:
             attempt += 1
             try:
                 conn = await self._open(server)
-            except (OSError, ConnectionError, TimeoutError) as exc:
+            except (OSError, ConnectionError, TimeoutError, ValueError) as exc:
                 if not outage:
                     log.warning(
                         "clicks: cannot reach NATS at %s:%d (%r)", server.host, server.port, exc
@@ -265,6 +271,8 @@ class ClickConnection:
             self._up.set()
             try:
                 await self._watch(conn)
+            except Exception:  # the click path must outlive any surprise here
+                log.exception("clicks: connection watch failed")
             finally:
                 self._conn = None
                 self._up.clear()
@@ -298,6 +306,9 @@ class ClickConnection:
                 log.warning("clicks: NATS stopped answering pings")
                 assert conn.transport is not None
                 conn.transport.abort()
+                await conn.closed
+                return
+            if not conn.open:
                 await conn.closed
                 return
             conn.pings_out += 1
