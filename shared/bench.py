@@ -113,6 +113,15 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
     )
 
 
+def _service(
+    module: str, env: dict[str, str], log: Path, port: int | None = None
+) -> subprocess.Popen[bytes]:
+    """``python -m <module>`` on its ``LINKFLOW_<SERVICE>_PORT`` (a free one by default)."""
+    service = module.rsplit(".", 1)[-1].upper()
+    port_env = {f"LINKFLOW_{service}_PORT": str(port or free_port())}
+    return _spawn([sys.executable, "-m", module], {**env, **port_env}, log)
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
@@ -169,10 +178,7 @@ def drain(
     """Queue ``clicks`` on CLICKS, start the service, time until all are in ``table``."""
     asyncio.run(_queue_clicks(env["LINKFLOW_NATS_URL"], clicks))
     asyncio.run(_truncate(url, table))  # rows of earlier stages would count
-    port_key = f"LINKFLOW_{module.rsplit('.', 1)[-1].upper()}_PORT"
-    proc = _spawn(
-        [sys.executable, "-m", module], {**env, port_key: str(free_port())}, home / f"{name}.log"
-    )
+    proc = _service(module, env, home / f"{name}.log")
     try:
         first, started = 0, 0.0
         deadline = time.monotonic() + 120
@@ -272,13 +278,7 @@ def run(seconds: int, connections: int, clicks: int) -> int:
         }
         asyncio.run(migrate_all(env))
         gw_port, gw2_port, bare_port = free_port(), free_port(), free_port()
-        procs.append(
-            _spawn(
-                [sys.executable, "-m", "services.link"],
-                {**env, "LINKFLOW_LINK_PORT": str(gw_port)},
-                home / "link.log",
-            )
-        )
+        procs.append(_service("services.link", env, home / "link.log", gw_port))
         procs.append(
             _spawn(
                 [
@@ -336,11 +336,7 @@ def run(seconds: int, connections: int, clicks: int) -> int:
         # Back-pressure: with the recorder draining, the redirect's latency
         # with PostgreSQL up and with it down (the recorder holding and
         # backing off) should be the same: redirects never touch the database.
-        recorder = _spawn(
-            [sys.executable, "-m", "services.click_recorder"],
-            {**env, "LINKFLOW_CLICK_RECORDER_PORT": str(free_port())},
-            home / "recorder-bp.log",
-        )
+        recorder = _service("services.click_recorder", env, home / "recorder-bp.log")
         up = wrk(f"{gw}/bench", seconds, connections)
         pg.stop()
         try:
@@ -355,20 +351,8 @@ def run(seconds: int, connections: int, clicks: int) -> int:
             flush=True,
         )
 
-        procs.append(
-            _spawn(
-                [sys.executable, "-m", "services.link"],
-                {**env, "LINKFLOW_LINK_PORT": str(gw2_port)},
-                home / "link2.log",
-            )
-        )
-        procs.append(
-            _spawn(
-                [sys.executable, "-m", "services.cache_refresher"],
-                {**env, "LINKFLOW_CACHE_REFRESHER_PORT": str(free_port())},
-                home / "cache_refresher.log",
-            )
-        )
+        procs.append(_service("services.link", env, home / "link2.log", gw2_port))
+        procs.append(_service("services.cache_refresher", env, home / "cache_refresher.log"))
         wait_until(lambda: port_open(gw2_port), 30, "the second gateway")
         delays = propagation([gw, f"http://127.0.0.1:{gw2_port}"], 200)
         print(

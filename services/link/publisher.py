@@ -126,10 +126,6 @@ class ClickPublisher:
             spool.finished(segment)
             log.info("spool segment %s replayed", segment.name)
 
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
     async def publish(self, click: OutgoingClick) -> None:
         """Return once the click is safe: stored by JetStream or, when NATS
         cannot take it, in the spool. Raises if neither could (spool full)."""

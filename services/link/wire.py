@@ -74,7 +74,14 @@ def parse_servers(url: str) -> list[Server]:
 class _Connection(asyncio.Protocol):
     """One TCP connection to one server, ready once the first PONG answers CONNECT."""
 
-    def __init__(self, server: Server, name: str, inbox: str, on_ack: AckCallback) -> None:
+    def __init__(
+        self,
+        server: Server,
+        name: str,
+        inbox: str,
+        on_ack: AckCallback,
+        on_close: Callable[[_Connection], None],
+    ) -> None:
         loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -85,6 +92,7 @@ class _Connection(asyncio.Protocol):
         self._inbox = inbox
         self._prefix_len = len(inbox) + 1
         self._on_ack = on_ack
+        self._on_close = on_close
         self._buf = bytearray()
         self._greeted = False
 
@@ -97,10 +105,9 @@ class _Connection(asyncio.Protocol):
             self.ready.set_exception(ConnectionError(f"connection closed: {exc!r}"))
         if not self.closed.done():
             self.closed.set_result(None)
-
-    @property
-    def open(self) -> bool:
-        return self.transport is not None and not self.transport.is_closing()
+        # Told at once, not through the future a turn later: uvloop raises on
+        # a write to a transport whose connection is lost.
+        self._on_close(self)
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
@@ -223,17 +230,23 @@ class ClickConnection:
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and self._conn.open
+        return self._conn is not None
 
     def write(self, frames: bytes) -> bool:
         """Queue ``frames`` on the connection; False when there is none."""
         conn = self._conn
-        if conn is None or not conn.open:
-            # Between a close and connection_lost (uvloop raises on writes
-            # to a closed transport) the clicks go to the spool instead.
+        if conn is None:
             return False
         conn.write(frames)
         return True
+
+    def _closed(self, conn: _Connection) -> None:
+        """``conn`` is gone (or going): no more writes to it, and no PubAck
+        will come for what is pending on it."""
+        if self._conn is conn:
+            self._conn = None
+            self._up.clear()
+            self._on_lost()
 
     async def start(self, wait: float) -> None:
         """Start connecting; return once connected or after ``wait`` seconds
@@ -274,18 +287,16 @@ class ClickConnection:
             except Exception:  # the click path must outlive any surprise here
                 log.exception("clicks: connection watch failed")
             finally:
-                self._conn = None
-                self._up.clear()
+                self._closed(conn)
                 assert conn.transport is not None
                 conn.transport.close()  # a no-op once the server closed it
-                self._on_lost()
             log.warning("clicks: lost the connection to NATS; reconnecting")
 
     async def _open(self, server: Server) -> _Connection:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._connect_timeout):
             transport, conn = await loop.create_connection(
-                lambda: _Connection(server, self._name, self._inbox, self._on_ack),
+                lambda: _Connection(server, self._name, self._inbox, self._on_ack, self._closed),
                 server.host,
                 server.port,
             )
@@ -300,15 +311,13 @@ class ClickConnection:
         """Ping every interval; a server that stops answering is dropped."""
         while True:
             done, _ = await asyncio.wait([conn.closed], timeout=self._ping_interval)
-            if done:
+            if done or conn.closed.done():  # (lost while this task waited its turn)
                 return
             if conn.pings_out >= MAX_OUTSTANDING_PINGS:
                 log.warning("clicks: NATS stopped answering pings")
+                self._closed(conn)  # redirects stop writing to it now
                 assert conn.transport is not None
                 conn.transport.abort()
-                await conn.closed
-                return
-            if not conn.open:
                 await conn.closed
                 return
             conn.pings_out += 1

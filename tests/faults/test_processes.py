@@ -258,6 +258,7 @@ async def test_database_slower_than_ack_wait(stack: Stack) -> None:
     try:
         await conn.execute("""
             CREATE FUNCTION slow_down() RETURNS trigger LANGUAGE plpgsql AS
+            -- wait-ok: a database slower than the ack wait is the fault under test
             $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;
             CREATE TRIGGER slow_clicks BEFORE INSERT ON clicks
             FOR EACH STATEMENT EXECUTE FUNCTION slow_down();

@@ -3,7 +3,6 @@ however the stream is cut into reads."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -23,6 +22,10 @@ def test_parse_servers() -> None:
         parse_servers("tls://h:4222")
     with pytest.raises(ValueError, match="no NATS server"):
         parse_servers(" , ")
+
+
+def ignore(conn: _Connection) -> None:
+    pass
 
 
 class Wire:
@@ -52,13 +55,16 @@ SERVER_BYTES = (
 async def test_reads_acks_and_control_lines_across_any_split(chunk: int) -> None:
     acks: list[tuple[bytes, str | None]] = []
     conn = _Connection(
-        Server("h", 4222, token="t"), "link-clicks", "_INBOX.abc", lambda t, e: acks.append((t, e))
+        Server("h", 4222, token="t"),
+        "link-clicks",
+        "_INBOX.abc",
+        lambda t, e: acks.append((t, e)),
+        ignore,
     )
     wire = Wire()
     conn.connection_made(wire)  # type: ignore[arg-type]
     for i in range(0, len(SERVER_BYTES), chunk):
         conn.data_received(SERVER_BYTES[i : i + chunk])
-    await asyncio.sleep(0)
 
     assert conn.ready.done()
     assert conn.ready.exception() is None
@@ -77,7 +83,7 @@ async def test_reads_acks_and_control_lines_across_any_split(chunk: int) -> None
 
 
 async def test_refusal_before_ready_fails_the_connect() -> None:
-    conn = _Connection(Server("h", 4222), "n", "_INBOX.x", lambda t, e: None)
+    conn = _Connection(Server("h", 4222), "n", "_INBOX.x", lambda t, e: None, ignore)
     conn.connection_made(Wire())  # type: ignore[arg-type]
     conn.data_received(b"INFO {\"auth_required\":true}\r\n-ERR 'Authorization Violation'\r\n")
     with pytest.raises(ConnectionError, match="Authorization Violation"):
@@ -85,10 +91,22 @@ async def test_refusal_before_ready_fails_the_connect() -> None:
 
 
 async def test_tls_servers_are_refused_clearly() -> None:
-    conn = _Connection(Server("h", 4222), "n", "_INBOX.x", lambda t, e: None)
+    conn = _Connection(Server("h", 4222), "n", "_INBOX.x", lambda t, e: None, ignore)
     wire = Wire()
     conn.connection_made(wire)  # type: ignore[arg-type]
     conn.data_received(b'INFO {"tls_required":true}\r\n')
     with pytest.raises(ConnectionError, match="TLS"):
         await conn.ready
     assert wire.written == b""  # no credentials sent in the clear
+
+
+async def test_a_lost_connection_says_so_at_once() -> None:
+    closed: list[_Connection] = []
+    conn = _Connection(Server("h", 4222), "n", "_INBOX.x", lambda t, e: None, closed.append)
+    conn.connection_made(Wire())  # type: ignore[arg-type]
+    conn.connection_lost(None)
+    # In the same turn: the publisher must stop writing to it right away.
+    assert closed == [conn]
+    assert conn.closed.done()
+    with pytest.raises(ConnectionError):
+        await conn.ready
