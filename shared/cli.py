@@ -25,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="create tables, streams, consumers and the KV bucket")
     sub.add_parser("schemas", help="regenerate shared/schemas and shared/asyncapi.yaml")
     bench = sub.add_parser("bench", help="measure redirects and the click-recorder")
-    bench.add_argument("--duration", type=int, default=10, help="seconds per load run")
+    bench.add_argument("--duration", type=int, default=5, help="seconds per load run")
+    bench.add_argument(
+        "--rounds", type=int, default=4, help="baseline/linkflow load runs, alternated"
+    )
     bench.add_argument("--connections", type=int, default=50)
     bench.add_argument(
         "--clicks", type=int, default=100_000, help="clicks queued for the drain measurement"
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from shared.bench import run as run_bench
 
-        return run_bench(args.duration, args.connections, args.clicks)
+        return run_bench(args.duration, args.connections, args.clicks, args.rounds)
     return 2
 
 
