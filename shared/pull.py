@@ -108,9 +108,15 @@ async def in_progress_all(nc: Client, msgs: list[Msg]) -> None:
 async def _reply_all(nc: Client, msgs: list[Msg], body: bytes) -> None:
     if not msgs:
         return
-    tail = f" {len(body)}\r\n".encode() + body + b"\r\n"
-    frames = b"".join(b"PUB " + m.reply.encode() + tail for m in msgs)
     # nats-py has no public call to queue pre-built frames; publish() does
-    # exactly these two steps per message.
-    await nc._send_command(frames)
-    await nc._flush_pending()
+    # exactly these two private steps per message. Should a nats-py release
+    # rename them, the public call still does the job, one message at a time.
+    send = getattr(nc, "_send_command", None)
+    flush = getattr(nc, "_flush_pending", None)
+    if send is None or flush is None:
+        for m in msgs:
+            await nc.publish(m.reply, body)
+        return
+    tail = f" {len(body)}\r\n".encode() + body + b"\r\n"
+    await send(b"".join(b"PUB " + m.reply.encode() + tail for m in msgs))
+    await flush()
