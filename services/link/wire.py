@@ -11,8 +11,11 @@ callbacks: a group's frames go out in the turn its redirects ran, and its
 PubAck resolves their future in the turn it arrives. Everything else the
 gateway does on NATS (KV, link events, health) stays on nats-py.
 
-Servers come from the same ``LINKFLOW_NATS_URL``: plain ``nats://`` URLs,
-comma-separated ones tried in turn, with ``user:password@`` or ``token@``.
+Servers come from the same ``LINKFLOW_NATS_URL``: ``nats://`` or ``tls://``
+URLs, comma-separated ones tried in turn, with ``user:password@`` or
+``token@``. As with nats-py, the connection turns to TLS after the server's
+INFO when the URL says ``tls://`` or the server requires it, verified against
+the system's CAs (``SSL_CERT_FILE`` names a private one).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, cast
@@ -44,10 +48,11 @@ class Server:
     user: str | None = None
     password: str | None = None
     token: str | None = None
+    tls: bool = False
 
 
 def parse_servers(url: str) -> list[Server]:
-    """``nats://[user:password@|token@]host[:port]``, comma-separated."""
+    """``nats|tls://[user:password@|token@]host[:port]``, comma-separated."""
     found: list[Server] = []
     for part in url.split(","):
         text = part.strip()
@@ -56,23 +61,29 @@ def parse_servers(url: str) -> list[Server]:
         if "://" not in text:
             text = f"nats://{text}"
         u = urlsplit(text)
-        if u.scheme != "nats":
+        if u.scheme not in ("nats", "tls"):
             raise ValueError(
-                f"the gateway's click connection speaks plain nats:// only, not {u.scheme}://"
+                f"the gateway's click connection speaks nats:// and tls://, not {u.scheme}://"
             )
         user = unquote(u.username) if u.username else None
         password = unquote(u.password) if u.password else None
+        host, port, tls = u.hostname or "127.0.0.1", u.port or 4222, u.scheme == "tls"
         if user is not None and password is None:
-            found.append(Server(u.hostname or "127.0.0.1", u.port or 4222, token=user))
+            found.append(Server(host, port, token=user, tls=tls))
         else:
-            found.append(Server(u.hostname or "127.0.0.1", u.port or 4222, user, password))
+            found.append(Server(host, port, user, password, tls=tls))
     if not found:
         raise ValueError(f"no NATS server in {url!r}")
     return found
 
 
 class _Connection(asyncio.Protocol):
-    """One TCP connection to one server, ready once the first PONG answers CONNECT."""
+    """One TCP connection to one server, ready once the first PONG answers CONNECT.
+
+    ``greeted`` resolves on the server's INFO: True when the connection must
+    turn to TLS first (then ``ClickConnection`` upgrades it and calls
+    ``connect``), False when CONNECT went out at once.
+    """
 
     def __init__(
         self,
@@ -83,6 +94,7 @@ class _Connection(asyncio.Protocol):
         on_close: Callable[[_Connection], None],
     ) -> None:
         loop = asyncio.get_running_loop()
+        self.greeted: asyncio.Future[bool] = loop.create_future()
         self.ready: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
         self.transport: asyncio.Transport | None = None
@@ -100,9 +112,14 @@ class _Connection(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self.transport = cast(asyncio.Transport, transport)
 
+    def _fail(self, exc: Exception) -> None:
+        # The connect waits on greeted, then on ready: fail the one it is at.
+        future = self.ready if self.greeted.done() else self.greeted
+        if not future.done():
+            future.set_exception(exc)
+
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.ready.done():
-            self.ready.set_exception(ConnectionError(f"connection closed: {exc!r}"))
+        self._fail(ConnectionError(f"connection closed: {exc!r}"))
         if not self.closed.done():
             self.closed.set_result(None)
         # Told at once, not through the future a turn later: uvloop raises on
@@ -167,14 +184,22 @@ class _Connection(asyncio.Protocol):
         elif line.startswith(b"-ERR"):
             reason = line[4:].strip().decode(errors="replace")
             log.warning("NATS refused the click connection's request: %s", reason)
-            if not self.ready.done():
-                self.ready.set_exception(ConnectionError(reason))
+            self._fail(ConnectionError(reason))
         # +OK and later INFOs (cluster changes, lame duck) need nothing.
 
     def _hello(self, info: dict[str, object]) -> None:
-        if info.get("tls_required"):
-            self.ready.set_exception(ConnectionError("the server requires TLS"))
+        if self._server.tls or info.get("tls_required"):
+            # Nothing more in the clear: CONNECT (and its credentials) waits
+            # for the handshake.
+            if info.get("tls_required") or info.get("tls_available"):
+                self.greeted.set_result(True)
+            else:
+                self._fail(ConnectionError("the server offers no TLS"))
             return
+        self.greeted.set_result(False)
+        self.connect()
+
+    def connect(self) -> None:
         options: dict[str, object] = {
             "verbose": False,
             "pedantic": False,
@@ -295,15 +320,34 @@ class ClickConnection:
     async def _open(self, server: Server) -> _Connection:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._connect_timeout):
-            transport, conn = await loop.create_connection(
+            _, conn = await loop.create_connection(
                 lambda: _Connection(server, self._name, self._inbox, self._on_ack, self._closed),
                 server.host,
                 server.port,
             )
             try:
+                if await conn.greeted:
+                    assert conn.transport is not None
+                    upgraded = await loop.start_tls(
+                        conn.transport,
+                        conn,
+                        ssl.create_default_context(),
+                        server_hostname=server.host,
+                    )
+                    if upgraded is None:
+                        raise ConnectionError("closed during the TLS handshake")
+                    conn.transport = upgraded
+                    conn.connect()
                 await conn.ready
             except BaseException:
-                transport.abort()
+                # This connect has failed: whatever the connection reports
+                # from here on (a lost TLS handshake, say) has no reader.
+                if not conn.ready.done():
+                    conn.ready.cancel()
+                elif not conn.ready.cancelled():
+                    conn.ready.exception()
+                assert conn.transport is not None
+                conn.transport.abort()
                 raise
         return conn
 

@@ -6,8 +6,10 @@ dropped."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,18 @@ async def provision(url: str) -> None:
         await nc.close()
 
 
+async def one_click_is_stored(url: str) -> None:
+    publisher = ClickPublisher(url, 2.0)
+    await publisher.start()
+    sent = click()
+    try:
+        assert publisher.connected
+        await publisher.publish(sent)  # returns after the PubAck
+    finally:
+        await publisher.stop()
+    assert await stored_click_ids(url) == [sent.id]
+
+
 @pytest.fixture
 async def bare_nats(tmp_path: Path) -> AsyncIterator[NatsServer]:
     """A NATS server of the test's own, without streams until the test says so."""
@@ -58,15 +72,7 @@ async def test_token_in_the_url_authenticates(tmp_path: Path) -> None:
     try:
         url = f"nats://s3cret@127.0.0.1:{nats.port}"
         await provision(url)
-        good = ClickPublisher(url, 2.0)
-        await good.start()
-        sent = click()
-        try:
-            assert good.connected
-            await good.publish(sent)  # returns after the PubAck
-        finally:
-            await good.stop()
-        assert await stored_click_ids(url) == [sent.id]
+        await one_click_is_stored(url)
 
         wrong = ClickPublisher(f"nats://wrong@127.0.0.1:{nats.port}", 2.0)
         await wrong.start(connect_wait=1)
@@ -78,6 +84,48 @@ async def test_token_in_the_url_authenticates(tmp_path: Path) -> None:
             await wrong.stop()
     finally:
         nats.stop()
+
+
+@pytest.fixture
+def tls_nats(tmp_path: Path) -> Iterator[tuple[NatsServer, Path]]:
+    """A NATS server that requires TLS, with a self-signed certificate for
+    127.0.0.1; yields the server and the certificate (the CA to trust)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is needed to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=linkflow",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    tls = ["--tls", "--tlscert", str(cert), "--tlskey", str(key)]
+    nats = NatsServer(tmp_path / "nats", extra_args=tls).start()
+    try:
+        yield nats, cert
+    finally:
+        nats.stop()
+
+
+@pytest.mark.parametrize("scheme", ["tls", "nats"])
+async def test_clicks_go_over_tls_to_a_server_that_requires_it(
+    tls_nats: tuple[NatsServer, Path], scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nats, cert = tls_nats
+    url = f"{scheme}://127.0.0.1:{nats.port}"
+
+    untrusted = ClickPublisher(url, 2.0)
+    await untrusted.start(connect_wait=1)
+    try:
+        assert not untrusted.connected  # a certificate nobody vouches for
+    finally:
+        await untrusted.stop()
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the operator's private CA
+    await provision(url)
+    await one_click_is_stored(url)
 
 
 async def test_click_refused_by_jetstream_is_spooled_then_delivered(

@@ -18,8 +18,9 @@ def test_parse_servers() -> None:
         Server("h2", 5000),
     ]
     assert parse_servers("nats://al%40ice:p%3Ass@h") == [Server("h", 4222, "al@ice", "p:ss")]
-    with pytest.raises(ValueError, match="nats://"):
-        parse_servers("tls://h:4222")
+    assert parse_servers("tls://u:p@h:4443") == [Server("h", 4443, "u", "p", tls=True)]
+    with pytest.raises(ValueError, match="nats:// and tls://"):
+        parse_servers("ws://h:4222")
     with pytest.raises(ValueError, match="no NATS server"):
         parse_servers(" , ")
 
@@ -90,14 +91,24 @@ async def test_refusal_before_ready_fails_the_connect() -> None:
         await conn.ready
 
 
-async def test_tls_servers_are_refused_clearly() -> None:
-    conn = _Connection(Server("h", 4222), "n", "_INBOX.x", lambda t, e: None, ignore)
+@pytest.mark.parametrize("url", ["nats://u:p@h", "tls://u:p@h"])
+async def test_no_credentials_in_the_clear_before_tls(url: str) -> None:
+    conn = _Connection(parse_servers(url)[0], "n", "_INBOX.x", lambda t, e: None, ignore)
     wire = Wire()
     conn.connection_made(wire)  # type: ignore[arg-type]
     conn.data_received(b'INFO {"tls_required":true}\r\n')
-    with pytest.raises(ConnectionError, match="TLS"):
-        await conn.ready
-    assert wire.written == b""  # no credentials sent in the clear
+    assert await conn.greeted  # the handshake comes first
+    assert wire.written == b""
+
+
+async def test_tls_url_to_a_server_without_tls_fails_clearly() -> None:
+    conn = _Connection(Server("h", 4222, tls=True), "n", "_INBOX.x", lambda t, e: None, ignore)
+    wire = Wire()
+    conn.connection_made(wire)  # type: ignore[arg-type]
+    conn.data_received(b'INFO {"server_id":"x"}\r\n')
+    with pytest.raises(ConnectionError, match="offers no TLS"):
+        await conn.greeted
+    assert wire.written == b""
 
 
 async def test_a_lost_connection_says_so_at_once() -> None:
@@ -108,5 +119,5 @@ async def test_a_lost_connection_says_so_at_once() -> None:
     # In the same turn: the publisher must stop writing to it right away.
     assert closed == [conn]
     assert conn.closed.done()
-    with pytest.raises(ConnectionError):
-        await conn.ready
+    # Lost before the server's INFO: the connect, waiting on that, gives up.
+    assert isinstance(conn.greeted.exception(), ConnectionError)
