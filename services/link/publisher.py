@@ -28,6 +28,13 @@ _encode = msgspec.json.Encoder().encode
 MAX_GROUP: Final = 8
 
 Record = tuple[str, bytes, bytes]  # code, NATS header block, payload
+# Clicks written but not yet acknowledged, at most. JetStream queues what a
+# stream has not stored yet and past its limit (max_buffered_msgs: 10,000 on
+# nats-server 2.11-2.13, 100,000 since 2.14) drops it: a click without a
+# reply subject silently, so a group's PubAck could cover a click that was
+# never stored. Gateways x this bound must stay below that limit; at ~1 ms
+# per PubAck it still lets one gateway carry a million clicks a second.
+MAX_IN_FLIGHT: Final = 1024
 # Spooled clicks sent per PubAck when replaying.
 REPLAY_CHUNK: Final = 256
 
@@ -56,6 +63,7 @@ class ClickPublisher:
         spool: Spool | None = None,
         *,
         ping_interval: float = 5.0,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self._inbox = f"_INBOX.{secrets.token_hex(11)}"
         self._link = ClickConnection(
@@ -69,7 +77,12 @@ class ClickPublisher:
         self._spool = spool
         self._replayer: asyncio.Task[None] | None = None
         self._timeout = timeout
-        self._pending: dict[bytes, tuple[asyncio.Future[None], float]] = {}
+        # token -> (the group's future, its deadline, its number of clicks)
+        self._pending: dict[bytes, tuple[asyncio.Future[None], float, int]] = {}
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._waiting = 0
+        self._room = asyncio.Event()
         self._tokens = itertools.count()
         self._sweeper: asyncio.Task[None] | None = None
         self._batch: list[Record] = []
@@ -91,7 +104,7 @@ class ClickPublisher:
         """Wait for outstanding PubAcks (each has its deadline), then stop the
         background tasks and the connection and close the spool; what is left
         in it is replayed by the next start."""
-        outstanding = [future for future, _ in self._pending.values()]
+        outstanding = [future for future, _, _ in self._pending.values()]
         if outstanding:
             await asyncio.wait(outstanding, timeout=self._timeout + 1)
         for task in (self._replayer, self._sweeper):
@@ -137,15 +150,37 @@ class ClickPublisher:
         record = (click.code, headers, payload)
         if self._link.connected:
             try:
+                if self._in_flight + len(self._batch) >= self._max_in_flight:
+                    await self._wait_for_room()
                 await self._join_group(record)
                 return
             except Exception as exc:
                 metrics.CLICK_PUBLISH_FAILURES.inc()
                 log.warning("click %s not acknowledged (%r); spooling it", click.id, exc)
         if self._spool is None:
-            raise NotConnected("NATS is not connected and there is no spool")
+            raise NotConnected("NATS did not take the click and there is no spool")
         await self._spool.append(record)
         metrics.SPOOL_WRITTEN.inc()
+
+    async def _wait_for_room(self) -> None:
+        """Wait, up to the PubAck timeout, until fewer than ``max_in_flight``
+        clicks are waiting for theirs (then the click goes to the spool)."""
+        deadline = time.monotonic() + self._timeout
+        self._waiting += 1
+        try:
+            while self._in_flight + len(self._batch) >= self._max_in_flight:
+                self._room.clear()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{self._in_flight} clicks already wait for a PubAck")
+                await asyncio.wait_for(self._room.wait(), remaining)
+        finally:
+            self._waiting -= 1
+
+    def _release(self, clicks: int) -> None:
+        self._in_flight -= clicks
+        if self._waiting:
+            self._room.set()
 
     def _join_group(self, record: Record) -> asyncio.Future[None]:
         batch = self._batch
@@ -181,7 +216,8 @@ class ClickPublisher:
         redirects are answered after it, and all fail over to the spool if it
         fails or times out. The stream's limits (discard old, no per-message
         size or subject limits) leave no way for JetStream to refuse one click
-        of a group but store a later one. One ack per group of clicks from the
+        of a group but store a later one; its ingest queue would, which is
+        what MAX_IN_FLIGHT keeps clear of. One ack per group of clicks from the
         same turn instead of one per click is what keeps the redirect within
         reach of a bare 302; groups stay small so that JetStream stores one
         while the gateway answers the one before.
@@ -203,23 +239,29 @@ class ClickPublisher:
             log.exception("clicks could not be sent")
             group.set_exception(exc)
             return
-        self._pending[token] = (group, time.monotonic() + self._timeout)
+        self._pending[token] = (group, time.monotonic() + self._timeout, len(batch))
+        self._in_flight += len(batch)
         if not self._link.write(bytes(frames)):
             self._lost()
 
     def _on_ack(self, token: bytes, error: str | None) -> None:
         entry = self._pending.pop(token, None)
-        if entry is None or entry[0].done():
+        if entry is None:
             return  # already timed out
+        future, _, clicks = entry
+        self._release(clicks)
+        if future.done():
+            return
         if error is None:
-            entry[0].set_result(None)
+            future.set_result(None)
         else:
-            entry[0].set_exception(Refused(error))
+            future.set_exception(Refused(error))
 
     def _lost(self) -> None:
         """The connection is gone: no PubAck will come for what is pending."""
         pending, self._pending = self._pending, {}
-        for future, _ in pending.values():
+        for future, _, clicks in pending.values():
+            self._release(clicks)
             if not future.done():
                 future.set_exception(NotConnected("lost the connection to NATS"))
 
@@ -228,9 +270,10 @@ class ClickPublisher:
             await asyncio.sleep(min(self._timeout / 4, 0.25))
             now = time.monotonic()
             # Insertion order is deadline order: stop at the first one still alive.
-            for token, (future, deadline) in list(self._pending.items()):
+            for token, (future, deadline, clicks) in list(self._pending.items()):
                 if deadline > now:
                     break
                 del self._pending[token]
+                self._release(clicks)
                 if not future.done():
                     future.set_exception(TimeoutError("no PubAck in time"))

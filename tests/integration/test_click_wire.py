@@ -5,6 +5,7 @@ dropped."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -126,6 +127,33 @@ async def test_clicks_go_over_tls_to_a_server_that_requires_it(
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the operator's private CA
     await provision(url)
     await one_click_is_stored(url)
+
+
+async def test_a_flood_never_outruns_the_streams_ingest_queue(tmp_path: Path) -> None:
+    # Past its ingest queue JetStream drops a click that has no reply subject
+    # without a word, and a later click's PubAck would then cover it. With
+    # 3,000 redirects at once and no bound, some runs here lost clicks their
+    # visitors had been redirected for; the bound keeps under the queue.
+    conf = tmp_path / "nats.conf"
+    conf.write_text("jetstream { max_buffered_msgs: 64 }\n")
+    nats = NatsServer(tmp_path / "nats", extra_args=["-c", str(conf)]).start()
+    try:
+        await provision(nats.url)
+        publisher = ClickPublisher(nats.url, 10.0, max_in_flight=48)
+        await publisher.start()
+        clicks = [click() for _ in range(3000)]
+        try:
+            results = await asyncio.gather(
+                *(publisher.publish(c) for c in clicks), return_exceptions=True
+            )
+        finally:
+            await publisher.stop()
+        confirmed = {c.id for c, r in zip(clicks, results, strict=True) if r is None}
+        stored = set(await stored_click_ids(nats.url))
+        assert confirmed - stored == set()  # no visitor redirected for a lost click
+        assert confirmed == {c.id for c in clicks}  # and each click waited its turn
+    finally:
+        nats.stop()
 
 
 async def test_click_refused_by_jetstream_is_spooled_then_delivered(

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.link.app import build
 from services.link.settings import Settings
@@ -44,7 +45,13 @@ def settings_for(nats: NatsServer, db_url: str, spool: Path, max_bytes: int) -> 
 async def stored_click_ids(url: str) -> list[str]:
     nc = await bus.connect(url, "check", forever=False)
     try:
-        sub = await nc.jetstream().pull_subscribe("clicks.>", durable=None, stream=topology.CLICKS)
+        # No acks: an ephemeral consumer that waits for them stops at 1,000.
+        sub = await nc.jetstream().pull_subscribe(
+            "clicks.>",
+            durable=None,
+            stream=topology.CLICKS,
+            config=ConsumerConfig(ack_policy=AckPolicy.NONE),
+        )
         ids: list[str] = []
         while True:
             try:
