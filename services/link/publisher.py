@@ -131,7 +131,9 @@ class ClickPublisher:
         async with spool.lock:
             segments = spool.seal()
         for segment in segments:
-            for records, offset, size in read_spool(segment, REPLAY_CHUNK):
+            chunk = min(REPLAY_CHUNK, self._max_in_flight)
+            for records, offset, size in read_spool(segment, chunk):
+                await self._wait_for_room(len(records))
                 group: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 self._send(records, group)
                 await group
@@ -162,13 +164,13 @@ class ClickPublisher:
         await self._spool.append(record)
         metrics.SPOOL_WRITTEN.inc()
 
-    async def _wait_for_room(self) -> None:
-        """Wait, up to the PubAck timeout, until fewer than ``max_in_flight``
-        clicks are waiting for theirs (then the click goes to the spool)."""
+    async def _wait_for_room(self, clicks: int = 1) -> None:
+        """Wait, up to the PubAck timeout, until ``clicks`` more fit under
+        ``max_in_flight`` (a redirect's click goes to the spool otherwise)."""
         deadline = time.monotonic() + self._timeout
         self._waiting += 1
         try:
-            while self._in_flight + len(self._batch) >= self._max_in_flight:
+            while self._in_flight + len(self._batch) + clicks > self._max_in_flight:
                 self._room.clear()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -156,17 +156,18 @@ async def test_a_flood_never_outruns_the_streams_ingest_queue(tmp_path: Path) ->
         nats.stop()
 
 
-async def test_click_refused_by_jetstream_is_spooled_then_delivered(
-    bare_nats: NatsServer, tmp_path: Path
+@pytest.mark.parametrize("max_in_flight", [1024, 4])
+async def test_clicks_refused_by_jetstream_are_spooled_then_delivered(
+    bare_nats: NatsServer, tmp_path: Path, max_in_flight: int
 ) -> None:
     spool = Spool(tmp_path / "spool", 1 << 20)
-    publisher = ClickPublisher(bare_nats.url, 1.0, spool)
+    publisher = ClickPublisher(bare_nats.url, 1.0, spool, max_in_flight=max_in_flight)
     await publisher.start()
-    sent = click()
+    sent = [click() for _ in range(10)]
     try:
         # No CLICKS stream yet: the server answers "no responders".
-        await publisher.publish(sent)
-        assert spool.records == 1
+        await asyncio.gather(*(publisher.publish(c) for c in sent))
+        assert spool.records == 10
         await provision(bare_nats.url)
 
         async def replayed() -> bool:
@@ -175,7 +176,8 @@ async def test_click_refused_by_jetstream_is_spooled_then_delivered(
         await eventually(replayed, 10, "the spool to be replayed")
     finally:
         await publisher.stop()
-    assert await stored_click_ids(bare_nats.url) == [sent.id]
+    # In order, in chunks that fit under the bound.
+    assert await stored_click_ids(bare_nats.url) == [c.id for c in sent]
 
 
 async def test_server_that_stops_answering_is_dropped_and_nothing_is_lost(
