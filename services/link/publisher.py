@@ -79,6 +79,10 @@ class ClickPublisher:
         self._timeout = timeout
         # token -> (the group's future, its deadline, its number of clicks)
         self._pending: dict[bytes, tuple[asyncio.Future[None], float, int]] = {}
+        # Groups past their deadline (their clicks spooled) whose PubAck has
+        # not come: their clicks may still sit in the server's ingest queue,
+        # so they keep their room until it comes or the connection goes.
+        self._late: dict[bytes, int] = {}
         self._max_in_flight = max_in_flight
         self._in_flight = 0
         self._waiting = 0
@@ -92,6 +96,11 @@ class ClickPublisher:
     @property
     def connected(self) -> bool:
         return self._link.connected
+
+    @property
+    def in_flight(self) -> int:
+        """Clicks written to NATS whose PubAck has not come yet."""
+        return self._in_flight
 
     async def start(self, connect_wait: float = 2.0) -> None:
         await self._link.start(connect_wait)
@@ -248,8 +257,9 @@ class ClickPublisher:
 
     def _on_ack(self, token: bytes, error: str | None) -> None:
         entry = self._pending.pop(token, None)
-        if entry is None:
-            return  # already timed out
+        if entry is None:  # late: its redirects have been answered from the spool
+            self._release(self._late.pop(token, 0))
+            return
         future, _, clicks = entry
         self._release(clicks)
         if future.done():
@@ -262,6 +272,8 @@ class ClickPublisher:
     def _lost(self) -> None:
         """The connection is gone: no PubAck will come for what is pending."""
         pending, self._pending = self._pending, {}
+        self._release(sum(self._late.values()))
+        self._late.clear()
         for future, _, clicks in pending.values():
             self._release(clicks)
             if not future.done():
@@ -276,6 +288,6 @@ class ClickPublisher:
                 if deadline > now:
                     break
                 del self._pending[token]
-                self._release(clicks)
+                self._late[token] = clicks
                 if not future.done():
                     future.set_exception(TimeoutError("no PubAck in time"))
