@@ -66,11 +66,6 @@ class Tally:
 
 
 REDIRECTS: Final = Tally("linkflow_redirects", "Redirects answered, by status", "status")
-CLICK_PUBLISH_SECONDS: Final = Histogram(
-    "linkflow_click_publish_seconds",
-    "Time from click publish to JetStream PubAck",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
-)
 CLICK_PUBLISH_FAILURES: Final = Counter(
     "linkflow_click_publish_failures_total",
     "Clicks whose publish failed or timed out",

@@ -161,6 +161,7 @@ class ClickPublisher:
         record = (click.code, headers, payload)
         if self._link.connected:
             try:
+                # _wait_for_room's test, inline: no coroutine per redirect.
                 if self._in_flight + len(self._batch) >= self._max_in_flight:
                     await self._wait_for_room()
                 await self._join_group(record)
