@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -10,7 +11,7 @@ from typing import TypedDict
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
-from services.link import api
+from services.link import api, replicas
 from services.link.cache import LinkCache
 from services.link.events import LinkEvents
 from services.link.publisher import ClickPublisher
@@ -48,7 +49,12 @@ def build(settings: Settings) -> Gateway:
         cache = LinkCache(kv, store.entry)
         cache.start()
         spool = Spool(settings.spool_path(), settings.spool_max_bytes)
-        clicks = ClickPublisher(settings.common.nats_url, settings.click_publish_timeout, spool)
+        # A PubAck per click until CLICKS is known to have one replica.
+        clicks = ClickPublisher(
+            settings.common.nats_url, settings.click_publish_timeout, spool, max_group=1
+        )
+        await replicas.check(js, clicks)
+        watch = asyncio.create_task(replicas.follow(js, clicks), name="clicks-replicas")
         await clicks.start()
         gateway.attach(cache, clicks)
         app.router.routes.extend(
@@ -73,6 +79,9 @@ def build(settings: Settings) -> Gateway:
         finally:
             # Redirects in flight finish before this runs (uvicorn waits for
             # them); drain then flushes their acks and outstanding publishes.
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
             await cache.stop()
             await clicks.stop()
             await bus.close(nc)

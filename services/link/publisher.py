@@ -25,6 +25,7 @@ _encode = msgspec.json.Encoder().encode
 # Clicks per PubAck group: small enough that several groups are in flight at
 # once, so JetStream stores one while the gateway answers the previous one
 # (a single group per event-loop turn makes gateway and server take turns).
+# Only for an R1 stream: see services.link.replicas.
 MAX_GROUP: Final = 8
 
 Record = tuple[str, bytes, bytes]  # code, NATS header block, payload
@@ -64,6 +65,7 @@ class ClickPublisher:
         *,
         ping_interval: float = 5.0,
         max_in_flight: int = MAX_IN_FLIGHT,
+        max_group: int = MAX_GROUP,
     ) -> None:
         self._inbox = f"_INBOX.{secrets.token_hex(11)}"
         self._link = ClickConnection(
@@ -84,6 +86,8 @@ class ClickPublisher:
         # so they keep their room until it comes or the connection goes.
         self._late: dict[bytes, int] = {}
         self._max_in_flight = max_in_flight
+        # Clicks one PubAck may stand for (1: every click has its own).
+        self.max_group = max_group
         self._in_flight = 0
         self._waiting = 0
         self._room = asyncio.Event()
@@ -143,9 +147,15 @@ class ClickPublisher:
             chunk = min(REPLAY_CHUNK, self._max_in_flight)
             for records, offset, size in read_spool(segment, chunk):
                 await self._wait_for_room(len(records))
-                group: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self._send(records, group)
-                await group
+                # A whole chunk per PubAck where a group may be acknowledged
+                # as one (R1), else a PubAck per click, all awaited.
+                step = len(records) if self.max_group > 1 else 1
+                groups = []
+                for start in range(0, len(records), step):
+                    group: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    self._send(records[start : start + step], group)
+                    groups.append(group)
+                await asyncio.gather(*groups)
                 spool.replayed(segment, offset, len(records), size)
             spool.finished(segment)
             log.info("spool segment %s replayed", segment.name)
@@ -204,7 +214,7 @@ class ClickPublisher:
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 loop.call_soon(self._flush)
-        if len(batch) >= MAX_GROUP:
+        if len(batch) >= self.max_group:
             # Sent at once rather than at the end of the turn: the sooner
             # JetStream has it, the sooner its visitors get their answer.
             self._batch, self._group = [], None
@@ -229,7 +239,9 @@ class ClickPublisher:
         fails or times out. The stream's limits (discard old, no per-message
         size or subject limits) leave no way for JetStream to refuse one click
         of a group but store a later one; its ingest queue would, which is
-        what MAX_IN_FLIGHT keeps clear of. One ack per group of clicks from the
+        what MAX_IN_FLIGHT keeps clear of. All of this holds for a stream of
+        one replica; a replicated one gets groups of one (``max_group``, set
+        from services.link.replicas). One ack per group of clicks from the
         same turn instead of one per click is what keeps the redirect within
         reach of a bare 302; groups stay small so that JetStream stores one
         while the gateway answers the one before.

@@ -156,12 +156,14 @@ async def test_a_flood_never_outruns_the_streams_ingest_queue(tmp_path: Path) ->
         nats.stop()
 
 
-@pytest.mark.parametrize("max_in_flight", [1024, 4])
+@pytest.mark.parametrize(("max_in_flight", "max_group"), [(1024, 8), (4, 8), (1024, 1)])
 async def test_clicks_refused_by_jetstream_are_spooled_then_delivered(
-    bare_nats: NatsServer, tmp_path: Path, max_in_flight: int
+    bare_nats: NatsServer, tmp_path: Path, max_in_flight: int, max_group: int
 ) -> None:
     spool = Spool(tmp_path / "spool", 1 << 20)
-    publisher = ClickPublisher(bare_nats.url, 1.0, spool, max_in_flight=max_in_flight)
+    publisher = ClickPublisher(
+        bare_nats.url, 1.0, spool, max_in_flight=max_in_flight, max_group=max_group
+    )
     await publisher.start()
     sent = [click() for _ in range(10)]
     try:
@@ -176,7 +178,8 @@ async def test_clicks_refused_by_jetstream_are_spooled_then_delivered(
         await eventually(replayed, 10, "the spool to be replayed")
     finally:
         await publisher.stop()
-    # In order, in chunks that fit under the bound.
+    # In order, in chunks that fit under the bound (a PubAck per click in
+    # the chunk with groups of one).
     assert await stored_click_ids(bare_nats.url) == [c.id for c in sent]
 
 
@@ -196,7 +199,8 @@ async def pausable(
 async def test_server_that_stops_answering_is_dropped_and_nothing_is_lost(
     bare_nats: NatsServer, tmp_path: Path
 ) -> None:
-    publisher, spool, pid = await pausable(bare_nats, tmp_path, ping_interval=0.2)
+    # Pings far apart enough that the PubAck timeout (0.5 s) comes first.
+    publisher, spool, pid = await pausable(bare_nats, tmp_path, ping_interval=1.0)
     before, during = click(), click()
     try:
         await publisher.publish(before)
@@ -212,7 +216,7 @@ async def test_server_that_stops_answering_is_dropped_and_nothing_is_lost(
             async def dropped() -> bool:
                 return not publisher.connected
 
-            await eventually(dropped, 5, "unanswered pings to drop the connection")
+            await eventually(dropped, 10, "unanswered pings to drop the connection")
             assert publisher.in_flight == 0
         finally:
             os.kill(pid, signal.SIGCONT)
