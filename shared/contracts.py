@@ -21,6 +21,11 @@ Version = Annotated[int, msgspec.Meta(ge=1, description="Increases by one on eve
 RedirectType = Annotated[int, msgspec.Meta(ge=301, le=308, description="301, 302, 307 or 308")]
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 UTC")]
 
+# What decoding bytes from outside can raise: msgspec's DecodeError (its
+# ValidationError included) and, for bytes that are not UTF-8, a plain
+# UnicodeDecodeError that msgspec lets through.
+INVALID: Final = (msgspec.DecodeError, UnicodeDecodeError)
+
 
 class LinkCreated(msgspec.Struct, kw_only=True, frozen=True):
     """``links.created``: core NATS, fire-and-forget fan-out."""
@@ -51,6 +56,9 @@ class LinkDeleted(msgspec.Struct, kw_only=True, frozen=True):
     deleted_at: Timestamp
 
 
+_CLICK_TEXTS: Final = ("id", "referrer", "user_agent", "ip", "country", "request_id")
+
+
 class Click(msgspec.Struct, kw_only=True, frozen=True):
     """``clicks.<code>`` on stream ``CLICKS``: one per redirect answered with a 3xx."""
 
@@ -66,6 +74,16 @@ class Click(msgspec.Struct, kw_only=True, frozen=True):
     country: Annotated[str, msgspec.Meta(max_length=2)] | None = None
     is_bot: bool = False
     request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # PostgreSQL's text cannot hold U+0000: a click carrying it could
+        # never be stored, so it is invalid here (and dead-lettered alone)
+        # rather than refused by the database with its whole batch.
+        # One scan of all the fields: decoding is the consumers' hot path.
+        text = f"{self.id}{self.referrer}{self.user_agent}{self.ip}{self.country}"
+        if "\x00" in text or (self.request_id and "\x00" in self.request_id):
+            bad = [name for name in _CLICK_TEXTS if "\x00" in (getattr(self, name) or "")]
+            raise ValueError(f"{', '.join(bad)} contains a NUL character")
 
 
 class LinkEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, TypeVar
 
 import asyncpg
+
+from shared.errors import PermanentError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS links (
@@ -61,6 +68,33 @@ UNAVAILABLE: Final = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.ConnectionFailureError,
 )
+# Errors that say the database refuses the data (SQLSTATE classes 22 and 23:
+# a value it cannot store, a constraint a row breaks): no retry will help,
+# and the fault is one row's, not its batch's.
+REFUSED: Final = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
+async def write_batch(
+    write: Callable[[Sequence[T]], Awaitable[object]], rows: Sequence[T]
+) -> dict[int, Exception]:
+    """``write`` the rows in one statement. If the database refuses them,
+    write them one at a time instead: the rows it refuses come back by index
+    as PermanentErrors (to be dead-lettered), every other row is written.
+    Other errors, UNAVAILABLE ones first, are the caller's."""
+    try:
+        await write(rows)
+        return {}
+    except REFUSED as exc:
+        if len(rows) == 1:
+            return {0: PermanentError(f"refused by the database: {type(exc).__name__}: {exc}")}
+        log.warning("a batch of %d was refused (%s); writing it row by row", len(rows), exc)
+    failures: dict[int, Exception] = {}
+    for i, row in enumerate(rows):
+        try:
+            await write([row])
+        except REFUSED as exc:
+            failures[i] = PermanentError(f"refused by the database: {type(exc).__name__}: {exc}")
+    return failures
 
 
 async def create_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:

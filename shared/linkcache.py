@@ -11,7 +11,7 @@ import msgspec
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from shared.contracts import LinkEntry, encode
+from shared.contracts import INVALID, LinkEntry, encode
 
 _decode = msgspec.json.Decoder(LinkEntry).decode
 
@@ -24,7 +24,7 @@ async def read(kv: KeyValue, code: str) -> tuple[LinkEntry | None, int]:
         return None, 0
     try:
         return _decode(held.value or b""), held.revision or 0
-    except msgspec.DecodeError:
+    except INVALID:
         return None, held.revision or 0
 
 

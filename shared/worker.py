@@ -33,6 +33,7 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
 
 from shared import metrics
+from shared.contracts import INVALID
 from shared.dlq import dead_letter
 from shared.errors import PermanentError, TransientError
 from shared.pull import Puller, ack_all, in_progress_all
@@ -141,7 +142,7 @@ class Worker(Generic[T]):
         for msg in msgs:
             try:
                 batch.append(Delivery(msg, decode(msg)))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except INVALID as exc:
                 await self._dead_letter(msg, PermanentError.from_decode(exc))
             except PermanentError as exc:
                 await self._dead_letter(msg, exc)

@@ -10,7 +10,7 @@ from nats.aio.msg import Msg
 
 from services.analytics.store import AnalyticsStore
 from shared.contracts import Click, LinkCreated
-from shared.db import UNAVAILABLE
+from shared.db import UNAVAILABLE, write_batch
 from shared.worker import Delivery, Unavailable
 
 log = logging.getLogger(__name__)
@@ -23,10 +23,9 @@ class ClickAggregator:
 
     async def handle(self, batch: Sequence[Delivery[Click]]) -> Mapping[int, Exception]:
         try:
-            await self._store.record([d.payload for d in batch])
+            return await write_batch(self._store.record, [d.payload for d in batch])
         except UNAVAILABLE as exc:
             raise Unavailable(f"analytics database unavailable: {exc!r}") from exc
-        return {}
 
 
 class CreatedCounter:

@@ -12,7 +12,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from shared import linkcache
-from shared.contracts import LinkEntry, encode
+from shared.contracts import INVALID, LinkEntry, encode
 from shared.metrics import CACHE_REPAIRS
 from shared.worker import wait_or_stop
 
@@ -31,7 +31,7 @@ async def snapshot(kv: KeyValue) -> dict[str, tuple[LinkEntry | None, int]]:
                 break
             try:
                 entry: LinkEntry | None = _decode(kv_entry.value or b"")
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except INVALID:
                 entry = None
             out[kv_entry.key] = (entry, kv_entry.revision or 0)
     finally:

@@ -6,19 +6,25 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 import asyncpg
+import msgspec
 
 from shared.contracts import Click
-from shared.db import UNAVAILABLE
+from shared.db import UNAVAILABLE, write_batch
 from shared.worker import Delivery, Unavailable
 
-# unnest() turns one array per column into rows: a 500-click batch is one
-# statement and one round trip. A redelivered click hits ON CONFLICT.
+# The batch goes as one JSON array that PostgreSQL turns into rows: one
+# statement and one round trip for 500 clicks, and a redelivered click hits
+# ON CONFLICT. (Nine arrays encoded by asyncpg field by field cost the
+# recorder 5 µs of its CPU per click; encoding the array costs 1 µs.)
 INSERT: Final = """
 INSERT INTO clicks (id, code, ts, referrer, user_agent, ip, country, is_bot, request_id)
-SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
-                     $6::text[], $7::text[], $8::boolean[], $9::text[])
+SELECT id, code, ts, referrer, user_agent, ip, country, is_bot, request_id
+FROM json_to_recordset($1::json) AS t(
+    id text, code text, ts timestamptz, referrer text, user_agent text, ip text,
+    country text, is_bot boolean, request_id text)
 ON CONFLICT (id) DO NOTHING
 """
+_encode = msgspec.json.Encoder().encode
 
 
 class ClickRecorder:
@@ -26,20 +32,10 @@ class ClickRecorder:
         self._pool = pool
 
     async def handle(self, batch: Sequence[Delivery[Click]]) -> Mapping[int, Exception]:
-        clicks = [d.payload for d in batch]
-        columns = (
-            [c.id for c in clicks],
-            [c.code for c in clicks],
-            [c.ts for c in clicks],
-            [c.referrer for c in clicks],
-            [c.user_agent for c in clicks],
-            [c.ip for c in clicks],
-            [c.country for c in clicks],
-            [c.is_bot for c in clicks],
-            [c.request_id for c in clicks],
-        )
         try:
-            await self._pool.execute(INSERT, *columns)
+            return await write_batch(self._insert, [d.payload for d in batch])
         except UNAVAILABLE as exc:
             raise Unavailable(f"database unavailable: {exc!r}") from exc
-        return {}
+
+    async def _insert(self, clicks: Sequence[Click]) -> None:
+        await self._pool.execute(INSERT, _encode(clicks).decode())

@@ -16,7 +16,7 @@ from services.link.cache import LinkCache
 from services.link.events import LinkEvents
 from services.link.store import CodeTaken, Link, LinkStore
 from services.link.validation import LinkFields, generate_code
-from shared.contracts import rfc3339
+from shared.contracts import INVALID, rfc3339
 from shared.problems import FieldError, Problem
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ async def _read_json(request: Request) -> Any:
             raise Problem(413, f"request body over {MAX_BODY} bytes")
     try:
         return msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
+    except INVALID as exc:
         raise Problem(400, f"malformed JSON: {exc}") from None
 
 

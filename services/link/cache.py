@@ -19,7 +19,7 @@ from nats.js.kv import KeyValue
 
 from services.link.validation import CODE_RE
 from shared import metrics
-from shared.contracts import LinkEntry
+from shared.contracts import INVALID, LinkEntry
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class LinkCache:
         if kv_entry is not None and kv_entry.value:
             try:
                 entry: LinkEntry | None = _decode(kv_entry.value)
-            except msgspec.DecodeError:
+            except INVALID:
                 entry = None
             if entry is not None:
                 self.apply(code, entry)
@@ -126,7 +126,7 @@ class LinkCache:
                     continue
                 try:
                     self.apply(code, _decode(kv_entry.value or b""))
-                except msgspec.DecodeError as exc:
+                except INVALID as exc:
                     log.error("KV entry %s is not a link (%s); ignored", code, exc)
         finally:
             with contextlib.suppress(Exception):

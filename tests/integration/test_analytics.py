@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import httpx
 import msgspec
 import pytest
@@ -211,3 +212,28 @@ async def test_console_page(analytics: httpx.AsyncClient) -> None:
     assert r.headers["content-type"].startswith("text/html")
     assert "linkflow operations console" in r.text
     assert "/api/pipeline" in r.text
+
+
+async def test_a_click_the_database_refuses_is_dead_lettered_alone(
+    analytics: httpx.AsyncClient, nc: Client, db_url: str
+) -> None:
+    conn = await asyncpg.connect(db_url)
+    await conn.execute("ALTER TABLE counted_clicks ADD CONSTRAINT no_evil CHECK (code <> 'evil')")
+    await conn.close()
+    fine = [human("fine") for _ in range(20)]
+    await publish(nc, [*fine[:10], human("evil"), *fine[10:]])
+
+    async def counted() -> bool:
+        return await total(analytics, "fine") == 20
+
+    await eventually(counted, what="the twenty others counted")
+    js = nc.jetstream()
+    sub = await js.pull_subscribe("dlq.CLICKS.analytics", durable=None, stream=topology.DLQ)
+    [dead] = await sub.fetch(1, timeout=5)
+    assert msgspec.json.decode(dead.data, type=Click).code == "evil"
+    headers = dead.headers or {}
+    assert headers["Linkflow-Attempts"] == "1"
+    assert headers["Linkflow-Error"].startswith("PermanentError: refused by the database")
+    assert "no_evil" in headers["Linkflow-Error"]
+    await eventually(lambda: analytics_settled(nc), what="every click settled")
+    assert (await js.stream_info(topology.DLQ)).state.messages == 1

@@ -56,10 +56,10 @@ async def test_create_rejects_non_object(gateway: httpx.AsyncClient) -> None:
     assert_problem(await gateway.post("/api/links", json=["https://example.com"]), 422, "body")
 
 
-async def test_malformed_json_is_400(gateway: httpx.AsyncClient) -> None:
-    r = await gateway.post(
-        "/api/links", content=b'{"url": ', headers={"content-type": "application/json"}
-    )
+@pytest.mark.parametrize("body", [b'{"url": ', b'{"url": "https://example.com/\xff"}'])
+async def test_malformed_json_is_400(gateway: httpx.AsyncClient, body: bytes) -> None:
+    # The second is not UTF-8, which msgspec reports with a UnicodeDecodeError.
+    r = await gateway.post("/api/links", content=body, headers={"content-type": "application/json"})
     assert_problem(r, 400)
 
 

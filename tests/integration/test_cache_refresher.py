@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 from nats.aio.client import Client
 
 from services.cache_refresher.reconcile import reconcile, run_forever
@@ -126,8 +127,9 @@ async def test_change_made_while_refresher_is_down_arrives(
     await eventually(arrived, 10, "the change made while the refresher was down")
 
 
+@pytest.mark.parametrize("corrupt", [b"{not json", b'{"url": "\xff"}'])
 async def test_reconciliation_repairs_drift(
-    gateway: httpx.AsyncClient, nc: Client, db_url: str
+    gateway: httpx.AsyncClient, nc: Client, db_url: str, corrupt: bytes
 ) -> None:
     for code in ("corrupt", "missing", "stale", "gone"):
         r = await gateway.post(
@@ -135,7 +137,7 @@ async def test_reconciliation_repairs_drift(
         )
         assert r.status_code == 201
     kv = await nc.jetstream().key_value(topology.KV_LINKS)
-    await kv.put("corrupt", b"{not json")
+    await kv.put("corrupt", corrupt)  # the gateway's watch must survive it too
     await kv.delete("missing")
     await kv.put("stale", encode(LinkEntry(url="https://example.com/ancient", version=1)))
     await kv.put("orphan", encode(LinkEntry(url="https://example.com/orphan", version=1)))

@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from services.click_recorder.recorder import ClickRecorder
@@ -149,3 +151,81 @@ async def test_database_outage_loses_nothing_and_dead_letters_nothing(
     await conn.close()
     assert ids == sent
     assert await dlq_depth(js) == 0
+
+
+async def dead_letters(js: JetStreamContext, n: int) -> list[Msg]:
+    async def all_there() -> bool:
+        return await dlq_depth(js) >= n
+
+    await eventually(all_there, what=f"{n} DLQ entries")
+    sub = await js.pull_subscribe("dlq.CLICKS.click-recorder", durable=None, stream="DLQ")
+    return await sub.fetch(n, timeout=5)
+
+
+async def test_invalid_utf8_goes_to_dlq_at_once(nc: Client, recorder: None, db_url: str) -> None:
+    js = nc.jetstream()
+    bad = b'{"id":"u8","code":"utf","ts":"2026-11-22T10:00:00Z","user_agent":"\xff"}'
+    await js.publish("clicks.utf", bad)
+    good = click("good")
+    await publish(js, good)
+
+    [dead] = await dead_letters(js, 1)
+    assert dead.data == bad
+    headers = dead.headers or {}
+    assert headers["Linkflow-Attempts"] == "1"
+    assert headers["Linkflow-Error"].startswith("PermanentError: invalid payload")
+    await eventually(lambda: rows(db_url), what="the valid click")
+    assert await count(db_url, "SELECT count(*) FROM clicks WHERE id = $1", good.id) == 1
+
+
+async def test_a_click_the_database_refuses_is_dead_lettered_alone(nc: Client, db_url: str) -> None:
+    # What the contract cannot rule out, the database may still refuse: here
+    # an operator's CHECK constraint. Only that click fails; the rest of its
+    # batch is recorded at the first attempt.
+    conn = await asyncpg.connect(db_url)
+    await conn.execute("ALTER TABLE clicks ADD CONSTRAINT no_evil CHECK (code <> 'evil')")
+    await conn.close()
+    js = nc.jetstream()
+    sent = [click() for _ in range(20)]
+    evil = click("evil")
+    for c in [*sent[:10], evil, *sent[10:]]:  # one batch: published before the worker starts
+        await publish(js, c)
+    pool = await db.create_pool(db_url)
+    worker = Worker(
+        nc, topology.CLICK_RECORDER, TEST_WORKER, json_payload(Click), ClickRecorder(pool).handle
+    )
+    async with running(worker.run):
+        [dead] = await dead_letters(js, 1)
+
+        async def twenty() -> bool:
+            return await rows(db_url) == 20
+
+        await eventually(twenty, what="the twenty others")
+    await pool.close()
+    assert msgspec.json.decode(dead.data, type=Click).id == evil.id
+    headers = dead.headers or {}
+    assert headers["Linkflow-Attempts"] == "1"
+    assert "no_evil" in headers["Linkflow-Error"]
+    assert headers["Linkflow-Error"].startswith("PermanentError")
+    assert await dlq_depth(js) == 1
+
+
+@pytest.mark.parametrize("field", ["id", "user_agent", "referrer", "ip", "request_id"])
+async def test_a_nul_character_is_an_invalid_click(
+    nc: Client, recorder: None, db_url: str, field: str
+) -> None:
+    # PostgreSQL text cannot hold U+0000; such a click is malformed, not a
+    # reason to hold up its batch.
+    js = nc.jetstream()
+    fields = {"id": "nul-1", "code": "nul", "ts": "2026-11-22T10:00:00Z", field: "a\u0000b"}
+    await js.publish("clicks.nul", msgspec.json.encode(fields))
+    good = click("good")
+    await publish(js, good)
+
+    [dead] = await dead_letters(js, 1)
+    headers = dead.headers or {}
+    assert headers["Linkflow-Attempts"] == "1"
+    assert headers["Linkflow-Error"].startswith("PermanentError: invalid payload")
+    assert "NUL" in headers["Linkflow-Error"]
+    await eventually(lambda: rows(db_url), what="the valid click")
+    assert await rows(db_url) == 1
