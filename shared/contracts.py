@@ -60,7 +60,7 @@ _CLICK_TEXTS: Final = ("id", "referrer", "user_agent", "ip", "country", "request
 
 
 class Click(msgspec.Struct, kw_only=True, frozen=True):
-    """``clicks.<code>`` on stream ``CLICKS``: one per redirect answered with a 3xx."""
+    """``clicks.<code>`` on ``CLICKS``, one per 3xx redirect; no text field holds U+0000."""
 
     id: Annotated[
         str,
