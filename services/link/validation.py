@@ -78,9 +78,21 @@ class LinkFields:
             raise ValueError("must have a host")
         if parts.username is not None or parts.password is not None:
             raise ValueError("must not contain credentials")
-        if (parts.hostname.lower(), port or _default_port(parts.scheme)) in self._own_hosts:
+        host = parts.hostname
+        if not parts.netloc.isascii():
+            # Location headers are ASCII. A host becomes its IDNA (punycode)
+            # form, which every client resolves; percent-encoding it would
+            # only work in browsers.
+            try:
+                host = host.encode("idna").decode("ascii")
+            except UnicodeError:
+                raise ValueError("has a host that is not a valid domain name") from None
+            netloc = host if port is None else f"{host}:{port}"
+            scheme, _, rest = value.partition("//")
+            value = f"{scheme}//{netloc}{rest[len(parts.netloc) :]}"
+        if (host.lower(), port or _default_port(parts.scheme)) in self._own_hosts:
             raise ValueError("must not point at this gateway (redirect loop)")
-        # Location headers are ASCII: percent-encode the rest once, here.
+        # The path, query and fragment: percent-encoded, once, here.
         return _NON_ASCII.sub(lambda m: quote(m.group()), value)
 
 

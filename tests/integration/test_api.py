@@ -31,6 +31,7 @@ def assert_problem(r: httpx.Response, status: int, field: str | None = None) -> 
         ({"url": "http://sho.rt/loop"}, "url"),
         ({"url": "http://SHO.RT:80/loop"}, "url"),
         ({"url": "https://example.com/a b"}, "url"),
+        ({"url": f"https://{'ü' * 64}.example/"}, "url"),  # a label too long for DNS
         ({"url": 42}, "url"),
         ({"url": "https://example.com", "code": "ab"}, "code"),
         ({"url": "https://example.com", "code": "a" * 65}, "code"),

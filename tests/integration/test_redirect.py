@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import msgspec
+import pytest
 from nats.aio.client import Client
 
 from shared.contracts import Click, LinkDeleted, LinkUpdated
@@ -58,6 +59,25 @@ async def test_generated_code_and_redirect_type(gateway: httpx.AsyncClient) -> N
     assert code.isalnum()
     r = await gateway.get(f"/{code}")
     assert r.status_code == 308
+
+
+@pytest.mark.parametrize(
+    ("url", "stored"),
+    [
+        ("https://bücher.example/ü?q=ä#é", "https://xn--bcher-kva.example/%C3%BC?q=%C3%A4#%C3%A9"),
+        ("https://BÜCHER.example:8443/", "https://xn--bcher-kva.example:8443/"),
+        ("https://example.com/ü?", "https://example.com/%C3%BC?"),
+    ],
+)
+async def test_non_ascii_urls_become_ascii(
+    gateway: httpx.AsyncClient, url: str, stored: str
+) -> None:
+    r = await gateway.post("/api/links", json={"url": url})
+    assert r.status_code == 201, r.text
+    assert r.json()["url"] == stored
+    redirect = await gateway.get(f"/{r.json()['code']}")
+    assert redirect.status_code == 302
+    assert redirect.headers["location"] == stored
 
 
 async def test_head_is_recorded_as_bot(gateway: httpx.AsyncClient, nc: Client) -> None:
