@@ -27,7 +27,7 @@ from shared import bus, topology
 from shared.contracts import Click, encode, now
 from shared.embedded import NatsServer, PostgresServer, free_port, port_open, wait_until
 from shared.migrate import migrate_all
-from shared.wrk import Load, wrk
+from shared.wrk import Load, measured, wrk
 
 
 async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -289,19 +289,24 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4) -> int:
         # stream's first block and both processes' caches warm up.
         wrk(f"http://127.0.0.1:{bare_port}/bench", 2, connections)
         wrk(f"{gw}/bench", 2, connections)
-        bare: list[Load] = []
-        link: list[Load] = []
+        assert nats.proc is not None
+        sides = {
+            "a": (f"http://127.0.0.1:{bare_port}/bench", {"app": procs[1].pid}),
+            "b": (f"{gw}/bench", {"gateway": procs[0].pid, "nats-server": nats.proc.pid}),
+        }
+        runs: dict[str, list[tuple[Load, dict[str, float]]]] = {"a": [], "b": []}
         for _ in range(rounds):
-            bare.append(wrk(f"http://127.0.0.1:{bare_port}/bench", seconds, connections))
-            link.append(wrk(f"{gw}/bench", seconds, connections))
-        a = max(bare, key=lambda x: x.rps)
-        b = max(link, key=lambda x: x.rps)
-        for name, r in (("(a) bare ASGI 302", a), ("(b) linkflow redirect", b)):
+            for side, (url, pids) in sides.items():
+                runs[side].append(measured(url, seconds, connections, pids))
+        (a, a_cpu), (b, b_cpu) = (max(runs[s], key=lambda r: r[0].rps) for s in ("a", "b"))
+        for name, r, cpu in (("(a) bare ASGI 302", a, a_cpu), ("(b) linkflow redirect", b, b_cpu)):
+            per_request = ", ".join(f"{k} {v:.1f} µs" for k, v in cpu.items())
             print(
-                f"  {name:<24} {r.rps:>9.0f} req/s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms",
+                f"  {name:<24} {r.rps:>9.0f} req/s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms"
+                + (f"  CPU per request: {per_request}" if per_request else ""),
                 flush=True,
             )
-        ratios = [lb.rps / la.rps for la, lb in zip(bare, link, strict=True)]
+        ratios = [lb.rps / la.rps for (la, _), (lb, _) in zip(runs["a"], runs["b"], strict=True)]
         print(
             f"  ratio b/a: {b.rps / a.rps:.2f} (best of each; per pair "
             f"{', '.join(f'{r:.2f}' for r in ratios)}, median {statistics.median(ratios):.2f})",

@@ -1,11 +1,14 @@
-"""The load generator of ``linkflow bench``: wrk, installed when missing."""
+"""The load generator of ``linkflow bench``: wrk, installed when missing, and
+the CPU the servers under its load spend per request."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 BROWSER = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -63,3 +66,28 @@ def wrk(url: str, seconds: int, connections: int) -> Load:
     p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     return Load(rps, p50, p99)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` so far (None without /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(
+    url: str, seconds: int, connections: int, pids: dict[str, int]
+) -> tuple[Load, dict[str, float]]:
+    """One wrk run, and the CPU each of ``pids`` spent per request meanwhile:
+    a run's throughput alone cannot tell a slower program from a busier machine."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    load = wrk(url, seconds, connections)
+    requests = load.rps * seconds
+    cost: dict[str, float] = {}
+    for name, pid in pids.items():
+        start, end = before[name], cpu_seconds(pid)
+        if start is not None and end is not None and requests:
+            cost[name] = (end - start) / requests * 1e6
+    return load, cost
