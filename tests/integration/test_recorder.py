@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import asyncpg
@@ -229,3 +230,47 @@ async def test_a_nul_character_is_an_invalid_click(
     assert "NUL" in headers["Linkflow-Error"]
     await eventually(lambda: rows(db_url), what="the valid click")
     assert await rows(db_url) == 1
+
+
+async def test_every_field_is_stored_as_sent(nc: Client, recorder: None, db_url: str) -> None:
+    # The batch reaches PostgreSQL as JSON text: a time keeps its instant
+    # (to the millisecond of the wire format), text its non-ASCII, quotes
+    # and backslashes.
+    js = nc.jetstream()
+    cest = timezone(timedelta(hours=2))
+    sent = [
+        Click(
+            id=click_id(),
+            code="fields",
+            ts=datetime(2026, 11, 22, 14, 5, 40, 123000, tzinfo=cest),
+            referrer='https://news.example/ü?q="a\\\\b"',
+            user_agent="Mozilla/5.0 (Linux; Android 14) 😀",
+            ip="2001:db8::",
+            country="DE",
+            is_bot=True,
+            request_id="req-1",
+        ),
+        Click(id=click_id(), code="fields", ts=now()),  # every optional field absent
+    ]
+    for c in sent:
+        await publish(js, c)
+
+    async def both() -> bool:
+        return await rows(db_url) == 2
+
+    await eventually(both, what="two rows")
+    conn = await asyncpg.connect(db_url)
+    try:
+        stored = {
+            r["id"]: r
+            for r in await conn.fetch(
+                "SELECT id, code, ts, referrer, user_agent, ip, country, is_bot, request_id"
+                " FROM clicks"
+            )
+        }
+    finally:
+        await conn.close()
+    for c in sent:
+        assert tuple(stored[c.id]) == (
+            c.id, c.code, c.ts, c.referrer, c.user_agent, c.ip, c.country, c.is_bot, c.request_id
+        )  # fmt: skip
