@@ -86,15 +86,19 @@ async def write_batch(
         return {}
     except REFUSED as exc:
         if len(rows) == 1:
-            return {0: PermanentError(f"refused by the database: {type(exc).__name__}: {exc}")}
+            return {0: _refused(exc)}
         log.warning("a batch of %d was refused (%s); writing it row by row", len(rows), exc)
     failures: dict[int, Exception] = {}
     for i, row in enumerate(rows):
         try:
             await write([row])
         except REFUSED as exc:
-            failures[i] = PermanentError(f"refused by the database: {type(exc).__name__}: {exc}")
+            failures[i] = _refused(exc)
     return failures
+
+
+def _refused(exc: Exception) -> PermanentError:
+    return PermanentError(f"refused by the database: {type(exc).__name__}: {exc}")
 
 
 async def create_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:

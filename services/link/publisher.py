@@ -143,6 +143,7 @@ class ClickPublisher:
     async def _replay(self, spool: Spool) -> None:
         async with spool.lock:
             segments = spool.seal()
+        loop = asyncio.get_running_loop()
         for segment in segments:
             chunk = min(REPLAY_CHUNK, self._max_in_flight)
             for records, offset, size in read_spool(segment, chunk):
@@ -152,7 +153,7 @@ class ClickPublisher:
                 step = len(records) if self.max_group > 1 else 1
                 groups = []
                 for start in range(0, len(records), step):
-                    group: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    group: asyncio.Future[None] = loop.create_future()
                     self._send(records[start : start + step], group)
                     groups.append(group)
                 await asyncio.gather(*groups)
