@@ -13,6 +13,8 @@ from starlette.responses import Response
 log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
+# Codes are at most 64 characters (services.link.validation).
+_ECHO_MAX = 64
 _TITLES = {
     500: "Internal Server Error",
     400: "Bad Request",
@@ -47,6 +49,10 @@ class Problem(Exception):
 
     @classmethod
     def not_found(cls, code: str) -> Problem:
+        # The code comes from the request path: a long one is cut, so that a
+        # visitor's path is not echoed back at any length.
+        if len(code) > _ECHO_MAX:
+            code = f"{code[:_ECHO_MAX]}… ({len(code):,} characters)"
         return cls(404, f"no link with code {code!r}")
 
     def body(self) -> dict[str, Any]:

@@ -87,6 +87,15 @@ async def test_missing_links_are_404(gateway: httpx.AsyncClient) -> None:
     assert_problem(await gateway.delete("/api/links/missing"), 404)
 
 
+async def test_a_long_unknown_code_is_not_echoed_whole(gateway: httpx.AsyncClient) -> None:
+    long = "a" * 5000
+    for r in (await gateway.get(f"/{long}"), await gateway.get(f"/api/links/{long}")):
+        detail = assert_problem(r, 404)["detail"]
+        assert len(detail) < 200, detail
+        assert "a" * 64 in detail
+        assert "5,000 characters" in detail
+
+
 async def test_patch_validates_and_bumps_version(gateway: httpx.AsyncClient) -> None:
     await gateway.post("/api/links", json={"url": "https://example.com", "code": "pat"})
     assert_problem(await gateway.patch("/api/links/pat", json={"url": "nope"}), 422, "url")
