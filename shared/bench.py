@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -242,7 +243,15 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+def _exit_on_sigterm(signum: int, _: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run(seconds: int, connections: int, clicks: int, rounds: int = 4) -> int:
+    # A SIGTERM unwinds through the ``finally`` below like Ctrl-C does: the
+    # servers it started run in sessions of their own and would outlive the
+    # bench, and a stray nats-server or PostgreSQL skews every later bench.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     home = Path(tempfile.mkdtemp(prefix="linkflow-bench-"))
     nats = NatsServer(home / "nats").start()
     pg = PostgresServer(home / "pg").start()
