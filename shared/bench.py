@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from shared import bus, topology
+from shared import bus, placement, topology
 from shared.contracts import Click, encode, now
 from shared.embedded import NatsServer, PostgresServer, free_port, port_open, wait_until
 from shared.migrate import migrate_all
@@ -247,7 +247,7 @@ def _exit_on_sigterm(signum: int, _: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def run(seconds: int, connections: int, clicks: int, rounds: int = 4) -> int:
+def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool = True) -> int:
     # A SIGTERM unwinds through the ``finally`` below like Ctrl-C does: the
     # servers it started run in sessions of their own and would outlive the
     # bench, and a stray nats-server or PostgreSQL skews every later bench.
@@ -297,9 +297,20 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4) -> int:
             f"{gw}/api/links", json={"url": "https://example.com/", "code": "bench"}
         ).raise_for_status()
         assert httpx.get(f"{gw}/bench").status_code == 302  # warm: in the map, stream open
+        assert nats.proc is not None
+        # One core for the server under test, the rest for everything else
+        # (shared.placement says why); put back once the comparison is done.
+        layout = placement.split() if pin else None
+        everywhere = placement.allowed()
+        if layout:
+            for pid in (procs[0].pid, procs[1].pid):
+                placement.pin(pid, layout.server)
+            for pid in (nats.proc.pid, os.getpid()):  # wrk is the bench's child
+                placement.pin(pid, layout.rest)
         print(
             f"bench: redirects, {seconds}s per run, {connections} connections, wrk -t1, "
-            f"baseline and linkflow alternated {rounds} times",
+            f"baseline and linkflow alternated {rounds} times; "
+            + (layout.describe() if layout else "every process placed by the OS"),
             flush=True,
         )
         # Short runs, alternated: both sides see the same phases of a shared
@@ -309,7 +320,6 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4) -> int:
         # stream's first block and both processes' caches warm up.
         wrk(f"http://127.0.0.1:{bare_port}/bench", 2, connections)
         wrk(f"{gw}/bench", 2, connections)
-        assert nats.proc is not None
         sides = {
             "a": (f"http://127.0.0.1:{bare_port}/bench", {"app": procs[1].pid}),
             "b": (f"{gw}/bench", {"gateway": procs[0].pid, "nats-server": nats.proc.pid}),
@@ -333,6 +343,9 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4) -> int:
             flush=True,
         )
         _stop(procs.pop())  # the baseline
+        if layout:
+            for pid in (procs[0].pid, nats.proc.pid, os.getpid()):
+                placement.pin(pid, everywhere)
 
         # Back-pressure: with the recorder draining, the redirect's latency
         # with PostgreSQL up and with it down (the recorder holding and

@@ -31,6 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench.add_argument("--connections", type=int, default=50)
     bench.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let the OS place every process (default: the server under test gets a CPU "
+        "of its own, wrk and nats-server the others)",
+    )
+    bench.add_argument(
         "--clicks", type=int, default=100_000, help="clicks queued for the drain measurement"
     )
     dlqcli.add_parser(sub)
@@ -59,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from shared.bench import run as run_bench
 
-        return run_bench(args.duration, args.connections, args.clicks, args.rounds)
+        return run_bench(args.duration, args.connections, args.clicks, args.rounds, args.pin)
     return 2
 
 
