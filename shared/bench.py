@@ -301,7 +301,6 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
         # One core for the server under test, the rest for everything else
         # (shared.placement says why); put back once the comparison is done.
         layout = placement.split() if pin else None
-        everywhere = placement.allowed()
         if layout:
             for pid in (procs[0].pid, procs[1].pid):
                 placement.pin(pid, layout.server)
@@ -345,7 +344,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
         _stop(procs.pop())  # the baseline
         if layout:
             for pid in (procs[0].pid, nats.proc.pid, os.getpid()):
-                placement.pin(pid, everywhere)
+                placement.pin(pid, layout.everywhere)
 
         # Back-pressure: with the recorder draining, the redirect's latency
         # with PostgreSQL up and with it down (the recorder holding and

@@ -30,6 +30,11 @@ class Placement:
     server: frozenset[int]  # the server under test
     rest: frozenset[int]  # the load generator, the bench and nats-server
 
+    @property
+    def everywhere(self) -> frozenset[int]:
+        """Every CPU the bench started with, for putting processes back."""
+        return self.server | self.rest
+
     def describe(self) -> str:
         return (
             f"server under test on CPU {_cpus(self.server)}; wrk, nats-server and the bench "
@@ -46,10 +51,6 @@ def split() -> Placement | None:
     if len(cpus) < 2:
         return None
     return Placement(frozenset(cpus[:1]), frozenset(cpus[1:]))
-
-
-def allowed() -> frozenset[int]:
-    return frozenset(os.sched_getaffinity(0))
 
 
 def pin(pid: int, cpus: frozenset[int]) -> None:

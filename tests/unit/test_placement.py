@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,7 @@ def test_split_gives_the_server_one_cpu_and_the_rest_the_others() -> None:
     layout = placement.split()
     assert layout is not None
     assert len(layout.server) == 1
-    assert layout.server | layout.rest == placement.allowed()
+    assert layout.everywhere == frozenset(os.sched_getaffinity(0))
     assert not layout.server & layout.rest
     assert "server under test on CPU" in layout.describe()
 
@@ -73,7 +74,7 @@ def test_pin_moves_every_thread_and_later_threads_follow() -> None:
             assert len(after) > len(before)
             assert set(after.values()) == {str(cpu)}
 
-            placement.pin(child.pid, placement.allowed())
+            placement.pin(child.pid, layout.everywhere)
             assert set(_allowed(child.pid).values()) != {str(cpu)}
         finally:
             child.kill()
