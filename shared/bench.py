@@ -302,10 +302,9 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
         # (shared.placement says why); put back once the comparison is done.
         layout = placement.split() if pin else None
         if layout:
-            for pid in (procs[0].pid, procs[1].pid):
-                placement.pin(pid, layout.server)
-            for pid in (nats.proc.pid, os.getpid()):  # wrk is the bench's child
-                placement.pin(pid, layout.rest)
+            placement.pin(layout.server, procs[0].pid, procs[1].pid)
+            # wrk is the bench's child, so it runs where the bench does.
+            placement.pin(layout.rest, nats.proc.pid, os.getpid())
         print(
             f"bench: redirects, {seconds}s per run, {connections} connections, wrk -t1, "
             f"baseline and linkflow alternated {rounds} times; "
@@ -343,8 +342,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
         )
         _stop(procs.pop())  # the baseline
         if layout:
-            for pid in (procs[0].pid, nats.proc.pid, os.getpid()):
-                placement.pin(pid, layout.everywhere)
+            placement.pin(layout.everywhere, procs[0].pid, nats.proc.pid, os.getpid())
 
         # Back-pressure: with the recorder draining, the redirect's latency
         # with PostgreSQL up and with it down (the recorder holding and

@@ -53,14 +53,15 @@ def split() -> Placement | None:
     return Placement(frozenset(cpus[:1]), frozenset(cpus[1:]))
 
 
-def pin(pid: int, cpus: frozenset[int]) -> None:
-    """Move every thread of ``pid`` to ``cpus``; threads it starts later
-    inherit them. (A thread that ends meanwhile needs nothing.)"""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            os.sched_setaffinity(int(task.name), cpus)
-        except ProcessLookupError:
-            continue
+def pin(cpus: frozenset[int], *pids: int) -> None:
+    """Move every thread of each of ``pids`` to ``cpus``; threads they start
+    later inherit them. (A thread that ends meanwhile needs nothing.)"""
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                os.sched_setaffinity(int(task.name), cpus)
+            except ProcessLookupError:
+                continue
 
 
 def _cpus(cpus: frozenset[int]) -> str:

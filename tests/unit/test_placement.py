@@ -64,7 +64,7 @@ def test_pin_moves_every_thread_and_later_threads_follow() -> None:
             assert len(before) >= 2  # the main thread and the first one
             assert set(before.values()) != {str(cpu)}
 
-            placement.pin(child.pid, layout.server)
+            placement.pin(layout.server, child.pid)
             assert set(_allowed(child.pid).values()) == {str(cpu)}
 
             child.stdin.write("\n")
@@ -74,7 +74,7 @@ def test_pin_moves_every_thread_and_later_threads_follow() -> None:
             assert len(after) > len(before)
             assert set(after.values()) == {str(cpu)}
 
-            placement.pin(child.pid, layout.everywhere)
+            placement.pin(layout.everywhere, child.pid)
             assert set(_allowed(child.pid).values()) != {str(cpu)}
         finally:
             child.kill()
