@@ -21,3 +21,8 @@ bench *args:
 # Regenerate shared/schemas and shared/asyncapi.yaml from shared/contracts.py.
 schemas:
     python3 -m shared.cli schemas
+
+# Refresh requirements.lock to today's newest releases within pyproject.toml's ranges
+# (then run `just test` before committing it).
+lock:
+    python3 -m uv pip compile --universal --python-version 3.11 --extra dev --upgrade --quiet --custom-compile-command "just lock" pyproject.toml -o requirements.lock

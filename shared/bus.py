@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 import nats
 from nats.aio.client import Client
 
+from shared.errors import CommandError
+
 log = logging.getLogger(__name__)
 
 
@@ -22,7 +24,8 @@ async def connect(
     """Connect for the life of a service: reconnect forever, notice a dead
     server within seconds (ping every 5 s, two missed pongs), and let the
     caller ``drain()`` on shutdown so in-flight acks and publishes go out.
-    With ``forever=False`` (command-line tools) a first connect that fails raises."""
+    With ``forever=False`` (command-line tools) a first connect that fails
+    raises a CommandError."""
 
     connected: list[Client] = []
 
@@ -48,7 +51,7 @@ async def connect(
             return nc
         except Exception as exc:  # NoServersError, OSError, timeouts
             if not forever:
-                raise
+                raise CommandError(f"cannot reach NATS at {url}: {exc!r}") from None
             # nats-py reconnects forever only once connected: the first
             # connect is retried here, so a service may start before NATS.
             log.warning("%s: cannot reach NATS at %s (%s); retrying", name, url, exc)

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 from shared import dlqcli
+from shared.errors import CommandError
+from shared.settings import SettingsError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     dlqcli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LINKFLOW_LOG_LEVEL", "WARNING"))
+    try:
+        return _run(args)
+    except (CommandError, SettingsError) as exc:
+        print(f"linkflow {args.command}: {exc}", file=sys.stderr)
+        return 1
 
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "up":
         from shared.supervisor import up as run_up
 

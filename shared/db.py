@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, TypeVar
 
@@ -120,14 +121,50 @@ async def migrate(url: str, schema: str = SCHEMA) -> None:
         await conn.close()
 
 
+def database_name(url: str) -> str | None:
+    """The database a libpq URL names: its ``dbname`` parameter, else its path
+    (``postgresql://user@/name?host=/run/postgresql`` names ``name``)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("not a PostgreSQL URL (postgresql://…)")
+    query = urllib.parse.parse_qs(parts.query)
+    named = query.get("dbname") or query.get("database")
+    return named[-1] if named else urllib.parse.unquote(parts.path.lstrip("/")) or None
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` naming database ``name`` instead, every other part kept."""
+    database_name(url)  # refuses what is not a PostgreSQL URL
+    parts = urllib.parse.urlsplit(url)
+    query = [
+        (k, v)
+        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        if k not in ("dbname", "database")
+    ]
+    path = "/" + urllib.parse.quote(name, safe="")
+    return urllib.parse.urlunsplit(parts._replace(path=path, query=urllib.parse.urlencode(query)))
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 async def ensure_database(url: str) -> None:
     """Create the database named in ``url`` if missing (embedded server, tests)."""
-    base, _, name = url.rpartition("/")
-    name = name.split("?")[0]
-    conn = await asyncpg.connect(f"{base}/postgres")
+    name = database_name(url)
+    if name is None:  # libpq's default: the user's own database, not ours to create
+        return
+    conn = await asyncpg.connect(with_database(url, "postgres"))
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            # A name cannot be a bind parameter; quote_ident makes it one identifier.
+            quoted = await conn.fetchval("SELECT quote_ident($1)", name)
+            await conn.execute(f"CREATE DATABASE {quoted}")
     finally:
         await conn.close()

@@ -17,3 +17,8 @@ class TransientError(Exception):
     @classmethod
     def from_exception(cls, exc: BaseException) -> TransientError:
         return cls(f"{type(exc).__name__}: {exc}")
+
+
+class CommandError(Exception):
+    """A ``linkflow`` command that cannot work as asked (a server it cannot
+    reach, a URL it cannot use): printed as one line, exit status 1."""

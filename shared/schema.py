@@ -15,11 +15,15 @@ SCHEMAS = ROOT / "schemas"
 ASYNCAPI = ROOT / "asyncapi.yaml"
 
 
-def _schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
+def json_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
     (_ref,), components = msgspec.json.schema_components([struct], ref_template="#/$defs/{name}")
     schema = dict(components[struct.__name__])
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://linkflow.dev/schemas/{struct.__name__}.json"
+    # msgspec copies the docstring as it finds it, and its versions (and
+    # Python's, which strips indentation since 3.13) disagree on the
+    # whitespace: the description is the docstring's words, joined here.
+    schema["description"] = " ".join((struct.__doc__ or struct.__name__).split())
     # Times are RFC 3339 UTC with milliseconds on the wire (shared.contracts.encode).
     for prop in schema.get("properties", {}).values():
         for option in prop.get("anyOf", [prop]):
@@ -31,7 +35,7 @@ def _schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
 def json_schemas() -> dict[str, str]:
     structs = {s for s, _, _ in SUBJECTS.values()} | {LinkEntry}
     return {
-        f"{s.__name__}.json": json.dumps(_schema(s), indent=2, sort_keys=True) + "\n"
+        f"{s.__name__}.json": json.dumps(json_schema(s), indent=2, sort_keys=True) + "\n"
         for s in sorted(structs, key=lambda s: s.__name__)
     }
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.db import with_database
 from shared.embedded import NatsServer, PostgresServer
 
 
@@ -31,6 +32,8 @@ def docker_available() -> bool:
 class Servers:
     nats_url: str
     pg_url: Callable[[str], str]
+    # Where the embedded PostgreSQL listens on a Unix socket (None elsewhere).
+    pg_socket_dir: Path | None = None
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -72,9 +75,11 @@ def _start(tmp: Path, cleanups: list[Callable[[], None]]) -> Servers:
         pg_c.start()
         cleanups.append(pg_c.stop)
         pg_base = pg_c.get_connection_url()
-    elif pg_base is None:
+    socket_dir = None
+    if pg_base is None:
         pg = PostgresServer(tmp / "pg", durable=False).start()
         cleanups.append(pg.stop)
         pg_base = pg.url()
-    base = pg_base.rsplit("/", 1)[0]
-    return Servers(nats_url, lambda name: f"{base}/{name}", cleanups)
+        socket_dir = pg.data_dir
+    base: str = pg_base
+    return Servers(nats_url, lambda name: with_database(base, name), socket_dir, cleanups)

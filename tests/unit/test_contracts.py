@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from shared.contracts import Click, LinkUpdated, encode
-from shared.schema import render_all
+from shared.schema import json_schema, render_all
 
 
 def test_generated_files_match_the_code() -> None:
@@ -14,6 +14,26 @@ def test_generated_files_match_the_code() -> None:
     for path, text in render_all().items():
         assert path.exists(), f"{path} is missing: run `linkflow schemas`"
         assert path.read_text() == text, f"{path} drifted: run `linkflow schemas`"
+
+
+def test_a_description_does_not_depend_on_how_the_docstring_is_indented() -> None:
+    """msgspec 0.23 and Python 3.13 keep a docstring's indentation differently."""
+
+    class Indented(msgspec.Struct):
+        """First line.
+
+        Second paragraph,
+        indented."""
+
+    class Flush(msgspec.Struct):
+        """First line.
+
+        Second paragraph,
+        indented."""
+
+    expected = "First line. Second paragraph, indented."
+    assert json_schema(Indented)["description"] == expected
+    assert json_schema(Flush)["description"] == expected
 
 
 def test_times_are_rfc3339_utc_with_milliseconds() -> None:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlsplit
+
 import pytest
 
 from services.click_recorder.settings import Settings as RecorderSettings
+from shared.db import database_name, with_database
 from shared.settings import SettingsError, WorkerSettings, load, parse_duration
 
 
@@ -60,3 +63,30 @@ def test_retry_delay_grows_and_is_capped() -> None:
 def test_factor_below_one_counts_as_one() -> None:
     w = WorkerSettings(min_retry_delay=2, retry_delay_factor=0.5)
     assert [w.retry_delay(a) for a in range(1, 4)] == [2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432/linkflow", "linkflow"),
+        ("postgresql://postgres:@/linkflow?host=/some/dir", "linkflow"),
+        ("postgresql://u@/my%20db?host=%2Frun%2Fpostgresql", "my db"),
+        ("postgres://u@h1:5432,h2:5433/linkflow?sslmode=require", "linkflow"),
+        ("postgresql://u@h/ignored?dbname=named", "named"),
+        ("postgresql://u@h", None),
+        ("postgresql:///linkflow", "linkflow"),
+    ],
+)
+def test_database_urls_are_parsed_not_sliced(url: str, name: str | None) -> None:
+    assert database_name(url) == name
+    other = with_database(url, "postgres")
+    assert database_name(other) == "postgres"
+    # Everything but the database stays: host(s), socket directory, options.
+    assert urlsplit(other).netloc == urlsplit(url).netloc
+    kept = [(k, v) for k, v in parse_qsl(urlsplit(url).query) if k != "dbname"]
+    assert parse_qsl(urlsplit(other).query) == kept
+
+
+def test_a_url_that_is_not_postgresql_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a PostgreSQL URL"):
+        database_name("mysql://root@localhost/linkflow")

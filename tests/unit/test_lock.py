@@ -1,0 +1,55 @@
+"""The README's commands install exactly what requirements.lock names."""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+from pathlib import Path
+
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).parents[2]
+
+
+def _locked() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.-]+)==([^\s;]+)", line)
+        if match:
+            pins[canonicalize_name(match.group(1))] = match.group(2)
+    return pins
+
+
+def test_every_installed_dependency_is_locked_at_the_installed_version() -> None:
+    """Fails when pyproject.toml gained a dependency that `just lock` has not
+    pinned yet, or when what is installed is not what the lock says."""
+    locked = _locked()
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = [("linkflow", frozenset({"dev"}))]
+    while todo:
+        name, extras = todo.pop()
+        for text in metadata.requires(name) or []:
+            req = Requirement(text)
+            envs = [{**default_environment(), "extra": e} for e in (*extras, "")]
+            if req.marker is not None and not any(req.marker.evaluate(env) for env in envs):
+                continue
+            dep = canonicalize_name(req.name)
+            assert dep in locked, f"{dep} (needed by {name}) is not in requirements.lock"
+            installed = metadata.version(dep)
+            assert installed == locked[dep], (
+                f"{dep} {installed} is installed, requirements.lock says {locked[dep]}: "
+                "install with the README's command"
+            )
+            if (dep, frozenset(req.extras)) not in seen:
+                seen.add((dep, frozenset(req.extras)))
+                todo.append((dep, frozenset(req.extras)))
+    assert {"msgspec", "nats-py", "fastapi", "pytest", "uvloop"} <= {name for name, _ in seen}
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert "-c requirements.lock" in ci
+    assert f"    {ci}\n" in readme
