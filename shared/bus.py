@@ -46,12 +46,14 @@ async def connect(
 
     while True:
         try:
-            nc = await _connect(url, name, disconnected, reconnected, error)
+            nc = await _connect(url, name, disconnected, reconnected, error, forever)
             connected.append(nc)
             return nc
         except Exception as exc:  # NoServersError, OSError, timeouts
             if not forever:
-                raise CommandError(f"cannot reach NATS at {url}: {exc!r}") from None
+                raise CommandError(
+                    f"cannot reach NATS at {url}: {exc or type(exc).__name__}"
+                ) from None
             # nats-py reconnects forever only once connected: the first
             # connect is retried here, so a service may start before NATS.
             log.warning("%s: cannot reach NATS at %s (%s); retrying", name, url, exc)
@@ -64,11 +66,14 @@ async def _connect(
     disconnected: Callable[[], Awaitable[None]],
     reconnected: Callable[[], Awaitable[None]],
     error: Callable[[Exception], Awaitable[None]],
+    forever: bool,
 ) -> Client:
     return await nats.connect(
         url,
         name=name,
-        max_reconnect_attempts=-1,
+        # -1 also makes nats-py retry a first connect forever: a command-line
+        # tool gives up after a few tries and says so.
+        max_reconnect_attempts=-1 if forever else 3,
         reconnect_time_wait=0.5,
         ping_interval=5,
         max_outstanding_pings=2,

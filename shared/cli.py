@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from shared import dlqcli
+from shared import dlqcli, keyscli
 from shared.errors import CommandError
 from shared.settings import SettingsError
 
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         "--clicks", type=int, default=100_000, help="clicks queued for the drain measurement"
     )
     dlqcli.add_parser(sub)
+    keyscli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LINKFLOW_LOG_LEVEL", "WARNING"))
     try:
@@ -70,6 +71,8 @@ def _run(args: argparse.Namespace) -> int:
         for path in write_all():
             print(f"wrote {path}")
         return 0
+    if args.command == "keys":
+        return keyscli.run(args)
     if args.command == "dlq":
         return dlqcli.run(args)
     if args.command == "bench":

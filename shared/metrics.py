@@ -102,3 +102,8 @@ SPOOL_FULL: Final = Counter(
     "linkflow_spool_full_total",
     "Redirects answered 503 because the spool was full",
 )
+API_REFUSED: Final = Counter(
+    "linkflow_api_refused_total",
+    "API calls refused before their route ran, by status (401, 403, 429, 503)",
+    ["status"],
+)

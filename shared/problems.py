@@ -15,16 +15,18 @@ log = logging.getLogger(__name__)
 PROBLEM_TYPE = "application/problem+json"
 # Codes are at most 64 characters (services.link.validation).
 _ECHO_MAX = 64
-_TITLES = {
+TITLES = {
     500: "Internal Server Error",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     409: "Conflict",
     410: "Gone",
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
+    429: "Too Many Requests",
     503: "Service Unavailable",
 }
 
@@ -37,11 +39,18 @@ class FieldError(msgspec.Struct, frozen=True):
 class Problem(Exception):
     """Raised anywhere in a request; rendered as problem+json by the app."""
 
-    def __init__(self, status: int, detail: str, errors: list[FieldError] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.errors = errors or []
+        self.headers = headers
 
     @classmethod
     def invalid(cls, errors: list[FieldError]) -> Problem:
@@ -56,7 +65,7 @@ class Problem(Exception):
         return cls(404, f"no link with code {code!r}")
 
     def body(self) -> dict[str, Any]:
-        title = _TITLES.get(self.status, "Error")
+        title = TITLES.get(self.status, "Error")
         body: dict[str, Any] = {
             "type": f"https://linkflow.dev/problems/{title.lower().replace(' ', '-')}",
             "title": title,
@@ -69,7 +78,9 @@ class Problem(Exception):
 
     def response(self, head: bool = False) -> Response:
         content = b"" if head else msgspec.json.encode(self.body())
-        return Response(content, status_code=self.status, media_type=PROBLEM_TYPE)
+        return Response(
+            content, status_code=self.status, media_type=PROBLEM_TYPE, headers=self.headers
+        )
 
 
 def _field(loc: tuple[Any, ...]) -> str:

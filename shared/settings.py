@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -33,6 +34,30 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
+_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(text: str) -> float:
+    """Events per second in ``"50/s"``, ``"600/m"`` or ``"1000/h"``."""
+    match = _RATE.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise SettingsError(f"not a rate: {text!r} (use e.g. 50/s, 600/m)")
+    return float(match.group(1)) / _PER[match.group(2)]
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(name: str, text: str) -> bool:
+    """A typo (``ture``) stops the service instead of silently meaning False."""
+    word = text.strip().lower()
+    if word in _TRUE | _FALSE:
+        return word in _TRUE
+    raise SettingsError(f"{name}={text!r} is not a boolean (use true/false, on/off, 1/0)")
+
+
 class Common(msgspec.Struct, kw_only=True, frozen=True):
     nats_url: str = "nats://127.0.0.1:4222"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/linkflow"
@@ -41,6 +66,14 @@ class Common(msgspec.Struct, kw_only=True, frozen=True):
     log_level: str = "INFO"
     # CLICKS keeps clicks this long so they can be replayed (SPEC: default 7 days).
     clicks_max_age: float = 7 * 86400.0
+    # LINKFLOW_AUTH=off: no API key is checked (every service warns at start).
+    auth: bool = True
+    # Failed authentications per client address before 429 (SPEC, "Access").
+    auth_failure_rate: str = "10/s"
+    auth_failure_burst: int = 50
+
+    def __post_init__(self) -> None:
+        parse_rate(self.auth_failure_rate)  # refused at start, not at the first call
 
 
 class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
@@ -74,7 +107,8 @@ def _raw_values(
         names = [f"LINKFLOW_{field.name.upper()}"]
         if service:
             names.insert(0, f"LINKFLOW_{service.upper()}_{field.name.upper()}")
-        raw = next((environ[n] for n in names if n in environ), None)
+        name = next((n for n in names if n in environ), None)
+        raw = None if name is None else environ[name]
         if isinstance(field.type, msgspec.inspect.StructType):
             # Nested groups (Common, WorkerSettings) share the service's prefix.
             values[field.name] = _raw_values(field.type.cls, service, environ)
@@ -84,7 +118,7 @@ def _raw_values(
         if isinstance(field.type, msgspec.inspect.FloatType):
             values[field.name] = parse_duration(raw)
         elif isinstance(field.type, msgspec.inspect.BoolType):
-            values[field.name] = raw.strip().lower() in {"1", "true", "yes", "on"}
+            values[field.name] = parse_bool(str(name), raw)
         else:
             values[field.name] = raw
     return values
@@ -97,3 +131,13 @@ def load(cls: type[T], service: str | None = None, environ: Mapping[str, str] | 
         return msgspec.convert(_raw_values(cls, service, env), cls, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(f"{cls.__name__}: {exc}") from exc
+
+
+def load_or_exit(cls: type[T], service: str) -> T:
+    """A service's settings, or one line on stderr and exit status 2: a
+    setting that cannot be read is the operator's to fix, not a traceback."""
+    try:
+        return load(cls, service)
+    except SettingsError as exc:
+        print(f"linkflow {service}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

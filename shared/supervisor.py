@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from shared import bus, keys
 from shared.embedded import NatsServer, PostgresServer, free_port, port_open
 from shared.migrate import migrate_all
+from shared.settings import Common, load
 
 # Stopped in this order: the gateway first, so no new clicks arrive while the
 # workers settle what they hold.
@@ -84,7 +86,8 @@ class Supervisor:
             env.setdefault(key, str(PORTS[name]))
         env.setdefault("LINKFLOW_LINK_SPOOL_DIR", str(self.home / "spool" / "link"))
         asyncio.run(migrate_all(env))
-        _say("migrated: tables, streams, consumers, KV bucket")
+        _say("migrated: tables, streams, consumers, KV buckets")
+        self._admin_key(env)
         for name in self.services:
             log = (self.home / f"{name}.log").open("ab") if self.log_to_files else None
             child = Child(name, env, log)
@@ -97,6 +100,31 @@ class Supervisor:
             where = "/console" if name == "analytics" else "/metrics"
             _say(f"{name:<15} http://127.0.0.1:{port}{where}")
         return env
+
+    @property
+    def admin_key_path(self) -> Path:
+        return self.home / "admin.key"
+
+    def _admin_key(self, env: dict[str, str]) -> None:
+        """The first start mints the ``admin`` key, prints it once and keeps
+        it in ``admin.key`` (owner-only) for the README's examples."""
+        path = self.admin_key_path
+        if not load(Common, environ=env).auth:
+            _say("LINKFLOW_AUTH=off: no API key is checked; anyone can change every link")
+            return
+        if path.exists():
+            _say(f"admin API key in {path}")
+            return
+        try:
+            key = asyncio.run(_create_admin_key(env))
+        except keys.KeyExists:
+            _say(f"an 'admin' key exists but {path} does not: `linkflow keys create NAME`")
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key + "\n")
+        _say(f"admin API key (shown once, kept in {path}):")
+        print(key, flush=True)
 
     def watch(self) -> None:
         """Restart children that exit on their own until asked to stop."""
@@ -136,6 +164,14 @@ class Supervisor:
             self.pg.stop()
         if self.nats:
             self.nats.stop()
+
+
+async def _create_admin_key(env: dict[str, str]) -> str:
+    nc = await bus.connect(env["LINKFLOW_NATS_URL"], "linkflow-up", forever=False)
+    try:
+        return await keys.create(nc.jetstream(), "admin", (keys.ADMIN,))
+    finally:
+        await nc.drain()
 
 
 def up(home: Path) -> int:

@@ -23,6 +23,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
+from shared import keys
 from shared.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ LINKS: Final = "LINKS"
 CLICKS: Final = "CLICKS"
 DLQ: Final = "DLQ"
 KV_LINKS: Final = "links"
+BUCKETS: Final = (KV_LINKS, keys.KV_KEYS, keys.KV_USAGE)
 
 DAY: Final = 86400.0
 # The server's Nats-Msg-Id window: a publish retried within it is stored once.
@@ -140,10 +142,11 @@ async def provision(
         await js.add_consumer(
             ADVISORIES, consumer_config(rescuer(consumer), workers[consumer.service])
         )
-    try:
-        await js.key_value(KV_LINKS)
-    except NotFoundError:
-        await js.create_key_value(
-            KeyValueConfig(bucket=KV_LINKS, history=1, storage=StorageType.FILE)
-        )
-        log.info("created KV bucket %s", KV_LINKS)
+    for bucket in BUCKETS:
+        try:
+            await js.key_value(bucket)
+        except NotFoundError:
+            await js.create_key_value(
+                KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE)
+            )
+            log.info("created KV bucket %s", bucket)

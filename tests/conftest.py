@@ -37,7 +37,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 
 async def reset_jetstream(nc: Client, worker: WorkerSettings = TEST_WORKER) -> None:
     js = nc.jetstream()
-    for name in (*(s.name for s in topology.streams(3600)), f"KV_{topology.KV_LINKS}"):
+    for name in (*(s.name for s in topology.streams(3600)), *(f"KV_{b}" for b in topology.BUCKETS)):
         with contextlib.suppress(NotFoundError):
             await js.delete_stream(name)
     await topology.provision(js, 7 * 86400, {c.service: worker for c in topology.CONSUMERS})

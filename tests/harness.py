@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -72,3 +73,13 @@ async def count(url: str, sql: str, *args: Any) -> int:
         return int(await conn.fetchval(sql, *args))
     finally:
         await conn.close()
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The header that carries an API key."""
+    return {"authorization": f"Bearer {key}"}
+
+
+def key_header(home: Path) -> dict[str, str]:
+    """The header for the admin key that ``linkflow up`` kept in ``home``."""
+    return bearer((home / "admin.key").read_text().strip())

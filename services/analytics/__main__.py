@@ -8,12 +8,12 @@ from services.analytics.app import build
 from services.analytics.settings import Settings
 from shared import logs
 from shared.serve import serve
-from shared.settings import load
+from shared.settings import load_or_exit
 
 
 def main() -> None:
-    settings = load(Settings, "analytics")
-    logs.configure("analytics", settings.common.log_level)
+    settings = load_or_exit(Settings, "analytics")
+    logs.configure("analytics", settings.common)
     uvloop.run(serve(build(settings), settings.host, settings.port))
 
 

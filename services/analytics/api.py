@@ -13,10 +13,28 @@ from services.analytics import params, pipeline
 from services.analytics.backfill import Backfills
 from services.analytics.live import LiveClicks
 from services.analytics.store import AnalyticsStore
+from shared import keys
+from shared.access import is_api
+from shared.openapi import event_stream, problems
 from shared.problems import FieldError, Problem
 
 router = APIRouter(prefix="/api")
 _encoder = msgspec.json.Encoder()
+
+
+_STATS = ("/api/stats/", "/api/stream/")
+_OPS = ("/api/pipeline", "/api/dlq", "/api/backfills")
+
+
+def policy(method: str, path: str) -> str | None:
+    """The scope an analytics call needs (SPEC, "Access"); None: public."""
+    if not is_api(path):
+        return None  # the console page itself; its calls carry the key
+    if path.startswith(_STATS):
+        return keys.STATS_READ
+    if any(path == p or path.startswith(f"{p}/") for p in _OPS):
+        return keys.OPS
+    return keys.ADMIN
 
 
 class Deps:
@@ -41,7 +59,7 @@ def json(body: Any, status: int = 200) -> Response:
     return Response(_encoder.encode(body), status_code=status, media_type="application/json")
 
 
-@router.get("/stats/links/{code}")
+@router.get("/stats/links/{code}", responses=problems(422))
 async def link_stats(code: str, ctx: Ctx, request: Request) -> Response:
     q = request.query_params
     start, end = params.time_range(q.get("from"), q.get("to"))
@@ -54,20 +72,24 @@ async def link_stats(code: str, ctx: Ctx, request: Request) -> Response:
     )
 
 
-@router.get("/stats/links-created")
+@router.get("/stats/links-created", responses=problems(422))
 async def links_created(ctx: Ctx, request: Request) -> Response:
     start, end = params.date_range(request.query_params.get("from"), request.query_params.get("to"))
     return json({"days": await ctx.store.links_created(start, end)})
 
 
-@router.get("/stats/top")
+@router.get("/stats/top", responses=problems(422))
 async def top(ctx: Ctx, request: Request) -> Response:
     q = request.query_params
     start, end = params.time_range(q.get("from"), q.get("to"))
     return json({"items": await ctx.store.top(start, end, params.limit(q.get("limit"), 10))})
 
 
-@router.get("/stream/clicks")
+@router.get(
+    "/stream/clicks",
+    response_class=StreamingResponse,
+    responses=event_stream("one `click` event per click, live (Server-Sent Events)"),
+)
 async def stream(ctx: Ctx, code: str | None = None) -> StreamingResponse:
     return StreamingResponse(
         ctx.live.events(code),

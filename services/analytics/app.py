@@ -16,7 +16,8 @@ from services.analytics.consumer import ClickAggregator, CreatedCounter
 from services.analytics.live import LiveClicks
 from services.analytics.settings import Settings
 from services.analytics.store import AnalyticsStore
-from shared import bus, checks, db, health, problems, topology
+from shared import bus, checks, db, health, openapi, problems, topology
+from shared.access import Access, Guard
 from shared.contracts import Click
 from shared.rescue import rescue_worker
 from shared.worker import Worker, json_payload
@@ -31,6 +32,7 @@ def build(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         nc = await bus.connect(settings.common.nats_url, "analytics")
         js = nc.jetstream()
+        ring = await access.open(js)
         pool = await db.create_pool(
             settings.common.analytics_database_url, max_size=settings.worker.workers + 5
         )
@@ -59,6 +61,7 @@ def build(settings: Settings) -> FastAPI:
                 {
                     "nats": checks.nats_connected(nc),
                     "database": checks.database(pool),
+                    "keys": access.check,
                     "consumer": checks.consumer_exists(
                         js, topology.CLICKS, topology.ANALYTICS_CLICKS.name
                     ),
@@ -73,6 +76,7 @@ def build(settings: Settings) -> FastAPI:
             await asyncio.gather(*loops, return_exceptions=True)
             await backfills.stop()
             await live.stop()
+            await ring.stop()
             await created.unsubscribe()
             await bus.close(nc)
             await pool.close()
@@ -87,4 +91,7 @@ def build(settings: Settings) -> FastAPI:
     )
     app.include_router(api.router)
     app.include_router(ops.router)
+    access = Access.build(api.policy, settings.common, settings.write_rate)
+    app.add_middleware(Guard, access=access)
+    app.openapi = openapi.documented(app.openapi, api.policy)  # type: ignore[method-assign]
     return app

@@ -12,13 +12,14 @@ from fastapi.responses import HTMLResponse, Response
 from services.analytics import params
 from services.analytics.api import Ctx, json
 from shared import dlqstore
+from shared.openapi import problems
 from shared.problems import FieldError, Problem
 
 router = APIRouter()
 CONSOLE = Path(__file__).with_name("console.html")
 
 
-@router.post("/api/backfills", status_code=202)
+@router.post("/api/backfills", status_code=202, responses=problems(400, 422))
 async def create_backfill(request: Request, ctx: Ctx) -> Response:
     try:
         body: Any = msgspec.json.decode(await request.body())
@@ -37,7 +38,7 @@ async def list_backfills(ctx: Ctx) -> Response:
     return json({"items": await ctx.backfills.list()})
 
 
-@router.get("/api/backfills/{backfill_id}")
+@router.get("/api/backfills/{backfill_id}", responses=problems(404))
 async def get_backfill(backfill_id: str, ctx: Ctx) -> Response:
     found = await ctx.backfills.get(backfill_id)
     if found is None:
@@ -45,7 +46,7 @@ async def get_backfill(backfill_id: str, ctx: Ctx) -> Response:
     return json(found)
 
 
-@router.delete("/api/backfills/{backfill_id}")
+@router.delete("/api/backfills/{backfill_id}", responses=problems(404))
 async def cancel_backfill(backfill_id: str, ctx: Ctx) -> Response:
     found = await ctx.backfills.cancel(backfill_id)
     if found is None:
@@ -53,7 +54,7 @@ async def cancel_backfill(backfill_id: str, ctx: Ctx) -> Response:
     return json(found)
 
 
-@router.get("/api/dlq")
+@router.get("/api/dlq", responses=problems(422))
 async def list_dlq(ctx: Ctx, request: Request) -> Response:
     q = request.query_params
     n = params.limit(q.get("limit"), 50, 1, 1000)
@@ -66,7 +67,7 @@ async def replay_all(ctx: Ctx, consumer: str | None = None) -> Response:
     return json({"replayed": await dlqstore.replay_all(ctx.js, consumer)})
 
 
-@router.post("/api/dlq/{seq}/replay")
+@router.post("/api/dlq/{seq}/replay", responses=problems(404, 422))
 async def replay_one(seq: int, ctx: Ctx) -> Response:
     try:
         new_seq = await dlqstore.replay(ctx.js, seq)
@@ -75,7 +76,7 @@ async def replay_one(seq: int, ctx: Ctx) -> Response:
     return json({"replayed": seq, "stream_seq": new_seq})
 
 
-@router.delete("/api/dlq/{seq}", status_code=204)
+@router.delete("/api/dlq/{seq}", status_code=204, responses=problems(404, 422))
 async def discard(seq: int, ctx: Ctx) -> Response:
     try:
         await dlqstore.discard(ctx.js, seq)
@@ -84,6 +85,6 @@ async def discard(seq: int, ctx: Ctx) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/console", response_class=HTMLResponse)
+@router.get("/console", response_class=HTMLResponse, include_in_schema=False)
 async def console() -> HTMLResponse:
     return HTMLResponse(CONSOLE.read_text())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from shared.settings import Common, WorkerSettings
+from shared.settings import Common, WorkerSettings, parse_rate
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
@@ -12,3 +12,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     port: int = 8081
     host: str = "127.0.0.1"
+    # API write calls per key (SPEC, "Access"): LINKFLOW_<SERVICE>_WRITE_RATE.
+    write_rate: str = "50/s"
+
+    def __post_init__(self) -> None:
+        parse_rate(self.write_rate)  # refused at start, not at the first write

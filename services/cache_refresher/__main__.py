@@ -11,7 +11,7 @@ from services.cache_refresher.applier import Applier, decode
 from services.cache_refresher.settings import Settings
 from shared import bus, checks, db, logs, topology, workerapp
 from shared.rescue import rescue_worker
-from shared.settings import load
+from shared.settings import load_or_exit
 from shared.worker import Worker
 
 
@@ -45,8 +45,8 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = load(Settings, "cache_refresher")
-    logs.configure("cache-refresher", settings.common.log_level)
+    settings = load_or_exit(Settings, "cache_refresher")
+    logs.configure("cache-refresher", settings.common)
     uvloop.run(run(settings))
 
 

@@ -9,7 +9,7 @@ from services.click_recorder.settings import Settings
 from shared import bus, checks, db, logs, topology, workerapp
 from shared.contracts import Click
 from shared.rescue import rescue_worker
-from shared.settings import load
+from shared.settings import load_or_exit
 from shared.worker import Worker, json_payload
 
 
@@ -41,8 +41,8 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = load(Settings, "click_recorder")
-    logs.configure("click-recorder", settings.common.log_level)
+    settings = load_or_exit(Settings, "click_recorder")
+    logs.configure("click-recorder", settings.common)
     uvloop.run(run(settings))
 
 

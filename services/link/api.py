@@ -16,13 +16,25 @@ from services.link.cache import LinkCache
 from services.link.events import LinkEvents
 from services.link.store import CodeTaken, Link, LinkStore
 from services.link.validation import LinkFields, generate_code
+from shared import keys
+from shared.access import READS, is_api
 from shared.contracts import INVALID, rfc3339
+from shared.openapi import problems
 from shared.problems import FieldError, Problem
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/links")
 MAX_BODY = 16 * 1024
+
+
+def policy(method: str, path: str) -> str | None:
+    """The scope a gateway call needs (SPEC, "Access"); None: public."""
+    if not is_api(path):
+        return None
+    if path == "/api/links" or path.startswith("/api/links/"):
+        return keys.LINKS_READ if method in READS else keys.LINKS_WRITE
+    return keys.ADMIN
 
 
 class Deps:
@@ -94,7 +106,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise Problem.invalid([FieldError("cursor", "is not a valid cursor")]) from None
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=problems(400, 409, 413, 422, 503))
 async def create_link(request: Request, ctx: Ctx) -> Response:
     fields = ctx.fields.check(await _read_json(request), creating=True)
     code = fields.get("code")
@@ -119,7 +131,7 @@ async def create_link(request: Request, ctx: Ctx) -> Response:
     return _json(ctx.render(link), 201)
 
 
-@router.get("")
+@router.get("", responses=problems(422))
 async def list_links(
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -138,7 +150,7 @@ async def list_links(
     )
 
 
-@router.get("/{code}")
+@router.get("/{code}", responses=problems(404))
 async def get_link(code: str, ctx: Ctx) -> Response:
     link = await ctx.store.get(code)
     if link is None:
@@ -146,7 +158,7 @@ async def get_link(code: str, ctx: Ctx) -> Response:
     return _json(ctx.render(link))
 
 
-@router.patch("/{code}")
+@router.patch("/{code}", responses=problems(400, 404, 413, 422))
 async def update_link(code: str, request: Request, ctx: Ctx) -> Response:
     changes = ctx.fields.check(await _read_json(request), creating=False)
     if not changes:
@@ -160,7 +172,7 @@ async def update_link(code: str, request: Request, ctx: Ctx) -> Response:
     return _json(ctx.render(link))
 
 
-@router.delete("/{code}", status_code=204)
+@router.delete("/{code}", status_code=204, responses=problems(404))
 async def delete_link(code: str, request: Request, ctx: Ctx) -> Response:
     deleted = await ctx.store.delete(code)
     if deleted is None:

@@ -20,7 +20,8 @@ from services.link.settings import Settings
 from services.link.spool import Spool
 from services.link.store import LinkStore
 from services.link.validation import LinkFields
-from shared import bus, checks, db, health, problems, topology
+from shared import bus, checks, db, health, openapi, problems, topology
+from shared.access import Access, Guard
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def build(settings: Settings) -> Gateway:
         nc = await bus.connect(settings.common.nats_url, "link")
         js = nc.jetstream()
         kv = await js.key_value(topology.KV_LINKS)
+        ring = await access.open(js)
         pool = await db.create_pool(settings.common.database_url)
         store = LinkStore(pool)
         cache = LinkCache(kv, store.entry)
@@ -63,6 +65,7 @@ def build(settings: Settings) -> Gateway:
                     "nats": checks.nats_connected(nc),
                     "clicks": clicks_connected(clicks),
                     "database": checks.database(pool),
+                    "keys": access.check,
                 }
             )
         )
@@ -83,6 +86,7 @@ def build(settings: Settings) -> Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
             await cache.stop()
+            await ring.stop()
             await clicks.stop()
             await bus.close(nc)
             await pool.close()
@@ -96,6 +100,9 @@ def build(settings: Settings) -> Gateway:
         redoc_url=None,
     )
     app.include_router(api.router)
+    access = Access.build(api.policy, settings.common, settings.write_rate)
+    app.add_middleware(Guard, access=access)
+    app.openapi = openapi.documented(app.openapi, api.policy)  # type: ignore[method-assign]
 
     gateway = Gateway(app, settings.anonymize_ip)
     return gateway

@@ -7,8 +7,6 @@ a moment ago, or a KV that lost an entry).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,11 +18,11 @@ from nats.js.kv import KeyValue
 from services.link.validation import CODE_RE
 from shared import metrics
 from shared.contracts import INVALID, LinkEntry
+from shared.kvwatch import KvFollower
 
 log = logging.getLogger(__name__)
 
 _decode = msgspec.json.Decoder(LinkEntry).decode
-_DELETE_OPS = frozenset({"DEL", "PURGE"})
 
 Loader = Callable[[str], Awaitable[LinkEntry | None]]
 MISSING_TTL = 1.0
@@ -37,8 +35,8 @@ class LinkCache:
         self._load_from_db = load_from_db
         self._entries: dict[str, LinkEntry] = {}
         self._missing: dict[str, float] = {}  # code -> until when it counts as missing
-        self._task: asyncio.Task[None] | None = None
-        self.synced = asyncio.Event()
+        self._follower = KvFollower(kv, self._put, self._delete, "kv-watch-links")
+        self.synced = self._follower.synced
 
     def get(self, code: str) -> LinkEntry | None:
         return self._entries.get(code)
@@ -93,41 +91,18 @@ class LinkCache:
         return entry
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._watch_forever(), name="kv-watch")
+        self._follower.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._follower.stop()
 
-    async def _watch_forever(self) -> None:
-        while True:
-            try:
-                await self._watch()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("KV watch ended (%s); restarting", exc)
-            await asyncio.sleep(0.5)
-
-    async def _watch(self) -> None:
-        watcher = await self._kv.watchall()
+    def _put(self, code: str, value: bytes) -> None:
         try:
-            async for kv_entry in watcher:
-                if kv_entry is None:  # the initial values are all in
-                    self.synced.set()
-                    continue
-                code = kv_entry.key
-                if kv_entry.operation in _DELETE_OPS:
-                    # A plain KV delete carries no version; the cache-refresher
-                    # writes tombstones instead, so this is an operator's purge.
-                    self._entries.pop(code, None)
-                    continue
-                try:
-                    self.apply(code, _decode(kv_entry.value or b""))
-                except INVALID as exc:
-                    log.error("KV entry %s is not a link (%s); ignored", code, exc)
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+            self.apply(code, _decode(value))
+        except INVALID as exc:
+            log.error("KV entry %s is not a link (%s); ignored", code, exc)
+
+    def _delete(self, code: str) -> None:
+        # A plain KV delete carries no version; the cache-refresher writes
+        # tombstones instead, so this is an operator's purge.
+        self._entries.pop(code, None)

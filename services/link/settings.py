@@ -6,13 +6,19 @@ from pathlib import Path
 
 import msgspec
 
-from shared.settings import Common
+from shared.settings import Common, parse_rate
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
     common: Common = msgspec.field(default_factory=Common)
     port: int = 8080
     host: str = "127.0.0.1"
+    # API write calls per key (SPEC, "Access"): LINKFLOW_<SERVICE>_WRITE_RATE.
+    write_rate: str = "50/s"
+
+    def __post_init__(self) -> None:
+        parse_rate(self.write_rate)  # refused at start, not at the first write
+
     anonymize_ip: bool = True
     # nats-py's publish futures have no timeout of their own: a redirect
     # waits at most this long for the click's PubAck.

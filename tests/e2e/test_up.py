@@ -14,7 +14,7 @@ import pytest
 
 from shared.embedded import free_port
 from shared.supervisor import Supervisor
-from tests.harness import count, eventually
+from tests.harness import count, eventually, key_header
 from tests.servers import Servers
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +67,7 @@ async def ready(url: str) -> bool:
 async def test_thousand_redirects_through_processes(linkflow: Supervisor, db_url: str) -> None:
     url = gateway_url()
     await eventually(lambda: ready(url), 30, "gateway ready")
-    async with httpx.AsyncClient(base_url=url) as client:
+    async with httpx.AsyncClient(base_url=url, headers=key_header(linkflow.home)) as client:
         r = await client.post("/api/links", json={"url": "https://example.com", "code": "e2e"})
         assert r.status_code == 201
         limits = asyncio.Semaphore(50)
@@ -100,7 +100,7 @@ async def test_dead_service_is_restarted(linkflow: Supervisor, db_url: str) -> N
     await eventually(restarted, 30, "the click-recorder to be restarted")
     url = gateway_url()
     await eventually(lambda: ready(url), 30, "gateway ready")
-    async with httpx.AsyncClient(base_url=url) as client:
+    async with httpx.AsyncClient(base_url=url, headers=key_header(linkflow.home)) as client:
         await client.post("/api/links", json={"url": "https://example.com", "code": "again"})
         assert (await client.get("/again")).status_code == 302
     await eventually(

@@ -26,7 +26,7 @@ import pytest
 from shared import bus, topology
 from shared.embedded import NatsServer, PostgresServer, free_port
 from shared.supervisor import Child, Supervisor
-from tests.harness import eventually
+from tests.harness import eventually, key_header
 
 pytestmark = pytest.mark.e2e
 
@@ -135,7 +135,8 @@ class Load:
 
 async def create_link(stack: Stack, code: str) -> None:
     await eventually(lambda: all_ready(stack), 60, "every service ready")
-    async with httpx.AsyncClient(base_url=stack.url("link")) as c:
+    headers = key_header(stack.sup.home)
+    async with httpx.AsyncClient(base_url=stack.url("link"), headers=headers) as c:
         r = await c.post("/api/links", json={"url": "https://example.com/", "code": code})
         assert r.status_code == 201, r.text
 

@@ -17,26 +17,35 @@ from services.cache_refresher.applier import Applier, decode
 from services.click_recorder.recorder import ClickRecorder
 from services.link.app import build
 from services.link.settings import Settings as LinkSettings
-from shared import db, topology
+from shared import db, keys, topology
 from shared.contracts import Click
 from shared.settings import Common
 from shared.worker import Worker, json_payload
 from tests.conftest import TEST_WORKER
-from tests.harness import running, serve
+from tests.harness import bearer, running, serve
 from tests.servers import Servers
 
 PUBLIC_URL = "http://sho.rt"
 
 
 @pytest.fixture
+async def admin_key(nc: Client) -> str:
+    """A key with every scope, in the test's own KV bucket."""
+    return await keys.create(nc.jetstream(), "admin", (keys.ADMIN,))
+
+
+@pytest.fixture
 async def gateway(
-    servers: Servers, nc: Client, db_url: str, tmp_path: Path
+    servers: Servers, nc: Client, db_url: str, tmp_path: Path, admin_key: str
 ) -> AsyncIterator[httpx.AsyncClient]:
     settings = LinkSettings(
         common=Common(nats_url=servers.nats_url, database_url=db_url, public_url=PUBLIC_URL),
         spool_dir=str(tmp_path / "spool"),
     )
-    async with serve(build(settings)) as url, httpx.AsyncClient(base_url=url) as client:
+    async with (
+        serve(build(settings)) as url,
+        httpx.AsyncClient(base_url=url, headers=bearer(admin_key)) as client,
+    ):
         yield client
 
 
@@ -80,7 +89,9 @@ class CacheRefresher:
 
 
 @pytest.fixture
-async def analytics(servers: Servers, nc: Client, db_url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def analytics(
+    servers: Servers, nc: Client, db_url: str, admin_key: str
+) -> AsyncIterator[httpx.AsyncClient]:
     """The analytics service in-process, its database being the test's database."""
     await db.migrate(db_url, ANALYTICS_SCHEMA)
     settings = AnalyticsSettings(
@@ -89,5 +100,8 @@ async def analytics(servers: Servers, nc: Client, db_url: str) -> AsyncIterator[
         ),
         worker=TEST_WORKER,
     )
-    async with serve(build_analytics(settings)) as url, httpx.AsyncClient(base_url=url) as c:
+    async with (
+        serve(build_analytics(settings)) as url,
+        httpx.AsyncClient(base_url=url, headers=bearer(admin_key)) as c,
+    ):
         yield c

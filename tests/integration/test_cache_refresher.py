@@ -18,7 +18,7 @@ from services.link.settings import Settings
 from shared import db, linkcache, topology
 from shared.contracts import LinkDeleted, LinkEntry, LinkUpdated, encode
 from shared.settings import Common
-from tests.harness import eventually, serve
+from tests.harness import bearer, eventually, serve
 from tests.integration.conftest import PUBLIC_URL, CacheRefresher
 from tests.servers import Servers
 
@@ -29,7 +29,12 @@ async def location(client: httpx.AsyncClient, code: str) -> str | int:
 
 
 async def test_patch_reaches_every_gateway(
-    servers: Servers, nc: Client, db_url: str, cache_refresher: CacheRefresher, tmp_path: Path
+    servers: Servers,
+    nc: Client,
+    db_url: str,
+    cache_refresher: CacheRefresher,
+    tmp_path: Path,
+    admin_key: str,
 ) -> None:
     common = Common(nats_url=servers.nats_url, database_url=db_url, public_url=PUBLIC_URL)
     async with contextlib.AsyncExitStack() as stack:
@@ -37,9 +42,11 @@ async def test_patch_reaches_every_gateway(
         for i in range(2):
             settings = Settings(common=common, spool_dir=str(tmp_path / f"spool{i}"))
             url = await stack.enter_async_context(serve(build(settings)))
-            clients.append(await stack.enter_async_context(httpx.AsyncClient(base_url=url)))
+            client = httpx.AsyncClient(base_url=url, headers=bearer(admin_key))
+            clients.append(await stack.enter_async_context(client))
         one, two = clients
-        await one.post("/api/links", json={"url": "https://example.com/v1", "code": "multi"})
+        r = await one.post("/api/links", json={"url": "https://example.com/v1", "code": "multi"})
+        assert r.status_code == 201, r.text
         for c in clients:
             assert await location(c, "multi") == "https://example.com/v1"
         r = await two.patch("/api/links/multi", json={"url": "https://example.com/v2"})

@@ -35,7 +35,10 @@ async def own_nats(tmp_path: Path) -> AsyncIterator[NatsServer]:
 
 def settings_for(nats: NatsServer, db_url: str, spool: Path, max_bytes: int) -> Settings:
     return Settings(
-        common=Common(nats_url=nats.url, database_url=db_url, public_url="http://sho.rt"),
+        # These tests are about the spool; keys are tested in test_access.
+        common=Common(
+            nats_url=nats.url, database_url=db_url, public_url="http://sho.rt", auth=False
+        ),
         click_publish_timeout=0.5,
         spool_dir=str(spool),
         spool_max_bytes=max_bytes,

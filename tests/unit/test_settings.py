@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 from services.click_recorder.settings import Settings as RecorderSettings
+from shared import logs
 from shared.db import database_name, with_database
-from shared.settings import SettingsError, WorkerSettings, load, parse_duration
+from shared.settings import Common, SettingsError, WorkerSettings, load, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -90,3 +94,43 @@ def test_database_urls_are_parsed_not_sliced(url: str, name: str | None) -> None
 def test_a_url_that_is_not_postgresql_is_refused() -> None:
     with pytest.raises(ValueError, match="not a PostgreSQL URL"):
         database_name("mysql://root@localhost/linkflow")
+
+
+def test_a_boolean_that_is_not_one_is_an_error() -> None:
+    assert not load(Common, environ={"LINKFLOW_AUTH": "off"}).auth
+    assert load(Common, environ={"LINKFLOW_AUTH": " On "}).auth
+    with pytest.raises(SettingsError, match=r"LINKFLOW_AUTH='ture' is not a boolean"):
+        load(Common, environ={"LINKFLOW_AUTH": "ture"})
+
+
+def test_auth_off_is_announced(caplog: pytest.LogCaptureFixture) -> None:
+    logs.configure("link", Common(auth=False))
+    assert "LINKFLOW_AUTH=off" in caplog.text
+    caplog.clear()
+    logs.configure("link", Common())
+    assert "LINKFLOW_AUTH" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("service", "env", "says"),
+    [
+        ("click_recorder", {"LINKFLOW_AUTH": "ture"}, "LINKFLOW_AUTH='ture' is not a boolean"),
+        ("link", {"LINKFLOW_LINK_WRITE_RATE": "fast"}, "not a rate: 'fast'"),
+        ("analytics", {"LINKFLOW_AUTH_FAILURE_RATE": "0/s"}, "not a rate: '0/s'"),
+    ],
+)
+def test_a_bad_setting_stops_a_service_with_one_line(
+    service: str, env: dict[str, str], says: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", f"services.{service}"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"linkflow {service}: ")
+    assert says in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
