@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from shared import bus, placement, topology
+from shared import bus, keys, placement, topology
 from shared.contracts import Click, encode, now
 from shared.embedded import NatsServer, PostgresServer, free_port, port_open, wait_until
 from shared.migrate import migrate_all
@@ -70,6 +70,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+async def _bench_key(nats_url: str) -> str:
+    nc = await bus.connect(nats_url, "bench-key", forever=False)
+    try:
+        return await keys.create(nc.jetstream(), "bench", (keys.LINKS_WRITE,))
+    finally:
+        await nc.drain()
 
 
 async def _queue_clicks(nats_url: str, n: int) -> None:
@@ -169,10 +177,10 @@ def drain(
         _stop(proc)
 
 
-def propagation(gateways: list[str], updates: int) -> list[float]:
+def propagation(gateways: list[str], updates: int, key: str) -> list[float]:
     """Seconds from a PATCH returning until every gateway redirects to the new URL."""
     delays: list[float] = []
-    with httpx.Client() as http:
+    with httpx.Client(headers={"authorization": f"Bearer {key}"}) as http:
         http.post(
             f"{gateways[0]}/api/links", json={"url": "https://example.com/v0", "code": "moving"}
         ).raise_for_status()
@@ -266,6 +274,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
             "LINKFLOW_LOG_LEVEL": "WARNING",
         }
         asyncio.run(migrate_all(env))
+        key = asyncio.run(_bench_key(nats.url))
         gw_port, gw2_port, bare_port = free_port(), free_port(), free_port()
         procs.append(_service("services.link", env, home / "link.log", gw_port))
         procs.append(
@@ -294,7 +303,9 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
         wait_until(lambda: port_open(gw_port) and port_open(bare_port), 30, "the servers")
         gw = f"http://127.0.0.1:{gw_port}"
         httpx.post(
-            f"{gw}/api/links", json={"url": "https://example.com/", "code": "bench"}
+            f"{gw}/api/links",
+            json={"url": "https://example.com/", "code": "bench"},
+            headers={"authorization": f"Bearer {key}"},
         ).raise_for_status()
         assert httpx.get(f"{gw}/bench").status_code == 302  # warm: in the map, stream open
         assert nats.proc is not None
@@ -365,7 +376,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
         procs.append(_service("services.link", env, home / "link2.log", gw2_port))
         procs.append(_service("services.cache_refresher", env, home / "cache_refresher.log"))
         wait_until(lambda: port_open(gw2_port), 30, "the second gateway")
-        delays = propagation([gw, f"http://127.0.0.1:{gw2_port}"], 200)
+        delays = propagation([gw, f"http://127.0.0.1:{gw2_port}"], 200, key)
         print(
             f"bench: link change propagation, 200 PATCHes, 2 gateways + cache-refresher: "
             f"p50 {_pct(delays, 50) * 1000:.1f} ms, p99 {_pct(delays, 99) * 1000:.1f} ms, "

@@ -14,16 +14,26 @@ from shared.errors import CommandError
 log = logging.getLogger(__name__)
 
 
+def inbox_prefix(user: str) -> str:
+    """Replies to ``user`` (PubAcks, API answers, KV watch deliveries) arrive
+    under a prefix that only its NATS user may subscribe to (shared.natsauth)."""
+    return "_INBOX" if user == "admin" else f"_INBOX_{user}"
+
+
 async def connect(
     url: str,
     name: str,
     *,
+    creds: str = "",
+    user: str = "admin",
     on_change: Callable[[], Awaitable[None]] | None = None,
     forever: bool = True,
 ) -> Client:
     """Connect for the life of a service: reconnect forever, notice a dead
     server within seconds (ping every 5 s, two missed pongs), and let the
     caller ``drain()`` on shutdown so in-flight acks and publishes go out.
+    ``creds`` names a NATS credentials file (JWT and NKey seed); ``user`` is
+    the identity whose inbox prefix replies use.
     With ``forever=False`` (command-line tools) a first connect that fails
     raises a CommandError."""
 
@@ -42,11 +52,32 @@ async def connect(
             await on_change()
 
     async def error(exc: Exception) -> None:
-        log.debug("%s: NATS error: %s", name, exc)
+        # Outages report here on every reconnect attempt (debug); a refused
+        # permission is a deployment mistake an operator must see.
+        level = logging.WARNING if "permissions violation" in str(exc).lower() else logging.DEBUG
+        log.log(level, "%s: NATS error: %s", name, exc)
 
     while True:
         try:
-            nc = await _connect(url, name, disconnected, reconnected, error, forever)
+            nc = await nats.connect(
+                url,
+                name=name,
+                # -1 also makes nats-py retry a first connect forever: a
+                # command-line tool gives up after a few tries and says so.
+                max_reconnect_attempts=-1 if forever else 3,
+                reconnect_time_wait=0.5,
+                ping_interval=5,
+                max_outstanding_pings=2,
+                connect_timeout=2,
+                allow_reconnect=True,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                error_cb=error,
+                # Buffer publishes made while reconnecting instead of failing them.
+                pending_size=64 * 1024 * 1024,
+                user_credentials=creds or None,
+                inbox_prefix=inbox_prefix(user),
+            )
             connected.append(nc)
             return nc
         except Exception as exc:  # NoServersError, OSError, timeouts
@@ -58,33 +89,6 @@ async def connect(
             # connect is retried here, so a service may start before NATS.
             log.warning("%s: cannot reach NATS at %s (%s); retrying", name, url, exc)
             await asyncio.sleep(1)
-
-
-async def _connect(
-    url: str,
-    name: str,
-    disconnected: Callable[[], Awaitable[None]],
-    reconnected: Callable[[], Awaitable[None]],
-    error: Callable[[Exception], Awaitable[None]],
-    forever: bool,
-) -> Client:
-    return await nats.connect(
-        url,
-        name=name,
-        # -1 also makes nats-py retry a first connect forever: a command-line
-        # tool gives up after a few tries and says so.
-        max_reconnect_attempts=-1 if forever else 3,
-        reconnect_time_wait=0.5,
-        ping_interval=5,
-        max_outstanding_pings=2,
-        connect_timeout=2,
-        allow_reconnect=True,
-        disconnected_cb=disconnected,
-        reconnected_cb=reconnected,
-        error_cb=error,
-        # Buffer publishes made while reconnecting instead of failing them.
-        pending_size=64 * 1024 * 1024,
-    )
 
 
 async def close(nc: Client) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -46,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     keyscli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LINKFLOW_LOG_LEVEL", "WARNING"))
+    admin_url = Path(".linkflow/nats-admin.url")
+    if args.command in ("keys", "dlq") and "LINKFLOW_NATS_URL" not in os.environ:
+        # Beside a `linkflow up`, its embedded server's admin identity.
+        with contextlib.suppress(OSError):
+            os.environ["LINKFLOW_NATS_URL"] = admin_url.read_text().strip()
     try:
         return _run(args)
     except (CommandError, SettingsError) as exc:

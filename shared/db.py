@@ -47,13 +47,9 @@ CREATE TABLE IF NOT EXISTS clicks (
 );
 CREATE INDEX IF NOT EXISTS clicks_code_ts ON clicks (code, ts);
 
-CREATE TABLE IF NOT EXISTS api_keys (
-    id         text PRIMARY KEY,
-    name       text NOT NULL,
-    key_hash   text NOT NULL UNIQUE,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    revoked_at timestamptz
-);
+-- API keys live in the NATS KV bucket api_keys (shared.keys), which every
+-- service watches; this table was planned for them and never written.
+DROP TABLE IF EXISTS api_keys;
 """
 
 # Errors that say the server is unreachable or restarting, not that the query

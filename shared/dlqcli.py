@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 async def _run(args: argparse.Namespace) -> int:
     common = load(Common, environ=os.environ)
-    nc = await bus.connect(common.nats_url, "linkflow-dlq", forever=False)
+    nc = await bus.connect(common.nats_url, "linkflow-dlq", creds=common.nats_creds, forever=False)
     js = nc.jetstream()
     try:
         if args.verb == "list":

@@ -112,13 +112,24 @@ class NatsServer(_Process):
     """``nats-server -js`` on 127.0.0.1 with its store in ``store_dir``."""
 
     def __init__(
-        self, store_dir: Path, port: int | None = None, extra_args: Sequence[str] = ()
+        self,
+        store_dir: Path,
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+        config: str | None = None,
     ) -> None:
         store_dir.mkdir(parents=True, exist_ok=True)
         super().__init__(store_dir / "nats-server.log")
         self.store_dir = store_dir
         self.port = port or free_port()
         self.extra_args = list(extra_args)  # e.g. ["--auth", token]
+        if config is not None:
+            # Owner-only: it may hold passwords. The flags below override
+            # what it says of ports and store.
+            path = store_dir / "nats.conf"
+            path.touch(mode=0o600)
+            path.write_text(config)
+            self.extra_args += ["-c", str(path)]
 
     @property
     def url(self) -> str:

@@ -166,7 +166,7 @@ class KeyRing:
             return Verdict(None, "unknown API key")
         if record.revoked_at is not None:
             return Verdict(None, f"API key {record.name!r} was revoked")
-        if record.expired(now()):
+        if record.expires_at is not None and record.expired(now()):
             return Verdict(None, f"API key {record.name!r} has expired")
         self._note_use(record.name)
         return Verdict(record)

@@ -42,7 +42,7 @@ async def _run(args: argparse.Namespace) -> int:
             expires = now() + timedelta(seconds=parse_duration(args.expires))
         except SettingsError as exc:
             raise CommandError(f"--expires: {exc}") from None
-    nc = await bus.connect(common.nats_url, "linkflow-keys", forever=False)
+    nc = await bus.connect(common.nats_url, "linkflow-keys", creds=common.nats_creds, forever=False)
     js = nc.jetstream()
     try:
         if args.verb == "create":

@@ -28,7 +28,9 @@ async def migrate_all(environ: Mapping[str, str]) -> None:
                 f"cannot migrate the database at {db.redact(url)}: {exc or type(exc).__name__}"
             ) from None
     workers = {c.service: load(WorkerSettings, c.service, environ) for c in topology.CONSUMERS}
-    nc = await bus.connect(common.nats_url, "linkflow-migrate", forever=False)
+    nc = await bus.connect(
+        common.nats_url, "linkflow-migrate", creds=common.nats_creds, forever=False
+    )
     try:
         await topology.provision(nc.jetstream(), common.clicks_max_age, workers)
     finally:

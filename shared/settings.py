@@ -59,7 +59,10 @@ def parse_bool(name: str, text: str) -> bool:
 
 
 class Common(msgspec.Struct, kw_only=True, frozen=True):
+    # LINKFLOW_<SERVICE>_NATS_URL / _NATS_CREDS give one service its own
+    # server and identity (a user:password@ URL, or a JWT + NKey creds file).
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_creds: str = ""
     database_url: str = "postgresql://postgres@127.0.0.1:5432/linkflow"
     analytics_database_url: str = "postgresql://postgres@127.0.0.1:5432/linkflow_analytics"
     public_url: str = "http://127.0.0.1:8080"

@@ -4,7 +4,9 @@ every service as its own process, restarted with a growing delay if it dies."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -12,8 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from shared import bus, keys
+from shared import bus, keys, natsauth
 from shared.embedded import NatsServer, PostgresServer, free_port, port_open
 from shared.migrate import migrate_all
 from shared.settings import Common, load
@@ -72,10 +75,23 @@ class Supervisor:
 
     def start(self) -> dict[str, str]:
         env = dict(os.environ)
-        if "LINKFLOW_NATS_URL" not in env:
-            self.nats = NatsServer(self.home / "nats", _port(4222)).start()
-            env["LINKFLOW_NATS_URL"] = self.nats.url
-            _say(f"embedded NATS at {self.nats.url} (store {self.nats.store_dir})")
+        own_users = "LINKFLOW_NATS_URL" not in env
+        if own_users:
+            passwords = nats_passwords(self.home)
+            self.nats = NatsServer(
+                self.home / "nats", _port(4222), config=natsauth.authorization(passwords)
+            ).start()
+            urls = {u: _as_user(self.nats.url, u, passwords[u]) for u in natsauth.USERS}
+            env["LINKFLOW_NATS_URL"] = urls[natsauth.ADMIN]
+            for name in natsauth.SERVICES:
+                env[f"LINKFLOW_{name.upper()}_NATS_URL"] = urls[name]
+            admin_url = self.home / "nats-admin.url"
+            admin_url.touch(mode=0o600)
+            admin_url.write_text(urls[natsauth.ADMIN] + "\n")
+            _say(
+                f"embedded NATS at {self.nats.url} (store {self.nats.store_dir}); "
+                f"a user per service, passwords in {self.home / 'nats-passwords.json'}"
+            )
         if "LINKFLOW_DATABASE_URL" not in env:
             self.pg = PostgresServer(self.home / "pg", _port(5432)).start()
             env["LINKFLOW_DATABASE_URL"] = self.pg.url("linkflow")
@@ -90,7 +106,7 @@ class Supervisor:
         self._admin_key(env)
         for name in self.services:
             log = (self.home / f"{name}.log").open("ab") if self.log_to_files else None
-            child = Child(name, env, log)
+            child = Child(name, _child_env(env, name) if own_users else env, log)
             child.start()
             self.children.append(child)
         gateway = env.get("LINKFLOW_PUBLIC_URL", f"http://127.0.0.1:{env['LINKFLOW_LINK_PORT']}")
@@ -164,6 +180,32 @@ class Supervisor:
             self.pg.stop()
         if self.nats:
             self.nats.stop()
+
+
+def nats_passwords(home: Path) -> dict[str, str]:
+    """The embedded server's password for each user: made once, kept
+    owner-only under ``home`` so that a restart keeps them."""
+    path = home / "nats-passwords.json"
+    if path.exists():
+        held: dict[str, str] = json.loads(path.read_text())
+        if set(held) >= set(natsauth.USERS):
+            return held
+    made = {user: secrets.token_urlsafe(24) for user in natsauth.USERS}
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(made, indent=2) + "\n")
+    return made
+
+
+def _as_user(url: str, user: str, password: str) -> str:
+    parts = urlsplit(url)
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _child_env(env: dict[str, str], name: str) -> dict[str, str]:
+    """A service's environment holds its own NATS identity and no other."""
+    others = {f"LINKFLOW_{u.upper()}_NATS_URL" for u in natsauth.SERVICES if u != name}
+    return {k: v for k, v in env.items() if k != "LINKFLOW_NATS_URL" and k not in others}
 
 
 async def _create_admin_key(env: dict[str, str]) -> str:

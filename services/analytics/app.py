@@ -30,7 +30,12 @@ class State(TypedDict):
 def build(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        nc = await bus.connect(settings.common.nats_url, "analytics")
+        nc = await bus.connect(
+            settings.common.nats_url,
+            "analytics",
+            creds=settings.common.nats_creds,
+            user="analytics",
+        )
         js = nc.jetstream()
         ring = await access.open(js)
         pool = await db.create_pool(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import fastapi
 import msgspec
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -16,6 +17,9 @@ from shared.openapi import problems
 from shared.problems import FieldError, Problem
 
 router = APIRouter()
+# A stream sequence: JetStream's are unsigned 64-bit and start at 1 (0 and
+# negatives reached the server as bad requests, answered 500 here before).
+Seq = Annotated[int, fastapi.Path(ge=1, le=2**64 - 1)]
 CONSOLE = Path(__file__).with_name("console.html")
 
 
@@ -68,7 +72,7 @@ async def replay_all(ctx: Ctx, consumer: str | None = None) -> Response:
 
 
 @router.post("/api/dlq/{seq}/replay", responses=problems(404, 422))
-async def replay_one(seq: int, ctx: Ctx) -> Response:
+async def replay_one(seq: Seq, ctx: Ctx) -> Response:
     try:
         new_seq = await dlqstore.replay(ctx.js, seq)
     except dlqstore.NotInDlq as exc:
@@ -77,7 +81,7 @@ async def replay_one(seq: int, ctx: Ctx) -> Response:
 
 
 @router.delete("/api/dlq/{seq}", status_code=204, responses=problems(404, 422))
-async def discard(seq: int, ctx: Ctx) -> Response:
+async def discard(seq: Seq, ctx: Ctx) -> Response:
     try:
         await dlqstore.discard(ctx.js, seq)
     except dlqstore.NotInDlq as exc:

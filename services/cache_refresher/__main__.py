@@ -17,7 +17,12 @@ from shared.worker import Worker
 
 async def run(settings: Settings) -> None:
     consumer = topology.CACHE_REFRESHER
-    nc = await bus.connect(settings.common.nats_url, "cache-refresher")
+    nc = await bus.connect(
+        settings.common.nats_url,
+        "cache-refresher",
+        creds=settings.common.nats_creds,
+        user="cache_refresher",
+    )
     js = nc.jetstream()
     kv = await js.key_value(topology.KV_LINKS)
     pool = await db.create_pool(settings.common.database_url, max_size=2)

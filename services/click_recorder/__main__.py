@@ -15,7 +15,12 @@ from shared.worker import Worker, json_payload
 
 async def run(settings: Settings) -> None:
     consumer = topology.CLICK_RECORDER
-    nc = await bus.connect(settings.common.nats_url, "click-recorder")
+    nc = await bus.connect(
+        settings.common.nats_url,
+        "click-recorder",
+        creds=settings.common.nats_creds,
+        user="click_recorder",
+    )
     js = nc.jetstream()
     pool = await db.create_pool(
         settings.common.database_url, max_size=max(settings.worker.workers, 1) + 2

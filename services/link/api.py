@@ -12,10 +12,11 @@ import msgspec
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
+from services.link import importer
 from services.link.cache import LinkCache
 from services.link.events import LinkEvents
 from services.link.store import CodeTaken, Link, LinkStore
-from services.link.validation import LinkFields, generate_code
+from services.link.validation import CODE_RE, LinkFields, generate_code, tag_value
 from shared import keys
 from shared.access import READS, is_api
 from shared.contracts import INVALID, rfc3339
@@ -80,16 +81,28 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
 
 
-async def _read_json(request: Request) -> Any:
-    body = b""
+async def _read_body(request: Request, limit: int) -> bytes:
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_BODY:
-            raise Problem(413, f"request body over {MAX_BODY} bytes")
+        if len(body) > limit:
+            raise Problem(413, f"request body over {limit} bytes")
+    return bytes(body)
+
+
+async def _read_json(request: Request) -> Any:
+    body = await _read_body(request, MAX_BODY)
     try:
         return msgspec.json.decode(body)
     except INVALID as exc:
         raise Problem(400, f"malformed JSON: {exc}") from None
+
+
+def _possible(code: str) -> None:
+    """A code no link can have is not looked up (nor passed to PostgreSQL,
+    which refuses a NUL in text)."""
+    if not CODE_RE.match(code):
+        raise Problem.not_found(code)
 
 
 def _encode_cursor(link: Link) -> str:
@@ -131,6 +144,35 @@ async def create_link(request: Request, ctx: Ctx) -> Response:
     return _json(ctx.render(link), 201)
 
 
+@router.post("/import", responses=problems(400, 413))
+async def import_links(request: Request, ctx: Ctx) -> Response:
+    rows, refused = importer.parse(await _read_body(request, importer.MAX_IMPORT), ctx.fields)
+    request_id = request.headers.get("x-request-id")
+
+    async def announce(link: Link) -> None:
+        try:
+            await ctx.events.created(link, request_id)
+        except Exception as exc:
+            # The row is stored: a redirect that misses KV reads the database,
+            # and the cache-refresher's reconciliation writes the entry.
+            log.warning("import: %s stored but not announced (%s)", link.code, exc)
+        ctx.cache.apply(link.code, link.entry())
+
+    outcome = await importer.store(rows, ctx.store, announce)
+    errors = sorted([*refused, *outcome.errors], key=lambda e: e.line)
+    return _json(
+        {
+            "imported": len(outcome.imported),
+            "skipped": outcome.skipped,
+            "errors": [msgspec.structs.asdict(e) for e in errors],
+            "links": [
+                {"line": line, "code": link.code, "short_url": f"{ctx.public_url}/{link.code}"}
+                for line, link in outcome.imported
+            ],
+        }
+    )
+
+
 @router.get("", responses=problems(422))
 async def list_links(
     ctx: Ctx,
@@ -139,6 +181,11 @@ async def list_links(
     tag: str | None = None,
 ) -> Response:
     after = _decode_cursor(cursor) if cursor else None
+    if tag is not None:
+        try:
+            tag = tag_value(tag)
+        except ValueError as exc:
+            raise Problem.invalid([FieldError("tag", str(exc))]) from None
     links = await ctx.store.page(limit + 1, after, tag)
     more = len(links) > limit
     links = links[:limit]
@@ -152,6 +199,7 @@ async def list_links(
 
 @router.get("/{code}", responses=problems(404))
 async def get_link(code: str, ctx: Ctx) -> Response:
+    _possible(code)
     link = await ctx.store.get(code)
     if link is None:
         raise Problem.not_found(code)
@@ -160,6 +208,7 @@ async def get_link(code: str, ctx: Ctx) -> Response:
 
 @router.patch("/{code}", responses=problems(400, 404, 413, 422))
 async def update_link(code: str, request: Request, ctx: Ctx) -> Response:
+    _possible(code)
     changes = ctx.fields.check(await _read_json(request), creating=False)
     if not changes:
         link = await ctx.store.get(code)
@@ -174,6 +223,7 @@ async def update_link(code: str, request: Request, ctx: Ctx) -> Response:
 
 @router.delete("/{code}", status_code=204, responses=problems(404))
 async def delete_link(code: str, request: Request, ctx: Ctx) -> Response:
+    _possible(code)
     deleted = await ctx.store.delete(code)
     if deleted is None:
         raise Problem.not_found(code)

@@ -42,7 +42,9 @@ def build(settings: Settings) -> Gateway:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
-        nc = await bus.connect(settings.common.nats_url, "link")
+        nc = await bus.connect(
+            settings.common.nats_url, "link", creds=settings.common.nats_creds, user="link"
+        )
         js = nc.jetstream()
         kv = await js.key_value(topology.KV_LINKS)
         ring = await access.open(js)
@@ -53,7 +55,12 @@ def build(settings: Settings) -> Gateway:
         spool = Spool(settings.spool_path(), settings.spool_max_bytes)
         # A PubAck per click until CLICKS is known to have one replica.
         clicks = ClickPublisher(
-            settings.common.nats_url, settings.click_publish_timeout, spool, max_group=1
+            settings.common.nats_url,
+            settings.click_publish_timeout,
+            spool,
+            max_group=1,
+            creds=settings.common.nats_creds,
+            inbox_prefix=bus.inbox_prefix("link"),
         )
         await replicas.check(js, clicks)
         watch = asyncio.create_task(replicas.follow(js, clicks), name="clicks-replicas")

@@ -66,8 +66,10 @@ class ClickPublisher:
         ping_interval: float = 5.0,
         max_in_flight: int = MAX_IN_FLIGHT,
         max_group: int = MAX_GROUP,
+        creds: str = "",
+        inbox_prefix: str = "_INBOX",
     ) -> None:
-        self._inbox = f"_INBOX.{secrets.token_hex(11)}"
+        self._inbox = f"{inbox_prefix}.{secrets.token_hex(11)}"
         self._link = ClickConnection(
             nats_url,
             "link-clicks",
@@ -75,6 +77,7 @@ class ClickPublisher:
             self._on_ack,
             self._lost,
             ping_interval=ping_interval,
+            creds=creds,
         )
         self._spool = spool
         self._replayer: asyncio.Task[None] | None = None

@@ -80,6 +80,44 @@ class LinkStore:
             raise CodeTaken(code)
         return _link(row)
 
+    async def create_many(
+        self, rows: list[tuple[str, str, int, list[str], datetime | None]]
+    ) -> tuple[list[Link], dict[str, str]]:
+        """(code, url, redirect_type, tags, expires_at) rows in one statement,
+        each as :meth:`create` would: the links made, and for every code that
+        was taken, the URL it holds. Codes must be distinct."""
+        codes = [r[0] for r in rows]
+        async with self._pool.acquire() as conn, conn.transaction():
+            made = await conn.fetch(
+                f"""
+                INSERT INTO links (code, url, redirect_type, tags, expires_at)
+                SELECT r.code, r.url, r.redirect_type,
+                       ARRAY(SELECT jsonb_array_elements_text(r.tags::jsonb)), r.expires_at
+                FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[],
+                            $5::timestamptz[]) AS r(code, url, redirect_type, tags, expires_at)
+                ON CONFLICT (code) DO UPDATE SET
+                    url = EXCLUDED.url, redirect_type = EXCLUDED.redirect_type,
+                    tags = EXCLUDED.tags, expires_at = EXCLUDED.expires_at,
+                    version = links.version + 1, created_at = now(), updated_at = now(),
+                    deleted_at = NULL
+                WHERE links.deleted_at IS NOT NULL
+                RETURNING {_COLUMNS}
+                """,
+                codes,
+                [r[1] for r in rows],
+                [r[2] for r in rows],
+                # A text[] per row would flatten in unnest: each travels as JSON.
+                [msgspec.json.encode(r[3]).decode() for r in rows],
+                [r[4] for r in rows],
+            )
+            links = [_link(row) for row in made]
+            made_codes = {link.code for link in links}
+            taken = await conn.fetch(
+                "SELECT code, url FROM links WHERE code = ANY($1) AND deleted_at IS NULL",
+                [c for c in codes if c not in made_codes],
+            )
+        return links, {row["code"]: row["url"] for row in taken}
+
     async def get(self, code: str) -> Link | None:
         row = await self._pool.fetchrow(
             f"SELECT {_COLUMNS} FROM links WHERE code = $1 AND deleted_at IS NULL", code

@@ -138,6 +138,12 @@ def _tags(value: Any) -> list[str]:
         raise ValueError("must be a list of strings")
     if len(value) > MAX_TAGS:
         raise ValueError(f"at most {MAX_TAGS} tags")
-    if any(not t or len(t) > MAX_TAG for t in value):
+    return list(dict.fromkeys(tag_value(t) for t in value))
+
+
+def tag_value(tag: str) -> str:
+    if not tag or len(tag) > MAX_TAG:
         raise ValueError(f"each tag must be 1 to {MAX_TAG} characters")
-    return list(dict.fromkeys(value))
+    if "\x00" in tag:
+        raise ValueError("a tag must not contain a NUL character")
+    return tag

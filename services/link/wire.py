@@ -13,22 +13,29 @@ gateway does on NATS (KV, link events, health) stays on nats-py.
 
 Servers come from the same ``LINKFLOW_NATS_URL``: ``nats://`` or ``tls://``
 URLs, comma-separated ones tried in turn, with ``user:password@`` or
-``token@``. As with nats-py, the connection turns to TLS after the server's
-INFO when the URL says ``tls://`` or the server requires it, verified against
-the system's CAs (``SSL_CERT_FILE`` names a private one).
+``token@``, or a credentials file (``LINKFLOW_NATS_CREDS``: a user JWT and
+its NKey seed, whose signature of the server's nonce proves the identity).
+As with nats-py, the connection turns to TLS after the server's INFO when
+the URL says ``tls://`` or the server requires it, verified against the
+system's CAs (``SSL_CERT_FILE`` names a private one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
+import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, cast
 from urllib.parse import unquote, urlsplit
+
+import nkeys
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +84,24 @@ def parse_servers(url: str) -> list[Server]:
     return found
 
 
+_CREDS_BLOCK: Final = re.compile(r"-{3,}BEGIN ([A-Z ]+)-{3,}\s*\n\s*(\S+)\s*\n\s*-{3,}END \1-{3,}")
+
+
+def read_creds(path: str) -> tuple[str, bytes]:
+    """The user JWT and NKey seed of a NATS credentials file (read at each
+    connect, as nats-py does, so that a rotated file is picked up)."""
+    blocks = dict(_CREDS_BLOCK.findall(Path(path).read_text()))
+    jwt, seed = blocks.get("NATS USER JWT"), blocks.get("USER NKEY SEED")
+    if not jwt or not seed:
+        raise ValueError(f"{path} is not a NATS credentials file (user JWT and NKey seed)")
+    return jwt, seed.encode()
+
+
+def sign_nonce(seed: bytes, nonce: str) -> str:
+    signed = nkeys.from_seed(bytearray(seed)).sign(nonce.encode())
+    return base64.urlsafe_b64encode(signed).rstrip(b"=").decode()
+
+
 class _Connection(asyncio.Protocol):
     """One TCP connection to one server, ready once the first PONG answers CONNECT.
 
@@ -92,6 +117,7 @@ class _Connection(asyncio.Protocol):
         inbox: str,
         on_ack: AckCallback,
         on_close: Callable[[_Connection], None],
+        creds: str = "",
     ) -> None:
         loop = asyncio.get_running_loop()
         self.greeted: asyncio.Future[bool] = loop.create_future()
@@ -107,6 +133,8 @@ class _Connection(asyncio.Protocol):
         self._on_close = on_close
         self._buf = bytearray()
         self._greeted = False
+        self._creds = creds
+        self._nonce = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
@@ -188,6 +216,7 @@ class _Connection(asyncio.Protocol):
         # +OK and later INFOs (cluster changes, lame duck) need nothing.
 
     def _hello(self, info: dict[str, object]) -> None:
+        self._nonce = str(info.get("nonce") or "")
         if self._server.tls or info.get("tls_required"):
             # Nothing more in the clear: CONNECT (and its credentials) waits
             # for the handshake.
@@ -211,6 +240,15 @@ class _Connection(asyncio.Protocol):
             "name": self._name,
         }
         server = self._server
+        if self._creds:
+            try:
+                jwt, seed = read_creds(self._creds)
+                options["jwt"], options["sig"] = jwt, sign_nonce(seed, self._nonce)
+            except (OSError, ValueError, nkeys.NkeysError) as exc:
+                self._fail(ConnectionError(f"credentials {self._creds}: {exc}"))
+                assert self.transport is not None
+                self.transport.abort()
+                return
         if server.token is not None:
             options["auth_token"] = server.token
         elif server.user is not None:
@@ -241,8 +279,10 @@ class ClickConnection:
         *,
         ping_interval: float = 5.0,
         connect_timeout: float = 2.0,
+        creds: str = "",
     ) -> None:
         self._servers = parse_servers(url)
+        self._creds = creds
         self._name = name
         self._inbox = inbox
         self._on_ack = on_ack
@@ -321,7 +361,9 @@ class ClickConnection:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self._connect_timeout):
             _, conn = await loop.create_connection(
-                lambda: _Connection(server, self._name, self._inbox, self._on_ack, self._closed),
+                lambda: _Connection(
+                    server, self._name, self._inbox, self._on_ack, self._closed, self._creds
+                ),
                 server.host,
                 server.port,
             )

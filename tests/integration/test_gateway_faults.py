@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import msgspec
+import nats.errors
 import pytest
+from nats.errors import NoRespondersError
 from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import ServiceUnavailableError
 
 from services.link.app import build
 from services.link.settings import Settings
@@ -46,6 +51,20 @@ def settings_for(nats: NatsServer, db_url: str, spool: Path, max_bytes: int) -> 
 
 
 async def stored_click_ids(url: str) -> list[str]:
+    """Every click id in CLICKS. Right after a stream change (a new replica
+    count, a restarted server) JetStream may answer 503 for a moment while
+    it elects a leader: that is waited out, not read as an empty stream."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            return await _click_ids(url)
+        except (ServiceUnavailableError, NoRespondersError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)  # wait-ok: a leader election, polled with a deadline
+
+
+async def _click_ids(url: str) -> list[str]:
     nc = await bus.connect(url, "check", forever=False)
     try:
         # No acks: an ephemeral consumer that waits for them stops at 1,000.
@@ -59,8 +78,8 @@ async def stored_click_ids(url: str) -> list[str]:
         while True:
             try:
                 msgs = await sub.fetch(100, timeout=0.5)
-            except Exception:
-                return ids
+            except nats.errors.TimeoutError:
+                return ids  # nothing more within the wait: the stream is read
             ids += [msgspec.json.decode(m.data, type=Click).id for m in msgs]
     finally:
         # Not drain(): it waits out nats-py's 30 s drain timeout on the

@@ -1,0 +1,169 @@
+"""Each service's NATS identity: what its user may publish and subscribe.
+
+The rules are derived here from the topology (streams, consumers, buckets)
+and rendered into ``deploy/nats.conf`` (``linkflow schemas`` writes it, a
+test fails when it drifts) and into the embedded server's config under
+``linkflow up``, so both run the same rules. Each user gets an inbox prefix
+of its own (``_INBOX_<user>``): replies to one service (PubAcks, API
+answers, KV watch deliveries) cannot be read by another.
+
+JetStream ack subjects come in two formats: ``$JS.ACK.<stream>.<consumer>.…``
+and, from servers that know their domain or account (nats-server 2.10
+clusters with a domain, and every 2.12+ server asked for it),
+``$JS.ACK.<domain>.<account hash>.<stream>.<consumer>.…``. Both are allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Final
+
+from shared import keys, topology
+from shared.topology import Consumer
+
+SERVICES: Final = ("link", "click_recorder", "analytics", "cache_refresher")
+ADMIN: Final = "admin"
+USERS: Final = (*SERVICES, ADMIN)
+API: Final = "$JS.API"
+
+
+def inbox_prefix(user: str) -> str:
+    return "_INBOX" if user == ADMIN else f"_INBOX_{user}"
+
+
+def _consume(c: Consumer) -> list[str]:
+    return [
+        f"{API}.CONSUMER.MSG.NEXT.{c.stream}.{c.name}",
+        f"{API}.CONSUMER.INFO.{c.stream}.{c.name}",
+        f"$JS.ACK.{c.stream}.{c.name}.>",
+        f"$JS.ACK.*.*.{c.stream}.{c.name}.>",
+    ]
+
+
+def _worker(c: Consumer) -> list[str]:
+    """A durable worker: its consumer, its advisories' consumer, its DLQ
+    subject, and reading a message by sequence (the rescue of a message
+    whose deliveries ran out)."""
+    return [
+        *_consume(c),
+        *_consume(topology.rescuer(c)),
+        f"dlq.{c.stream}.{c.name}",
+        f"{API}.STREAM.MSG.GET.{c.stream}",
+        f"{API}.STREAM.INFO.{c.stream}",
+    ]
+
+
+def _kv_read(bucket: str) -> list[str]:
+    stream = f"KV_{bucket}"
+    return [
+        f"{API}.STREAM.INFO.{stream}",
+        f"{API}.STREAM.MSG.GET.{stream}",
+        f"{API}.DIRECT.GET.{stream}.>",
+        # A watch is an ordered push consumer, re-created after a gap.
+        f"{API}.CONSUMER.CREATE.{stream}",
+        f"{API}.CONSUMER.CREATE.{stream}.>",
+        f"{API}.CONSUMER.DELETE.{stream}.>",
+        f"{API}.CONSUMER.INFO.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
+def _kv_write(bucket: str) -> list[str]:
+    return [*_kv_read(bucket), f"$KV.{bucket}.>"]
+
+
+def _api_keys() -> list[str]:
+    """Every HTTP service reads the keys and notes their use, nothing more."""
+    usage = f"KV_{keys.KV_USAGE}"
+    return [*_kv_read(keys.KV_KEYS), f"$KV.{keys.KV_USAGE}.>", f"{API}.STREAM.INFO.{usage}"]
+
+
+def permissions() -> dict[str, dict[str, list[str]]]:
+    """user -> {"publish": [...], "subscribe": [...]}."""
+    c = topology
+    rules: dict[str, dict[str, list[str]]] = {
+        "link": {
+            "publish": [
+                "links.created",
+                "links.updated",
+                "links.deleted",
+                "clicks.>",
+                *_kv_write(c.KV_LINKS),
+                *_api_keys(),
+                f"{API}.STREAM.INFO.{c.CLICKS}",  # its replicas decide click grouping
+            ],
+            "subscribe": [],
+        },
+        "click_recorder": {"publish": _worker(c.CLICK_RECORDER), "subscribe": []},
+        "cache_refresher": {
+            "publish": [*_worker(c.CACHE_REFRESHER), *_kv_write(c.KV_LINKS)],
+            "subscribe": [],
+        },
+        "analytics": {
+            "publish": [
+                *_worker(c.ANALYTICS_CLICKS),
+                *_api_keys(),
+                # The pipeline view reads every consumer and the DLQ.
+                *(f"{API}.CONSUMER.INFO.{x.stream}.{x.name}" for x in c.CONSUMERS),
+                *(f"{API}.STREAM.MSG.GET.{x.stream}" for x in c.CONSUMERS),
+                # Backfills read CLICKS through consumers of their own. A
+                # consumer name is one token, so this cannot be narrowed to
+                # backfill-* names (README, "NATS identities").
+                f"{API}.CONSUMER.CREATE.{c.CLICKS}.>",
+                f"{API}.CONSUMER.DELETE.{c.CLICKS}.>",
+                f"{API}.CONSUMER.MSG.NEXT.{c.CLICKS}.>",
+                f"$JS.ACK.{c.CLICKS}.>",
+                f"$JS.ACK.*.*.{c.CLICKS}.>",
+                # DLQ operations: list, discard, and replay to the original subject.
+                f"{API}.STREAM.INFO.{c.DLQ}",
+                f"{API}.STREAM.MSG.GET.{c.DLQ}",
+                f"{API}.STREAM.MSG.DELETE.{c.DLQ}",
+                "clicks.>",
+                "links.updated",
+                "links.deleted",
+            ],
+            # links.created feeds links-created-per-day; clicks.> the live stream.
+            "subscribe": ["links.created", "clicks.>"],
+        },
+        ADMIN: {"publish": [">"], "subscribe": [">"]},
+    }
+    for user, rule in rules.items():
+        rule["publish"] = list(dict.fromkeys(rule["publish"]))
+        rule["subscribe"] = [*rule["subscribe"], f"{inbox_prefix(user)}.>"]
+        if user == ADMIN:
+            rule["subscribe"] = [">"]
+    return rules
+
+
+def password_variable(user: str) -> str:
+    return f"LINKFLOW_{user.upper()}_NATS_PASSWORD"
+
+
+def authorization(passwords: dict[str, str] | None = None) -> str:
+    """The ``authorization`` block: literal passwords, or ``$VARIABLE``
+    references that nats-server reads from its environment."""
+    lines = ["authorization {", "  users = ["]
+    for user, rule in permissions().items():
+        secret = json.dumps(passwords[user]) if passwords else f"${password_variable(user)}"
+        lines.append(f"    {{user: {user}, password: {secret}, permissions: {{")
+        for verb in ("publish", "subscribe"):
+            lines.append(f"      {verb}: {{allow: {json.dumps(rule[verb])}}}")
+        lines.append("    }}")
+    lines += ["  ]", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def deploy_conf() -> str:
+    """``deploy/nats.conf``: one node of compose's JetStream cluster."""
+    return (
+        "# Generated by `linkflow schemas` from shared/natsauth.py: edit that, not this.\n"
+        "# One user per service, allowed only its own subjects; passwords come from\n"
+        "# the environment (LINKFLOW_<USER>_NATS_PASSWORD).\n"
+        "port: 4222\n"
+        "http_port: 8222\n"
+        "server_name: linkflow\n"
+        "jetstream {\n"
+        "  store_dir: /data\n"
+        "  max_file_store: 10G\n"
+        "}\n" + authorization()
+    )
