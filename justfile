@@ -8,6 +8,12 @@ up:
 test *args:
     python3 -m pytest {{args}}
 
+# Browser tests in headless Chromium: Debian's package (installed here if missing),
+# driven by Playwright with the system browser (no browser download). CI runs it.
+browser *args:
+    command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) || echo "just browser: could not install Debian's chromium; the browser tests will say they skipped"
+    python3 -m pytest -m browser {{args}}
+
 # ruff and mypy --strict on services/ and shared/.
 lint:
     python3 -m ruff check services shared tests

@@ -195,16 +195,20 @@ class NoSuchKey(Exception):
     """``keys revoke`` of a name that has no key."""
 
 
+async def _held(bucket: KeyValue, name: str) -> KeyValue.Entry | None:
+    try:
+        return await bucket.get(name)
+    except KeyNotFoundError:  # KeyDeletedError included
+        return None
+
+
 async def create(
     js: JetStreamContext, name: str, scopes: tuple[str, ...], expires_at: datetime | None = None
 ) -> str:
     """Store a new key and return it: the only time it exists outside the caller."""
     key, record = new_key(name, scopes, expires_at)
     bucket, _ = await buckets(js)
-    try:
-        held = await bucket.get(name)
-    except KeyNotFoundError:
-        held = None
+    held = await _held(bucket, name)
     if held is None or held.value is None:
         try:
             await bucket.create(name, encode(record))
@@ -219,10 +223,7 @@ async def create(
 
 async def revoke(js: JetStreamContext, name: str) -> ApiKey:
     bucket, _ = await buckets(js)
-    try:
-        held = await bucket.get(name)
-    except KeyNotFoundError:
-        held = None
+    held = await _held(bucket, name)
     if held is None or held.value is None:
         raise NoSuchKey(f"no key named {name!r}")
     record = decode(held.value)

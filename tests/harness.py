@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -83,3 +86,15 @@ def bearer(key: str) -> dict[str, str]:
 def key_header(home: Path) -> dict[str, str]:
     """The header for the admin key that ``linkflow up`` kept in ``home``."""
     return bearer((home / "admin.key").read_text().strip())
+
+
+def linkflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``linkflow ARGS`` in a process of its own, ``env`` over this one's."""
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -11,6 +11,15 @@ import msgspec
 from shared.contracts import LinkEntry
 
 _COLUMNS: Final = "code, url, redirect_type, tags, expires_at, version, created_at, updated_at"
+# A code whose link was deleted may be taken again; its version goes on from
+# the deleted one so that readers never see a version repeat. A live code
+# conflicts: no row comes back.
+_REVIVE: Final = """ON CONFLICT (code) DO UPDATE SET
+    url = EXCLUDED.url, redirect_type = EXCLUDED.redirect_type,
+    tags = EXCLUDED.tags, expires_at = EXCLUDED.expires_at,
+    version = links.version + 1, created_at = now(), updated_at = now(),
+    deleted_at = NULL
+WHERE links.deleted_at IS NOT NULL"""
 
 
 class Link(msgspec.Struct, kw_only=True, frozen=True):
@@ -56,18 +65,11 @@ class LinkStore:
     async def create(
         self, code: str, url: str, redirect_type: int, tags: list[str], expires_at: datetime | None
     ) -> Link:
-        # A code whose link was deleted may be taken again; its version goes
-        # on from the deleted one so that readers never see a version repeat.
         row = await self._pool.fetchrow(
             f"""
             INSERT INTO links (code, url, redirect_type, tags, expires_at)
             VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (code) DO UPDATE SET
-                url = EXCLUDED.url, redirect_type = EXCLUDED.redirect_type,
-                tags = EXCLUDED.tags, expires_at = EXCLUDED.expires_at,
-                version = links.version + 1, created_at = now(), updated_at = now(),
-                deleted_at = NULL
-            WHERE links.deleted_at IS NOT NULL
+            {_REVIVE}
             RETURNING {_COLUMNS}
             """,
             code,
@@ -95,12 +97,7 @@ class LinkStore:
                        ARRAY(SELECT jsonb_array_elements_text(r.tags::jsonb)), r.expires_at
                 FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[],
                             $5::timestamptz[]) AS r(code, url, redirect_type, tags, expires_at)
-                ON CONFLICT (code) DO UPDATE SET
-                    url = EXCLUDED.url, redirect_type = EXCLUDED.redirect_type,
-                    tags = EXCLUDED.tags, expires_at = EXCLUDED.expires_at,
-                    version = links.version + 1, created_at = now(), updated_at = now(),
-                    deleted_at = NULL
-                WHERE links.deleted_at IS NOT NULL
+                {_REVIVE}
                 RETURNING {_COLUMNS}
                 """,
                 codes,

@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 
 from nats.aio.client import Client
 
 from shared import keys
+from tests.harness import linkflow
 from tests.servers import Servers
 
 
-def linkflow(servers: Servers, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LINKFLOW_NATS_URL": servers.nats_url}
-    return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def keys_cli(servers: Servers, *args: str) -> subprocess.CompletedProcess[str]:
+    return linkflow({"LINKFLOW_NATS_URL": servers.nats_url}, "keys", *args)
 
 
 async def test_create_list_revoke(servers: Servers, nc: Client) -> None:
-    made = linkflow(servers, "keys", "create", "ci", "--scope", "links:read", "--expires", "1h")
+    made = keys_cli(servers, "create", "ci", "--scope", "links:read", "--expires", "1h")
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"lf_[A-Za-z0-9]{32}", key)
@@ -38,10 +29,10 @@ async def test_create_list_revoke(servers: Servers, nc: Client) -> None:
     assert held.scopes == ("links:read",)
     assert held.expires_at is not None
 
-    default = linkflow(servers, "keys", "create", "ops-team")
+    default = keys_cli(servers, "create", "ops-team")
     assert "scopes admin" in default.stdout
 
-    listed = linkflow(servers, "keys", "list")
+    listed = keys_cli(servers, "list")
     assert listed.returncode == 0
     assert key not in listed.stdout
     row = next(line for line in listed.stdout.splitlines() if line.startswith("ci "))
@@ -49,44 +40,36 @@ async def test_create_list_revoke(servers: Servers, nc: Client) -> None:
     assert "links:read" in row
     assert row.endswith("active")
 
-    again = linkflow(servers, "keys", "create", "ci")
+    again = keys_cli(servers, "create", "ci")
     assert again.returncode == 1
     assert again.stderr.strip() == "linkflow keys: a key named 'ci' exists; revoke it first"
 
-    gone = linkflow(servers, "keys", "revoke", "ci")
+    gone = keys_cli(servers, "revoke", "ci")
     assert gone.returncode == 0
-    listed = linkflow(servers, "keys", "list")
+    listed = keys_cli(servers, "list")
     assert next(x for x in listed.stdout.splitlines() if x.startswith("ci ")).endswith("revoked")
     # A revoked key's name may be given to a new key.
-    assert linkflow(servers, "keys", "create", "ci").returncode == 0
+    assert keys_cli(servers, "create", "ci").returncode == 0
 
 
 async def test_mistakes_are_one_line(servers: Servers, nc: Client) -> None:
     for args, says in [
-        (("keys", "revoke", "nobody"), "linkflow keys: no key named 'nobody'"),
-        (("keys", "create", "bad name"), "linkflow keys: a key name is 1-64 of"),
-        (("keys", "create", "x", "--expires", "soon"), "linkflow keys: --expires: not a duration"),
+        (("revoke", "nobody"), "linkflow keys: no key named 'nobody'"),
+        (("create", "bad name"), "linkflow keys: a key name is 1-64 of"),
+        (("create", "x", "--expires", "soon"), "linkflow keys: --expires: not a duration"),
     ]:
-        done = linkflow(servers, *args)
+        done = keys_cli(servers, *args)
         assert done.returncode == 1
         assert done.stderr.count("\n") == 1, done.stderr
         assert done.stderr.startswith(says), done.stderr
-    unknown_scope = linkflow(servers, "keys", "create", "x", "--scope", "everything")
+    unknown_scope = keys_cli(servers, "create", "x", "--scope", "everything")
     assert unknown_scope.returncode == 2
     assert "invalid choice: 'everything'" in unknown_scope.stderr
     assert "Traceback" not in unknown_scope.stderr
 
 
 def test_no_nats_is_one_line() -> None:
-    env = {**os.environ, "LINKFLOW_NATS_URL": "nats://127.0.0.1:1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "keys", "list"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = linkflow({"LINKFLOW_NATS_URL": "nats://127.0.0.1:1"}, "keys", "list")
     assert done.returncode == 1
     assert done.stderr.startswith("linkflow keys: cannot reach NATS at nats://127.0.0.1:1")
     assert done.stderr.count("\n") == 1

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from urllib.parse import quote, urlsplit
 
@@ -14,7 +11,7 @@ from nats.aio.client import Client
 
 from shared import topology
 from shared.migrate import migrate_all
-from tests.harness import count
+from tests.harness import count, linkflow
 from tests.servers import Servers
 
 
@@ -82,14 +79,8 @@ async def test_migrate_over_a_unix_socket(servers: Servers, nc: Client) -> None:
 def test_a_database_url_that_cannot_work_is_one_clear_line(
     servers: Servers, url: str, says: str
 ) -> None:
-    env = {**os.environ, "LINKFLOW_NATS_URL": servers.nats_url, "LINKFLOW_DATABASE_URL": url}
-    done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = linkflow(
+        {"LINKFLOW_NATS_URL": servers.nats_url, "LINKFLOW_DATABASE_URL": url}, "migrate"
     )
     assert done.returncode == 1
     assert done.stdout == ""
