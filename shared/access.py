@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 Policy = Callable[[str, str], str | None]
 # The OpenAPI documents and their viewer are public (SPEC, "Access").
-PUBLIC_PATHS: Final = frozenset({"/api/openapi.json", "/api/docs", "/api/docs/oauth2-redirect"})
+PUBLIC_PATHS: Final = frozenset({"/api/openapi.json", "/api/docs"})
 READS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 KEYS_WAIT: Final = 5.0
 _BEARER = re.compile(r"^Bearer +(\S+) *$", re.IGNORECASE)
@@ -54,11 +54,6 @@ class RateLimit:
     def _tokens(self, who: str, at: float) -> float:
         tokens, then = self._buckets.get(who, (self.burst, at))
         return min(self.burst, tokens + (at - then) * self.rate)
-
-    def wait(self, who: str) -> float:
-        """Seconds until ``who`` has a token (0: it has one now)."""
-        tokens = self._tokens(who, time.monotonic())
-        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
 
     def take(self, who: str) -> float:
         """Spend a token if there is one: 0, else the seconds until there is."""
@@ -124,6 +119,14 @@ class Access:
             await asyncio.wait_for(self.ring.synced.wait(), KEYS_WAIT)
         return self.ring
 
+    def still_allows(self, name: str | None, scope: str) -> Callable[[], bool]:
+        """For a long call (the live stream): whether the key that opened it
+        may still do so, asked again while it runs."""
+        ring = self.ring
+        if not self.enabled or name is None or ring is None:
+            return lambda: True
+        return lambda: ring.allows(name, scope)
+
     async def check(self) -> str | None:
         """Readiness: a guard without its keys answers every call 503."""
         if self.enabled and (self.ring is None or not self.ring.synced.is_set()):
@@ -132,24 +135,31 @@ class Access:
 
     def decide(self, scope: Scope) -> tuple[Problem | None, str | None]:
         """The refusal for a request, or None and the name of its key."""
-        needed = self.policy(scope["method"], scope["path"])
+        # Routing matches the path below the root path (uvicorn --root-path):
+        # so does the policy, or /<root>/api/… would pass as "not /api".
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        needed = self.policy(scope["method"], path)
         if needed is None or not self.enabled:
             return None, None
-        client = scope.get("client")
-        ip = client[0] if client else "?"
-        wait = self.failures.wait(ip)
-        if wait:
-            return _too_many("too many failed authentications from this address", wait), None
         if self.ring is None or not self.ring.synced.is_set():
             return Problem(503, "API keys are not loaded yet"), None
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
         match = _BEARER.match(header.decode("latin-1")) if header else None
-        if match is None:
-            self.failures.take(ip)
-            return _unauthorized("an API key is required: Authorization: Bearer <key>", None), None
-        verdict = self.ring.check(match.group(1))
-        if verdict.key is None:
-            self.failures.take(ip)
+        verdict = self.ring.check(match.group(1)) if match else None
+        if verdict is None or verdict.key is None:
+            # A right key always passes: an address over its failure limit
+            # (a guesser, or anyone behind the same proxy) gets 429 only for
+            # keys that fail, so a shared address cannot lock others out.
+            client = scope.get("client")
+            wait = self.failures.take(client[0] if client else "?")
+            if wait:
+                return _too_many("too many failed authentications from this address", wait), None
+            if verdict is None:
+                detail = "an API key is required: Authorization: Bearer <key>"
+                return _unauthorized(detail, None), None
             return _unauthorized(verdict.why, "invalid_token"), None
         name = verdict.key.name
         if not verdict.key.allows(needed):

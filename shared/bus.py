@@ -10,6 +10,7 @@ import nats
 from nats.aio.client import Client
 
 from shared.errors import CommandError
+from shared.urls import redact
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +84,11 @@ async def connect(
         except Exception as exc:  # NoServersError, OSError, timeouts
             if not forever:
                 raise CommandError(
-                    f"cannot reach NATS at {url}: {exc or type(exc).__name__}"
+                    f"cannot reach NATS at {redact(url)}: {exc or type(exc).__name__}"
                 ) from None
             # nats-py reconnects forever only once connected: the first
             # connect is retried here, so a service may start before NATS.
-            log.warning("%s: cannot reach NATS at %s (%s); retrying", name, url, exc)
+            log.warning("%s: cannot reach NATS at %s (%s); retrying", name, redact(url), exc)
             await asyncio.sleep(1)
 
 

@@ -141,15 +141,6 @@ def with_database(url: str, name: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(path=path, query=urllib.parse.urlencode(query)))
 
 
-def redact(url: str) -> str:
-    """``url`` without its password, for messages."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
 async def ensure_database(url: str) -> None:
     """Create the database named in ``url`` if missing (embedded server, tests)."""
     name = database_name(url)

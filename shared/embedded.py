@@ -18,6 +18,14 @@ from pathlib import Path
 from typing import IO
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by this user alone (passwords, keys), whatever
+    the umask and whether or not the file was there before."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -127,8 +135,7 @@ class NatsServer(_Process):
             # Owner-only: it may hold passwords. The flags below override
             # what it says of ports and store.
             path = store_dir / "nats.conf"
-            path.touch(mode=0o600)
-            path.write_text(config)
+            write_private(path, config)
             self.extra_args += ["-c", str(path)]
 
     @property

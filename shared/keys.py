@@ -171,6 +171,16 @@ class KeyRing:
         self._note_use(record.name)
         return Verdict(record)
 
+    def allows(self, name: str, scope: str) -> bool:
+        """Whether the key named ``name`` is live and grants ``scope``."""
+        record = self._by_name.get(name)
+        return (
+            record is not None
+            and record.revoked_at is None
+            and not record.expired(now())
+            and record.allows(scope)
+        )
+
     def _note_use(self, name: str) -> None:
         at = time.monotonic()
         if at - self._used.get(name, -USAGE_EVERY) < USAGE_EVERY:
@@ -217,7 +227,10 @@ async def create(
     elif decode(held.value).revoked_at is None:
         raise KeyExists(f"a key named {name!r} exists; revoke it first")
     else:  # a revoked key's name may be used again
-        await bucket.update(name, encode(record), last=held.revision)
+        try:
+            await bucket.update(name, encode(record), last=held.revision)
+        except KeyWrongLastSequenceError:  # changed meanwhile by another call
+            raise KeyExists(f"the key named {name!r} changed meanwhile; try again") from None
     return key
 
 

@@ -9,6 +9,7 @@ import asyncpg
 from shared import bus, db, topology
 from shared.errors import CommandError
 from shared.settings import Common, WorkerSettings, load
+from shared.urls import redact
 
 
 async def migrate_all(environ: Mapping[str, str]) -> None:
@@ -25,7 +26,7 @@ async def migrate_all(environ: Mapping[str, str]) -> None:
             await db.migrate(url, schema)
         except (ValueError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise CommandError(
-                f"cannot migrate the database at {db.redact(url)}: {exc or type(exc).__name__}"
+                f"cannot migrate the database at {redact(url)}: {exc or type(exc).__name__}"
             ) from None
     workers = {c.service: load(WorkerSettings, c.service, environ) for c in topology.CONSUMERS}
     nc = await bus.connect(

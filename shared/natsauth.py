@@ -44,10 +44,13 @@ def _worker(c: Consumer) -> list[str]:
     """A durable worker: its consumer, its advisories' consumer, its DLQ
     subject, and reading a message by sequence (the rescue of a message
     whose deliveries ran out)."""
+    rescuer = topology.rescuer(c)
     return [
         *_consume(c),
-        *_consume(topology.rescuer(c)),
+        *_consume(rescuer),
         f"dlq.{c.stream}.{c.name}",
+        # An advisory the rescue cannot handle is dead-lettered too.
+        f"dlq.{rescuer.stream}.{rescuer.name}",
         f"{API}.STREAM.MSG.GET.{c.stream}",
         f"{API}.STREAM.INFO.{c.stream}",
     ]
@@ -79,7 +82,8 @@ def _api_keys() -> list[str]:
 
 
 def permissions() -> dict[str, dict[str, list[str]]]:
-    """user -> {"publish": [...], "subscribe": [...]}."""
+    """user -> {"publish": [...], "subscribe": [...]} (and "deny": [...],
+    publish subjects refused although an allow matches)."""
     c = topology
     rules: dict[str, dict[str, list[str]]] = {
         "link": {
@@ -106,14 +110,13 @@ def permissions() -> dict[str, dict[str, list[str]]]:
                 # The pipeline view reads every consumer and the DLQ.
                 *(f"{API}.CONSUMER.INFO.{x.stream}.{x.name}" for x in c.CONSUMERS),
                 *(f"{API}.STREAM.MSG.GET.{x.stream}" for x in c.CONSUMERS),
-                # Backfills read CLICKS through consumers of their own. A
-                # consumer name is one token, so this cannot be narrowed to
-                # backfill-* names (README, "NATS identities").
+                # Backfills read CLICKS through consumers of their own (no
+                # acks: AckPolicy.NONE). A consumer name is one token, so this
+                # cannot be narrowed to backfill-* names; the recorder's
+                # consumer is denied by name below.
                 f"{API}.CONSUMER.CREATE.{c.CLICKS}.>",
                 f"{API}.CONSUMER.DELETE.{c.CLICKS}.>",
                 f"{API}.CONSUMER.MSG.NEXT.{c.CLICKS}.>",
-                f"$JS.ACK.{c.CLICKS}.>",
-                f"$JS.ACK.*.*.{c.CLICKS}.>",
                 # DLQ operations: list, discard, and replay to the original subject.
                 f"{API}.STREAM.INFO.{c.DLQ}",
                 f"{API}.STREAM.MSG.GET.{c.DLQ}",
@@ -127,6 +130,17 @@ def permissions() -> dict[str, dict[str, list[str]]]:
         },
         ADMIN: {"publish": [">"], "subscribe": [">"]},
     }
+    # Deny wins over allow: analytics' backfill rights stop at the recorder's
+    # consumer (it could otherwise delete it, or take and ack its clicks).
+    recorder = c.CLICK_RECORDER
+    rules["analytics"]["deny"] = [
+        f"{API}.CONSUMER.{verb}.{recorder.stream}.{recorder.name}{tail}"
+        for verb in ("CREATE", "DELETE", "MSG.NEXT")
+        for tail in ("", ".>")
+    ] + [
+        f"$JS.ACK.{recorder.stream}.{recorder.name}.>",
+        f"$JS.ACK.*.*.{recorder.stream}.{recorder.name}.>",
+    ]
     for user, rule in rules.items():
         rule["publish"] = list(dict.fromkeys(rule["publish"]))
         rule["subscribe"] = [*rule["subscribe"], f"{inbox_prefix(user)}.>"]
@@ -146,8 +160,9 @@ def authorization(passwords: dict[str, str] | None = None) -> str:
     for user, rule in permissions().items():
         secret = json.dumps(passwords[user]) if passwords else f"${password_variable(user)}"
         lines.append(f"    {{user: {user}, password: {secret}, permissions: {{")
-        for verb in ("publish", "subscribe"):
-            lines.append(f"      {verb}: {{allow: {json.dumps(rule[verb])}}}")
+        deny = f", deny: {json.dumps(rule['deny'])}" if rule.get("deny") else ""
+        lines.append(f"      publish: {{allow: {json.dumps(rule['publish'])}{deny}}}")
+        lines.append(f"      subscribe: {{allow: {json.dumps(rule['subscribe'])}}}")
         lines.append("    }}")
     lines += ["  ]", "}"]
     return "\n".join(lines) + "\n"

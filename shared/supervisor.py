@@ -17,7 +17,7 @@ from typing import IO
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from shared import bus, keys, natsauth
-from shared.embedded import NatsServer, PostgresServer, free_port, port_open
+from shared.embedded import NatsServer, PostgresServer, free_port, port_open, write_private
 from shared.migrate import migrate_all
 from shared.settings import Common, load
 
@@ -85,9 +85,7 @@ class Supervisor:
             env["LINKFLOW_NATS_URL"] = urls[natsauth.ADMIN]
             for name in natsauth.SERVICES:
                 env[f"LINKFLOW_{name.upper()}_NATS_URL"] = urls[name]
-            admin_url = self.home / "nats-admin.url"
-            admin_url.touch(mode=0o600)
-            admin_url.write_text(urls[natsauth.ADMIN] + "\n")
+            write_private(self.home / "nats-admin.url", urls[natsauth.ADMIN] + "\n")
             _say(
                 f"embedded NATS at {self.nats.url} (store {self.nats.store_dir}); "
                 f"a user per service, passwords in {self.home / 'nats-passwords.json'}"
@@ -191,8 +189,7 @@ def nats_passwords(home: Path) -> dict[str, str]:
         if set(held) >= set(natsauth.USERS):
             return held
     made = {user: secrets.token_urlsafe(24) for user in natsauth.USERS}
-    path.touch(mode=0o600)
-    path.write_text(json.dumps(made, indent=2) + "\n")
+    write_private(path, json.dumps(made, indent=2) + "\n")
     return made
 
 

@@ -88,7 +88,7 @@ class Operator:
             name,
             {
                 "type": "user",
-                "pub": {"allow": rule["publish"]},
+                "pub": {"allow": rule["publish"], "deny": rule.get("deny", [])},
                 "sub": {"allow": rule["subscribe"]},
                 "subs": -1,
                 "data": -1,

@@ -14,7 +14,7 @@ from services.analytics.backfill import Backfills
 from services.analytics.live import LiveClicks
 from services.analytics.store import AnalyticsStore
 from shared import keys
-from shared.access import is_api
+from shared.access import Access, is_api
 from shared.openapi import event_stream, problems
 from shared.problems import FieldError, Problem
 
@@ -39,8 +39,14 @@ def policy(method: str, path: str) -> str | None:
 
 class Deps:
     def __init__(
-        self, store: AnalyticsStore, js: JetStreamContext, live: LiveClicks, backfills: Backfills
+        self,
+        store: AnalyticsStore,
+        js: JetStreamContext,
+        live: LiveClicks,
+        backfills: Backfills,
+        access: Access,
     ) -> None:
+        self.access = access
         self.store = store
         self.js = js
         self.live = live
@@ -90,9 +96,11 @@ async def top(ctx: Ctx, request: Request) -> Response:
     response_class=StreamingResponse,
     responses=event_stream("one `click` event per click, live (Server-Sent Events)"),
 )
-async def stream(ctx: Ctx, code: str | None = None) -> StreamingResponse:
+async def stream(ctx: Ctx, request: Request, code: str | None = None) -> StreamingResponse:
+    # The key was checked when the stream opened; a revocation ends it.
+    allowed = ctx.access.still_allows(request.state.api_key, keys.STATS_READ)
     return StreamingResponse(
-        ctx.live.events(code),
+        ctx.live.events(code, allowed),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )

@@ -74,7 +74,7 @@ def build(settings: Settings) -> FastAPI:
             )
         )
         try:
-            yield {"deps": api.Deps(store, js, live, backfills)}
+            yield {"deps": api.Deps(store, js, live, backfills, access)}
         finally:
             # Stop taking work, settle the batch in hand, then drain.
             stop.set()

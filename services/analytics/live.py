@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
 from nats.aio.client import Client
@@ -21,6 +21,9 @@ from shared.contracts import Click
 _decode = msgspec.json.Decoder(Click).decode
 QUEUE_SIZE = 256
 KEEPALIVE = 15.0
+# How often an open stream asks whether its key is still good: a revoked key
+# loses the stream within this (plus the KV watch's milliseconds).
+RECHECK = 1.0
 
 
 class LiveClicks:
@@ -50,18 +53,26 @@ class LiveClicks:
                     queue.get_nowait()
                 queue.put_nowait(msg.data)
 
-    async def events(self, code: str | None) -> AsyncIterator[bytes]:
-        """Server-Sent Events for one client until it disconnects."""
+    async def events(
+        self, code: str | None, allowed: Callable[[], bool] = lambda: True
+    ) -> AsyncIterator[bytes]:
+        """Server-Sent Events for one client until it disconnects, or until
+        ``allowed`` says its key no longer may (revoked, expired)."""
         listener = (code, asyncio.Queue[bytes](QUEUE_SIZE))
         self._listeners.add(listener)
         try:
             yield b": connected\n\n"
-            while True:
+            idle = 0.0
+            while allowed():
                 try:
-                    data = await asyncio.wait_for(listener[1].get(), KEEPALIVE)
+                    data = await asyncio.wait_for(listener[1].get(), RECHECK)
                 except TimeoutError:
-                    yield b": keepalive\n\n"
+                    idle += RECHECK
+                    if idle >= KEEPALIVE:
+                        idle = 0.0
+                        yield b": keepalive\n\n"
                     continue
+                idle = 0.0
                 yield b"event: click\ndata: " + data + b"\n\n"
         finally:
             self._listeners.discard(listener)

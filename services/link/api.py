@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -146,7 +147,9 @@ async def create_link(request: Request, ctx: Ctx) -> Response:
 
 @router.post("/import", responses=problems(400, 413))
 async def import_links(request: Request, ctx: Ctx) -> Response:
-    rows, refused = importer.parse(await _read_body(request, importer.MAX_IMPORT), ctx.fields)
+    body = await _read_body(request, importer.MAX_IMPORT)
+    # In a thread: redirects keep being answered while a big file is checked.
+    rows, refused = await asyncio.to_thread(importer.parse, body, ctx.fields)
     request_id = request.headers.get("x-request-id")
 
     async def announce(link: Link) -> None:

@@ -130,7 +130,10 @@ def _expires_at(value: Any) -> datetime | None:
         raise ValueError("must be an RFC 3339 date-time or null") from None
     if parsed.tzinfo is None:
         raise ValueError("must include a time zone offset")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise ValueError("is out of range") from None
 
 
 def _tags(value: Any) -> list[str]:

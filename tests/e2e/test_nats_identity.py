@@ -207,12 +207,17 @@ REFUSED = [
     ("analytics", "pub", "$KV.links.x"),
     ("analytics", "pub", "$KV.api_keys.forged"),
     ("analytics", "pub", "$JS.API.STREAM.PURGE.CLICKS"),
+    ("analytics", "pub", "$JS.API.CONSUMER.DELETE.CLICKS.click-recorder"),
+    ("analytics", "pub", "$JS.API.CONSUMER.MSG.NEXT.CLICKS.click-recorder"),
+    ("analytics", "pub", "$JS.ACK.CLICKS.click-recorder.1.1.1.1.0"),
 ]
 ALLOWED = [
     ("link", "pub", "clicks.x"),
     ("link", "pub", "$KV.links.x"),
     ("click_recorder", "pub", "dlq.CLICKS.click-recorder"),
     ("analytics", "sub", "links.created"),
+    ("analytics", "pub", "$JS.API.CONSUMER.DELETE.CLICKS.backfill-1"),
+    ("click_recorder", "pub", "dlq.ADVISORIES.click-recorder-max-deliveries"),
     ("admin", "pub", "$KV.api_keys.x"),
 ]
 

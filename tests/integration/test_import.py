@@ -106,6 +106,36 @@ async def test_a_body_that_is_not_a_link_csv_is_a_400(gateway: httpx.AsyncClient
     assert (await gateway.get("/api/links")).json()["items"] == []
 
 
+async def test_odd_cells_are_row_errors_not_server_errors(gateway: httpx.AsyncClient) -> None:
+    body = (
+        "url,code,redirect_type,expires_at\n"
+        "https://example.com/1,odd-1,\u00b2,\n"
+        f"https://example.com/2,odd-2,{'9' * 5000},\n"
+        "https://example.com/3,odd-3,,0001-01-01T00:00:00+14:00\n"
+        "https://example.com/4,odd-4,307,\n"
+    )
+    r = await gateway.post("/api/links/import", content=body.encode())
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["imported"] == 1
+    assert [e["line"] for e in report["errors"]] == [2, 3, 4]
+    assert "expires_at: is out of range" in report["errors"][2]["message"]
+    r = await gateway.post(
+        "/api/links",
+        json={"url": "https://example.com/5", "expires_at": "0001-01-01T00:00:00+14:00"},
+    )
+    assert r.status_code == 422
+    assert r.json()["errors"] == [{"field": "expires_at", "message": "is out of range"}]
+
+
+async def test_more_than_ten_thousand_rows_is_a_413(gateway: httpx.AsyncClient) -> None:
+    body = "url\n" + "https://example.com/\n" * 10_001
+    r = await gateway.post("/api/links/import", content=body)
+    assert r.status_code == 413
+    assert "more than 10,000 rows" in r.json()["detail"]
+    assert (await gateway.get("/api/links")).json()["items"] == []
+
+
 async def test_a_body_over_the_limit_is_a_413(gateway: httpx.AsyncClient) -> None:
     row = b"https://example.com/" + b"x" * 80 + b"\n"
     body = b"url\n" + row * (10 * 1024 * 1024 // len(row) + 1)

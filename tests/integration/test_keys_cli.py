@@ -69,7 +69,11 @@ async def test_mistakes_are_one_line(servers: Servers, nc: Client) -> None:
 
 
 def test_no_nats_is_one_line() -> None:
-    done = linkflow({"LINKFLOW_NATS_URL": "nats://127.0.0.1:1"}, "keys", "list")
+    url = "nats://admin:hunter2@127.0.0.1:1"
+    done = linkflow({"LINKFLOW_NATS_URL": url}, "keys", "list")
     assert done.returncode == 1
-    assert done.stderr.startswith("linkflow keys: cannot reach NATS at nats://127.0.0.1:1")
+    assert done.stderr.startswith(
+        "linkflow keys: cannot reach NATS at nats://admin:***@127.0.0.1:1"
+    )
+    assert "hunter2" not in done.stderr
     assert done.stderr.count("\n") == 1

@@ -11,6 +11,7 @@ from services.click_recorder.settings import Settings as RecorderSettings
 from shared import logs
 from shared.db import database_name, with_database
 from shared.settings import Common, SettingsError, WorkerSettings, load, parse_duration
+from shared.urls import redact
 
 
 @pytest.mark.parametrize(
@@ -134,3 +135,18 @@ def test_a_bad_setting_stops_a_service_with_one_line(
     assert done.stderr.startswith(f"linkflow {service}: ")
     assert says in done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("nats://link:s3cret@h:4222", "nats://link:***@h:4222"),
+        ("nats://t0ken@h:4222", "nats://***@h:4222"),
+        ("nats://a:x@h1:1,nats://a:y@h2:2", "nats://a:***@h1:1,nats://a:***@h2:2"),
+        ("nats://h:4222", "nats://h:4222"),
+        ("postgresql://u:p%40ss@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://postgres@h/db", "postgresql://postgres@h/db"),
+    ],
+)
+def test_secrets_in_urls_are_not_shown(url: str, shown: str) -> None:
+    assert redact(url) == shown
