@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -204,24 +205,11 @@ def propagation(gateways: list[str], updates: int, key: str) -> list[float]:
 
 async def _spool_rate(directory: Path, n: int, concurrency: int) -> tuple[float, float]:
     """Clicks/s into the gateway's spool (write + fdatasync per group, as
-    during a NATS outage) and the cost of one bare fdatasync in ms."""
-    from services.link.spool import Spool
-
-    spool = Spool(directory, 1 << 30)
-    spool.open()
-    record = ("bench", b"NATS/1.0\r\nNats-Msg-Id: x\r\n\r\n", b'{"id":"x"}' * 20)
-    done = 0
-
-    async def writer() -> None:
-        nonlocal done
-        while done < n:
-            done += 1
-            await spool.append(record)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(writer() for _ in range(concurrency)))
-    rate = done / (time.perf_counter() - started)
-    await spool.close()
+    during a NATS outage) and the cost of one bare fdatasync in ms. The
+    gateway provides the measurement as a declared entry point, so that
+    shared/ imports no service."""
+    (entry,) = entry_points(group="linkflow.bench", name="spool_append_rate")
+    rate: float = await entry.load()(directory, n, concurrency)
     probe = directory / "fsync-probe"
     fd = os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from importlib.metadata import entry_points
 
 import asyncpg
 
@@ -14,13 +15,13 @@ from shared.urls import redact
 
 async def migrate_all(environ: Mapping[str, str]) -> None:
     common = load(Common, environ=environ)
-    # The analytics service owns its database; its schema lives with it.
-    from services.analytics.schema import SCHEMA as ANALYTICS_SCHEMA
-
-    for url, schema in (
-        (common.database_url, db.SCHEMA),
-        (common.analytics_database_url, ANALYTICS_SCHEMA),
-    ):
+    # A service that owns a database of its own declares its schema as an
+    # entry point named for the setting that holds the database's URL
+    # (pyproject.toml, "linkflow.migrations"), so shared/ imports no service.
+    schemas = [(common.database_url, db.SCHEMA)]
+    for entry in sorted(entry_points(group="linkflow.migrations"), key=lambda e: e.name):
+        schemas.append((getattr(common, entry.name), entry.load()))
+    for url, schema in schemas:
         try:
             await db.ensure_database(url)
             await db.migrate(url, schema)

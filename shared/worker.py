@@ -90,9 +90,53 @@ class Worker(Generic[T]):
             o: metrics.MESSAGES.labels(consumer.name, o) for o in ("ack", "nak", "dlq", "held")
         }
 
+    async def _adopt(self, stop: asyncio.Event) -> bool:
+        """Take ``max_deliver`` and ``ack_wait`` from the consumer as ``linkflow
+        migrate`` configured it: the server stops redelivering at its own
+        ``max_deliver``, so a worker counting to another number would never
+        dead-letter the last delivery. The server's config is the one source;
+        a different environment here is said once and applies at the next
+        migrate. False if stopped before the consumer could be read."""
+        while not stop.is_set():
+            try:
+                info = await self._js.consumer_info(self._consumer.stream, self._consumer.name)
+                break
+            except Exception as exc:  # not provisioned yet, NATS restarting
+                log.warning("%s: cannot read the consumer yet: %s", self._consumer.name, exc)
+                await wait_or_stop(stop, 1.0)
+        else:
+            return False
+        config = info.config
+        adopted = msgspec.structs.replace(
+            self._settings,
+            max_attempts=config.max_deliver or self._settings.max_attempts,
+            ack_wait=config.ack_wait or self._settings.ack_wait,
+        )
+        if adopted != self._settings:
+            log.warning(
+                "%s: using the consumer's max_deliver=%s and ack_wait=%ss (from linkflow "
+                "migrate), not this environment's %s and %ss; run migrate to change them",
+                self._consumer.name,
+                adopted.max_attempts,
+                adopted.ack_wait,
+                self._settings.max_attempts,
+                self._settings.ack_wait,
+            )
+        if config.filter_subject != self._consumer.filter_subject:
+            log.error(
+                "%s: the consumer filters %r, linkflow expects %r; run linkflow migrate",
+                self._consumer.name,
+                config.filter_subject,
+                self._consumer.filter_subject,
+            )
+        self._settings = adopted
+        return True
+
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and handle batches until ``stop`` is set; the batch in hand is
         always finished (acked, naked or dead-lettered) before returning."""
+        if not await self._adopt(stop):
+            return
         puller = Puller(self._nc, self._consumer.stream, self._consumer.name)
         await puller.start()
         limit = self._settings.bulk_limit

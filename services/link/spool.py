@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,3 +186,25 @@ def _write_and_sync(fd: int, data: bytes) -> None:
         written = os.write(fd, view)
         view = view[written:]
     os.fdatasync(fd)
+
+
+async def append_rate(directory: Path, n: int, concurrency: int) -> float:
+    """Clicks/s into a spool from ``concurrency`` writers, each append written
+    and fdatasync-ed as during a NATS outage (``linkflow bench`` reads this
+    through the ``linkflow.bench`` entry point)."""
+    spool = Spool(directory, 1 << 30)
+    spool.open()
+    record = ("bench", b"NATS/1.0\r\nNats-Msg-Id: x\r\n\r\n", b'{"id":"x"}' * 20)
+    done = 0
+
+    async def writer() -> None:
+        nonlocal done
+        while done < n:
+            done += 1
+            await spool.append(record)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer() for _ in range(concurrency)))
+    rate = done / (time.perf_counter() - started)
+    await spool.close()
+    return rate

@@ -114,3 +114,25 @@ async def test_stop_hands_back_the_batch_fetched_ahead(nc: Client) -> None:
         await eventually(all_handled, 10, "the other five to be redelivered")
     assert set(handled) == {f"a{i}" for i in range(10)}
     assert set(handled.values()) == {1}
+
+
+async def test_the_consumer_config_is_the_one_source(nc: Client) -> None:
+    """migrate made the consumer with max_deliver 3 (TEST_WORKER); a worker
+    started with MAX_ATTEMPTS 8 in its environment still dead-letters on the
+    third delivery, which is the server's last: counting to 8 it would nak
+    that one and the click would never reach the DLQ."""
+    js = nc.jetstream()
+    flaky = Flaky()
+    settings = msgspec.structs.replace(TEST_WORKER, max_attempts=8, ack_wait=30.0)
+    worker = Worker(nc, topology.CLICK_RECORDER, settings, json_payload(Click), flaky.handle)
+    async with running(worker.run):
+        await send(nc, "always-fails", "one-source")
+
+        async def dead_lettered() -> bool:
+            return (await js.stream_info(topology.DLQ)).state.messages == 1
+
+        await eventually(dead_lettered, 15, "the click in the DLQ")
+    letter = await js.get_msg(topology.DLQ, 1)
+    assert letter.headers is not None
+    assert letter.headers["Linkflow-Attempts"] == "3"
+    assert flaky.seen["one-source"] == 3
