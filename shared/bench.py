@@ -27,7 +27,14 @@ import httpx
 
 from shared import bus, keys, placement, topology
 from shared.contracts import Click, encode, now
-from shared.embedded import NatsServer, PostgresServer, free_port, port_open, wait_until
+from shared.embedded import (
+    NatsServer,
+    PostgresServer,
+    die_with_parent,
+    free_port,
+    port_open,
+    wait_until,
+)
 from shared.migrate import migrate_all
 from shared.wrk import Load, measured, wrk
 
@@ -52,7 +59,12 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        args, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        args,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
 
 

@@ -22,8 +22,9 @@ RedirectType = Annotated[int, msgspec.Meta(ge=301, le=308, description="301, 302
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 UTC")]
 
 # What decoding bytes from outside can raise: msgspec's DecodeError (its
-# ValidationError included) and, for bytes that are not UTF-8, a plain
-# UnicodeDecodeError that msgspec lets through.
+# ValidationError included). The locked msgspec (0.23) reports bytes that are
+# not UTF-8 as a DecodeError too; UnicodeDecodeError stays for the versions
+# that let it through (seen in the session that added it).
 INVALID: Final = (msgspec.DecodeError, UnicodeDecodeError)
 
 

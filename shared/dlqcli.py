@@ -13,8 +13,9 @@ from shared.contracts import HDR_ATTEMPTS, HDR_ERROR, HDR_ORIGINAL_SUBJECT
 from shared.settings import Common, load
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    dlq = sub.add_parser("dlq", help="list, replay or discard dead letters")
+def add_parser(dlq: argparse.ArgumentParser) -> None:
+    """The verbs of ``linkflow dlq``."""
+    dlq.set_defaults(func=run)
     verbs = dlq.add_subparsers(dest="verb", required=True)
     ls = verbs.add_parser("list", help="the oldest dead letters")
     ls.add_argument("--consumer")

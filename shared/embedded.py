@@ -5,6 +5,7 @@ the same store (the fault tests rely on that)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -16,6 +17,21 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for a server or service this process starts: the kernel
+    kills it (SIGKILL) when the thread that started it ends, so an
+    interrupted test run or a killed ``linkflow up`` leaves no nats-server,
+    PostgreSQL or service behind to skew the next run. Linux only; elsewhere
+    nothing happens."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def write_private(path: Path, text: str) -> None:
@@ -80,6 +96,7 @@ class _Process:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent,
             **kwargs,
         )  # type: ignore[call-overload]
 

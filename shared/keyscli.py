@@ -13,8 +13,9 @@ from shared.errors import CommandError
 from shared.settings import Common, SettingsError, load, parse_duration
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    cmd = sub.add_parser("keys", help="create, list or revoke API keys")
+def add_parser(cmd: argparse.ArgumentParser) -> None:
+    """The verbs of ``linkflow keys``."""
+    cmd.set_defaults(func=run)
     verbs = cmd.add_subparsers(dest="verb", required=True)
     create = verbs.add_parser("create", help="mint a key; it is printed once, on the last line")
     create.add_argument("name")

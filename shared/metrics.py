@@ -107,3 +107,9 @@ API_REFUSED: Final = Counter(
     "API calls refused before their route ran, by status (401, 403, 429, 503)",
     ["status"],
 )
+LINK_LOOKUPS: Final = Counter(
+    "linkflow_link_lookups_total",
+    "Redirects that missed the in-process map and looked the code up, by where it was "
+    "found (kv, database, nowhere); codes that cannot exist or missed a second ago are not",
+    ["found"],
+)

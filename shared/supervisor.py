@@ -17,7 +17,14 @@ from typing import IO
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from shared import bus, keys, natsauth
-from shared.embedded import NatsServer, PostgresServer, free_port, port_open, write_private
+from shared.embedded import (
+    NatsServer,
+    PostgresServer,
+    die_with_parent,
+    free_port,
+    port_open,
+    write_private,
+)
 from shared.migrate import migrate_all
 from shared.settings import Common, load
 
@@ -48,6 +55,7 @@ class Child:
             stdout=self.log,
             stderr=self.log,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         self.started = time.monotonic()
         self.restart_at = None

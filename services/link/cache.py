@@ -84,10 +84,12 @@ class LinkCache:
                 entry = None
             if entry is not None:
                 self.apply(code, entry)
+                metrics.LINK_LOOKUPS.labels("kv").inc()
                 return entry
         entry = await self._load_from_db(code)
         if entry is not None:
             self.apply(code, entry)
+        metrics.LINK_LOOKUPS.labels("database" if entry else "nowhere").inc()
         return entry
 
     def start(self) -> None:

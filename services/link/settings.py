@@ -15,18 +15,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     # API write calls per key (SPEC, "Access"): LINKFLOW_<SERVICE>_WRITE_RATE.
     write_rate: str = "50/s"
-
-    def __post_init__(self) -> None:
-        parse_rate(self.write_rate)  # refused at start, not at the first write
-
     anonymize_ip: bool = True
-    # nats-py's publish futures have no timeout of their own: a redirect
-    # waits at most this long for the click's PubAck.
+    # How long a redirect waits for its click's PubAck before the click goes
+    # to the spool (and the visitor gets the redirect from there).
     click_publish_timeout: float = 2.0
     # Where clicks wait while NATS is unreachable ("" = .linkflow/spool/link-<port>),
     # and how much of the disk they may take before redirects get 503.
     spool_dir: str = ""
     spool_max_bytes: int = 256 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        parse_rate(self.write_rate)  # refused at start, not at the first write
 
     def spool_path(self) -> Path:
         return Path(self.spool_dir or f".linkflow/spool/link-{self.port}")

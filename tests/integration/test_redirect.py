@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -11,6 +12,7 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 
+from services.link.cache import MISSING_TTL
 from shared.contracts import Click, LinkDeleted, LinkUpdated
 from tests.harness import count, eventually
 
@@ -186,9 +188,26 @@ async def test_link_created_elsewhere_is_found_on_miss(
 async def test_unknown_codes_are_404_without_lookups_piling_up(
     gateway: httpx.AsyncClient,
 ) -> None:
-    for path in ("/favicon.ico", "/x", "/no.such.code", "/unknown-code"):
-        r = await gateway.get(path)
-        assert r.status_code == 404, path
+    async def lookups() -> float:
+        text = (await gateway.get("/metrics")).text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("linkflow_link_lookups_total{")
+        )
+
+    before = await lookups()
+    # Codes that cannot exist are refused without a lookup.
+    for path in ("/favicon.ico", "/x", "/no.such.code"):
+        assert (await gateway.get(path)).status_code == 404, path
+    assert await lookups() == before
+    # A scan of one unknown code costs one lookup, not one per request.
+    started = time.monotonic()
+    statuses = [(await gateway.get("/unknown-code")).status_code for _ in range(50)]
+    assert statuses == [404] * 50
+    # A miss is remembered for MISSING_TTL: at most one lookup per that time.
+    elapsed = time.monotonic() - started
+    assert 1 <= await lookups() - before <= elapsed // MISSING_TTL + 1
     # A miss is remembered briefly, but a link created now redirects at once.
     assert (await gateway.get("/later")).status_code == 404
     await gateway.post("/api/links", json={"url": "https://example.com/l", "code": "later"})

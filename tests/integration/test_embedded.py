@@ -1,0 +1,43 @@
+"""What the embedded servers and services leave behind: nothing, even when
+whoever started them is killed (a CI timeout, kill -9 of `linkflow up`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from shared.embedded import wait_until
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_servers_do_not_outlive_a_killed_parent(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import threading
+        from pathlib import Path
+        from shared.embedded import NatsServer, PostgresServer
+        nats = NatsServer(Path({str(tmp_path / "nats")!r})).start()
+        pg = PostgresServer(Path({str(tmp_path / "pg")!r}), durable=False).start()
+        print(nats.proc.pid, pg.proc.pid, flush=True)
+        threading.Event().wait()
+        """
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        assert parent.stdout is not None
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2
+        assert all(alive(pid) for pid in pids)
+        parent.kill()
+    wait_until(lambda: not any(alive(pid) for pid in pids), 15, "the servers to go")
