@@ -26,7 +26,7 @@ import asyncpg
 import httpx
 
 from shared import bus, keys, placement, topology
-from shared.contracts import Click, encode, now
+from shared.contracts import HDR_MSG_ID, Click, encode, now
 from shared.embedded import (
     NatsServer,
     PostgresServer,
@@ -110,7 +110,7 @@ async def _queue_clicks(nats_url: str, n: int) -> None:
             referrer="https://example.org/",
         )
         futures.append(
-            await js.publish_async(f"clicks.{c.code}", encode(c), headers={"Nats-Msg-Id": c.id})
+            await js.publish_async(f"clicks.{c.code}", encode(c), headers={HDR_MSG_ID: c.id})
         )
         if len(futures) >= 2000:
             await asyncio.gather(*futures)

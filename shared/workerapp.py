@@ -5,16 +5,15 @@ drain the connection, exit 0)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 
 from shared.health import Check, routes
+from shared.serve import uvicorn_server
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +29,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            Starlette(routes=routes(checks)),
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-        )
-    )
-    # The signal handlers above are ours: uvicorn must not swap in its own,
-    # or SIGTERM would stop the health server before the workers settle.
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    server = uvicorn_server(Starlette(routes=routes(checks)), host, port, lifespan="off")
     http = asyncio.create_task(server.serve(), name=f"{name}-http")
     workers = [
         asyncio.create_task(run(stop), name=f"{name}-worker-{i}") for i, run in enumerate(loops)

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import uvicorn
 
 from shared.embedded import free_port
+from shared.serve import uvicorn_server
 
 
 async def eventually(
@@ -36,10 +36,7 @@ async def eventually(
 async def serve(app: Any) -> AsyncIterator[str]:
     """Serve an ASGI app with uvicorn on a free port (real HTTP), lifespan included."""
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    server = uvicorn_server(app, "127.0.0.1", port)
     task = asyncio.create_task(server.serve())
 
     async def started() -> bool:

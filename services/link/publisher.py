@@ -13,7 +13,7 @@ from typing import Final
 import msgspec
 
 from services.link.clicks import OutgoingClick
-from services.link.spool import Spool
+from services.link.spool import Record, Spool
 from services.link.spool import read as read_spool
 from services.link.wire import ClickConnection
 from shared import metrics
@@ -28,7 +28,6 @@ _encode = msgspec.json.Encoder().encode
 # Only for an R1 stream: see services.link.replicas.
 MAX_GROUP: Final = 8
 
-Record = tuple[str, bytes, bytes]  # code, NATS header block, payload
 # Clicks written but not yet acknowledged, at most. JetStream queues what a
 # stream has not stored yet and past its limit (max_buffered_msgs: 10,000 on
 # nats-server 2.11-2.13, 100,000 since 2.14) drops it: a click without a
