@@ -66,6 +66,10 @@ class RateLimit:
             self._buckets = {
                 k: v for k, v in self._buckets.items() if self._tokens(k, at) < self.burst
             }
+            if len(self._buckets) >= self.MAX_CLIENTS:
+                # Still full (many addresses at once, as IPv6 allows): the
+                # memory stays bounded, and the worst is a fresh burst for all.
+                self._buckets = {}
         self._buckets[who] = (tokens - 1, at)
         return 0.0
 

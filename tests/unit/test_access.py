@@ -9,7 +9,7 @@ import pytest
 from services.analytics.api import policy as analytics_policy
 from services.link.api import policy as gateway_policy
 from shared import keys
-from shared.access import Access
+from shared.access import Access, RateLimit
 from shared.settings import Common
 
 
@@ -50,3 +50,12 @@ def test_a_root_path_does_not_hide_an_api_call() -> None:
 )
 def test_policies(policy: Any, method: str, path: str, scope_needed: str | None) -> None:
     assert policy(method, path) == scope_needed
+
+
+def test_a_rate_limit_keeps_bounded_memory() -> None:
+    limit = RateLimit(rate=1.0, burst=1.0)
+    limit.MAX_CLIENTS = 100  # type: ignore[misc]
+    for i in range(1000):
+        assert limit.take(f"10.0.{i // 256}.{i % 256}") == 0.0
+        assert len(limit._buckets) <= 100
+    assert limit.take("10.0.3.231") > 0  # the last address spent its token
