@@ -19,7 +19,7 @@ from services.link.clicks import OutgoingClick, new_click
 from services.link.publisher import ClickPublisher, NotConnected
 from services.link.spool import Spool
 from shared import bus
-from shared.embedded import NatsServer
+from shared.embedded import NatsServer, wait_until
 from tests.conftest import reset_jetstream
 from tests.harness import eventually
 from tests.integration.test_gateway_faults import stored_click_ids
@@ -196,6 +196,19 @@ async def pausable(
     return publisher, spool, nats.proc.pid
 
 
+def pause(pid: int) -> None:
+    """SIGSTOP the server and wait until it is stopped: the signal takes
+    effect asynchronously, and a server still running for a moment would
+    answer the next PubAck the test expects to go unanswered."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state in ("T", "t")
+
+    wait_until(stopped, 5, "the server to stop")
+
+
 async def test_server_that_stops_answering_is_dropped_and_nothing_is_lost(
     bare_nats: NatsServer, tmp_path: Path
 ) -> None:
@@ -204,7 +217,7 @@ async def test_server_that_stops_answering_is_dropped_and_nothing_is_lost(
     before, during = click(), click()
     try:
         await publisher.publish(before)
-        os.kill(pid, signal.SIGSTOP)
+        pause(pid)
         try:
             # No PubAck within the timeout: the click goes to the spool.
             await publisher.publish(during)
@@ -237,7 +250,7 @@ async def test_a_late_puback_frees_the_room_and_nothing_is_doubled(
     publisher, spool, pid = await pausable(bare_nats, tmp_path, ping_interval=30)
     late = click()
     try:
-        os.kill(pid, signal.SIGSTOP)
+        pause(pid)
         try:
             await publisher.publish(late)  # no PubAck in time: spooled
             assert spool.records == 1
