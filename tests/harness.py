@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.embedded import free_port
+from shared.embedded import free_port, free_ports
 from shared.serve import uvicorn_server
 
 
@@ -95,3 +95,14 @@ def linkflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
         timeout=60,
         check=False,
     )
+
+
+SERVICES = ("link", "analytics", "click_recorder", "cache_refresher")
+
+
+def service_ports() -> dict[str, str]:
+    """``LINKFLOW_<SERVICE>_PORT`` for the four services, all distinct."""
+    return {
+        f"LINKFLOW_{name.upper()}_PORT": str(port)
+        for name, port in zip(SERVICES, free_ports(len(SERVICES)), strict=True)
+    }

@@ -21,10 +21,10 @@ from services.link.app import build
 from services.link.settings import Settings as LinkSettings
 from services.link.wire import read_creds
 from shared import keys, natsauth, topology
-from shared.embedded import NatsServer, free_port
+from shared.embedded import NatsServer
 from shared.settings import Common, WorkerSettings
 from shared.supervisor import Supervisor, nats_passwords
-from tests.harness import bearer, count, eventually, key_header, serve
+from tests.harness import bearer, count, eventually, key_header, serve, service_ports
 from tests.natsjwt import Operator
 from tests.servers import Servers
 
@@ -44,12 +44,8 @@ def up(
         "LINKFLOW_PUBLIC_URL": "http://sho.rt",
         "LINKFLOW_MIN_RETRY_DELAY": "50ms",
         "LINKFLOW_MAX_ATTEMPTS": "2",
+        **service_ports(),
     }
-    ports: set[int] = set()
-    while len(ports) < len(natsauth.SERVICES):  # free_port() may give one twice
-        ports.add(free_port())
-    for service, port in zip(natsauth.SERVICES, sorted(ports), strict=True):
-        env[f"LINKFLOW_{service.upper()}_PORT"] = str(port)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     sup = Supervisor(tmp_path, log_to_files=True)

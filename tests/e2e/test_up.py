@@ -12,9 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.embedded import free_port
 from shared.supervisor import Supervisor
-from tests.harness import count, eventually, key_header
+from tests.harness import count, eventually, key_header, service_ports
 from tests.servers import Servers
 
 pytestmark = pytest.mark.e2e
@@ -35,10 +34,7 @@ async def linkflow(
         "LINKFLOW_NATS_URL": servers.nats_url,
         "LINKFLOW_DATABASE_URL": db_url,
         "LINKFLOW_ANALYTICS_DATABASE_URL": db_url,
-        "LINKFLOW_LINK_PORT": str(free_port()),
-        "LINKFLOW_CLICK_RECORDER_PORT": str(free_port()),
-        "LINKFLOW_CACHE_REFRESHER_PORT": str(free_port()),
-        "LINKFLOW_ANALYTICS_PORT": str(free_port()),
+        **service_ports(),
         "LINKFLOW_CLICK_RECORDER_MIN_RETRY_DELAY": "50ms",
     }
     for key, value in env.items():

@@ -24,9 +24,9 @@ import httpx
 import pytest
 
 from shared import bus, topology
-from shared.embedded import NatsServer, PostgresServer, free_port
+from shared.embedded import NatsServer, PostgresServer
 from shared.supervisor import Child, Supervisor
-from tests.harness import eventually, key_header
+from tests.harness import eventually, key_header, service_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -58,9 +58,8 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
         "LINKFLOW_MIN_RETRY_DELAY": "100ms",
         "LINKFLOW_MAX_RETRY_DELAY": "1s",
         "LINKFLOW_ACK_WAIT": "2s",
+        **service_ports(),
     }
-    for service in ("link", "analytics", "click_recorder", "cache_refresher"):
-        env[f"LINKFLOW_{service.upper()}_PORT"] = str(free_port())
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     sup = Supervisor(tmp_path, log_to_files=True)

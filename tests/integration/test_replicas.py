@@ -16,7 +16,7 @@ from nats.js.api import StreamConfig
 from services.link import replicas
 from services.link.publisher import MAX_GROUP, ClickPublisher
 from shared import bus, topology
-from shared.embedded import NatsServer, free_port
+from shared.embedded import NatsServer, free_ports
 from tests.harness import eventually
 from tests.integration.test_click_wire import click
 from tests.integration.test_gateway_faults import stored_click_ids
@@ -24,7 +24,7 @@ from tests.integration.test_gateway_faults import stored_click_ids
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[NatsServer]]:
-    cluster_ports = [free_port() for _ in range(3)]
+    cluster_ports = free_ports(3)
     routes = ",".join(f"nats://127.0.0.1:{port}" for port in cluster_ports)
     nodes: list[NatsServer] = []
     try:
