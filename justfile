@@ -4,8 +4,9 @@
 up:
     python3 -m shared.cli up
 
-# The whole test suite against real servers the harness starts itself.
-test *args:
+# What CI runs (.ci/run, the README's test command): lint, then the whole
+# suite against real servers the harness starts itself. Arguments go to pytest.
+test *args: lint
     python3 -m pytest {{args}}
 
 # Browser tests in headless Chromium: Debian's package (installed here if missing),

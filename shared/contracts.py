@@ -111,6 +111,10 @@ HDR_ATTEMPTS: Final = "Linkflow-Attempts"
 HDR_ERROR: Final = "Linkflow-Error"
 HDR_FIRST_FAILED_AT: Final = "Linkflow-First-Failed-At"
 HDR_FAILED_AT: Final = "Linkflow-Failed-At"
+# A dead letter keeps its original Nats-Msg-Id here (its own is per consumer
+# and sequence); a replayed message names the DLQ sequence it came from.
+HDR_ORIGINAL_MSG_ID: Final = "Linkflow-Original-Msg-Id"
+HDR_REPLAYED_FROM: Final = "Linkflow-Replayed-From"
 DLQ_HEADERS: Final = (
     HDR_ORIGINAL_SUBJECT,
     HDR_STREAM_SEQ,

@@ -1,4 +1,4 @@
-"""PostgreSQL helpers: pools, the schema, and which errors mean "database down"."""
+"""PostgreSQL helpers: pools, migrations, and which errors mean "database down"."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 import asyncpg
 
@@ -15,42 +15,16 @@ from shared.errors import PermanentError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS links (
-    code          text PRIMARY KEY,
-    url           text NOT NULL,
-    redirect_type smallint NOT NULL DEFAULT 302,
-    tags          text[] NOT NULL DEFAULT '{}',
-    expires_at    timestamptz,
-    version       integer NOT NULL DEFAULT 1,
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    updated_at    timestamptz NOT NULL DEFAULT now(),
-    -- Deleted links stay as rows so that their version keeps increasing
-    -- if the code is created again, and repairs can tell deleted from unknown.
-    deleted_at    timestamptz
-);
-CREATE INDEX IF NOT EXISTS links_live_created ON links (created_at DESC, code DESC)
-    WHERE deleted_at IS NULL;
-CREATE INDEX IF NOT EXISTS links_tags ON links USING gin (tags);
 
-CREATE TABLE IF NOT EXISTS clicks (
-    id          text PRIMARY KEY,
-    code        text NOT NULL,
-    ts          timestamptz NOT NULL,
-    referrer    text,
-    user_agent  text,
-    ip          text,
-    country     text,
-    is_bot      boolean NOT NULL DEFAULT false,
-    request_id  text,
-    recorded_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS clicks_code_ts ON clicks (code, ts);
+class Migration(NamedTuple):
+    """What a service declares under the ``linkflow.migrations`` entry points
+    (pyproject.toml) for ``linkflow migrate``: idempotent DDL, and the name of
+    the setting (of :class:`shared.settings.Common`) that holds its
+    database's URL."""
 
--- API keys live in the NATS KV bucket api_keys (shared.keys), which every
--- service watches; this table was planned for them and never written.
-DROP TABLE IF EXISTS api_keys;
-"""
+    url_setting: str
+    sql: str
+
 
 # Errors that say the server is unreachable or restarting, not that the query
 # is wrong: a worker holds its batch and retries instead of dead-lettering.
@@ -107,7 +81,7 @@ async def create_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:
     return pool
 
 
-async def migrate(url: str, schema: str = SCHEMA) -> None:
+async def migrate(url: str, schema: str) -> None:
     conn = await asyncpg.connect(url)
     try:
         # One migrator at a time when several processes start together.

@@ -16,6 +16,9 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from shared import roster
+from shared.backoff import Backoff
+
 T = TypeVar("T", bound=msgspec.Struct)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -65,7 +68,7 @@ class Common(msgspec.Struct, kw_only=True, frozen=True):
     nats_creds: str = ""
     database_url: str = "postgresql://postgres@127.0.0.1:5432/linkflow"
     analytics_database_url: str = "postgresql://postgres@127.0.0.1:5432/linkflow_analytics"
-    public_url: str = "http://127.0.0.1:8080"
+    public_url: str = f"http://127.0.0.1:{roster.LINK.port}"
     log_level: str = "INFO"
     # CLICKS keeps clicks this long so they can be replayed (SPEC: default 7 days).
     clicks_max_age: float = 7 * 86400.0
@@ -95,9 +98,9 @@ class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):
 
     def retry_delay(self, attempt: int) -> float:
         """Delay before redelivery after the ``attempt``-th failed delivery (1-based)."""
-        factor = max(self.retry_delay_factor, 1.0)
-        delay = self.min_retry_delay * factor ** max(attempt - 1, 0)
-        return min(delay, self.max_retry_delay)
+        return Backoff(self.min_retry_delay, self.max_retry_delay, self.retry_delay_factor).delay(
+            attempt
+        )
 
 
 def _raw_values(

@@ -13,9 +13,9 @@ import pytest
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
-from shared import bus, db, topology
+from shared.jetstream import bus, topology
 from shared.settings import WorkerSettings
-from tests.servers import Servers, start
+from tests.servers import Servers, migrate_main, start
 
 # Small delays so that retries and dead-lettering happen within a test.
 TEST_WORKER = WorkerSettings(
@@ -55,8 +55,7 @@ async def nc(servers: Servers) -> AsyncIterator[Client]:
 async def db_url(servers: Servers) -> AsyncIterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     url = servers.pg_url(name)
-    await db.ensure_database(url)
-    await db.migrate(url)
+    await migrate_main(url)
     yield url
     conn = await asyncpg.connect(servers.pg_url("postgres"))
     try:

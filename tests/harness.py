@@ -14,8 +14,9 @@ from typing import Any
 
 import asyncpg
 
-from shared.embedded import free_port, free_ports
-from shared.serve import uvicorn_server
+from shared import roster
+from shared.cli.servers import free_port, free_ports
+from shared.http.serve import uvicorn_server
 
 
 async def eventually(
@@ -97,7 +98,7 @@ def linkflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
     )
 
 
-SERVICES = ("link", "analytics", "click_recorder", "cache_refresher")
+SERVICES = tuple(s.name for s in roster.ALL)
 
 
 def service_ports() -> dict[str, str]:

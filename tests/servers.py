@@ -14,8 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.click_recorder.migrations import MIGRATION as CLICKS
+from services.link.migrations import MIGRATION as LINKS
+from shared import db
+from shared.cli.servers import NatsServer, PostgresServer
 from shared.db import with_database
-from shared.embedded import NatsServer, PostgresServer
+
+
+async def migrate_main(url: str) -> None:
+    """The tables of the main database (links, clicks), as ``linkflow migrate`` makes them."""
+    await db.ensure_database(url)
+    for migration in (LINKS, CLICKS):
+        await db.migrate(url, migration.sql)
 
 
 def docker_available() -> bool:

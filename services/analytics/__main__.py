@@ -6,14 +6,14 @@ import uvloop
 
 from services.analytics.app import build
 from services.analytics.settings import Settings
-from shared import logs
-from shared.serve import serve
+from shared import logs, roster
+from shared.http.serve import serve
 from shared.settings import load_or_exit
 
 
 def main() -> None:
-    settings = load_or_exit(Settings, "analytics")
-    logs.configure("analytics", settings.common)
+    settings = load_or_exit(Settings, roster.ANALYTICS.name)
+    logs.configure(roster.ANALYTICS.label, settings.common)
     uvloop.run(serve(build(settings), settings.host, settings.port))
 
 

@@ -13,10 +13,10 @@ from services.analytics import params, pipeline
 from services.analytics.backfill import Backfills
 from services.analytics.live import LiveClicks
 from services.analytics.store import AnalyticsStore
-from shared import keys
-from shared.access import Access, is_api
-from shared.openapi import event_stream, problems
-from shared.problems import FieldError, Problem
+from shared.http import keys
+from shared.http.access import Access, is_api
+from shared.http.openapi import event_stream, problems
+from shared.http.problems import FieldError, Problem
 
 router = APIRouter(prefix="/api")
 _encoder = msgspec.json.Encoder()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import TypedDict
@@ -16,11 +15,14 @@ from services.analytics.consumer import ClickAggregator, CreatedCounter
 from services.analytics.live import LiveClicks
 from services.analytics.settings import Settings
 from services.analytics.store import AnalyticsStore
-from shared import bus, checks, db, health, openapi, problems, topology
-from shared.access import Access, Guard
+from shared import db, roster
 from shared.contracts import Click
-from shared.rescue import rescue_worker
-from shared.worker import Worker, json_payload
+from shared.http import checks, health, openapi, problems
+from shared.http.access import Access, Guard
+from shared.jetstream import bus, topology
+from shared.jetstream.loops import Loops
+from shared.jetstream.rescue import rescue_worker
+from shared.jetstream.worker import Worker, json_payload
 
 
 class State(TypedDict):
@@ -32,9 +34,9 @@ def build(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         nc = await bus.connect(
             settings.common.nats_url,
-            "analytics",
+            roster.ANALYTICS.label,
             creds=settings.common.nats_creds,
-            user="analytics",
+            user=roster.ANALYTICS.name,
         )
         js = nc.jetstream()
         ring = await access.open(js)
@@ -45,7 +47,7 @@ def build(settings: Settings) -> FastAPI:
         live = LiveClicks(nc)
         await live.start()
         created = await nc.subscribe("links.created", cb=CreatedCounter(store).on_message)
-        backfills = Backfills(nc, store, settings.worker.bulk_limit)
+        backfills = Backfills(nc, store, settings.worker)
         await backfills.resume()
         worker = Worker(
             nc,
@@ -55,12 +57,8 @@ def build(settings: Settings) -> FastAPI:
             ClickAggregator(store).handle,
         )
         rescue = rescue_worker(nc, topology.ANALYTICS_CLICKS, settings.worker)
-        stop = asyncio.Event()
-        loops = [
-            asyncio.create_task(worker.run(stop), name=f"analytics-worker-{i}")
-            for i in range(settings.worker.workers)
-        ]
-        loops.append(asyncio.create_task(rescue.run(stop), name="analytics-rescue"))
+        loops = Loops(roster.ANALYTICS.label, [worker.run] * settings.worker.workers + [rescue.run])
+        loops.start()
         app.router.routes.extend(
             health.routes(
                 {
@@ -77,8 +75,7 @@ def build(settings: Settings) -> FastAPI:
             yield {"deps": api.Deps(store, js, live, backfills, access)}
         finally:
             # Stop taking work, settle the batch in hand, then drain.
-            stop.set()
-            await asyncio.gather(*loops, return_exceptions=True)
+            await loops.stop()
             await backfills.stop()
             await live.stop()
             await ring.stop()

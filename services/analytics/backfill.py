@@ -1,11 +1,12 @@
 """Backfills: replay ``CLICKS`` between two times into the aggregates.
 
 A backfill pins its range to stream sequences when it is created
-(``start_seq``..``end_seq``), reads them through a pull consumer of its own,
-and stores ``next_seq`` after every batch, so a restarted analytics service
-resumes where it stopped. Counting goes through the same ledger as live
-clicks, so a range that was already counted, or a batch handled twice after
-a crash, adds nothing.
+(``start_seq``..``end_seq``), reads them on the shared worker loop through a
+consumer of its own, and stores ``next_seq`` after every batch, so a
+restarted analytics service resumes where it stopped and a database outage
+pauses it (the loop holds the batch) instead of failing it. Counting goes
+through the same ledger as live clicks, so a range that was already counted,
+or a batch handled twice after a crash, adds nothing.
 """
 
 from __future__ import annotations
@@ -14,19 +15,25 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import msgspec
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from services.analytics.store import AnalyticsStore
-from shared import topology
-from shared.contracts import Click
-from shared.pull import Puller
+from shared.contracts import INVALID, Click
+from shared.db import UNAVAILABLE, write_batch
+from shared.jetstream import topology
+from shared.jetstream.topology import Consumer
+from shared.jetstream.worker import Delivery, Unavailable, Worker, wait_or_stop
+from shared.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder(Click).decode
@@ -73,12 +80,63 @@ def _row(r: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+class _Replay:
+    """The batch handler of one backfill: count the clicks in range, store
+    the progress, and say when the range is done."""
+
+    def __init__(self, store: AnalyticsStore, backfill_id: str, end_seq: int) -> None:
+        self._store = store
+        self._id = backfill_id
+        self._end = end_seq
+        self.finished = asyncio.Event()
+
+    async def handle(self, batch: Sequence[Delivery[Click | None]]) -> Mapping[int, Exception]:
+        seqs = [d.msg.metadata.sequence.stream for d in batch]
+        clicks = [
+            d.payload for d, seq in zip(batch, seqs, strict=True) if seq <= self._end and d.payload
+        ]
+        try:
+            refused = await write_batch(self._store.record, clicks) if clicks else {}
+            await self._store.pool.execute(
+                "UPDATE backfills SET next_seq = $2, processed = $2 - start_seq, "
+                "updated_at = now() WHERE id = $1",
+                self._id,
+                min(max(seqs), self._end) + 1,
+            )
+        except UNAVAILABLE as exc:
+            raise Unavailable(f"analytics database unavailable: {exc!r}") from exc
+        if refused:
+            # The live consumer dead-letters these same clicks; a backfill
+            # only recounts, so it skips them rather than dead-letter twice.
+            log.warning("backfill %s: %d click(s) refused, skipped", self._id, len(refused))
+        if max(seqs) >= self._end:
+            self.finished.set()
+        # Every delivery is settled with an ack: counted, past the range, or
+        # not a click (the live consumer dead-lettered that one already).
+        return {}
+
+
+def _click_or_none(msg: Msg) -> Click | None:
+    try:
+        return _decode(msg.data)
+    except INVALID:
+        return None
+
+
+async def _drained(js: JetStreamContext, consumer: Consumer, end_seq: int) -> bool:
+    """Nothing left to read in the range: the stream's limits removed what
+    the consumer did not reach."""
+    info = await js.consumer_info(consumer.stream, consumer.name)
+    ack_floor = info.ack_floor.stream_seq if info.ack_floor else 0
+    return bool((ack_floor or 0) >= end_seq or (not info.num_pending and not info.num_ack_pending))
+
+
 class Backfills:
-    def __init__(self, nc: Client, store: AnalyticsStore, batch: int) -> None:
+    def __init__(self, nc: Client, store: AnalyticsStore, settings: WorkerSettings) -> None:
         self._nc = nc
         self._store = store
         self._pool = store.pool
-        self._batch = batch
+        self._settings = settings
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def create(self, start: datetime, end: datetime) -> dict[str, Any]:
@@ -172,55 +230,64 @@ class Backfills:
         await self._pool.execute(
             "UPDATE backfills SET state = 'running', updated_at = now() WHERE id = $1", backfill_id
         )
-        js = self._nc.jetstream()
-        name = f"backfill-{backfill_id}"
-        with contextlib.suppress(NotFoundError):
-            await js.delete_consumer(topology.CLICKS, name)  # left by a killed run
         if next_seq <= end_seq:
-            await js.add_consumer(
-                topology.CLICKS,
-                ConsumerConfig(
-                    name=name,
-                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                    opt_start_seq=next_seq,
-                    ack_policy=AckPolicy.NONE,
-                    filter_subject="clicks.>",
-                    inactive_threshold=300,
-                    mem_storage=True,
-                ),
+            await self._run_consumer(backfill_id, next_seq, end_seq)
+        await self._while_unavailable(
+            lambda: self._pool.execute(
+                "UPDATE backfills SET state = 'done', processed = total, updated_at = now() "
+                "WHERE id = $1 AND state = 'running'",
+                backfill_id,
             )
-            puller = Puller(self._nc, topology.CLICKS, name)
-            await puller.start()
-            try:
-                while next_seq <= end_seq:
-                    msgs = await puller.fetch(min(self._batch, end_seq - next_seq + 1), 5.0)
-                    if not msgs:
-                        # Messages in the range were removed by the stream's
-                        # limits: nothing more to replay.
-                        break
-                    clicks, last = [], next_seq - 1
-                    for msg in msgs:
-                        seq = msg.metadata.sequence.stream
-                        if seq > end_seq:
-                            break
-                        last = seq
-                        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-                            clicks.append(_decode(msg.data))
-                    if clicks:
-                        await self._store.record(clicks)
-                    next_seq = last + 1
-                    await self._pool.execute(
-                        "UPDATE backfills SET next_seq = $2, processed = $2 - start_seq, "
-                        "updated_at = now() WHERE id = $1",
-                        backfill_id,
-                        next_seq,
-                    )
-            finally:
-                await puller.stop()
-                with contextlib.suppress(Exception):
-                    await js.delete_consumer(topology.CLICKS, name)
-        await self._pool.execute(
-            "UPDATE backfills SET state = 'done', processed = total, updated_at = now() "
-            "WHERE id = $1 AND state = 'running'",
-            backfill_id,
         )
+
+    async def _run_consumer(self, backfill_id: str, next_seq: int, end_seq: int) -> None:
+        """Replay ``next_seq..end_seq`` on the shared worker loop, through a
+        consumer of the backfill's own: a database outage holds the batch in
+        hand (and the backfill) until the database is back, as it does for
+        live clicks, instead of failing the backfill."""
+        js = self._nc.jetstream()
+        consumer = Consumer(topology.CLICKS, f"backfill-{backfill_id}", "clicks.>", "analytics")
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(consumer.stream, consumer.name)  # left by a killed run
+        await js.add_consumer(
+            consumer.stream,
+            ConsumerConfig(
+                name=consumer.name,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=next_seq,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self._settings.ack_wait,
+                max_deliver=max(self._settings.max_attempts, 1),
+                filter_subject=consumer.filter_subject,
+                # Gone by itself if the service dies mid-run and never resumes.
+                inactive_threshold=300,
+                mem_storage=True,
+            ),
+        )
+        replay = _Replay(self._store, backfill_id, end_seq)
+        worker = Worker(self._nc, consumer, self._settings, _click_or_none, replay.handle)
+        loop = asyncio.create_task(worker.run(replay.finished), name=consumer.name)
+        try:
+            while not replay.finished.is_set():
+                if await wait_or_stop(replay.finished, 1.0):
+                    break
+                if await _drained(js, consumer, end_seq):
+                    # The rest of the range was removed by the stream's limits.
+                    replay.finished.set()
+        finally:
+            replay.finished.set()
+            await loop
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(consumer.stream, consumer.name)
+
+    async def _while_unavailable(self, write: Callable[[], Awaitable[object]]) -> None:
+        failures = 0
+        while True:
+            try:
+                await write()
+                return
+            except UNAVAILABLE as exc:
+                failures += 1
+                delay = self._settings.retry_delay(failures)
+                log.warning("backfills: database unavailable (%r); retry in %.1fs", exc, delay)
+                await asyncio.sleep(delay)

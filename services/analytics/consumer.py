@@ -11,7 +11,7 @@ from nats.aio.msg import Msg
 from services.analytics.store import AnalyticsStore
 from shared.contracts import Click, LinkCreated
 from shared.db import UNAVAILABLE, write_batch
-from shared.worker import Delivery, Unavailable
+from shared.jetstream.worker import Delivery, Unavailable
 
 log = logging.getLogger(__name__)
 _created = msgspec.json.Decoder(LinkCreated).decode

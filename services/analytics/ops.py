@@ -12,9 +12,9 @@ from fastapi.responses import HTMLResponse, Response
 
 from services.analytics import params
 from services.analytics.api import Ctx, json
-from shared import dlqstore
-from shared.openapi import problems
-from shared.problems import FieldError, Problem
+from shared.http.openapi import problems
+from shared.http.problems import FieldError, Problem
+from shared.jetstream import dlq
 
 router = APIRouter()
 # A stream sequence: JetStream's are unsigned 64-bit and start at 1 (0 and
@@ -62,20 +62,20 @@ async def cancel_backfill(backfill_id: str, ctx: Ctx) -> Response:
 async def list_dlq(ctx: Ctx, request: Request) -> Response:
     q = request.query_params
     n = params.limit(q.get("limit"), 50, 1, 1000)
-    letters = await dlqstore.list_(ctx.js, q.get("consumer"), n)
+    letters = await dlq.list_(ctx.js, q.get("consumer"), n)
     return json({"items": [letter.as_json() for letter in letters]})
 
 
 @router.post("/api/dlq/replay")
 async def replay_all(ctx: Ctx, consumer: str | None = None) -> Response:
-    return json({"replayed": await dlqstore.replay_all(ctx.js, consumer)})
+    return json({"replayed": await dlq.replay_all(ctx.js, consumer)})
 
 
 @router.post("/api/dlq/{seq}/replay", responses=problems(404, 422))
 async def replay_one(seq: Seq, ctx: Ctx) -> Response:
     try:
-        new_seq = await dlqstore.replay(ctx.js, seq)
-    except dlqstore.NotInDlq as exc:
+        new_seq = await dlq.replay(ctx.js, seq)
+    except dlq.NotInDlq as exc:
         raise Problem(404, str(exc)) from None
     return json({"replayed": seq, "stream_seq": new_seq})
 
@@ -83,8 +83,8 @@ async def replay_one(seq: Seq, ctx: Ctx) -> Response:
 @router.delete("/api/dlq/{seq}", status_code=204, responses=problems(404, 422))
 async def discard(seq: Seq, ctx: Ctx) -> Response:
     try:
-        await dlqstore.discard(ctx.js, seq)
-    except dlqstore.NotInDlq as exc:
+        await dlq.discard(ctx.js, seq)
+    except dlq.NotInDlq as exc:
         raise Problem(404, str(exc)) from None
     return Response(status_code=204)
 

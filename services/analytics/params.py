@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
-from shared.problems import FieldError, Problem
+from shared.http.problems import FieldError, Problem
 
 INTERVALS: Final = ("hour", "day")
 DEFAULT_RANGE: Final = timedelta(days=7)

@@ -8,7 +8,7 @@ from typing import Any
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from shared import dlqstore, topology
+from shared.jetstream import dlq, topology
 
 
 async def _oldest_unacked(
@@ -24,7 +24,7 @@ async def _oldest_unacked(
 
 
 async def status(js: JetStreamContext) -> dict[str, Any]:
-    depth = await dlqstore.depth_by_consumer(js)
+    depth = await dlq.depth_by_consumer(js)
     now = datetime.now(UTC)
     consumers: list[dict[str, Any]] = []
     for consumer in topology.CONSUMERS:

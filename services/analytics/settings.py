@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import msgspec
 
+from shared import roster
 from shared.settings import Common, WorkerSettings, parse_rate
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
     common: Common = msgspec.field(default_factory=Common)
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
-    port: int = 8081
+    port: int = roster.ANALYTICS.port
     host: str = "127.0.0.1"
     # API write calls per key (SPEC, "Access"): LINKFLOW_<SERVICE>_WRITE_RATE.
     write_rate: str = "50/s"

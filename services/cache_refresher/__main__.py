@@ -9,19 +9,23 @@ import uvloop
 from services.cache_refresher import reconcile
 from services.cache_refresher.applier import Applier, decode
 from services.cache_refresher.settings import Settings
-from shared import bus, checks, db, logs, topology, workerapp
-from shared.rescue import rescue_worker
+from shared import db, logs, roster
+from shared.http import checks
+from shared.http.serve import serve_worker
+from shared.jetstream import bus, topology
+from shared.jetstream.loops import Loops
+from shared.jetstream.rescue import rescue_worker
+from shared.jetstream.worker import Worker
 from shared.settings import load_or_exit
-from shared.worker import Worker
 
 
 async def run(settings: Settings) -> None:
     consumer = topology.CACHE_REFRESHER
     nc = await bus.connect(
         settings.common.nats_url,
-        "cache-refresher",
+        roster.CACHE_REFRESHER.label,
         creds=settings.common.nats_creds,
-        user="cache_refresher",
+        user=roster.CACHE_REFRESHER.name,
     )
     js = nc.jetstream()
     kv = await js.key_value(topology.KV_LINKS)
@@ -33,16 +37,18 @@ async def run(settings: Settings) -> None:
         await reconcile.run_forever(kv, pool, settings.reconcile_every, stop)
 
     try:
-        await workerapp.serve(
-            "cache-refresher",
-            settings.port,
+        await serve_worker(
+            Loops(
+                roster.CACHE_REFRESHER.label,
+                [*[worker.run] * settings.worker.workers, rescue.run, reconciler],
+            ),
             {
                 "nats": checks.nats_connected(nc),
                 "database": checks.database(pool),
                 "consumer": checks.consumer_exists(js, consumer.stream, consumer.name),
             },
-            [*[worker.run] * settings.worker.workers, rescue.run, reconciler],
-            host=settings.host,
+            settings.host,
+            settings.port,
         )
     finally:
         await bus.close(nc)
@@ -50,8 +56,8 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = load_or_exit(Settings, "cache_refresher")
-    logs.configure("cache-refresher", settings.common)
+    settings = load_or_exit(Settings, roster.CACHE_REFRESHER.name)
+    logs.configure(roster.CACHE_REFRESHER.label, settings.common)
     uvloop.run(run(settings))
 
 

@@ -10,10 +10,10 @@ from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.kv import KeyValue
 
-from shared import linkcache
 from shared.contracts import LinkDeleted, LinkEntry, LinkUpdated
 from shared.errors import PermanentError
-from shared.worker import Delivery, Unavailable
+from shared.jetstream import linkcache
+from shared.jetstream.worker import Delivery, Unavailable
 
 LinkEvent = LinkUpdated | LinkDeleted
 _updated = msgspec.json.Decoder(LinkUpdated).decode

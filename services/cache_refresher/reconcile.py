@@ -11,10 +11,10 @@ import msgspec
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from shared import linkcache
 from shared.contracts import INVALID, LinkEntry, encode
+from shared.jetstream import linkcache
+from shared.jetstream.worker import wait_or_stop
 from shared.metrics import CACHE_REPAIRS
-from shared.worker import wait_or_stop
 
 log = logging.getLogger(__name__)
 

@@ -6,20 +6,24 @@ import uvloop
 
 from services.click_recorder.recorder import ClickRecorder
 from services.click_recorder.settings import Settings
-from shared import bus, checks, db, logs, topology, workerapp
+from shared import db, logs, roster
 from shared.contracts import Click
-from shared.rescue import rescue_worker
+from shared.http import checks
+from shared.http.serve import serve_worker
+from shared.jetstream import bus, topology
+from shared.jetstream.loops import Loops
+from shared.jetstream.rescue import rescue_worker
+from shared.jetstream.worker import Worker, json_payload
 from shared.settings import load_or_exit
-from shared.worker import Worker, json_payload
 
 
 async def run(settings: Settings) -> None:
     consumer = topology.CLICK_RECORDER
     nc = await bus.connect(
         settings.common.nats_url,
-        "click-recorder",
+        roster.CLICK_RECORDER.label,
         creds=settings.common.nats_creds,
-        user="click_recorder",
+        user=roster.CLICK_RECORDER.name,
     )
     js = nc.jetstream()
     pool = await db.create_pool(
@@ -29,16 +33,17 @@ async def run(settings: Settings) -> None:
     worker = Worker(nc, consumer, settings.worker, json_payload(Click), recorder.handle)
     rescue = rescue_worker(nc, consumer, settings.worker)
     try:
-        await workerapp.serve(
-            "click-recorder",
-            settings.port,
+        await serve_worker(
+            Loops(
+                roster.CLICK_RECORDER.label, [worker.run] * settings.worker.workers + [rescue.run]
+            ),
             {
                 "nats": checks.nats_connected(nc),
                 "database": checks.database(pool),
                 "consumer": checks.consumer_exists(js, consumer.stream, consumer.name),
             },
-            [worker.run] * settings.worker.workers + [rescue.run],
-            host=settings.host,
+            settings.host,
+            settings.port,
         )
     finally:
         await bus.close(nc)
@@ -46,8 +51,8 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = load_or_exit(Settings, "click_recorder")
-    logs.configure("click-recorder", settings.common)
+    settings = load_or_exit(Settings, roster.CLICK_RECORDER.name)
+    logs.configure(roster.CLICK_RECORDER.label, settings.common)
     uvloop.run(run(settings))
 
 

@@ -10,7 +10,7 @@ import msgspec
 
 from shared.contracts import Click
 from shared.db import UNAVAILABLE, write_batch
-from shared.worker import Delivery, Unavailable
+from shared.jetstream.worker import Delivery, Unavailable
 
 # The batch goes as one JSON array that PostgreSQL turns into rows: one
 # statement and one round trip for 500 clicks, and a redelivered click hits

@@ -6,14 +6,14 @@ import uvloop
 
 from services.link.app import build
 from services.link.settings import Settings
-from shared import logs
-from shared.serve import serve
+from shared import logs, roster
+from shared.http.serve import serve
 from shared.settings import load_or_exit
 
 
 def main() -> None:
-    settings = load_or_exit(Settings, "link")
-    logs.configure("link", settings.common)
+    settings = load_or_exit(Settings, roster.LINK.name)
+    logs.configure(roster.LINK.label, settings.common)
     uvloop.run(serve(build(settings), settings.host, settings.port))
 
 

@@ -18,11 +18,11 @@ from services.link.cache import LinkCache
 from services.link.events import LinkEvents
 from services.link.store import CodeTaken, Link, LinkStore
 from services.link.validation import CODE_RE, LinkFields, generate_code, tag_value
-from shared import keys
-from shared.access import READS, is_api
 from shared.contracts import INVALID, rfc3339
-from shared.openapi import problems
-from shared.problems import FieldError, Problem
+from shared.http import keys
+from shared.http.access import READS, is_api
+from shared.http.openapi import problems
+from shared.http.problems import FieldError, Problem
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,10 @@ from services.link.settings import Settings
 from services.link.spool import Spool
 from services.link.store import LinkStore
 from services.link.validation import LinkFields
-from shared import bus, checks, db, health, openapi, problems, topology
-from shared.access import Access, Guard
+from shared import db, roster
+from shared.http import checks, health, openapi, problems
+from shared.http.access import Access, Guard
+from shared.jetstream import bus, topology
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,10 @@ def build(settings: Settings) -> Gateway:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         nc = await bus.connect(
-            settings.common.nats_url, "link", creds=settings.common.nats_creds, user="link"
+            settings.common.nats_url,
+            roster.LINK.label,
+            creds=settings.common.nats_creds,
+            user=roster.LINK.name,
         )
         js = nc.jetstream()
         kv = await js.key_value(topology.KV_LINKS)
@@ -60,7 +65,7 @@ def build(settings: Settings) -> Gateway:
             spool,
             max_group=1,
             creds=settings.common.nats_creds,
-            inbox_prefix=bus.inbox_prefix("link"),
+            inbox_prefix=bus.inbox_prefix(roster.LINK.name),
         )
         await replicas.check(js, clicks)
         watch = asyncio.create_task(replicas.follow(js, clicks), name="clicks-replicas")

@@ -18,7 +18,7 @@ from nats.js.kv import KeyValue
 from services.link.validation import CODE_RE
 from shared import metrics
 from shared.contracts import INVALID, LinkEntry
-from shared.kvwatch import KvFollower
+from shared.jetstream.kvwatch import KvFollower
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from services.link.store import Link
-from shared import linkcache
 from shared.contracts import (
     HDR_ENQUEUED_AT,
     HDR_MSG_ID,
@@ -22,6 +21,7 @@ from shared.contracts import (
     now,
     rfc3339,
 )
+from shared.jetstream import linkcache
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import msgspec
 
 from services.link.store import Link, LinkStore
 from services.link.validation import LinkFields, generate_code
-from shared.problems import Problem
+from shared.http.problems import Problem
 
 # What a create does after its insert: KV, links.created, the local map.
 Announce = Callable[[Link], Awaitable[None]]

@@ -18,7 +18,7 @@ from services.link.clicks import new_click
 from services.link.publisher import ClickPublisher
 from services.link.validation import RESERVED
 from shared import metrics
-from shared.problems import Problem
+from shared.http.problems import Problem
 
 log = logging.getLogger(__name__)
 

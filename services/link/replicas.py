@@ -22,7 +22,7 @@ from typing import Final
 from nats.js import JetStreamContext
 
 from services.link.publisher import MAX_GROUP, ClickPublisher
-from shared import topology
+from shared.jetstream import topology
 
 log = logging.getLogger(__name__)
 

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import msgspec
 
+from shared import roster
 from shared.settings import Common, parse_rate
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
     common: Common = msgspec.field(default_factory=Common)
-    port: int = 8080
+    port: int = roster.LINK.port
     host: str = "127.0.0.1"
     # API write calls per key (SPEC, "Access"): LINKFLOW_<SERVICE>_WRITE_RATE.
     write_rate: str = "50/s"

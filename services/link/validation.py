@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
-from shared.problems import FieldError, Problem
+from shared.http.problems import FieldError, Problem
 
 CODE_RE: Final = re.compile(r"^[A-Za-z0-9_-]{3,64}$")
 RESERVED: Final = frozenset({"api", "healthz", "readyz", "metrics", "console"})

@@ -37,6 +37,8 @@ from urllib.parse import unquote, urlsplit
 
 import nkeys
 
+from shared.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 # (reply subject's last token, error text or None) for each PubAck.
@@ -44,8 +46,10 @@ AckCallback = Callable[[bytes, str | None], None]
 
 _ACK_SID: Final = b"1"
 # Pings without a pong before the connection counts as dead (as nats-py's
-# max_outstanding_pings in shared.bus).
+# max_outstanding_pings in shared.jetstream.bus).
 MAX_OUTSTANDING_PINGS: Final = 2
+# Between attempts to reach NATS: short, since clicks spool to disk meanwhile.
+RECONNECT: Final = Backoff(initial=0.1, cap=2.0)
 
 
 @dataclass(frozen=True)
@@ -327,24 +331,23 @@ class ClickConnection:
                 await self._task
 
     async def _run(self) -> None:
-        delay, attempt, outage = 0.1, 0, False
+        attempt, failures = 0, 0
         while True:
             server = self._servers[attempt % len(self._servers)]
             attempt += 1
             try:
                 conn = await self._open(server)
             except (OSError, ConnectionError, TimeoutError, ValueError) as exc:
-                if not outage:
+                if not failures:
                     log.warning(
                         "clicks: cannot reach NATS at %s:%d (%r)", server.host, server.port, exc
                     )
-                    outage = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                failures += 1
+                await asyncio.sleep(RECONNECT.delay(failures))
                 continue
-            if outage:
+            if failures:
                 log.info("clicks: connected to NATS at %s:%d", server.host, server.port)
-            delay, outage = 0.1, False
+            failures = 0
             self._conn = conn
             self._up.set()
             try:

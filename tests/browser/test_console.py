@@ -16,10 +16,11 @@ from nats.aio.client import Client
 from playwright.async_api import Browser, async_playwright, expect
 
 from services.analytics.app import build as build_analytics
-from services.analytics.schema import SCHEMA as ANALYTICS_SCHEMA
+from services.analytics.migrations import MIGRATION as ANALYTICS
 from services.analytics.settings import Settings as AnalyticsSettings
-from shared import db, keys
+from shared import db
 from shared.contracts import Click, encode
+from shared.http import keys
 from shared.settings import Common
 from tests.conftest import TEST_WORKER
 from tests.harness import eventually, serve
@@ -55,7 +56,7 @@ async def test_the_console_signs_in_with_a_key(
 ) -> None:
     js = nc.jetstream()
     key = await keys.create(js, "operator", (keys.OPS, keys.STATS_READ))
-    await db.migrate(db_url, ANALYTICS_SCHEMA)
+    await db.migrate(db_url, ANALYTICS.sql)
     settings = AnalyticsSettings(
         common=Common(
             nats_url=servers.nats_url, database_url=db_url, analytics_database_url=db_url

@@ -20,10 +20,12 @@ from nats.aio.client import Client
 from services.link.app import build
 from services.link.settings import Settings as LinkSettings
 from services.link.wire import read_creds
-from shared import keys, natsauth, topology
-from shared.embedded import NatsServer
+from shared.cli import permissions
+from shared.cli.servers import NatsServer
+from shared.cli.supervisor import Supervisor, nats_passwords
+from shared.http import keys
+from shared.jetstream import topology
 from shared.settings import Common, WorkerSettings
-from shared.supervisor import Supervisor, nats_passwords
 from tests.harness import bearer, count, eventually, key_header, serve, service_ports
 from tests.natsjwt import Operator
 from tests.servers import Servers
@@ -63,7 +65,7 @@ def url(sup: Supervisor, service: str) -> str:
 
 async def all_ready(sup: Supervisor) -> bool:
     async with httpx.AsyncClient(timeout=2) as c:
-        for service in natsauth.SERVICES:
+        for service in permissions.SERVICES:
             try:
                 if (await c.get(url(sup, service) + "/readyz")).status_code != 200:
                     return False
@@ -74,7 +76,7 @@ async def all_ready(sup: Supervisor) -> bool:
 
 def violations(sup: Supervisor) -> list[str]:
     assert sup.nats is not None
-    logs = [sup.nats.log_path, *(sup.home / f"{s}.log" for s in natsauth.SERVICES)]
+    logs = [sup.nats.log_path, *(sup.home / f"{s}.log" for s in permissions.SERVICES)]
     return [
         line
         for path in logs
@@ -154,7 +156,7 @@ async def test_linkflow_works_under_the_permissions(up: Supervisor, db_url: str)
 @contextlib.asynccontextmanager
 async def secured(tmp_path: Path) -> AsyncIterator[tuple[NatsServer, dict[str, str]]]:
     passwords = nats_passwords(tmp_path)
-    server = NatsServer(tmp_path / "nats", config=natsauth.authorization(passwords)).start()
+    server = NatsServer(tmp_path / "nats", config=permissions.authorization(passwords)).start()
     try:
         admin = await nats.connect(as_user(server, "admin", passwords))
         js = admin.jetstream()
@@ -206,6 +208,7 @@ REFUSED = [
     ("analytics", "pub", "$JS.API.CONSUMER.DELETE.CLICKS.click-recorder"),
     ("analytics", "pub", "$JS.API.CONSUMER.MSG.NEXT.CLICKS.click-recorder"),
     ("analytics", "pub", "$JS.ACK.CLICKS.click-recorder.1.1.1.1.0"),
+    ("analytics", "pub", "dlq.CLICKS.click-recorder"),
 ]
 ALLOWED = [
     ("link", "pub", "clicks.x"),
@@ -213,6 +216,7 @@ ALLOWED = [
     ("click_recorder", "pub", "dlq.CLICKS.click-recorder"),
     ("analytics", "sub", "links.created"),
     ("analytics", "pub", "$JS.API.CONSUMER.DELETE.CLICKS.backfill-1"),
+    ("analytics", "pub", "$JS.ACK.CLICKS.backfill-1.1.1.1.1.0"),
     ("click_recorder", "pub", "dlq.ADVISORIES.click-recorder-max-deliveries"),
     ("admin", "pub", "$KV.api_keys.x"),
 ]
@@ -229,7 +233,7 @@ async def test_each_user_is_refused_what_is_not_its_own(tmp_path: Path) -> None:
             nc = await nats.connect(
                 as_user(server, user, passwords),
                 error_cb=on_error,
-                inbox_prefix=natsauth.inbox_prefix(user),
+                inbox_prefix=permissions.inbox_prefix(user),
             )
             try:
                 expected = (user, action, subject) in REFUSED
@@ -258,7 +262,7 @@ async def test_the_gateway_reads_kv_links_but_cannot_consume_clicks(tmp_path: Pa
             # Refused requests get no answer: the fetch and the put time out.
             with pytest.raises(nats.errors.TimeoutError):
                 await sub.fetch(1, timeout=1)
-            keys_kv = await js.key_value(keys.KV_KEYS)
+            keys_kv = await js.key_value(topology.KV_KEYS)
             with pytest.raises((asyncio.TimeoutError, nats.errors.TimeoutError)):
                 await asyncio.wait_for(keys_kv.put("forged", b"{}"), 2)
         finally:
@@ -274,7 +278,7 @@ async def test_the_gateway_connects_with_a_creds_file(
     user's rules, and a redirect's click is stored."""
     operator = Operator()
     server = NatsServer(tmp_path / "nats", config=operator.server_config()).start()
-    rules = natsauth.permissions()
+    rules = permissions.permissions()
     admin_creds = operator.user_creds(tmp_path, "admin", rules["admin"])
     link_creds = operator.user_creds(tmp_path, "link", rules["link"])
     try:

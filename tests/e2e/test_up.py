@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.supervisor import Supervisor
+from shared.cli.supervisor import Supervisor
 from tests.harness import count, eventually, key_header, service_ports
 from tests.servers import Servers
 
@@ -24,7 +24,7 @@ async def linkflow(
     servers: Servers, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Supervisor]:
     # The nc fixture is not used here: reset JetStream the same way first.
-    from shared import bus
+    from shared.jetstream import bus
     from tests.conftest import reset_jetstream
 
     nc = await bus.connect(servers.nats_url, "e2e-reset", forever=False)

@@ -23,9 +23,9 @@ import asyncpg
 import httpx
 import pytest
 
-from shared import bus, topology
-from shared.embedded import NatsServer, PostgresServer
-from shared.supervisor import Child, Supervisor
+from shared.cli.servers import NatsServer, PostgresServer
+from shared.cli.supervisor import Child, Supervisor
+from shared.jetstream import bus, topology
 from tests.harness import eventually, key_header, service_ports
 
 pytestmark = pytest.mark.e2e

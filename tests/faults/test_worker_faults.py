@@ -8,11 +8,11 @@ from collections.abc import Mapping, Sequence
 
 from nats.aio.client import Client
 
-from shared import topology
 from shared.contracts import Click, encode, now
-from shared.pull import Puller
-from shared.rescue import rescue_worker
-from shared.worker import Delivery, Worker, json_payload
+from shared.jetstream import topology
+from shared.jetstream.pull import Puller
+from shared.jetstream.rescue import rescue_worker
+from shared.jetstream.worker import Delivery, Worker, json_payload
 from tests.conftest import TEST_WORKER
 from tests.harness import eventually, running
 

@@ -11,16 +11,18 @@ import pytest
 from nats.aio.client import Client
 
 from services.analytics.app import build as build_analytics
-from services.analytics.schema import SCHEMA as ANALYTICS_SCHEMA
+from services.analytics.migrations import MIGRATION as ANALYTICS
 from services.analytics.settings import Settings as AnalyticsSettings
 from services.cache_refresher.applier import Applier, decode
 from services.click_recorder.recorder import ClickRecorder
 from services.link.app import build
 from services.link.settings import Settings as LinkSettings
-from shared import db, keys, topology
+from shared import db
 from shared.contracts import Click
+from shared.http import keys
+from shared.jetstream import topology
+from shared.jetstream.worker import Worker, json_payload
 from shared.settings import Common
-from shared.worker import Worker, json_payload
 from tests.conftest import TEST_WORKER
 from tests.harness import bearer, running, serve
 from tests.servers import Servers
@@ -93,7 +95,7 @@ async def analytics(
     servers: Servers, nc: Client, db_url: str, admin_key: str
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The analytics service in-process, its database being the test's database."""
-    await db.migrate(db_url, ANALYTICS_SCHEMA)
+    await db.migrate(db_url, ANALYTICS.sql)
     settings = AnalyticsSettings(
         common=Common(
             nats_url=servers.nats_url, database_url=db_url, analytics_database_url=db_url

@@ -19,12 +19,14 @@ import pytest
 from nats.aio.client import Client
 
 from services.analytics.app import build as build_analytics
-from services.analytics.schema import SCHEMA as ANALYTICS_SCHEMA
+from services.analytics.migrations import MIGRATION as ANALYTICS
 from services.analytics.settings import Settings as AnalyticsSettings
 from services.link.app import build as build_gateway
 from services.link.settings import Settings as LinkSettings
-from shared import db, keys
+from shared import db
 from shared.contracts import now
+from shared.http import keys
+from shared.jetstream import topology
 from shared.settings import Common
 from tests.conftest import TEST_WORKER
 from tests.harness import bearer, eventually, serve
@@ -57,7 +59,7 @@ async def both(
         public_url="http://sho.rt",
         **common,
     )
-    await db.migrate(db_url, ANALYTICS_SCHEMA)
+    await db.migrate(db_url, ANALYTICS.sql)
     gateway = build_gateway(
         LinkSettings(common=base, spool_dir=str(tmp_path / "spool"), write_rate="5/s")
     )
@@ -181,13 +183,15 @@ async def test_no_table_and_no_kv_entry_holds_a_key(
             assert not any(key in row["row"] for row in rows), table
     finally:
         await conn.close()
-    for bucket in (keys.KV_KEYS, keys.KV_USAGE):
+    for bucket in (topology.KV_KEYS, topology.KV_USAGE):
         kv = await js.key_value(bucket)
         for name in await kv.keys():
             value = (await kv.get(name)).value or b""
             assert key.encode() not in value
             assert key[3:].encode() not in value
-    held = keys.decode((await (await js.key_value(keys.KV_KEYS)).get("secret-keeper")).value or b"")
+    held = keys.decode(
+        (await (await js.key_value(topology.KV_KEYS)).get("secret-keeper")).value or b""
+    )
     assert held.sha256 == keys.digest(key)
     assert held.prefix == key[:9]
 

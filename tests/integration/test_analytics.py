@@ -12,8 +12,8 @@ import pytest
 from nats.aio.client import Client
 
 from services.link.clicks import click_id
-from shared import topology
 from shared.contracts import Click, LinkCreated, encode, now
+from shared.jetstream import topology
 from tests.harness import eventually
 
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0"

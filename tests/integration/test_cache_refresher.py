@@ -15,8 +15,9 @@ from nats.aio.client import Client
 from services.cache_refresher.reconcile import reconcile, run_forever
 from services.link.app import build
 from services.link.settings import Settings
-from shared import db, linkcache, topology
+from shared import db
 from shared.contracts import LinkDeleted, LinkEntry, LinkUpdated, encode
+from shared.jetstream import linkcache, topology
 from shared.settings import Common
 from tests.harness import bearer, eventually, serve
 from tests.integration.conftest import PUBLIC_URL, CacheRefresher

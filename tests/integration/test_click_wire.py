@@ -18,8 +18,8 @@ import pytest
 from services.link.clicks import OutgoingClick, new_click
 from services.link.publisher import ClickPublisher, NotConnected
 from services.link.spool import Spool
-from shared import bus
-from shared.embedded import NatsServer, wait_until
+from shared.cli.servers import NatsServer, wait_until
+from shared.jetstream import bus
 from tests.conftest import reset_jetstream
 from tests.harness import eventually
 from tests.integration.test_gateway_faults import stored_click_ids

@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from shared.embedded import wait_until
+from shared.cli.servers import wait_until
 
 
 def alive(pid: int) -> bool:
@@ -25,7 +25,7 @@ def test_servers_do_not_outlive_a_killed_parent(tmp_path: Path) -> None:
         f"""
         import threading
         from pathlib import Path
-        from shared.embedded import NatsServer, PostgresServer
+        from shared.cli.servers import NatsServer, PostgresServer
         nats = NatsServer(Path({str(tmp_path / "nats")!r})).start()
         pg = PostgresServer(Path({str(tmp_path / "pg")!r}), durable=False).start()
         print(nats.proc.pid, pg.proc.pid, flush=True)

@@ -17,9 +17,9 @@ from nats.js.errors import ServiceUnavailableError
 
 from services.link.app import build
 from services.link.settings import Settings
-from shared import bus, topology
+from shared.cli.servers import NatsServer
 from shared.contracts import Click
-from shared.embedded import NatsServer
+from shared.jetstream import bus, topology
 from shared.settings import Common
 from tests.conftest import reset_jetstream
 from tests.harness import eventually, serve

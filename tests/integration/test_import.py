@@ -7,7 +7,7 @@ import httpx
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from shared import topology
+from shared.jetstream import topology
 from tests.harness import count, eventually
 
 CSV = """url,code,redirect_type,expires_at,tags

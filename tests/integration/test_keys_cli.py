@@ -7,7 +7,8 @@ import subprocess
 
 from nats.aio.client import Client
 
-from shared import keys
+from shared.http import keys
+from shared.jetstream import topology
 from tests.harness import linkflow
 from tests.servers import Servers
 
@@ -23,7 +24,7 @@ async def test_create_list_revoke(servers: Servers, nc: Client) -> None:
     assert re.fullmatch(r"lf_[A-Za-z0-9]{32}", key)
     assert key not in made.stdout.strip().splitlines()[0]
     held = keys.decode(
-        (await (await nc.jetstream().key_value(keys.KV_KEYS)).get("ci")).value or b""
+        (await (await nc.jetstream().key_value(topology.KV_KEYS)).get("ci")).value or b""
     )
     assert held.sha256 == keys.digest(key)
     assert held.scopes == ("links:read",)

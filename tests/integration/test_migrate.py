@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 from nats.aio.client import Client
 
-from shared import topology
-from shared.migrate import migrate_all
+from shared.cli.migrate import migrate_all
+from shared.jetstream import topology
 from tests.harness import count, linkflow
 from tests.servers import Servers
 

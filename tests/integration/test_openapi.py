@@ -14,11 +14,12 @@ import pytest
 from nats.aio.client import Client
 
 from services.analytics.app import build as build_analytics
-from services.analytics.schema import SCHEMA as ANALYTICS_SCHEMA
+from services.analytics.migrations import MIGRATION as ANALYTICS
 from services.analytics.settings import Settings as AnalyticsSettings
 from services.link.app import build as build_gateway
 from services.link.settings import Settings as LinkSettings
-from shared import db, keys
+from shared import db
+from shared.http import keys
 from shared.settings import Common
 from tests.conftest import TEST_WORKER
 from tests.harness import serve
@@ -81,7 +82,7 @@ async def test_schemathesis_finds_nothing(
             LinkSettings(common=common, spool_dir=str(tmp_path / "spool"), write_rate="100000/s")
         )
     else:
-        await db.migrate(db_url, ANALYTICS_SCHEMA)
+        await db.migrate(db_url, ANALYTICS.sql)
         app = build_analytics(
             AnalyticsSettings(common=common, worker=TEST_WORKER, write_rate="100000/s")
         )

@@ -7,30 +7,40 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import msgspec
 from nats.aio.client import Client
+from prometheus_client import REGISTRY
 
 from services.analytics.backfill import Backfills
-from services.analytics.schema import SCHEMA as ANALYTICS_SCHEMA
+from services.analytics.migrations import MIGRATION as ANALYTICS
 from services.analytics.store import AnalyticsStore
-from shared import db, dlqstore, topology
+from shared import db
+from shared.cli.servers import PostgresServer
 from shared.contracts import Click, encode
+from shared.jetstream import dlq, topology
+from shared.settings import WorkerSettings
+from tests.conftest import TEST_WORKER
 from tests.harness import count, eventually
 from tests.integration.test_analytics import human, publish
 from tests.servers import Servers
 
 
+def batches_of(n: int) -> WorkerSettings:
+    return msgspec.structs.replace(TEST_WORKER, bulk_limit=n)
+
+
 async def test_backfill_killed_halfway_resumes_and_finishes(nc: Client, db_url: str) -> None:
-    await db.migrate(db_url, ANALYTICS_SCHEMA)
+    await db.migrate(db_url, ANALYTICS.sql)
     start = datetime.now(UTC) - timedelta(seconds=1)
     await publish(nc, [human("resume") for _ in range(1500)])
     end = datetime.now(UTC) + timedelta(seconds=1)
     pool = await db.create_pool(db_url)
     store = AnalyticsStore(pool)
     try:
-        first = Backfills(nc, store, batch=10)
+        first = Backfills(nc, store, batches_of(10))
         created = await first.create(start, end)
         assert created["total"] == 1500
 
@@ -45,7 +55,7 @@ async def test_backfill_killed_halfway_resumes_and_finishes(nc: Client, db_url: 
         assert stopped["state"] == "running"
         assert int(stopped["processed"]) < 1500
 
-        second = Backfills(nc, store, batch=200)  # the service restarted
+        second = Backfills(nc, store, batches_of(200))  # the service restarted
         assert await second.resume() == 1
 
         async def done() -> bool:
@@ -69,13 +79,61 @@ async def test_backfill_killed_halfway_resumes_and_finishes(nc: Client, db_url: 
         await pool.close()
 
 
+async def test_backfill_holds_through_a_database_outage_and_finishes(
+    nc: Client, tmp_path: Path
+) -> None:
+    pg = PostgresServer(tmp_path / "pg", durable=False).start()
+    url = pg.url("analytics")
+    await db.ensure_database(url)
+    await db.migrate(url, ANALYTICS.sql)
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    await publish(nc, [human("outage") for _ in range(4000)])
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    pool = await db.create_pool(url)
+    backfills = Backfills(nc, AnalyticsStore(pool), batches_of(10))
+    try:
+        created = await backfills.create(start, end)
+        consumer = f"backfill-{created['id']}"
+
+        async def under_way() -> bool:
+            state = await backfills.get(created["id"])
+            return state is not None and int(state["processed"]) > 0
+
+        await eventually(under_way, what="the backfill to be under way")
+        pg.stop()  # the database goes away mid-backfill
+
+        async def holding() -> bool:
+            held = REGISTRY.get_sample_value(
+                "linkflow_worker_messages_total", {"consumer": consumer, "outcome": "held"}
+            )
+            return bool(held)
+
+        await eventually(holding, what="the backfill to hold its batch")
+        pg.start()
+
+        async def done() -> dict[str, object] | None:
+            state = await backfills.get(created["id"])
+            return state if state is not None and state["state"] != "running" else None
+
+        finished = await eventually(done, 60, "the backfill to finish")
+        assert finished["state"] == "done", finished
+        assert finished["processed"] == 4000
+        assert await count(url, "SELECT count(*) FROM counted_clicks WHERE code = 'outage'") == 4000
+        total = "SELECT sum(count) FROM click_stats WHERE code = 'outage' AND dim = 'total'"
+        assert await count(url, total) == 4000
+    finally:
+        await backfills.stop()
+        await pool.close()
+        pg.stop()
+
+
 async def test_cancelled_backfill_stops(nc: Client, db_url: str) -> None:
-    await db.migrate(db_url, ANALYTICS_SCHEMA)
+    await db.migrate(db_url, ANALYTICS.sql)
     start = datetime.now(UTC) - timedelta(seconds=1)
     await publish(nc, [human("cancel") for _ in range(1000)])
     pool = await db.create_pool(db_url)
     try:
-        backfills = Backfills(nc, AnalyticsStore(pool), batch=5)
+        backfills = Backfills(nc, AnalyticsStore(pool), batches_of(5))
         created = await backfills.create(start, datetime.now(UTC) + timedelta(seconds=1))
         cancelled = await backfills.cancel(created["id"])
         assert cancelled is not None
@@ -164,7 +222,7 @@ async def test_dlq_replay_all_by_consumer(
         return await count(db_url, "SELECT count(*) FROM clicks WHERE code = 'again'") == 3
 
     await eventually(recorded, what="three replayed clicks recorded")
-    assert await dlqstore.list_(nc.jetstream()) == []
+    assert await dlq.list_(nc.jetstream()) == []
 
 
 def cli(servers: Servers, *args: str) -> subprocess.CompletedProcess[str]:
@@ -191,7 +249,7 @@ async def test_dlq_command_line(servers: Servers, nc: Client) -> None:
     replayed = await asyncio.to_thread(cli, servers, "replay", str(second))
     assert replayed.returncode == 0, replayed.stderr
     assert (await asyncio.to_thread(cli, servers, "discard", str(first))).returncode == 1
-    assert await dlqstore.list_(nc.jetstream()) == []
+    assert await dlq.list_(nc.jetstream()) == []
     info = await nc.jetstream().stream_info(topology.CLICKS)
     assert info.state.messages == 1  # the replayed click, back on clicks.cli2
     human_readable = await asyncio.to_thread(cli, servers, "list")

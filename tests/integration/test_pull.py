@@ -8,9 +8,9 @@ from typing import cast
 import pytest
 from nats.aio.client import Client
 
-from shared import topology
 from shared.contracts import Click, encode, now
-from shared.pull import Puller, ack_all
+from shared.jetstream import topology
+from shared.jetstream.pull import Puller, ack_all
 from tests.harness import eventually
 
 

@@ -16,12 +16,14 @@ from nats.js import JetStreamContext
 
 from services.click_recorder.recorder import ClickRecorder
 from services.link.clicks import click_id
-from shared import db, topology
+from shared import db
+from shared.cli.servers import PostgresServer
 from shared.contracts import Click, encode, now
-from shared.embedded import PostgresServer
-from shared.worker import Worker, json_payload
+from shared.jetstream import topology
+from shared.jetstream.worker import Worker, json_payload
 from tests.conftest import TEST_WORKER
 from tests.harness import count, eventually, running
+from tests.servers import migrate_main
 
 
 def click(code: str = "rec", cid: str | None = None) -> Click:
@@ -105,8 +107,7 @@ async def test_garbage_goes_to_dlq_and_next_click_is_recorded(
 @pytest.fixture
 async def own_pg(tmp_path: Path) -> AsyncIterator[PostgresServer]:
     pg = PostgresServer(tmp_path / "pg", durable=False).start()
-    await db.ensure_database(pg.url("linkflow"))
-    await db.migrate(pg.url("linkflow"))
+    await migrate_main(pg.url("linkflow"))
     yield pg
     pg.stop()
 

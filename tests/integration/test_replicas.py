@@ -15,8 +15,8 @@ from nats.js.api import StreamConfig
 
 from services.link import replicas
 from services.link.publisher import MAX_GROUP, ClickPublisher
-from shared import bus, topology
-from shared.embedded import NatsServer, free_ports
+from shared.cli.servers import NatsServer, free_ports
+from shared.jetstream import bus, topology
 from tests.harness import eventually
 from tests.integration.test_click_wire import click
 from tests.integration.test_gateway_faults import stored_click_ids

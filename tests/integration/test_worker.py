@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 import msgspec
 from nats.aio.client import Client
 
-from shared import topology
 from shared.contracts import Click, encode, now
 from shared.errors import PermanentError, TransientError
-from shared.worker import Delivery, Worker, json_payload
+from shared.jetstream import topology
+from shared.jetstream.worker import Delivery, Worker, json_payload
 from tests.conftest import TEST_WORKER, reset_jetstream
 from tests.harness import eventually, running
 

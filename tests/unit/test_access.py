@@ -8,8 +8,8 @@ import pytest
 
 from services.analytics.api import policy as analytics_policy
 from services.link.api import policy as gateway_policy
-from shared import keys
-from shared.access import Access, RateLimit
+from shared.http import keys
+from shared.http.access import Access, RateLimit
 from shared.settings import Common
 
 

@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
+from shared.cli.generate import json_schema, render_all
 from shared.contracts import Click, LinkUpdated, encode
-from shared.schema import json_schema, render_all
 
 
 def test_generated_files_match_the_code() -> None:

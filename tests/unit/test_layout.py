@@ -1,6 +1,8 @@
 """Imports point down: shared/ imports no service, no service imports
-another. What a service gives the `linkflow` command goes through declared
-entry points (pyproject.toml)."""
+another or the `linkflow` command (shared.cli), and within shared/ the ground
+floor (contracts, settings, db, ...) imports none of the role packages above
+it. What a service gives the `linkflow` command goes through declared entry
+points (pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -43,9 +45,47 @@ def test_no_service_imports_another() -> None:
     assert not found, sorted(found)
 
 
+def test_services_do_not_import_the_command() -> None:
+    found = {
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in (ROOT / "services").rglob("*.py")
+        for name in imported(path)
+        if name == "shared.cli" or name.startswith("shared.cli.")
+    }
+    assert not found, sorted(found)
+
+
+# Which of shared/'s parts each part may import.
+MAY_IMPORT = {
+    "ground": {"ground"},
+    "jetstream": {"ground", "jetstream"},
+    "http": {"ground", "jetstream", "http"},
+    "cli": {"ground", "jetstream", "http", "cli"},
+}
+
+
+def part(name: str) -> str:
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in MAY_IMPORT else "ground"
+
+
+def test_shared_parts_import_only_downwards() -> None:
+    found = set()
+    for path in (ROOT / "shared").rglob("*.py"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for name in imported(path):
+            if name.startswith("shared.") and part(name) not in MAY_IMPORT[part(module)]:
+                found.add(f"{path.relative_to(ROOT)} imports {name}")
+    assert not found, sorted(found)
+
+
 def test_the_declared_entries_load() -> None:
     migrations = {e.name: e.load() for e in entry_points(group="linkflow.migrations")}
-    assert "analytics_database_url" in migrations
-    assert "CREATE TABLE" in migrations["analytics_database_url"]
+    assert set(migrations) == {"analytics", "click_recorder", "link"}
+    tables = {name: m.sql for name, m in migrations.items()}
+    assert "CREATE TABLE IF NOT EXISTS links " in tables["link"]
+    assert "CREATE TABLE IF NOT EXISTS clicks " in tables["click_recorder"]
+    assert "CREATE TABLE IF NOT EXISTS counted_clicks " in tables["analytics"]
+    assert migrations["analytics"].url_setting == "analytics_database_url"
     (bench,) = entry_points(group="linkflow.bench", name="spool_append_rate")
     assert callable(bench.load())

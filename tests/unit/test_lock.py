@@ -50,7 +50,13 @@ def test_every_installed_dependency_is_locked_at_the_installed_version() -> None
 
 def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
-    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if "pytest" in line]
-    assert ci[0].endswith("python3 -m pytest")
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if "pip install" in line]
+    assert ci[0].endswith("&& just test")
     assert "-c requirements.lock" in ci[0]
     assert f"    {ci[0]}\n" in readme
+
+
+def test_just_test_lints_then_runs_the_suite() -> None:
+    recipe = (ROOT / "justfile").read_text().split("\ntest *args:", 1)[1].split("\n\n", 1)[0]
+    assert recipe.startswith(" lint\n"), recipe
+    assert "python3 -m pytest {{args}}" in recipe

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from shared.wrk import _ms, cpu_seconds
+from shared.cli.wrk import _ms, cpu_seconds
 
 
 def test_latency_units() -> None:

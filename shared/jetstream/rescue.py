@@ -14,9 +14,9 @@ import msgspec
 from nats.aio.client import Client
 from nats.js.errors import APIError, NotFoundError
 
-from shared import dlq, topology
+from shared.jetstream import dlq, topology
+from shared.jetstream.worker import Delivery, Worker, json_payload
 from shared.settings import WorkerSettings
-from shared.worker import Delivery, Worker, json_payload
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from shared import keys
+from shared import roster
 from shared.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,10 @@ LINKS: Final = "LINKS"
 CLICKS: Final = "CLICKS"
 DLQ: Final = "DLQ"
 KV_LINKS: Final = "links"
-BUCKETS: Final = (KV_LINKS, keys.KV_KEYS, keys.KV_USAGE)
+# API keys (shared.http.keys) and when each was last used.
+KV_KEYS: Final = "api_keys"
+KV_USAGE: Final = "api_key_usage"
+BUCKETS: Final = (KV_LINKS, KV_KEYS, KV_USAGE)
 
 DAY: Final = 86400.0
 # The server's Nats-Msg-Id window: a publish retried within it is stored once.
@@ -47,9 +50,13 @@ class Consumer:
     service: str  # settings prefix, e.g. "click_recorder"
 
 
-CLICK_RECORDER: Final = Consumer(CLICKS, "click-recorder", "clicks.>", "click_recorder")
-ANALYTICS_CLICKS: Final = Consumer(CLICKS, "analytics", "clicks.>", "analytics")
-CACHE_REFRESHER: Final = Consumer(LINKS, "cache-refresher", "links.>", "cache_refresher")
+def _consumer(stream: str, filter_subject: str, service: roster.Service) -> Consumer:
+    return Consumer(stream, service.label, filter_subject, service.name)
+
+
+CLICK_RECORDER: Final = _consumer(CLICKS, "clicks.>", roster.CLICK_RECORDER)
+ANALYTICS_CLICKS: Final = _consumer(CLICKS, "clicks.>", roster.ANALYTICS)
+CACHE_REFRESHER: Final = _consumer(LINKS, "links.>", roster.CACHE_REFRESHER)
 CONSUMERS: Final = (CLICK_RECORDER, ANALYTICS_CLICKS, CACHE_REFRESHER)
 
 # The server's advisories for messages that reached a consumer's max_deliver

@@ -1,10 +1,14 @@
-"""The analytics database, owned by the analytics service alone."""
+"""The analytics database, owned by the analytics service alone (``linkflow migrate`` runs it)."""
 
 from __future__ import annotations
 
 from typing import Final
 
-SCHEMA: Final = """
+from shared.db import Migration
+
+MIGRATION: Final = Migration(
+    "analytics_database_url",
+    """
 -- Every click counted once: the ledger is what makes redelivery and
 -- overlapping backfills harmless (a click id already here adds nothing).
 CREATE TABLE IF NOT EXISTS counted_clicks (
@@ -45,4 +49,5 @@ CREATE TABLE IF NOT EXISTS backfills (
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
-"""
+""",
+)

@@ -8,7 +8,7 @@ import asyncpg
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from shared.health import Check
+from shared.http.health import Check
 
 
 def nats_connected(nc: Client) -> Check:

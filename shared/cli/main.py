@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import sys
 from pathlib import Path
 
-from shared import dlqcli, keyscli
+from shared.cli import admin
 from shared.errors import CommandError
 from shared.settings import SettingsError
 
 
 def _up(args: argparse.Namespace) -> int:
-    from shared.supervisor import up
+    from shared.cli.supervisor import up
 
     args.home.mkdir(parents=True, exist_ok=True)
     return up(args.home.resolve())
 
 
 def _migrate(_: argparse.Namespace) -> int:
-    from shared.migrate import migrate_all
+    from shared.cli.migrate import migrate_all
 
     asyncio.run(migrate_all(os.environ))
     print("linkflow: migrated")
@@ -31,7 +30,7 @@ def _migrate(_: argparse.Namespace) -> int:
 
 
 def _schemas(_: argparse.Namespace) -> int:
-    from shared.schema import write_all
+    from shared.cli.generate import write_all
 
     for path in write_all():
         print(f"wrote {path}")
@@ -39,7 +38,7 @@ def _schemas(_: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from shared.bench import run
+    from shared.cli.bench import run
 
     return run(args.duration, args.connections, args.clicks, args.rounds, args.pin)
 
@@ -78,26 +77,17 @@ def parser() -> argparse.ArgumentParser:
         "--clicks", type=int, default=100_000, help="clicks queued for the drain measurement"
     )
     bench.set_defaults(func=_bench)
-    dlqcli.add_parser(sub.add_parser("dlq", help="list, replay or discard dead letters"))
-    keyscli.add_parser(sub.add_parser("keys", help="create, list or revoke API keys"))
+    admin.add_dlq(sub.add_parser("dlq", help="list, replay or discard dead letters"))
+    admin.add_keys(sub.add_parser("keys", help="create, list or revoke API keys"))
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=os.environ.get("LINKFLOW_LOG_LEVEL", "WARNING"))
-    admin_url = Path(".linkflow/nats-admin.url")
-    if args.command in ("keys", "dlq") and "LINKFLOW_NATS_URL" not in os.environ:
-        # Beside a `linkflow up`, its embedded server's admin identity.
-        with contextlib.suppress(OSError):
-            os.environ["LINKFLOW_NATS_URL"] = admin_url.read_text().strip()
     try:
         code: int = args.func(args)
         return code
     except (CommandError, SettingsError) as exc:
         print(f"linkflow {args.command}: {exc}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from shared.access import READS, Policy
-from shared.problems import PROBLEM_TYPE, TITLES
+from shared.http.access import READS, Policy
+from shared.http.problems import PROBLEM_TYPE, TITLES
 
 Document = dict[str, Any]
 
@@ -33,7 +33,7 @@ PROBLEM_SCHEMA: Final = {
         },
     },
 }
-# Answers the guard gives before a route runs (shared.access).
+# Answers the guard gives before a route runs (shared.http.access).
 _GUARDED: Final = {
     401: "no key, or an unknown, revoked or expired one (WWW-Authenticate: Bearer)",
     403: "the key lacks the scope this operation needs",

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def inbox_prefix(user: str) -> str:
     """Replies to ``user`` (PubAcks, API answers, KV watch deliveries) arrive
-    under a prefix that only its NATS user may subscribe to (shared.natsauth)."""
+    under a prefix that only its NATS user may subscribe to (shared.cli.permissions)."""
     return "_INBOX" if user == "admin" else f"_INBOX_{user}"
 
 

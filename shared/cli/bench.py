@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,18 +24,20 @@ from typing import Any
 import asyncpg
 import httpx
 
-from shared import bus, keys, placement, topology
-from shared.contracts import HDR_MSG_ID, Click, encode, now
-from shared.embedded import (
+from shared.cli import placement
+from shared.cli.migrate import migrate_all
+from shared.cli.process import Process
+from shared.cli.servers import (
     NatsServer,
     PostgresServer,
-    die_with_parent,
     free_port,
     port_open,
     wait_until,
 )
-from shared.migrate import migrate_all
-from shared.wrk import Load, measured, wrk
+from shared.cli.wrk import Load, measured, wrk
+from shared.contracts import HDR_MSG_ID, Click, encode, now
+from shared.http import keys
+from shared.jetstream import bus, topology
 
 
 async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -57,32 +58,17 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        args,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
-    )
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> Process:
+    proc = Process(log)
+    proc.spawn(args, env)
+    return proc
 
 
-def _service(
-    module: str, env: dict[str, str], log: Path, port: int | None = None
-) -> subprocess.Popen[bytes]:
+def _service(module: str, env: dict[str, str], log: Path, port: int | None = None) -> Process:
     """``python -m <module>`` on its ``LINKFLOW_<SERVICE>_PORT`` (a free one by default)."""
     service = module.rsplit(".", 1)[-1].upper()
     port_env = {f"LINKFLOW_{service}_PORT": str(port or free_port())}
     return _spawn([sys.executable, "-m", module], {**env, **port_env}, log)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 async def _bench_key(nats_url: str) -> str:
@@ -187,7 +173,7 @@ def drain(
             raise RuntimeError(f"{name}: acked {clicks} clicks but {table} has {stored} rows")
         return rate
     finally:
-        _stop(proc)
+        proc.stop()
 
 
 def propagation(gateways: list[str], updates: int, key: str) -> list[float]:
@@ -263,7 +249,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
     home = Path(tempfile.mkdtemp(prefix="linkflow-bench-"))
     nats = NatsServer(home / "nats").start()
     pg = PostgresServer(home / "pg").start()
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: list[Process] = []
     try:
         db_url, analytics_url = pg.url("linkflow"), pg.url("linkflow_analytics")
         env = {
@@ -286,7 +272,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
                     sys.executable,
                     "-m",
                     "uvicorn",
-                    "shared.bench:bare_app",
+                    "shared.cli.bench:bare_app",
                     "--port",
                     str(bare_port),
                     "--http",
@@ -313,7 +299,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
         assert httpx.get(f"{gw}/bench").status_code == 302  # warm: in the map, stream open
         assert nats.proc is not None
         # One core for the server under test, the rest for everything else
-        # (shared.placement says why); put back once the comparison is done.
+        # (shared.cli.placement says why); put back once the comparison is done.
         layout = placement.split() if pin else None
         if layout:
             placement.pin(layout.server, procs[0].pid, procs[1].pid)
@@ -354,7 +340,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
             f"{', '.join(f'{r:.2f}' for r in ratios)}, median {statistics.median(ratios):.2f})",
             flush=True,
         )
-        _stop(procs.pop())  # the baseline
+        procs.pop().stop()  # the baseline
         if layout:
             placement.pin(layout.everywhere, procs[0].pid, nats.proc.pid, os.getpid())
 
@@ -368,7 +354,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
             down = wrk(f"{gw}/bench", seconds, connections)
         finally:
             pg.start()
-            _stop(recorder)
+            recorder.stop()
         print(
             f"bench: redirect with the recorder draining, PostgreSQL up: {up.rps:.0f} req/s, "
             f"p50 {up.p50_ms:.2f} ms, p99 {up.p99_ms:.2f} ms; PostgreSQL down: "
@@ -387,7 +373,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
             flush=True,
         )
         for p in procs:
-            _stop(p)
+            p.stop()
         procs.clear()
 
         recorder_rate = drain(
@@ -430,7 +416,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
         return 0
     finally:
         for p in procs:
-            _stop(p)
+            p.stop()
         pg.stop()
         nats.stop()
         shutil.rmtree(home, ignore_errors=True)

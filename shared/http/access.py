@@ -21,9 +21,10 @@ from typing import Final
 from nats.js import JetStreamContext
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared import keys, metrics
-from shared.keys import KeyRing
-from shared.problems import Problem
+from shared import metrics
+from shared.http import keys
+from shared.http.keys import KeyRing
+from shared.http.problems import Problem
 from shared.settings import Common, parse_rate
 
 log = logging.getLogger(__name__)

@@ -34,11 +34,11 @@ from nats.errors import ConnectionClosedError
 
 from shared import metrics
 from shared.contracts import INVALID
-from shared.dlq import dead_letter
 from shared.errors import PermanentError, TransientError
-from shared.pull import Puller, ack_all, in_progress_all
+from shared.jetstream.dlq import dead_letter
+from shared.jetstream.pull import Puller, ack_all, in_progress_all
+from shared.jetstream.topology import Consumer
 from shared.settings import WorkerSettings
-from shared.topology import Consumer
 
 log = logging.getLogger(__name__)
 

@@ -7,21 +7,23 @@ from importlib.metadata import entry_points
 
 import asyncpg
 
-from shared import bus, db, topology
+from shared import db, roster
 from shared.errors import CommandError
+from shared.jetstream import bus, topology
 from shared.settings import Common, WorkerSettings, load
 from shared.urls import redact
 
 
 async def migrate_all(environ: Mapping[str, str]) -> None:
     common = load(Common, environ=environ)
-    # A service that owns a database of its own declares its schema as an
-    # entry point named for the setting that holds the database's URL
+    # Each service declares its tables as an entry point named for it
     # (pyproject.toml, "linkflow.migrations"), so shared/ imports no service.
-    schemas = [(common.database_url, db.SCHEMA)]
-    for entry in sorted(entry_points(group="linkflow.migrations"), key=lambda e: e.name):
-        schemas.append((getattr(common, entry.name), entry.load()))
-    for url, schema in schemas:
+    # They run in the roster's order: the gateway's database first.
+    order = [s.name for s in roster.ALL]
+    declared = entry_points(group="linkflow.migrations")
+    for entry in sorted(declared, key=lambda e: (order.index(e.name), e.name)):
+        migration: db.Migration = entry.load()
+        url, schema = getattr(common, migration.url_setting), migration.sql
         try:
             await db.ensure_database(url)
             await db.migrate(url, schema)

@@ -29,12 +29,11 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysEr
 from nats.js.kv import KeyValue
 
 from shared.contracts import INVALID, now, rfc3339
-from shared.kvwatch import KvFollower
+from shared.jetstream.kvwatch import KvFollower
+from shared.jetstream.topology import KV_KEYS, KV_USAGE
 
 log = logging.getLogger(__name__)
 
-KV_KEYS: Final = "api_keys"
-KV_USAGE: Final = "api_key_usage"
 
 LINKS_READ: Final = "links:read"
 LINKS_WRITE: Final = "links:write"

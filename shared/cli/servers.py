@@ -5,7 +5,6 @@ the same store (the fault tests rely on that)."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -16,22 +15,8 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
 
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """``preexec_fn`` for a server or service this process starts: the kernel
-    kills it (SIGKILL) when the thread that started it ends, so an
-    interrupted test run or a killed ``linkflow up`` leaves no nats-server,
-    PostgreSQL or service behind to skew the next run. Linux only; elsewhere
-    nothing happens."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+from shared.cli.process import Process
 
 
 def write_private(path: Path, text: str) -> None:
@@ -87,49 +72,10 @@ def _pg_bin_path() -> Path:
     # when XDG_RUNTIME_DIR is unset (containers, CI); we never use that dir.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from pgserver._commands import POSTGRES_BIN_PATH
-    return Path(POSTGRES_BIN_PATH)
-
-
-class _Process:
-    def __init__(self, log_path: Path) -> None:
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    def _spawn(self, args: list[str], **kwargs: object) -> None:
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            args,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-            **kwargs,
-        )  # type: ignore[call-overload]
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        if self._log:
-            self._log.close()
-            self._log = None
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
+        import pgserver
+    # The binaries the wheel ships, found from the package's location rather
+    # than through pgserver's private _commands module.
+    return Path(pgserver.__file__).parent / "pginstall" / "bin"
 
 
 def go_procs() -> int:
@@ -142,7 +88,7 @@ def go_procs() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-class NatsServer(_Process):
+class NatsServer(Process):
     """``nats-server -js`` on 127.0.0.1 with its store in ``store_dir``."""
 
     def __init__(
@@ -169,7 +115,7 @@ class NatsServer(_Process):
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20) -> NatsServer:
-        self._spawn(
+        self.spawn(
             [
                 nats_server_binary(),
                 "-js",
@@ -191,7 +137,7 @@ class NatsServer(_Process):
         return self
 
 
-class PostgresServer(_Process):
+class PostgresServer(Process):
     """A PostgreSQL cluster in ``data_dir`` on 127.0.0.1, from pgserver's binaries.
 
     PostgreSQL refuses to run as root, so as root it runs as the ``pgserver``
@@ -280,7 +226,7 @@ class PostgresServer(_Process):
                 "-c",
                 "full_page_writes=off",
             ]
-        self._spawn(args, user=self._user)
+        self.spawn(args, user=self._user)
         wait_until(self._ready, timeout, "PostgreSQL")
         return self
 
@@ -294,6 +240,6 @@ class PostgresServer(_Process):
         )
         return done.returncode == 0
 
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> None:
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> bool:
         # SIGINT is PostgreSQL's "fast" shutdown: disconnect clients, checkpoint, exit.
-        super().stop(sig, timeout)
+        return super().stop(sig, timeout)

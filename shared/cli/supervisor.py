@@ -8,55 +8,42 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from shared import bus, keys, natsauth
-from shared.embedded import (
-    NatsServer,
-    PostgresServer,
-    die_with_parent,
-    free_port,
-    port_open,
-    write_private,
-)
-from shared.migrate import migrate_all
+from shared import roster
+from shared.backoff import Backoff
+from shared.cli import permissions
+from shared.cli.migrate import migrate_all
+from shared.cli.process import Process
+from shared.cli.servers import NatsServer, PostgresServer, free_port, port_open, write_private
+from shared.http import keys
+from shared.jetstream import bus
 from shared.settings import Common, load
 
-# Stopped in this order: the gateway first, so no new clicks arrive while the
-# workers settle what they hold.
-SERVICES = ("link", "analytics", "click_recorder", "cache_refresher")
-PORTS = {"link": 8080, "click_recorder": 9101, "analytics": 8081, "cache_refresher": 9103}
-MAX_RESTART_DELAY = 30.0
+# A service that ran this long before dying starts again after the shortest delay.
 HEALTHY_AFTER = 60.0
+RESTART = Backoff(initial=1.0, cap=30.0)
+# Stopped in this order: the gateway first (shared.roster).
+SERVICES = tuple(s.name for s in roster.ALL)
 
 
-@dataclass
-class Child:
-    name: str
-    env: dict[str, str]
-    log: IO[bytes] | None
-    proc: subprocess.Popen[bytes] | None = None
-    started: float = 0.0
-    delay: float = 1.0
-    restart_at: float | None = None
-    restarts: int = field(default=0)
+class Child(Process):
+    """A service under ``linkflow up``: ``python -m services.<name>``."""
+
+    def __init__(self, name: str, env: dict[str, str], log_path: Path | None) -> None:
+        super().__init__(log_path)
+        self.name = name
+        self.env = env
+        self.started = 0.0
+        self.failures = 0
+        self.restarts = 0
+        self.restart_at: float | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}"],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=self.log,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
+        self.spawn([sys.executable, "-m", f"services.{self.name}"], self.env)
         self.started = time.monotonic()
         self.restart_at = None
 
@@ -71,7 +58,10 @@ def _port(preferred: int) -> int:
 
 class Supervisor:
     def __init__(
-        self, home: Path, services: tuple[str, ...] = SERVICES, log_to_files: bool = False
+        self,
+        home: Path,
+        services: tuple[str, ...] = SERVICES,
+        log_to_files: bool = False,
     ) -> None:
         self.home = home
         self.services = services
@@ -87,13 +77,13 @@ class Supervisor:
         if own_users:
             passwords = nats_passwords(self.home)
             self.nats = NatsServer(
-                self.home / "nats", _port(4222), config=natsauth.authorization(passwords)
+                self.home / "nats", _port(4222), config=permissions.authorization(passwords)
             ).start()
-            urls = {u: _as_user(self.nats.url, u, passwords[u]) for u in natsauth.USERS}
-            env["LINKFLOW_NATS_URL"] = urls[natsauth.ADMIN]
-            for name in natsauth.SERVICES:
+            urls = {u: _as_user(self.nats.url, u, passwords[u]) for u in permissions.USERS}
+            env["LINKFLOW_NATS_URL"] = urls[permissions.ADMIN]
+            for name in permissions.SERVICES:
                 env[f"LINKFLOW_{name.upper()}_NATS_URL"] = urls[name]
-            write_private(self.home / "nats-admin.url", urls[natsauth.ADMIN] + "\n")
+            write_private(self.home / "nats-admin.url", urls[permissions.ADMIN] + "\n")
             _say(
                 f"embedded NATS at {self.nats.url} (store {self.nats.store_dir}); "
                 f"a user per service, passwords in {self.home / 'nats-passwords.json'}"
@@ -103,15 +93,14 @@ class Supervisor:
             env["LINKFLOW_DATABASE_URL"] = self.pg.url("linkflow")
             env.setdefault("LINKFLOW_ANALYTICS_DATABASE_URL", self.pg.url("linkflow_analytics"))
             _say(f"embedded PostgreSQL at {self.pg.url('linkflow')} (data {self.pg.data_dir})")
-        for name in self.services:
-            key = f"LINKFLOW_{name.upper()}_PORT"
-            env.setdefault(key, str(PORTS[name]))
+        for service in roster.ALL:
+            env.setdefault(f"LINKFLOW_{service.name.upper()}_PORT", str(service.port))
         env.setdefault("LINKFLOW_LINK_SPOOL_DIR", str(self.home / "spool" / "link"))
         asyncio.run(migrate_all(env))
         _say("migrated: tables, streams, consumers, KV buckets")
         self._admin_key(env)
         for name in self.services:
-            log = (self.home / f"{name}.log").open("ab") if self.log_to_files else None
+            log = self.home / f"{name}.log" if self.log_to_files else None
             child = Child(name, _child_env(env, name) if own_users else env, log)
             child.start()
             self.children.append(child)
@@ -153,14 +142,15 @@ class Supervisor:
         while not self._stopping:
             now = time.monotonic()
             for child in self.children:
-                if child.proc is not None and child.proc.poll() is not None:
-                    code = child.proc.returncode
-                    if now - child.started > HEALTHY_AFTER:
-                        child.delay = 1.0
-                    child.restart_at = now + child.delay
-                    _say(f"{child.name} exited with {code}; restarting in {child.delay:.0f}s")
-                    child.delay = min(child.delay * 2, MAX_RESTART_DELAY)
-                    child.proc = None
+                code = child.returncode
+                if code is not None:
+                    child.stop()
+                    child.failures = (
+                        1 if now - child.started > HEALTHY_AFTER else child.failures + 1
+                    )
+                    delay = RESTART.delay(child.failures)
+                    child.restart_at = now + delay
+                    _say(f"{child.name} exited with {code}; restarting in {delay:.0f}s")
                 elif child.proc is None and child.restart_at and now >= child.restart_at:
                     child.restarts += 1
                     child.start()
@@ -172,16 +162,8 @@ class Supervisor:
     def stop(self) -> None:
         self._stopping = True
         for child in self.children:
-            if child.proc is not None and child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGTERM)
-                try:
-                    child.proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    _say(f"{child.name} did not stop in 20s; killing it")
-                    child.proc.kill()
-                    child.proc.wait()
-            if child.log:
-                child.log.close()
+            if not child.stop(timeout=20):
+                _say(f"{child.name} did not stop in 20s; killed it")
         if self.pg:
             self.pg.stop()
         if self.nats:
@@ -194,9 +176,9 @@ def nats_passwords(home: Path) -> dict[str, str]:
     path = home / "nats-passwords.json"
     if path.exists():
         held: dict[str, str] = json.loads(path.read_text())
-        if set(held) >= set(natsauth.USERS):
+        if set(held) >= set(permissions.USERS):
             return held
-    made = {user: secrets.token_urlsafe(24) for user in natsauth.USERS}
+    made = {user: secrets.token_urlsafe(24) for user in permissions.USERS}
     write_private(path, json.dumps(made, indent=2) + "\n")
     return made
 
@@ -209,7 +191,7 @@ def _as_user(url: str, user: str, password: str) -> str:
 
 def _child_env(env: dict[str, str], name: str) -> dict[str, str]:
     """A service's environment holds its own NATS identity and no other."""
-    others = {f"LINKFLOW_{u.upper()}_NATS_URL" for u in natsauth.SERVICES if u != name}
+    others = {f"LINKFLOW_{u.upper()}_NATS_URL" for u in permissions.SERVICES if u != name}
     return {k: v for k, v in env.items() if k != "LINKFLOW_NATS_URL" and k not in others}
 
 

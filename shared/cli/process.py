@@ -1,0 +1,97 @@
+"""A process that ``linkflow`` starts (an embedded server, a service under
+``linkflow up``, the bench's load): started in a session of its own,
+stopped with a signal, a wait and, past the wait, a kill.
+
+Its own session keeps a Ctrl-C in the terminal from reaching it before its
+starter decides the order of shutdown (the gateway before the workers, the
+services before the servers). The kernel kills it when its starter dies
+(``PR_SET_PDEATHSIG``), so an interrupted test run or a ``kill -9`` of
+``linkflow up`` leaves nothing behind holding ports.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn``: the kernel sends SIGKILL when the thread that started
+    the process ends. Linux only; elsewhere nothing happens."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class Process:
+    """One child process; its output goes to ``log_path`` (appended), or to
+    this process's own output when None."""
+
+    def __init__(self, log_path: Path | None) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def spawn(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+    ) -> None:
+        if self.log_path is not None:
+            self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            list(args),
+            env=env,
+            user=user,
+            stdout=self._log,
+            stderr=subprocess.STDOUT if self._log else None,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError("not running")
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> bool:
+        """Signal, wait up to ``timeout`` s, then kill. False if it had to be
+        killed. It may be spawned again afterwards."""
+        if self.proc is None:
+            return True
+        stopped = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                stopped = False
+        self.proc = None
+        if self._log:
+            self._log.close()
+            self._log = None
+        return stopped
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)

@@ -1,0 +1,71 @@
+"""Serving a service with uvicorn, exiting 0 on SIGTERM: an HTTP service's
+app, or a worker service's loops behind its health endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any, Literal
+
+import uvicorn
+from starlette.applications import Starlette
+
+from shared.http.health import Check, routes
+from shared.jetstream.loops import Loops
+
+log = logging.getLogger(__name__)
+
+
+def uvicorn_server(
+    app: Any, host: str, port: int, *, lifespan: Literal["on", "off"] = "on"
+) -> uvicorn.Server:
+    """uvicorn (httptools, no access log) without its signal handlers: it
+    re-raises a signal after its graceful shutdown, so the process would die
+    "by SIGTERM" where the SPEC wants exit 0, and a worker service must stop
+    its loops before its health server. Whoever runs it handles signals."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            http="httptools",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=10,
+            lifespan=lifespan,
+        )
+    )
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    return server
+
+
+def _on_stop_signal(handler: Any) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, handler)
+
+
+async def serve(app: Any, host: str, port: int) -> None:
+    """An HTTP service: its lifespan starts and stops whatever loops it runs."""
+    server = uvicorn_server(app, host, port)
+    _on_stop_signal(lambda: setattr(server, "should_exit", True))
+    await server.serve()
+
+
+async def serve_worker(loops: Loops, checks: dict[str, Check], host: str, port: int) -> None:
+    """A worker service: its loops, and ``/healthz``, ``/readyz`` and
+    ``/metrics``. On SIGTERM the loops stop first (no new fetches, the batch
+    in hand settled), then the health server; the caller drains NATS after."""
+    stop = asyncio.Event()
+    _on_stop_signal(stop.set)
+    server = uvicorn_server(Starlette(routes=routes(checks)), host, port, lifespan="off")
+    http = asyncio.create_task(server.serve(), name=f"{loops.name}-http")
+    loops.start()
+    log.info("%s: health on :%d", loops.name, port)
+    await stop.wait()
+    log.info("%s: stopping", loops.name)
+    await loops.stop()
+    server.should_exit = True
+    await http

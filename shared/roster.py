@@ -1,0 +1,29 @@
+"""The services linkflow runs: each one's name, label and default port, in
+one place. Its settings, its NATS user, ``linkflow up`` and the NATS
+permissions all read them from here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    # The package under services/, the settings prefix
+    # (LINKFLOW_<NAME>_<FIELD>) and the NATS user.
+    name: str
+    # How logs, NATS client names and consumers call it.
+    label: str
+    # Its HTTP port unless LINKFLOW_<NAME>_PORT says otherwise: the API for
+    # the gateway and analytics, /healthz, /readyz and /metrics for workers.
+    port: int
+
+
+LINK: Final = Service("link", "link", 8080)
+ANALYTICS: Final = Service("analytics", "analytics", 8081)
+CLICK_RECORDER: Final = Service("click_recorder", "click-recorder", 9101)
+CACHE_REFRESHER: Final = Service("cache_refresher", "cache-refresher", 9103)
+# ``linkflow up`` stops them in this order: the gateway first, so no new
+# clicks arrive while the workers settle what they hold.
+ALL: Final = (LINK, ANALYTICS, CLICK_RECORDER, CACHE_REFRESHER)
