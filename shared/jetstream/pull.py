@@ -93,10 +93,9 @@ class Puller:
 
 
 async def ack_all(nc: Client, msgs: list[Msg]) -> None:
-    """Ack every message in one write (``Msg.ack`` would validate, frame and
-    queue each one separately). Sent as a publish, like nats-py's own acks:
-    the handler's transaction has committed, so a lost ack means a
-    redelivery, which the idempotent writes absorb."""
+    """Ack every message after the handler's transaction committed, as plain
+    publishes like nats-py's own ``Msg.ack`` (no reply awaited): a lost ack
+    means a redelivery, which the idempotent writes absorb."""
     await _reply_all(nc, msgs, b"")
 
 
@@ -106,17 +105,10 @@ async def in_progress_all(nc: Client, msgs: list[Msg]) -> None:
 
 
 async def _reply_all(nc: Client, msgs: list[Msg], body: bytes) -> None:
-    if not msgs:
-        return
-    # nats-py has no public call to queue pre-built frames; publish() does
-    # exactly these two private steps per message. Should a nats-py release
-    # rename them, the public call still does the job, one message at a time.
-    send = getattr(nc, "_send_command", None)
-    flush = getattr(nc, "_flush_pending", None)
-    if send is None or flush is None:
-        for m in msgs:
-            await nc.publish(m.reply, body)
-        return
-    tail = f" {len(body)}\r\n".encode() + body + b"\r\n"
-    await send(b"".join(b"PUB " + m.reply.encode() + tail for m in msgs))
-    await flush()
+    # nats-py's public publish, one per message. A write of pre-framed PUBs
+    # through its private _send_command costs 0.13 us an ack against 1.34,
+    # but the recorder's drain of 100,000 clicks ran as fast either way
+    # (public/private 0.98, spread 0.88-1.09 over 6 pairs): the database
+    # write is the cost, so the public call it is.
+    for m in msgs:
+        await nc.publish(m.reply, body)
