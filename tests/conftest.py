@@ -1,9 +1,14 @@
-"""Session servers and per-test isolation: a fresh database and fresh
-JetStream streams, consumers and KV bucket for every test."""
+"""Servers and per-test isolation: every test that needs them gets a
+database of its own on the session's PostgreSQL and a nats-server of its own
+(so its streams, consumers and buckets are its own, whatever ran before or
+runs beside it under pytest-xdist). With ``LINKFLOW_TEST_NATS_URL`` or
+testcontainers, tests share one server, emptied before each test, and must
+not run in parallel."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,6 +18,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
+from shared.cli.servers import NatsServer
 from shared.jetstream import bus, topology
 from shared.settings import WorkerSettings
 from tests.servers import Servers, migrate_main, start
@@ -29,10 +35,23 @@ TEST_WORKER = WorkerSettings(
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+def session_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     s = start(tmp_path_factory.mktemp("servers"))
     yield s
     s.close()
+
+
+@pytest.fixture
+def servers(session_servers: Servers, tmp_path: Path) -> Iterator[Servers]:
+    """The session's PostgreSQL, and JetStream of this test's own."""
+    if session_servers.nats_url:
+        yield session_servers
+        return
+    nats = NatsServer(tmp_path / "jetstream").start()
+    try:
+        yield dataclasses.replace(session_servers, nats_url=nats.url, cleanups=[])
+    finally:
+        nats.stop()
 
 
 async def reset_jetstream(nc: Client, worker: WorkerSettings = TEST_WORKER) -> None:

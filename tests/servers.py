@@ -17,7 +17,7 @@ from pathlib import Path
 from services.click_recorder.migrations import MIGRATION as CLICKS
 from services.link.migrations import MIGRATION as LINKS
 from shared import db
-from shared.cli.servers import NatsServer, PostgresServer
+from shared.cli.servers import PostgresServer
 from shared.db import with_database
 
 
@@ -40,6 +40,8 @@ def docker_available() -> bool:
 
 @dataclass
 class Servers:
+    # Empty where each test gets a nats-server of its own (the embedded
+    # default): see the ``servers`` fixture.
     nats_url: str
     pg_url: Callable[[str], str]
     # Where the embedded PostgreSQL listens on a Unix socket (None elsewhere).
@@ -75,9 +77,7 @@ def _start(tmp: Path, cleanups: list[Callable[[], None]]) -> Servers:
         cleanups.append(nats_c.stop)
         nats_url = f"nats://{nats_c.get_container_host_ip()}:{nats_c.get_exposed_port(4222)}"
     elif nats_url is None:
-        nats = NatsServer(tmp / "nats").start()
-        cleanups.append(nats.stop)
-        nats_url = nats.url
+        nats_url = ""  # a server per test
     if pg_base is None and docker:
         from testcontainers.postgres import PostgresContainer
 
