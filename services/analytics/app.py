@@ -65,9 +65,7 @@ def build(settings: Settings) -> FastAPI:
                     "nats": checks.nats_connected(nc),
                     "database": checks.database(pool),
                     "keys": access.check,
-                    "consumer": checks.consumer_exists(
-                        js, topology.CLICKS, topology.ANALYTICS_CLICKS.name
-                    ),
+                    "consumer": checks.consumer(js, topology.ANALYTICS_CLICKS),
                 }
             )
         )

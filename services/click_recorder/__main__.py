@@ -40,7 +40,7 @@ async def run(settings: Settings) -> None:
             {
                 "nats": checks.nats_connected(nc),
                 "database": checks.database(pool),
-                "consumer": checks.consumer_exists(js, consumer.stream, consumer.name),
+                "consumer": checks.consumer(js, consumer),
             },
             settings.host,
             settings.port,

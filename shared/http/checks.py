@@ -9,6 +9,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from shared.http.health import Check
+from shared.jetstream import topology
+from shared.jetstream.topology import Consumer
 
 
 def nats_connected(nc: Client) -> Check:
@@ -18,10 +20,12 @@ def nats_connected(nc: Client) -> Check:
     return check
 
 
-def consumer_exists(js: JetStreamContext, stream: str, consumer: str) -> Check:
+def consumer(js: JetStreamContext, expected: Consumer) -> Check:
+    """The consumer exists and is one the worker loop can work on."""
+
     async def check() -> str | None:
-        await asyncio.wait_for(js.consumer_info(stream, consumer), 2)
-        return None
+        info = await asyncio.wait_for(js.consumer_info(expected.stream, expected.name), 2)
+        return topology.mismatch(expected, info.config)
 
     return check
 

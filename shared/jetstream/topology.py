@@ -131,6 +131,24 @@ def consumer_config(consumer: Consumer, worker: WorkerSettings) -> ConsumerConfi
     )
 
 
+def mismatch(consumer: Consumer, config: ConsumerConfig) -> str | None:
+    """Why a worker cannot work on the consumer the server holds (None if it
+    can). Its delivery limits are adopted instead (the worker loop); what
+    it filters and how it acks cannot be: the worker would handle other
+    messages, or its acks would mean nothing."""
+    if config.filter_subject != consumer.filter_subject:
+        return (
+            f"consumer {consumer.name} filters {config.filter_subject!r}, linkflow expects "
+            f"{consumer.filter_subject!r}: run linkflow migrate"
+        )
+    if config.ack_policy != AckPolicy.EXPLICIT:
+        return (
+            f"consumer {consumer.name} acks {config.ack_policy}, linkflow expects explicit "
+            "acks: run linkflow migrate"
+        )
+    return None
+
+
 async def provision(
     js: JetStreamContext, clicks_max_age: float, workers: dict[str, WorkerSettings]
 ) -> None:

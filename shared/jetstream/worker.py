@@ -35,6 +35,7 @@ from nats.errors import ConnectionClosedError
 from shared import metrics
 from shared.contracts import INVALID
 from shared.errors import PermanentError, TransientError
+from shared.jetstream import topology
 from shared.jetstream.dlq import dead_letter
 from shared.jetstream.pull import Puller, ack_all, in_progress_all
 from shared.jetstream.topology import Consumer
@@ -96,7 +97,8 @@ class Worker(Generic[T]):
         ``max_deliver``, so a worker counting to another number would never
         dead-letter the last delivery. The server's config is the one source;
         a different environment here is said once and applies at the next
-        migrate. False if stopped before the consumer could be read."""
+        migrate. False if stopped before the consumer could be read, or if
+        the consumer is one this worker cannot work on."""
         while not stop.is_set():
             try:
                 info = await self._js.consumer_info(self._consumer.stream, self._consumer.name)
@@ -122,13 +124,11 @@ class Worker(Generic[T]):
                 self._settings.max_attempts,
                 self._settings.ack_wait,
             )
-        if config.filter_subject != self._consumer.filter_subject:
-            log.error(
-                "%s: the consumer filters %r, linkflow expects %r; run linkflow migrate",
-                self._consumer.name,
-                config.filter_subject,
-                self._consumer.filter_subject,
-            )
+        refused = topology.mismatch(self._consumer, config)
+        if refused:
+            # Said once; /readyz says it too (shared.http.checks.consumer).
+            log.error("%s: refusing to consume: %s", self._consumer.name, refused)
+            return False
         self._settings = adopted
         return True
 

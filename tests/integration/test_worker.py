@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import msgspec
+import pytest
 from nats.aio.client import Client
 
 from shared.contracts import Click, encode, now
 from shared.errors import PermanentError, TransientError
+from shared.http import checks
 from shared.jetstream import topology
 from shared.jetstream.worker import Delivery, Worker, json_payload
 from tests.conftest import TEST_WORKER, reset_jetstream
@@ -136,3 +140,32 @@ async def test_the_consumer_config_is_the_one_source(nc: Client) -> None:
     assert letter.headers is not None
     assert letter.headers["Linkflow-Attempts"] == "3"
     assert flaky.seen["one-source"] == 3
+
+
+async def test_a_consumer_it_cannot_adopt_is_refused_in_one_line(
+    nc: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A consumer filtering other subjects (made by another version, or by
+    hand) is not one to adopt: the worker consumes nothing, says why once,
+    and readiness says it too."""
+    js = nc.jetstream()
+    consumer = topology.CLICK_RECORDER
+    info = await js.consumer_info(consumer.stream, consumer.name)
+    await js.delete_consumer(consumer.stream, consumer.name)
+    await js.add_consumer(
+        consumer.stream, dataclasses.replace(info.config, filter_subject="clicks.other.>")
+    )
+    await send(nc, "refused", "mismatch")
+    flaky = Flaky()
+    worker = Worker(nc, consumer, TEST_WORKER, json_payload(Click), flaky.handle)
+    with caplog.at_level(logging.ERROR, logger="shared.jetstream.worker"):
+        await asyncio.wait_for(worker.run(asyncio.Event()), 10)  # returns: refused
+    lines = [r.getMessage() for r in caplog.records if r.name == "shared.jetstream.worker"]
+    assert lines == [
+        "click-recorder: refusing to consume: consumer click-recorder filters "
+        "'clicks.other.>', linkflow expects 'clicks.>': run linkflow migrate"
+    ]
+    assert flaky.seen == {}
+    reason = await checks.consumer(js, consumer)()
+    assert reason is not None
+    assert "run linkflow migrate" in reason
