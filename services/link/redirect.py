@@ -18,10 +18,13 @@ from services.link.clicks import new_click
 from services.link.publisher import ClickPublisher
 from services.link.validation import RESERVED
 from shared import metrics
+from shared.contracts import HDR_REQUEST_ID
 from shared.http.problems import Problem
 
 log = logging.getLogger(__name__)
 
+# ASGI gives header names lower-cased, as bytes.
+_REQUEST_ID: Final = HDR_REQUEST_ID.lower().encode()
 _COUNTRY_HEADERS: Final = (b"cf-ipcountry", b"x-country-code")
 _NO_STORE: Final = (b"cache-control", b"private, max-age=0")
 
@@ -67,7 +70,7 @@ class Gateway:
                 user_agent = value.decode("latin-1")
             elif name == b"referer":
                 referrer = value.decode("latin-1")
-            elif name == b"x-request-id":
+            elif name == _REQUEST_ID:
                 request_id = value.decode("latin-1")[:128]
             elif name in _COUNTRY_HEADERS and len(value) == 2:
                 country = value.decode("latin-1").upper()
@@ -97,7 +100,7 @@ class Gateway:
                 "headers": [
                     (b"location", entry.url.encode()),
                     # Echoed so that a visitor's request can be traced to its click.
-                    (b"x-request-id", click.request_id.encode("latin-1")),
+                    (_REQUEST_ID, click.request_id.encode("latin-1")),
                     _NO_STORE,
                     (b"content-length", b"0"),
                 ],

@@ -29,6 +29,7 @@ from pathlib import Path
 import msgspec
 
 from shared import metrics
+from shared.contracts import HDR_MSG_ID
 
 Record = tuple[str, bytes, bytes]  # code, header block, payload
 _encode = msgspec.json.Encoder().encode
@@ -194,7 +195,7 @@ async def append_rate(directory: Path, n: int, concurrency: int) -> float:
     through the ``linkflow.bench`` entry point)."""
     spool = Spool(directory, 1 << 30)
     spool.open()
-    record = ("bench", b"NATS/1.0\r\nNats-Msg-Id: x\r\n\r\n", b'{"id":"x"}' * 20)
+    record = ("bench", f"NATS/1.0\r\n{HDR_MSG_ID}: x\r\n\r\n".encode(), b'{"id":"x"}' * 20)
     done = 0
 
     async def writer() -> None:

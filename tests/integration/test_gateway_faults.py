@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import msgspec
-import nats.errors
 import pytest
 from nats.errors import NoRespondersError
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -74,13 +74,16 @@ async def _click_ids(url: str) -> list[str]:
             stream=topology.CLICKS,
             config=ConsumerConfig(ack_policy=AckPolicy.NONE),
         )
+        # As many as the stream holds: a fetch that times out under load
+        # (tests run two at a time) must not read as the end of the stream.
+        held = (await nc.jetstream().stream_info(topology.CLICKS)).state.messages
         ids: list[str] = []
-        while True:
-            try:
-                msgs = await sub.fetch(100, timeout=0.5)
-            except nats.errors.TimeoutError:
-                return ids  # nothing more within the wait: the stream is read
-            ids += [msgspec.json.decode(m.data, type=Click).id for m in msgs]
+        deadline = time.monotonic() + 15
+        while len(ids) < held and time.monotonic() < deadline:
+            with contextlib.suppress(asyncio.TimeoutError):
+                msgs = await sub.fetch(min(100, held - len(ids)), timeout=1.0)
+                ids += [msgspec.json.decode(m.data, type=Click).id for m in msgs]
+        return ids
     finally:
         # Not drain(): it waits out nats-py's 30 s drain timeout on the
         # ephemeral pull subscription.
