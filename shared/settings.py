@@ -70,6 +70,8 @@ class Common(msgspec.Struct, kw_only=True, frozen=True):
     analytics_database_url: str = "postgresql://postgres@127.0.0.1:5432/linkflow_analytics"
     public_url: str = f"http://127.0.0.1:{roster.LINK.port}"
     log_level: str = "INFO"
+    # JSON lines (SPEC) or "text" for reading in a terminal.
+    log_format: str = "json"
     # CLICKS keeps clicks this long so they can be replayed (SPEC: default 7 days).
     clicks_max_age: float = 7 * 86400.0
     # LINKFLOW_AUTH=off: no API key is checked (every service warns at start).
@@ -80,6 +82,8 @@ class Common(msgspec.Struct, kw_only=True, frozen=True):
 
     def __post_init__(self) -> None:
         parse_rate(self.auth_failure_rate)  # refused at start, not at the first call
+        if self.log_format not in ("json", "text"):
+            raise SettingsError(f"log_format: {self.log_format!r} is neither json nor text")
 
 
 class WorkerSettings(msgspec.Struct, kw_only=True, frozen=True):

@@ -93,6 +93,15 @@ class Gateway:
             return
         status = entry.redirect_type
         self._count(status)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s -> %d, click %s",
+                scope["method"],
+                code,
+                status,
+                click.id,
+                extra={"request_id": click.request_id},
+            )
         await send(
             {
                 "type": "http.response.start",

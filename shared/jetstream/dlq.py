@@ -26,6 +26,7 @@ from shared.contracts import (
     HDR_ORIGINAL_MSG_ID,
     HDR_ORIGINAL_SUBJECT,
     HDR_REPLAYED_FROM,
+    HDR_REQUEST_ID,
     HDR_STREAM_SEQ,
     rfc3339,
 )
@@ -119,7 +120,13 @@ async def dead_letter(
         log.error("%s: could not dead-letter seq %d: %s", consumer.name, failed.stream_seq, dlq_exc)
         return False
     await msg.term()
-    log.warning("%s: dead-lettered seq %d: %s", consumer.name, failed.stream_seq, exc)
+    log.warning(
+        "%s: dead-lettered seq %d: %s",
+        consumer.name,
+        failed.stream_seq,
+        exc,
+        extra={"request_id": failed.headers.get(HDR_REQUEST_ID)},
+    )
     return True
 
 

@@ -33,7 +33,7 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
 
 from shared import metrics
-from shared.contracts import INVALID
+from shared.contracts import HDR_REQUEST_ID, INVALID
 from shared.errors import PermanentError, TransientError
 from shared.jetstream import topology
 from shared.jetstream.dlq import dead_letter
@@ -59,6 +59,11 @@ class Delivery(Generic[T]):
 # The handler returns the failures by index into the batch; every other
 # delivery counts as handled. Raising fails the whole batch.
 BatchHandler = Callable[[Sequence[Delivery[T]]], Awaitable[Mapping[int, Exception]]]
+
+
+def request_id(msg: Msg) -> str | None:
+    """The id of the request a message came from (``X-Request-Id``), for its log lines."""
+    return (msg.headers or {}).get(HDR_REQUEST_ID)
 
 
 def json_payload(payload_type: type[T]) -> Callable[[Msg], T]:
@@ -236,6 +241,15 @@ class Worker(Generic[T]):
                 await heartbeat
 
     async def _settle(self, batch: list[Delivery[T]], failures: Mapping[int, Exception]) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            for i, d in enumerate(batch):
+                log.debug(
+                    "%s: %s seq %d",
+                    self._consumer.name,
+                    "failed" if i in failures else "handled",
+                    d.msg.metadata.sequence.stream,
+                    extra={"request_id": request_id(d.msg)},
+                )
         if not failures:
             await ack_all(self._nc, [d.msg for d in batch])
             self._outcomes["ack"].inc(len(batch))
@@ -268,6 +282,7 @@ class Worker(Generic[T]):
                     msg.metadata.sequence.stream,
                     attempts,
                     exc,
+                    extra={"request_id": request_id(msg)},
                 )
         await ack_all(self._nc, acked)
         self._outcomes["ack"].inc(len(acked))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import threading
@@ -21,7 +22,11 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 async def linkflow(
-    servers: Servers, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    servers: Servers,
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[Supervisor]:
     # The nc fixture is not used here: reset JetStream the same way first.
     from shared.jetstream import bus
@@ -36,6 +41,7 @@ async def linkflow(
         "LINKFLOW_ANALYTICS_DATABASE_URL": db_url,
         **service_ports(),
         "LINKFLOW_CLICK_RECORDER_MIN_RETRY_DELAY": "50ms",
+        **getattr(request, "param", {}),  # a test's own settings, by indirect parametrize
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -112,3 +118,43 @@ async def test_sigterm_stops_every_service_with_exit_0(linkflow: Supervisor) -> 
     procs = [c.proc for c in linkflow.children]
     await asyncio.to_thread(linkflow.stop)
     assert [p.returncode if p else None for p in procs] == [0] * len(linkflow.services)
+
+
+def log_lines(home: Path, service: str) -> list[dict[str, object]]:
+    """The JSON lines a service wrote (under linkflow up, to <home>/<service>.log)."""
+    lines = (home / f"{service}.log").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+@pytest.mark.parametrize("linkflow", [{"LINKFLOW_LOG_LEVEL": "DEBUG"}], indirect=True)
+async def test_one_request_id_is_followed_through_every_log(
+    linkflow: Supervisor, db_url: str
+) -> None:
+    url = gateway_url()
+    await eventually(lambda: ready(url), 30, "gateway ready")
+    rid = f"trace-{os.urandom(6).hex()}"
+    async with httpx.AsyncClient(base_url=url, headers=key_header(linkflow.home)) as client:
+        r = await client.post("/api/links", json={"url": "https://example.com", "code": "traced"})
+        assert r.status_code == 201
+        r = await client.get("/traced", headers={"X-Request-Id": rid})
+    assert r.status_code == 302
+    assert r.headers["x-request-id"] == rid
+    home = linkflow.home
+
+    def traced(service: str) -> list[dict[str, object]]:
+        return [line for line in log_lines(home, service) if line.get("request_id") == rid]
+
+    async def everywhere() -> bool:
+        return all(traced(s) for s in ("link", "click_recorder", "analytics"))
+
+    await eventually(everywhere, 30, f"{rid} in the gateway's, recorder's and analytics' logs")
+    assert await count(db_url, f"SELECT count(*) FROM clicks WHERE request_id = '{rid}'") == 1
+    for service, label in (("link", "link"), ("click_recorder", "click-recorder")):
+        line = traced(service)[0]
+        assert line["service"] == label
+        assert {"ts", "level", "logger", "msg"} <= set(line)
+    # Every line any service wrote is a JSON line.
+    for service in linkflow.services:
+        text = (home / f"{service}.log").read_text().splitlines()
+        assert text
+        assert all(line.startswith("{") for line in text), service
