@@ -18,6 +18,13 @@ browser *args:
     command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) || echo "just browser: could not install Debian's chromium; the browser tests will say they skipped"
     python3 -m pytest -m browser {{args}}
 
+# A real Prometheus scraping `linkflow up`, the alert rules' unit tests
+# (promtool) and the dashboard's queries: Debian's package, installed here if
+# missing. CI runs it.
+prometheus *args:
+    command -v prometheus >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) || echo "just prometheus: could not install Debian's prometheus; these tests will say they skipped"
+    python3 -m pytest -m prometheus {{args}}
+
 # ruff and mypy --strict on services/ and shared/.
 lint:
     python3 -m ruff check services shared tests

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from services.analytics import api, ops
 from services.analytics.backfill import Backfills
 from services.analytics.consumer import ClickAggregator, CreatedCounter
+from services.analytics.exporter import exporter
 from services.analytics.live import LiveClicks
 from services.analytics.settings import Settings
 from services.analytics.store import AnalyticsStore
@@ -57,7 +58,14 @@ def build(settings: Settings) -> FastAPI:
             ClickAggregator(store).handle,
         )
         rescue = rescue_worker(nc, topology.ANALYTICS_CLICKS, settings.worker)
-        loops = Loops(roster.ANALYTICS.label, [worker.run] * settings.worker.workers + [rescue.run])
+        loops = Loops(
+            roster.ANALYTICS.label,
+            [
+                *[worker.run] * settings.worker.workers,
+                rescue.run,
+                exporter(js, pool, settings.pipeline_metrics_every),
+            ],
+        )
         loops.start()
         app.router.routes.extend(
             health.routes(

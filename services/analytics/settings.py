@@ -15,6 +15,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     # API write calls per key (SPEC, "Access"): LINKFLOW_<SERVICE>_WRITE_RATE.
     write_rate: str = "50/s"
+    # How often the pipeline's gauges (consumer lag, DLQ depth, backfills)
+    # are refreshed for /metrics, in seconds.
+    pipeline_metrics_every: float = 5.0
 
     def __post_init__(self) -> None:
         parse_rate(self.write_rate)  # refused at start, not at the first write

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from time import perf_counter
 from typing import Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -40,6 +41,7 @@ class Gateway:
         self._anonymize_ip = anonymize_ip
         self._ready = False
         self._count = metrics.REDIRECTS.add
+        self._observe = metrics.REDIRECT_SECONDS.observe
 
     def attach(self, cache: LinkCache, clicks: ClickPublisher) -> None:
         self._cache = cache
@@ -51,7 +53,9 @@ class Gateway:
             path: str = scope["path"]
             code = path[1:]
             if code and "/" not in code and code not in RESERVED:
+                started = perf_counter()
                 await self._redirect(scope, send, code)
+                self._observe(perf_counter() - started)
                 return
         await self._api(scope, receive, send)
 

@@ -1,0 +1,60 @@
+"""The pipeline on ``/metrics``: each durable consumer's pending messages and
+lag, the DLQ's depth by consumer, and the backfills still to run, refreshed
+every ``pipeline_metrics_every`` seconds from the same view as
+``/api/pipeline``. With several analytics replicas each exports the same
+values: alert on ``max``, not ``sum``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+from nats.js import JetStreamContext
+
+from services.analytics import pipeline
+from services.analytics.backfill import ACTIVE
+from shared import metrics
+from shared.jetstream import topology
+from shared.jetstream.loops import Loop
+from shared.jetstream.worker import wait_or_stop
+
+log = logging.getLogger(__name__)
+
+
+async def refresh(js: JetStreamContext, pool: asyncpg.Pool) -> None:
+    view = await pipeline.status(js)
+    for c in view["consumers"]:
+        if "error" in c:
+            continue
+        labels = (c["stream"], c["consumer"])
+        metrics.CONSUMER_PENDING.labels(*labels).set(c["pending"])
+        metrics.CONSUMER_ACK_PENDING.labels(*labels).set(c["ack_pending"])
+        metrics.CONSUMER_LAG.labels(*labels).set(c["lag_seconds"])
+    depth: dict[str, int] = {c.name: 0 for c in topology.CONSUMERS} | view["dlq"]
+    for consumer, n in depth.items():
+        metrics.DLQ_DEPTH.labels(consumer).set(n)
+    row = await pool.fetchrow(
+        "SELECT count(*) AS active, coalesce(sum(total - processed), 0) AS remaining "
+        "FROM backfills WHERE state = ANY($1::text[])",
+        list(ACTIVE),
+    )
+    assert row is not None
+    metrics.BACKFILLS_ACTIVE.set(row["active"])
+    metrics.BACKFILL_REMAINING.set(row["remaining"])
+
+
+def exporter(js: JetStreamContext, pool: asyncpg.Pool, every: float) -> Loop:
+    async def run(stop: asyncio.Event) -> None:
+        failing = False
+        while not stop.is_set():
+            try:
+                await refresh(js, pool)
+                failing = False
+            except Exception as exc:  # NATS or the database down: the gauges keep their values
+                if not failing:
+                    log.warning("pipeline metrics not refreshed: %r", exc)
+                failing = True
+            await wait_or_stop(stop, every)
+
+    return run
