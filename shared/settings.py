@@ -74,6 +74,9 @@ class Common(msgspec.Struct, kw_only=True, frozen=True):
     log_format: str = "json"
     # CLICKS keeps clicks this long so they can be replayed (SPEC: default 7 days).
     clicks_max_age: float = 7 * 86400.0
+    # Copies of every stream and KV bucket that `linkflow migrate` keeps: 3 on
+    # a three-node cluster (compose, Kubernetes), 1 on a single server.
+    stream_replicas: int = 1
     # LINKFLOW_AUTH=off: no API key is checked (every service warns at start).
     auth: bool = True
     # Failed authentications per client address before 429 (SPEC, "Access").
@@ -82,6 +85,8 @@ class Common(msgspec.Struct, kw_only=True, frozen=True):
 
     def __post_init__(self) -> None:
         parse_rate(self.auth_failure_rate)  # refused at start, not at the first call
+        if not 1 <= self.stream_replicas <= 5:
+            raise SettingsError(f"stream_replicas: {self.stream_replicas} is not 1 to 5")
         if self.log_format not in ("json", "text"):
             raise SettingsError(f"log_format: {self.log_format!r} is neither json nor text")
 

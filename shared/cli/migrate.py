@@ -36,6 +36,8 @@ async def migrate_all(environ: Mapping[str, str]) -> None:
         common.nats_url, "linkflow-migrate", creds=common.nats_creds, forever=False
     )
     try:
-        await topology.provision(nc.jetstream(), common.clicks_max_age, workers)
+        await topology.provision(
+            nc.jetstream(), common.clicks_max_age, workers, common.stream_replicas
+        )
     finally:
         await nc.drain()

@@ -61,7 +61,8 @@ async def connect(
     while True:
         try:
             nc = await nats.connect(
-                url,
+                # A cluster's URLs, comma-separated: any one that answers will do.
+                [part.strip() for part in url.split(",") if part.strip()],
                 name=name,
                 # -1 also makes nats-py retry a first connect forever: a
                 # command-line tool gives up after a few tries and says so.

@@ -6,6 +6,7 @@ consumer's config when asked to create one that is already there.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Final
@@ -77,8 +78,8 @@ def rescuer(consumer: Consumer) -> Consumer:
     )
 
 
-def streams(clicks_max_age: float) -> list[StreamConfig]:
-    return [
+def streams(clicks_max_age: float, replicas: int = 1) -> list[StreamConfig]:
+    configs = [
         StreamConfig(
             name=LINKS,
             subjects=["links.updated", "links.deleted"],
@@ -113,6 +114,9 @@ def streams(clicks_max_age: float) -> list[StreamConfig]:
             max_age=7 * DAY,
         ),
     ]
+    for config in configs:
+        config.num_replicas = replicas
+    return configs
 
 
 def consumer_config(consumer: Consumer, worker: WorkerSettings) -> ConsumerConfig:
@@ -150,10 +154,14 @@ def mismatch(consumer: Consumer, config: ConsumerConfig) -> str | None:
 
 
 async def provision(
-    js: JetStreamContext, clicks_max_age: float, workers: dict[str, WorkerSettings]
+    js: JetStreamContext,
+    clicks_max_age: float,
+    workers: dict[str, WorkerSettings],
+    replicas: int = 1,
 ) -> None:
-    """Create or update every stream, consumer and the KV bucket; idempotent."""
-    for config in streams(clicks_max_age):
+    """Create or update every stream, consumer and the KV bucket; idempotent.
+    Replicas change in place (nats-server 2.10+ scales a stream up or down)."""
+    for config in streams(clicks_max_age, replicas):
         try:
             await js.stream_info(config.name)  # type: ignore[arg-type]
         except NotFoundError:
@@ -169,9 +177,15 @@ async def provision(
         )
     for bucket in BUCKETS:
         try:
-            await js.key_value(bucket)
+            info = await js.stream_info(f"KV_{bucket}")
         except NotFoundError:
             await js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE)
+                KeyValueConfig(
+                    bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas
+                )
             )
             log.info("created KV bucket %s", bucket)
+        else:
+            if info.config.num_replicas != replicas:
+                # A bucket is a stream underneath; its replicas change the same way.
+                await js.update_stream(dataclasses.replace(info.config, num_replicas=replicas))
