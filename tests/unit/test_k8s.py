@@ -1,0 +1,135 @@
+"""deploy/k8s, validated offline: the core kinds against Kubernetes' own
+schemas (kubernetes-validate, strict: an unknown field fails), KEDA's
+ScaledObjects against KEDA's CRD schema and its JetStream scaler's fields,
+and every setting, secret, probe and port against the project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema_rs
+import kubernetes_validate
+import yaml
+
+from shared import roster
+from tests.unit.test_deploy import setting_names
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+VERSION = "1.30.0"
+# The nats-jetstream trigger's metadata (KEDA pkg/scalers/nats_jetstream_scaler.go).
+JETSTREAM_FIELDS = {
+    "natsServerMonitoringEndpoint", "account", "accountID", "stream", "consumer",
+    "lagThreshold", "activationLagThreshold", "useHttps",
+}  # fmt: skip
+
+
+def documents() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    docs: list[dict[str, Any]] = []
+    for name in kustomization["resources"]:
+        docs += [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+    return docs
+
+
+def by_kind(kind: str) -> list[dict[str, Any]]:
+    return [d for d in documents() if d["kind"] == kind]
+
+
+def test_core_kinds_are_valid_kubernetes() -> None:
+    for doc in documents():
+        if doc["apiVersion"].startswith("keda.sh/"):
+            continue
+        kubernetes_validate.validate(doc, VERSION, strict=True)
+
+
+def test_scaled_objects_follow_kedas_schema() -> None:
+    crd = yaml.safe_load((ROOT / "tests/schemas/keda.sh_scaledobjects.yaml").read_text())
+    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    validator = jsonschema_rs.validator_for(served["schema"]["openAPIV3Schema"])
+    deployments = {d["metadata"]["name"] for d in by_kind("Deployment")}
+    scaled = by_kind("ScaledObject")
+    assert {s["metadata"]["name"] for s in scaled} == {"click-recorder", "analytics"}
+    for obj in scaled:
+        errors = [e.message for e in validator.iter_errors(obj)]
+        assert not errors, errors
+        assert obj["spec"]["scaleTargetRef"]["name"] in deployments
+        (trigger,) = obj["spec"]["triggers"]
+        assert trigger["type"] == "nats-jetstream"
+        meta = trigger["metadata"]
+        assert set(meta) <= JETSTREAM_FIELDS
+        assert meta["stream"] == "CLICKS"
+        assert meta["consumer"] == obj["metadata"]["name"]  # the durable's name
+        # Clustered: KEDA asks the consumer's leader by pod name, under the
+        # headless service.
+        assert meta["natsServerMonitoringEndpoint"].startswith("nats-headless.")
+
+
+def test_every_service_is_deployed_as_linkflow_expects() -> None:
+    deployments = {d["metadata"]["name"]: d for d in by_kind("Deployment")}
+    budgets = {d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+               for d in by_kind("PodDisruptionBudget")}  # fmt: skip
+    secret_keys = {
+        line.split("=", 1)[0]
+        for line in (K8S / "secrets.env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    config = by_kind("ConfigMap")[0]["data"]
+    assert set(deployments) == {s.label for s in roster.ALL}
+    for s in roster.ALL:
+        pod = deployments[s.label]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["command"] == ["python", "-m", f"services.{s.name}"]
+        assert container["ports"] == [{"name": "http", "containerPort": s.port}]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+        assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert s.label in budgets
+        known = setting_names(s.name)
+        for var in container["env"]:
+            assert var["name"] in known, f"{s.label}: {var['name']} is read by no setting"
+            # URLs carry passwords: from the Secret, never a value here.
+            if var["name"].endswith("_URL"):
+                ref = var["valueFrom"]["secretKeyRef"]
+                assert ref["name"] == "linkflow"
+                assert ref["key"] in secret_keys
+        assert set(config) <= known
+    (job,) = by_kind("Job")
+    (migrate,) = job["spec"]["template"]["spec"]["containers"]
+    assert migrate["command"] == ["linkflow", "migrate"]
+    env = {v["name"]: v for v in migrate["env"]}
+    assert env["LINKFLOW_STREAM_REPLICAS"]["value"] == "3"
+    assert env["LINKFLOW_NATS_URL"]["valueFrom"]["secretKeyRef"]["key"] in secret_keys
+
+
+def test_kustomization_names_only_files_that_exist() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    for name in kustomization["resources"]:
+        assert (K8S / name).exists(), name
+    (generator,) = kustomization["secretGenerator"]
+    assert generator["envs"] == ["secrets.env"]
+    assert (K8S / "secrets.env.example").exists()
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "deploy/k8s/secrets.env" in ignored
+
+
+def test_nats_values_name_only_keys_the_chart_has() -> None:
+    chart = yaml.safe_load((ROOT / "tests/schemas/nats-chart-values.yaml").read_text())
+    ours = yaml.safe_load((K8S / "values-nats.yaml").read_text())
+
+    def unknown(values: dict[str, Any], defaults: Any, path: str) -> list[str]:
+        found = []
+        for key, value in values.items():
+            if not isinstance(defaults, dict) or key not in defaults:
+                found.append(f"{path}{key}")
+            elif isinstance(value, dict) and defaults[key]:
+                found += unknown(value, defaults[key], f"{path}{key}.")
+        return found
+
+    assert not unknown(ours, chart, "")
+    assert ours["config"]["cluster"] == {"enabled": True, "replicas": 3}
+    assert ours["config"]["jetstream"]["fileStore"]["enabled"] is True
+    assert ours["promExporter"]["enabled"] is True
