@@ -12,10 +12,11 @@ up:
 test *args: lint
     python3 -m pytest -n 2 -m "not container" {{args}}
 
-# The image built and linkflow run as containers (Debian's docker.io and
-# debootstrap, installed here if missing; about two minutes). CI runs it.
+# The image built and linkflow run as containers, and a reduced compose with a
+# scaled worker (Debian's docker.io, docker-compose and debootstrap, installed
+# here if missing; about three minutes). CI runs it.
 containers *args:
-    command -v dockerd >/dev/null && command -v debootstrap >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io debootstrap >/dev/null) || echo "just containers: could not install docker.io and debootstrap; the container tests will say they skipped"
+    command -v dockerd >/dev/null && command -v debootstrap >/dev/null && command -v docker-compose >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io docker-compose debootstrap >/dev/null) || echo "just containers: could not install docker.io, docker-compose and debootstrap; the container tests will say they skipped"
     python3 -m pytest -m container -s {{args}}
 
 # Browser tests in headless Chromium: Debian's package (installed here if missing),

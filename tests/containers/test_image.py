@@ -283,3 +283,104 @@ def test_linkflow_runs_as_containers(docker: Docker, image: dict[str, float]) ->
     user = docker("inspect", "-f", "{{.Config.User}}", "link").strip()
     assert user == "10001"
     print(f"containers: {image}")
+
+
+def test_a_reduced_compose_scales_the_recorder(
+    docker: Docker, image: dict[str, float], tmp_path: Path
+) -> None:
+    """compose.yaml's shape on this machine (tests/containers/compose.reduced.yaml):
+    `up --scale click-recorder=2`, and both replicas record clicks."""
+    compose_bin = shutil.which("docker-compose")
+    if compose_bin is None:
+        pytest.skip("no docker-compose: `just containers` installs Debian's package")
+    nats_port, pg_port, link_port = free_ports(3)
+    env = {
+        **docker.env,
+        "NATS_PORT": str(nats_port),
+        "PG_PORT": str(pg_port),
+        "LINK_PORT": str(link_port),
+        "COMPOSE_PROJECT_NAME": f"lf{os.getpid()}",
+    }
+    file = ROOT / "tests" / "containers" / "compose.reduced.yaml"
+
+    def compose(*args: str) -> str:
+        done = subprocess.run(
+            [compose_bin, "-f", str(file), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, f"docker-compose {args[0]}: {done.stderr[-3000:]}"
+        return done.stdout
+
+    started = time.monotonic()
+    try:
+        compose("up", "-d", "--scale", "click-recorder=2")
+        key = (
+            docker(
+                "run",
+                "--rm",
+                "--network=host",
+                f"--env=LINKFLOW_NATS_URL=nats://127.0.0.1:{nats_port}",
+                "linkflow:test",
+                "linkflow",
+                "keys",
+                "create",
+                "compose",
+            )
+            .strip()
+            .splitlines()[-1]
+        )
+        link = compose("ps", "-q", "link").strip()
+
+        def healthy() -> bool:
+            return docker("inspect", "-f", "{{.State.Health.Status}}", link).strip() == "healthy"
+
+        wait_until(healthy, 120, "the gateway healthy under docker-compose")
+        image["compose_healthy_seconds"] = time.monotonic() - started
+        gateway = f"http://127.0.0.1:{link_port}"
+        with httpx.Client(headers=bearer(key), timeout=10) as http:
+            r = http.post(
+                f"{gateway}/api/links", json={"url": "https://example.com", "code": "many"}
+            )
+            assert r.status_code == 201, r.text
+            assert all(http.get(f"{gateway}/many").status_code == 302 for _ in range(300))
+
+        def stored() -> int:
+            out = docker(
+                "run",
+                "--rm",
+                "--network=host",
+                "linkflow:test",
+                f"{PG_BIN}/psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(pg_port),
+                "-U",
+                "postgres",
+                "-d",
+                "linkflow",
+                "-Atc",
+                "SELECT count(*), count(DISTINCT id) FROM clicks",
+            )
+            total, distinct = map(int, out.strip().split("|"))
+            assert total == distinct
+            return total
+
+        wait_until(lambda: stored() >= 300, 60, "300 clicks stored")
+        assert stored() == 300
+        recorders = compose("ps", "-q", "click-recorder").split()
+        assert len(recorders) == 2
+        handled = []
+        for container in recorders:
+            logs = subprocess.run(
+                ["docker", "logs", container], env=docker.env, capture_output=True, text=True
+            )
+            handled.append((logs.stdout + logs.stderr).count("click-recorder: handled seq"))
+        print(f"compose: each recorder handled {handled} of 300 clicks")
+        assert all(n > 0 for n in handled), handled
+    finally:
+        compose("down", "-v", "--timeout", "10")
