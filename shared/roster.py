@@ -18,12 +18,21 @@ class Service:
     # Its HTTP port unless LINKFLOW_<NAME>_PORT says otherwise: the API for
     # the gateway and analytics, /healthz, /readyz and /metrics for workers.
     port: int
+    # Its CPU priority on a shared machine (``nice``; compose's cpu_shares and
+    # Kubernetes' priority classes follow it): the work behind the redirect
+    # yields the CPU to it during a spike and catches up after, since
+    # JetStream holds the backlog.
+    nice: int = 0
 
 
+# The niceness of the work behind the redirect (the workers, and the embedded
+# PostgreSQL only they use): at 10 the scheduler gives it about a tenth of
+# the CPU the gateway and nats-server get when both want it.
+BACKGROUND: Final = 10
 LINK: Final = Service("link", "link", 8080)
-ANALYTICS: Final = Service("analytics", "analytics", 8081)
-CLICK_RECORDER: Final = Service("click_recorder", "click-recorder", 9101)
-CACHE_REFRESHER: Final = Service("cache_refresher", "cache-refresher", 9103)
+ANALYTICS: Final = Service("analytics", "analytics", 8081, nice=BACKGROUND)
+CLICK_RECORDER: Final = Service("click_recorder", "click-recorder", 9101, nice=BACKGROUND)
+CACHE_REFRESHER: Final = Service("cache_refresher", "cache-refresher", 9103, nice=BACKGROUND)
 # ``linkflow up`` stops them in this order: the gateway first, so no new
 # clicks arrive while the workers settle what they hold.
 ALL: Final = (LINK, ANALYTICS, CLICK_RECORDER, CACHE_REFRESHER)

@@ -39,6 +39,10 @@ def _schemas(_: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.system:
+        from shared.cli.system_bench import run_system
+
+        return run_system(args.duration, args.connections, args.step, args.sustained)
     from shared.cli.bench import run
 
     return run(args.duration, args.connections, args.clicks, args.rounds, args.pin)
@@ -82,6 +86,21 @@ def parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--clicks", type=int, default=100_000, help="clicks queued for the drain measurement"
+    )
+    bench.add_argument(
+        "--system",
+        action="store_true",
+        help="everything as `linkflow up` runs it: a spike, the catch-up after it, CPU per "
+        "click per process, and the sustained rate (use --duration 10 or more)",
+    )
+    bench.add_argument(
+        "--step", type=int, default=30, help="seconds per sustained-rate step (--system)"
+    )
+    bench.add_argument(
+        "--no-sustained",
+        dest="sustained",
+        action="store_false",
+        help="skip the sustained-rate search (--system)",
     )
     bench.set_defaults(func=_bench)
     probe = sub.add_parser("probe", help="exit 0 if a service on this host answers /healthz")

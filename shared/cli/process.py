@@ -12,6 +12,8 @@ services before the servers). The kernel kills it when its starter dies
 from __future__ import annotations
 
 import ctypes
+import functools
+import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -31,6 +33,12 @@ def die_with_parent() -> None:
         pass
 
 
+def _child_setup(nice: int) -> None:
+    die_with_parent()
+    if nice > 0:
+        os.nice(nice)
+
+
 class Process:
     """One child process; its output goes to ``log_path`` (appended), or to
     this process's own output when None."""
@@ -45,7 +53,9 @@ class Process:
         args: Sequence[str],
         env: Mapping[str, str] | None = None,
         user: str | None = None,
+        nice: int = 0,
     ) -> None:
+        """Start it; ``nice`` lowers its CPU priority (never raises it)."""
         if self.log_path is not None:
             self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -56,7 +66,7 @@ class Process:
             stderr=subprocess.STDOUT if self._log else None,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=functools.partial(_child_setup, nice),
         )
 
     @property

@@ -144,12 +144,15 @@ class PostgresServer(Process):
     system user, as pgserver itself does.
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, durable: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, durable: bool = True, nice: int = 0
+    ) -> None:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         super().__init__(data_dir.parent / f"{data_dir.name}.log")
         self.data_dir = data_dir
         self.port = port or free_port()
         self.durable = durable
+        self.nice = nice
         self._user: str | None = None
 
     def url(self, database: str = "postgres") -> str:
@@ -226,7 +229,7 @@ class PostgresServer(Process):
                 "-c",
                 "full_page_writes=off",
             ]
-        self.spawn(args, user=self._user)
+        self.spawn(args, user=self._user, nice=self.nice)
         wait_until(self._ready, timeout, "PostgreSQL")
         return self
 

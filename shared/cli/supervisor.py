@@ -43,7 +43,8 @@ class Child(Process):
         self.restart_at: float | None = None
 
     def start(self) -> None:
-        self.spawn([sys.executable, "-m", f"services.{self.name}"], self.env)
+        nice = next(s.nice for s in roster.ALL if s.name == self.name)
+        self.spawn([sys.executable, "-m", f"services.{self.name}"], self.env, nice=nice)
         self.started = time.monotonic()
         self.restart_at = None
 
@@ -89,7 +90,8 @@ class Supervisor:
                 f"a user per service, passwords in {self.home / 'nats-passwords.json'}"
             )
         if "LINKFLOW_DATABASE_URL" not in env:
-            self.pg = PostgresServer(self.home / "pg", _port(5432)).start()
+            # Only the workers use PostgreSQL: it yields the CPU with them.
+            self.pg = PostgresServer(self.home / "pg", _port(5432), nice=roster.BACKGROUND).start()
             env["LINKFLOW_DATABASE_URL"] = self.pg.url("linkflow")
             env.setdefault("LINKFLOW_ANALYTICS_DATABASE_URL", self.pg.url("linkflow_analytics"))
             _say(f"embedded PostgreSQL at {self.pg.url('linkflow')} (data {self.pg.data_dir})")

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,24 +42,28 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def wrk(url: str, seconds: int, connections: int) -> Load:
-    out = subprocess.run(
-        [
-            ensure_wrk(),
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            # A browser's user agent, so the redirect runs its bot check as
-            # for a real visitor (wrk sends none).
-            "-H",
-            f"User-Agent: {BROWSER}",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+def wrk(url: str, seconds: int, connections: int, rate: float | None = None) -> Load:
+    """``connections`` connections for ``seconds``; with ``rate``, each
+    connection waits between its requests so that together they send about
+    ``rate`` requests/s (wrk's Lua ``delay()``, as wrk2's ``-R`` would; the
+    rate achieved is what the Load reports)."""
+    args = [
+        ensure_wrk(),
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        # A browser's user agent, so the redirect runs its bot check as
+        # for a real visitor (wrk sends none).
+        "-H",
+        f"User-Agent: {BROWSER}",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        if rate:
+            script = Path(tmp) / "rate.lua"
+            script.write_text(f"function delay() return {connections * 1000 / rate:.3f} end\n")
+            args += ["-s", str(script)]
+        out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         raise RuntimeError(f"{url}: {non2xx.group(1)} responses were not redirects:\n{out}")
@@ -68,13 +73,43 @@ def wrk(url: str, seconds: int, connections: int) -> Load:
     return Load(rps, p50, p99)
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of ``pid`` so far (None without /proc)."""
+def _stat(pid: int) -> list[str] | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` so far (None without /proc)."""
+    fields = _stat(pid)
+    if fields is None:
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time of ``pid``, of its children that have exited, and of those
+    running now: PostgreSQL's postmaster and its backends, say."""
+    fields = _stat(pid)
+    if fields is None:
+        return None
+    ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            child = _stat(int(entry.name))
+            if child is not None and child[1] == str(pid):
+                ticks += int(child[11]) + int(child[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    return int(found.group(1)) / 1024 if found else None
 
 
 def measured(

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared import roster
 from shared.cli.supervisor import Supervisor
 from tests.e2e.conftest import gateway_url, ready
 from tests.harness import count, eventually, key_header
@@ -110,3 +111,15 @@ async def test_one_request_id_is_followed_through_every_log(
         text = (home / f"{service}.log").read_text().splitlines()
         assert text
         assert all(line.startswith("{") for line in text), service
+
+
+async def test_the_work_behind_the_redirect_yields_the_cpu(linkflow: Supervisor) -> None:
+    """Under `linkflow up` the workers run at a lower CPU priority than the
+    gateway, so a spike's redirects do not wait on the backlog behind them."""
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    for child in linkflow.children:
+        service = next(s for s in roster.ALL if s.name == child.name)
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(own + service.nice, 19)
+    niceness = {c.name: os.getpriority(os.PRIO_PROCESS, c.pid) - own for c in linkflow.children}
+    assert niceness["link"] == 0
+    assert niceness["click_recorder"] == niceness["analytics"] == roster.BACKGROUND

@@ -3,12 +3,14 @@ whoever started them is killed (a CI timeout, kill -9 of `linkflow up`)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from shared.cli.servers import wait_until
+from shared import roster
+from shared.cli.servers import PostgresServer, wait_until
 
 
 def alive(pid: int) -> bool:
@@ -41,3 +43,13 @@ def test_servers_do_not_outlive_a_killed_parent(tmp_path: Path) -> None:
         assert all(alive(pid) for pid in pids)
         parent.kill()
     wait_until(lambda: not any(alive(pid) for pid in pids), 15, "the servers to go")
+
+
+def test_embedded_postgres_can_yield_the_cpu(tmp_path: Path) -> None:
+    """`linkflow up` starts PostgreSQL (used by the workers alone) niced like them."""
+    pg = PostgresServer(tmp_path / "pg", durable=False, nice=roster.BACKGROUND).start()
+    try:
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, pg.pid) == min(own + roster.BACKGROUND, 19)
+    finally:
+        pg.stop()

@@ -160,3 +160,13 @@ def test_the_containerfile_passes_hadolint() -> None:
         [hadolint, str(ROOT / "deploy/Containerfile")], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_compose_gives_the_redirect_the_cpu_first() -> None:
+    """The roster's niceness, as CPU shares: the gateway at Docker's default
+    (1024), the work behind it and its PostgreSQL far below."""
+    services = load("compose.yaml")["services"]
+    for s in roster.ALL:
+        shares = services[s.label].get("cpu_shares", 1024)
+        assert (shares < 1024) == (s.nice > 0), s.label
+    assert services["postgres"]["cpu_shares"] < 1024

@@ -133,3 +133,18 @@ def test_nats_values_name_only_keys_the_chart_has() -> None:
     assert ours["config"]["cluster"] == {"enabled": True, "replicas": 3}
     assert ours["config"]["jetstream"]["fileStore"]["enabled"] is True
     assert ours["promExporter"]["enabled"] is True
+
+
+def test_the_gateway_is_scheduled_before_the_work_behind_it() -> None:
+    classes = {c["metadata"]["name"]: c for c in by_kind("PriorityClass")}
+    deployments = {d["metadata"]["name"]: d for d in by_kind("Deployment")}
+    for s in roster.ALL:
+        name = deployments[s.label]["spec"]["template"]["spec"]["priorityClassName"]
+        assert name in classes
+    gateway = classes[deployments["link"]["spec"]["template"]["spec"]["priorityClassName"]]
+    for s in roster.ALL:
+        if s.nice:
+            pod = deployments[s.label]["spec"]["template"]["spec"]
+            background = classes[pod["priorityClassName"]]
+            assert background["value"] < gateway["value"]
+            assert background["preemptionPolicy"] == "Never"

@@ -1,0 +1,248 @@
+"""``linkflow bench --system``: linkflow as ``linkflow up`` runs it on this
+machine (all four services, embedded NATS and PostgreSQL, nothing pinned),
+measured the way an operator meets it.
+
+In one run, against a bare ASGI 302 served on the same machine:
+
+- a spike: wrk at ``connections`` for ``seconds`` against the gateway while
+  every service runs, then the time until every consumer has caught up
+  (nothing pending, every served click stored and counted);
+- the CPU each process spent per click of the spike (gateway, nats-server,
+  recorder, analytics, cache-refresher, PostgreSQL with its backends) and
+  the services' largest RSS during it;
+- the sustained rate: the highest redirect rate at which every consumer
+  keeps up (the backlog does not grow over a step), stepping a rate-limited
+  load up from a quarter of the bare app's peak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from shared import roster
+from shared.cli.drain import spawn
+from shared.cli.servers import free_ports, port_open, wait_until
+from shared.cli.supervisor import Supervisor
+from shared.cli.wrk import rss_mb, tree_cpu_seconds, wrk
+from shared.jetstream import bus, topology
+
+REDIRECTS = re.compile(r'^linkflow_redirects_total\{status="302"\} (\S+)$', re.M)
+
+
+def _served(gateway: str) -> int:
+    found = REDIRECTS.search(httpx.get(f"{gateway}/metrics", timeout=10).text)
+    return int(float(found.group(1))) if found else 0
+
+
+async def _backlog(nats_url: str) -> int:
+    """Messages every durable consumer has yet to settle."""
+    nc = await bus.connect(nats_url, "bench-backlog", forever=False)
+    try:
+        js = nc.jetstream()
+        total = 0
+        for c in topology.CONSUMERS:
+            info = await js.consumer_info(c.stream, c.name)
+            total += (info.num_pending or 0) + (info.num_ack_pending or 0)
+        return total
+    finally:
+        await nc.close()
+
+
+async def _rows(url: str, table: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))  # noqa: S608
+    finally:
+        await conn.close()
+
+
+def _caught_up(env: dict[str, str], served: int) -> bool:
+    return (
+        asyncio.run(_backlog(env["LINKFLOW_NATS_URL"])) == 0
+        and asyncio.run(_rows(env["LINKFLOW_DATABASE_URL"], "clicks")) >= served
+        and asyncio.run(_rows(env["LINKFLOW_ANALYTICS_DATABASE_URL"], "counted_clicks")) >= served
+    )
+
+
+class _PeakRss(threading.Thread):
+    def __init__(self, pids: dict[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.peak = pids, dict.fromkeys(pids, 0.0)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            for name, pid in self.pids.items():
+                self.peak[name] = max(self.peak[name], rss_mb(pid) or 0.0)
+
+
+def _exit_on_sigterm(signum: int, _: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run_system(seconds: int, connections: int, step_seconds: int, sustained: bool) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    home = Path(tempfile.mkdtemp(prefix="linkflow-system-bench-"))
+    ports = free_ports(len(roster.ALL) + 1)
+    bare_port = ports.pop()
+    for service, port in zip(roster.ALL, ports, strict=True):
+        os.environ[f"LINKFLOW_{service.name.upper()}_PORT"] = str(port)
+    os.environ.setdefault("LINKFLOW_LOG_LEVEL", "WARNING")
+    # The bench's own key PATCHes nothing, but creates its link at once.
+    os.environ["LINKFLOW_LINK_WRITE_RATE"] = "100000/s"
+    sup = Supervisor(home, log_to_files=True)
+    bare = None
+    try:
+        env = sup.start()
+        bare = spawn(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "shared.cli.bench:bare_app",
+                "--port",
+                str(bare_port),
+                "--http",
+                "httptools",
+                "--loop",
+                "uvloop",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                "--lifespan",
+                "off",
+            ],
+            env,
+            home / "bare.log",
+        )
+        wait_until(lambda: all(port_open(p) for p in [*ports, bare_port]), 60, "the services")
+        gateway = f"http://127.0.0.1:{env['LINKFLOW_LINK_PORT']}"
+        key = (home / "admin.key").read_text().strip()
+        with httpx.Client(headers={"authorization": f"Bearer {key}"}, timeout=10) as http:
+            for s in roster.ALL:
+                health = env[f"LINKFLOW_{s.name.upper()}_PORT"]
+                wait_until(
+                    lambda p=health: http.get(f"http://127.0.0.1:{p}/readyz").status_code == 200,
+                    60,
+                    f"{s.label} ready",
+                )
+            http.post(
+                f"{gateway}/api/links", json={"url": "https://example.com/", "code": "bench"}
+            ).raise_for_status()
+            assert http.get(f"{gateway}/bench").status_code == 302
+        children = {c.name: c.pid for c in sup.children}
+        assert sup.nats is not None
+        assert sup.pg is not None
+        pids = {
+            "gateway": children["link"],
+            "nats-server": sup.nats.pid,
+            "click-recorder": children["click_recorder"],
+            "analytics": children["analytics"],
+            "cache-refresher": children["cache_refresher"],
+            "postgresql": sup.pg.pid,
+        }
+        print(
+            f"bench --system: linkflow up on {os.cpu_count()} CPUs, nothing pinned; workers "
+            f"and PostgreSQL at nice {roster.BACKGROUND}; wrk -t1 -c{connections} "
+            f"{seconds}s",
+            flush=True,
+        )
+        bare_load = wrk(f"http://127.0.0.1:{bare_port}/bench", seconds, connections)
+        print(f"  (a) bare ASGI 302     {bare_load.rps:8.0f} req/s  p99 {bare_load.p99_ms:6.2f} ms")
+
+        before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
+        served_before = _served(gateway)
+        rss = _PeakRss({k: v for k, v in pids.items() if k not in ("nats-server", "postgresql")})
+        rss.start()
+        spike = wrk(f"{gateway}/bench", seconds, connections)
+        ended = time.monotonic()
+        rss.done.set()
+        served = _served(gateway)
+        clicks = served - served_before
+        ratio = spike.rps / bare_load.rps
+        print(
+            f"  (b) spike, all running {spike.rps:8.0f} req/s  p99 {spike.p99_ms:6.2f} ms  "
+            f"ratio b/a {ratio:.2f}; {clicks} clicks",
+            flush=True,
+        )
+        wait_until(lambda: _caught_up(env, served), 600, "every consumer to catch up")
+        drained = time.monotonic() - ended
+        print(f"  caught up {drained:.1f} s after the spike (pending 0, rows == served)")
+        costs = {}
+        for name, pid in pids.items():
+            start, end = before[name], tree_cpu_seconds(pid)
+            if start is not None and end is not None:
+                costs[name] = (end - start) / clicks * 1e6
+        print(
+            "  CPU per click: "
+            + ", ".join(f"{name} {us:.0f} µs" for name, us in costs.items())
+            + f"; total {sum(costs.values()):.0f} µs"
+        )
+        print("  peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in rss.peak.items()))
+
+        best = 0.0
+        if sustained:
+            best = _sustained(env, gateway, bare_load.rps, step_seconds)
+        checks = [
+            (f"spike ratio {ratio:.2f} >= 0.50", ratio >= 0.5),
+            (f"spike p99 {spike.p99_ms:.2f} ms < 10 ms", spike.p99_ms < 10),
+            (f"caught up in {drained:.1f} s <= {2 * seconds} s", drained <= 2 * seconds),
+            (
+                f"every service under 150 MB RSS (max {max(rss.peak.values()):.0f} MB)",
+                max(rss.peak.values()) < 150,
+            ),
+        ]
+        if sustained:
+            checks.append(
+                (
+                    f"sustained {best / bare_load.rps:.2f} >= 0.35 of the bare app",
+                    best / bare_load.rps >= 0.35,
+                )
+            )
+        verdicts = "; ".join(f"{text}: {'met' if ok else 'MISSED'}" for text, ok in checks)
+        print(f"bench --system: targets: {verdicts}", flush=True)
+        return 0
+    finally:
+        if bare is not None:
+            bare.stop()
+        sup.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _sustained(env: dict[str, str], gateway: str, peak: float, step_seconds: int) -> float:
+    """The highest rate at which the backlog does not grow over a step: a
+    step keeps up if the backlog at its end exceeds the one at its start by
+    less than one second of its traffic."""
+    best = 0.0
+    fraction = 0.25
+    while fraction <= 0.8:
+        target = peak * fraction
+        start = asyncio.run(_backlog(env["LINKFLOW_NATS_URL"]))
+        load = wrk(f"{gateway}/bench", step_seconds, 20, rate=target)
+        growth = asyncio.run(_backlog(env["LINKFLOW_NATS_URL"])) - start
+        keeps_up = growth < load.rps
+        print(
+            f"  sustained step {fraction:.2f} of the bare app: {load.rps:.0f} req/s, "
+            f"p99 {load.p99_ms:.2f} ms, backlog {growth:+d}: "
+            f"{'keeps up' if keeps_up else 'falls behind'}",
+            flush=True,
+        )
+        wait_until(lambda: asyncio.run(_backlog(env["LINKFLOW_NATS_URL"])) == 0, 600, "drain")
+        if not keeps_up:
+            break
+        best = load.rps
+        fraction += 0.05
+    print(f"  sustained rate: {best:.0f} req/s ({best / peak:.2f} of the bare app)", flush=True)
+    return best
