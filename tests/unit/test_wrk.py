@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from shared.cli.wrk import _ms, cpu_seconds
+from shared.cli.wrk import _ms, cpu_seconds, rss_mb, tree_cpu_seconds
 
 
 def test_latency_units() -> None:
@@ -31,3 +31,34 @@ def test_cpu_seconds_counts_what_a_process_spends() -> None:
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     assert cpu_seconds(gone.pid) is None  # reaped: no /proc entry
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc")
+def test_tree_cpu_counts_the_children_too() -> None:
+    """PostgreSQL's cost is its postmaster's and its backends': a parent
+    whose child burns 0.3 s of CPU is charged for it, running or exited."""
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    script = (
+        "import subprocess, sys\n"
+        f"subprocess.run([sys.executable, '-c', {burn!r}])\n"
+        "sys.stdin.read()\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE) as parent:
+        deadline = time.monotonic() + 10
+        spent = 0.0
+        while time.monotonic() < deadline:
+            spent = tree_cpu_seconds(parent.pid) or 0.0
+            if spent >= 0.3:
+                break
+            time.sleep(0.05)  # wait-ok: polling /proc with a deadline
+        assert parent.stdin is not None
+        parent.stdin.close()
+    assert spent >= 0.3
+    own = cpu_seconds(parent.pid)
+    assert own is None or own < 0.3
+
+
+def test_rss_is_read_in_megabytes() -> None:
+    rss = rss_mb(os.getpid())
+    assert rss is not None
+    assert 5 < rss < 2000
