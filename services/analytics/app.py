@@ -46,7 +46,6 @@ def build(settings: Settings) -> FastAPI:
         )
         store = AnalyticsStore(pool)
         live = LiveClicks(nc)
-        await live.start()
         created = await nc.subscribe("links.created", cb=CreatedCounter(store).on_message)
         backfills = Backfills(nc, store, settings.worker)
         await backfills.resume()

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 
+from services.analytics.live import LiveClicks
 from services.link.clicks import click_id
 from shared.contracts import Click, LinkCreated, encode, now
 from shared.jetstream import topology
@@ -237,3 +238,20 @@ async def test_a_click_the_database_refuses_is_dead_lettered_alone(
     assert "no_evil" in headers["Linkflow-Error"]
     await eventually(lambda: analytics_settled(nc), what="every click settled")
     assert (await js.stream_info(topology.DLQ)).state.messages == 1
+
+
+async def test_the_live_subscription_exists_only_while_someone_watches(nc: Client) -> None:
+    """Every click delivered to the live view's core subscription costs CPU:
+    with no browser open there is none."""
+    live = LiveClicks(nc)
+    assert not live.watching
+    first, second = live.events(None), live.events("watched")
+    assert await anext(first) == b": connected\n\n"
+    assert await anext(second) == b": connected\n\n"
+    assert live.watching
+    await publish(nc, [human("watched")])
+    assert (await anext(second)).startswith(b"event: click\ndata: ")
+    await first.aclose()
+    assert live.watching  # one client still open
+    await second.aclose()
+    assert not live.watching
