@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from importlib.metadata import entry_points
@@ -24,7 +23,7 @@ from typing import Any
 import httpx
 
 from shared.cli import placement
-from shared.cli.drain import drain, service, spawn
+from shared.cli.drain import bare, drain, service
 from shared.cli.migrate import migrate_all
 from shared.cli.process import Process
 from shared.cli.servers import (
@@ -155,29 +154,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
         key = asyncio.run(_bench_key(nats.url))
         gw_port, gw2_port, bare_port = free_port(), free_port(), free_port()
         procs.append(service("services.link", env, home / "link.log", gw_port))
-        procs.append(
-            spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "shared.cli.bench:bare_app",
-                    "--port",
-                    str(bare_port),
-                    "--http",
-                    "httptools",
-                    "--loop",
-                    "uvloop",
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                    "--lifespan",
-                    "off",
-                ],
-                env,
-                home / "bare.log",
-            )
-        )
+        procs.append(bare(bare_port, env, home / "bare.log"))
         wait_until(lambda: port_open(gw_port) and port_open(bare_port), 30, "the servers")
         gw = f"http://127.0.0.1:{gw_port}"
         httpx.post(

@@ -23,6 +23,32 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> Process:
     return proc
 
 
+def bare(port: int, env: dict[str, str], log: Path) -> Process:
+    """The bench's baseline: ``shared.cli.bench:bare_app`` under the same
+    uvicorn as the gateway (httptools, uvloop, no access log)."""
+    return spawn(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "shared.cli.bench:bare_app",
+            "--port",
+            str(port),
+            "--http",
+            "httptools",
+            "--loop",
+            "uvloop",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--lifespan",
+            "off",
+        ],
+        env,
+        log,
+    )
+
+
 def service(module: str, env: dict[str, str], log: Path, port: int | None = None) -> Process:
     """``python -m <module>`` on its ``LINKFLOW_<SERVICE>_PORT`` (a free one by default)."""
     service = module.rsplit(".", 1)[-1].upper()
@@ -64,7 +90,7 @@ async def _truncate(url: str, table: str) -> None:
         await conn.close()
 
 
-async def _count(url: str, table: str) -> int:
+async def count_rows(url: str, table: str) -> int:
     conn = await asyncpg.connect(url)
     try:
         return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))  # noqa: S608
@@ -119,7 +145,7 @@ def drain(
         except RuntimeError as exc:
             log = (home / f"{name}.log").read_text()[-3000:]
             raise RuntimeError(f"{name}: {exc}; log:\n{log}") from exc
-        stored = asyncio.run(_count(url, table))
+        stored = asyncio.run(count_rows(url, table))
         if stored != clicks:
             raise RuntimeError(f"{name}: acked {clicks} clicks but {table} has {stored} rows")
         return rate

@@ -12,7 +12,7 @@ In one run, against a bare ASGI 302 served on the same machine:
   the services' largest RSS during it;
 - the sustained rate: the highest redirect rate at which every consumer
   keeps up (the backlog does not grow over a step), stepping a rate-limited
-  load up from a quarter of the bare app's peak.
+  load up from a tenth of the bare app's peak.
 """
 
 from __future__ import annotations
@@ -22,17 +22,15 @@ import os
 import re
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import asyncpg
 import httpx
 
 from shared import roster
-from shared.cli.drain import spawn
+from shared.cli.drain import bare, count_rows
 from shared.cli.servers import free_ports, port_open, wait_until
 from shared.cli.supervisor import Supervisor
 from shared.cli.wrk import rss_mb, tree_cpu_seconds, wrk
@@ -60,19 +58,12 @@ async def _backlog(nats_url: str) -> int:
         await nc.close()
 
 
-async def _rows(url: str, table: str) -> int:
-    conn = await asyncpg.connect(url)
-    try:
-        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))  # noqa: S608
-    finally:
-        await conn.close()
-
-
 def _caught_up(env: dict[str, str], served: int) -> bool:
     return (
         asyncio.run(_backlog(env["LINKFLOW_NATS_URL"])) == 0
-        and asyncio.run(_rows(env["LINKFLOW_DATABASE_URL"], "clicks")) >= served
-        and asyncio.run(_rows(env["LINKFLOW_ANALYTICS_DATABASE_URL"], "counted_clicks")) >= served
+        and asyncio.run(count_rows(env["LINKFLOW_DATABASE_URL"], "clicks")) >= served
+        and asyncio.run(count_rows(env["LINKFLOW_ANALYTICS_DATABASE_URL"], "counted_clicks"))
+        >= served
     )
 
 
@@ -103,30 +94,10 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
     # The bench's own key PATCHes nothing, but creates its link at once.
     os.environ["LINKFLOW_LINK_WRITE_RATE"] = "100000/s"
     sup = Supervisor(home, log_to_files=True)
-    bare = None
+    baseline = None
     try:
         env = sup.start()
-        bare = spawn(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "shared.cli.bench:bare_app",
-                "--port",
-                str(bare_port),
-                "--http",
-                "httptools",
-                "--loop",
-                "uvloop",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--lifespan",
-                "off",
-            ],
-            env,
-            home / "bare.log",
-        )
+        baseline = bare(bare_port, env, home / "bare.log")
         wait_until(lambda: all(port_open(p) for p in [*ports, bare_port]), 60, "the services")
         gateway = f"http://127.0.0.1:{env['LINKFLOW_LINK_PORT']}"
         key = (home / "admin.key").read_text().strip()
@@ -215,8 +186,8 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
         print(f"bench --system: targets: {verdicts}", flush=True)
         return 0
     finally:
-        if bare is not None:
-            bare.stop()
+        if baseline is not None:
+            baseline.stop()
         sup.stop()
         shutil.rmtree(home, ignore_errors=True)
 
