@@ -61,6 +61,43 @@ class Docker:
         self.started.append(name)
 
 
+def psql(docker: Docker, port: int, sql: str) -> str:
+    """``sql`` against the stand-in PostgreSQL, with the image's psql."""
+    return docker(
+        "run",
+        "--rm",
+        "--network=host",
+        "linkflow:test",
+        f"{PG_BIN}/psql",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-U",
+        "postgres",
+        "-d",
+        "linkflow",
+        "-Atc",
+        sql,
+    )
+
+
+def new_key(docker: Docker, nats_port: int, name: str) -> str:
+    """An admin API key, minted by `linkflow keys create` in a container."""
+    out = docker(
+        "run",
+        "--rm",
+        "--network=host",
+        f"--env=LINKFLOW_NATS_URL=nats://127.0.0.1:{nats_port}",
+        "linkflow:test",
+        "linkflow",
+        "keys",
+        "create",
+        name,
+    )
+    return out.strip().splitlines()[-1]
+
+
 @pytest.fixture(scope="module")
 def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
     # A short path: the socket's must fit in 108 bytes.
@@ -218,21 +255,7 @@ def test_linkflow_runs_as_containers(docker: Docker, image: dict[str, float]) ->
     wait_until(migrated, 120, "linkflow migrate in a container")
     for service in ("link", "click_recorder", "analytics", "cache_refresher"):
         docker.run(service, env, "python", "-m", f"services.{service}")
-    key = (
-        docker(
-            "run",
-            "--rm",
-            "--network=host",
-            f"--env=LINKFLOW_NATS_URL={env['LINKFLOW_NATS_URL']}",
-            "linkflow:test",
-            "linkflow",
-            "keys",
-            "create",
-            "ci",
-        )
-        .strip()
-        .splitlines()[-1]
-    )
+    key = new_key(docker, nats_port, "ci")
 
     def healthy() -> bool:
         states = docker(
@@ -262,23 +285,7 @@ def test_linkflow_runs_as_containers(docker: Docker, image: dict[str, float]) ->
             return stats.status_code == 200 and stats.json()["total"] == 1
 
         wait_until(counted, 60, "the click counted by analytics")
-    row = docker(
-        "run",
-        "--rm",
-        "--network=host",
-        "linkflow:test",
-        f"{PG_BIN}/psql",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(pg_port),
-        "-U",
-        "postgres",
-        "-d",
-        "linkflow",
-        "-Atc",
-        "SELECT code, request_id FROM clicks",
-    )
+    row = psql(docker, pg_port, "SELECT code, request_id FROM clicks")
     assert row.split() == ["boxed|from-the-test"]
     user = docker("inspect", "-f", "{{.Config.User}}", "link").strip()
     assert user == "10001"
@@ -318,21 +325,7 @@ def test_a_reduced_compose_scales_the_recorder(
     started = time.monotonic()
     try:
         compose("up", "-d", "--scale", "click-recorder=2")
-        key = (
-            docker(
-                "run",
-                "--rm",
-                "--network=host",
-                f"--env=LINKFLOW_NATS_URL=nats://127.0.0.1:{nats_port}",
-                "linkflow:test",
-                "linkflow",
-                "keys",
-                "create",
-                "compose",
-            )
-            .strip()
-            .splitlines()[-1]
-        )
+        key = new_key(docker, nats_port, "compose")
         link = compose("ps", "-q", "link").strip()
 
         def healthy() -> bool:
@@ -349,23 +342,7 @@ def test_a_reduced_compose_scales_the_recorder(
             assert all(http.get(f"{gateway}/many").status_code == 302 for _ in range(300))
 
         def stored() -> int:
-            out = docker(
-                "run",
-                "--rm",
-                "--network=host",
-                "linkflow:test",
-                f"{PG_BIN}/psql",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(pg_port),
-                "-U",
-                "postgres",
-                "-d",
-                "linkflow",
-                "-Atc",
-                "SELECT count(*), count(DISTINCT id) FROM clicks",
-            )
+            out = psql(docker, pg_port, "SELECT count(*), count(DISTINCT id) FROM clicks")
             total, distinct = map(int, out.strip().split("|"))
             assert total == distinct
             return total

@@ -98,7 +98,11 @@ async def test_losing_the_clicks_leader_loses_no_click(
 
             async def failover() -> None:
                 nonlocal victim
-                await eventually(lambda: asyncio.sleep(0, len(statuses) > 300), 20, "load")
+
+                async def loaded() -> bool:
+                    return len(statuses) > 300
+
+                await eventually(loaded, 20, "the load under way")
                 leader = (await js.stream_info(topology.CLICKS)).cluster.leader
                 victim = next(n for n in cluster if n.extra_args[1] == leader)
                 victim.kill()
