@@ -1,5 +1,9 @@
 # linkflow tasks. `just` itself comes with the dev extras (rust-just).
 
+# linkflow's own virtual environment (the README's install) first on PATH, so
+# `python3` below is the one with the locked packages even when none is activated.
+export PATH := justfile_directory() / ".venv/bin" + ":" + env_var("PATH")
+
 # Run everything on this machine (embedded NATS and PostgreSQL unless URLs are set).
 up:
     python3 -m shared.cli up

@@ -6,6 +6,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -51,9 +52,23 @@ def test_every_installed_dependency_is_locked_at_the_installed_version() -> None
 def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if "pip install" in line]
-    assert ci[0].endswith("&& just test")
+    assert ci[0].startswith("python3 -m venv .venv && .venv/bin/pip install")
+    assert ci[0].endswith("&& .venv/bin/just test")
     assert "-c requirements.lock" in ci[0]
     assert f"    {ci[0]}\n" in readme
+
+
+def test_every_pytest_plugin_comes_from_the_lock(pytestconfig: pytest.Config) -> None:
+    """A plugin the environment brought along (CI's Python had pytest-benchmark,
+    which failed the suite under xdist) means the suite is not running in the
+    environment the README's command builds."""
+    locked = _locked()
+    strays = sorted(
+        f"{dist.project_name} {dist.version}"
+        for _, dist in pytestconfig.pluginmanager.list_plugin_distinfo()
+        if canonicalize_name(dist.project_name) not in locked
+    )
+    assert not strays, f"pytest plugins not in requirements.lock: {strays}"
 
 
 def test_just_test_lints_then_runs_the_suite() -> None:
