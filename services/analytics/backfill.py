@@ -31,8 +31,9 @@ from services.analytics.store import AnalyticsStore
 from shared.contracts import INVALID, Click
 from shared.db import UNAVAILABLE, write_batch
 from shared.jetstream import topology
+from shared.jetstream.loops import wait_or_stop
 from shared.jetstream.topology import Consumer
-from shared.jetstream.worker import Delivery, Unavailable, Worker, wait_or_stop
+from shared.jetstream.worker import Delivery, Unavailable, Worker
 from shared.settings import WorkerSettings
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,6 @@ values: alert on ``max``, not ``sum``."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import asyncpg
@@ -16,8 +15,7 @@ from services.analytics import pipeline
 from services.analytics.backfill import ACTIVE
 from shared import metrics
 from shared.jetstream import topology
-from shared.jetstream.loops import Loop
-from shared.jetstream.worker import wait_or_stop
+from shared.jetstream.loops import Loop, periodic
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +43,5 @@ async def refresh(js: JetStreamContext, pool: asyncpg.Pool) -> None:
 
 
 def exporter(js: JetStreamContext, pool: asyncpg.Pool, every: float) -> Loop:
-    async def run(stop: asyncio.Event) -> None:
-        failing = False
-        while not stop.is_set():
-            try:
-                await refresh(js, pool)
-                failing = False
-            except Exception as exc:  # NATS or the database down: the gauges keep their values
-                if not failing:
-                    log.warning("pipeline metrics not refreshed: %r", exc)
-                failing = True
-            await wait_or_stop(stop, every)
-
-    return run
+    # NATS or the database down: the gauges keep their values until the next round.
+    return periodic("refreshing the pipeline metrics", every, lambda: refresh(js, pool))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import uvloop
 
 from services.cache_refresher import reconcile
@@ -32,9 +30,7 @@ async def run(settings: Settings) -> None:
     pool = await db.create_pool(settings.common.database_url, max_size=2)
     worker = Worker(nc, consumer, settings.worker, decode, Applier(kv).handle)
     rescue = rescue_worker(nc, consumer, settings.worker)
-
-    async def reconciler(stop: asyncio.Event) -> None:
-        await reconcile.run_forever(kv, pool, settings.reconcile_every, stop)
+    reconciler = reconcile.reconciler(kv, pool, settings.reconcile_every)
 
     try:
         await serve_worker(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable
 
@@ -13,7 +12,7 @@ from nats.js.kv import KeyValue
 
 from shared.contracts import INVALID, LinkEntry, encode
 from shared.jetstream import linkcache
-from shared.jetstream.worker import wait_or_stop
+from shared.jetstream.loops import Loop, periodic
 from shared.metrics import CACHE_REPAIRS
 
 log = logging.getLogger(__name__)
@@ -103,12 +102,13 @@ async def reconcile(kv: KeyValue, pool: asyncpg.Pool) -> dict[str, int]:
     return repairs
 
 
-async def run_forever(kv: KeyValue, pool: asyncpg.Pool, every: float, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            repairs = await reconcile(kv, pool)
-            if repairs:
-                log.warning("reconciliation repaired %s", repairs)
-        except Exception as exc:  # database or NATS down: try again next round
-            log.warning("reconciliation failed: %r", exc)
-        await wait_or_stop(stop, every)
+def reconciler(kv: KeyValue, pool: asyncpg.Pool, every: float) -> Loop:
+    """Reconciliation every ``every`` seconds; the database or NATS down
+    waits for the next round."""
+
+    async def once() -> None:
+        repairs = await reconcile(kv, pool)
+        if repairs:
+            log.warning("reconciliation repaired %s", repairs)
+
+    return periodic("reconciliation", every, once)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvloop
 
+from services.click_recorder.partitions import Partitions
 from services.click_recorder.recorder import ClickRecorder
 from services.click_recorder.settings import Settings
 from shared import db, logs, roster
@@ -29,13 +30,15 @@ async def run(settings: Settings) -> None:
     pool = await db.create_pool(
         settings.common.database_url, max_size=max(settings.worker.workers, 1) + 2
     )
-    recorder = ClickRecorder(pool)
+    partitions = Partitions(pool, settings.retention)
+    recorder = ClickRecorder(pool, partitions)
     worker = Worker(nc, consumer, settings.worker, json_payload(Click), recorder.handle)
     rescue = rescue_worker(nc, consumer, settings.worker)
     try:
         await serve_worker(
             Loops(
-                roster.CLICK_RECORDER.label, [worker.run] * settings.worker.workers + [rescue.run]
+                roster.CLICK_RECORDER.label,
+                [worker.run] * settings.worker.workers + [rescue.run, partitions.loop()],
             ),
             {
                 "nats": checks.nats_connected(nc),

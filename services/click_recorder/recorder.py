@@ -8,6 +8,7 @@ from typing import Final
 import asyncpg
 import msgspec
 
+from services.click_recorder.partitions import Partitions, is_missing_partition
 from shared.contracts import Click
 from shared.db import UNAVAILABLE, write_batch
 from shared.jetstream.worker import Delivery, Unavailable
@@ -22,20 +23,31 @@ SELECT id, code, ts, referrer, user_agent, ip, country, is_bot, request_id
 FROM json_to_recordset($1::json) AS t(
     id text, code text, ts timestamptz, referrer text, user_agent text, ip text,
     country text, is_bot boolean, request_id text)
-ON CONFLICT (id) DO NOTHING
+ON CONFLICT (id, ts) DO NOTHING
 """
 _encode = msgspec.json.Encoder().encode
 
 
 class ClickRecorder:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, partitions: Partitions) -> None:
         self._pool = pool
+        self._partitions = partitions
 
     async def handle(self, batch: Sequence[Delivery[Click]]) -> Mapping[int, Exception]:
         try:
-            return await write_batch(self._insert, [d.payload for d in batch])
+            return await write_batch(self.insert, [d.payload for d in batch])
         except UNAVAILABLE as exc:
             raise Unavailable(f"database unavailable: {exc!r}") from exc
 
-    async def _insert(self, clicks: Sequence[Click]) -> None:
-        await self._pool.execute(INSERT, _encode(clicks).decode())
+    async def insert(self, clicks: Sequence[Click]) -> None:
+        rows = _encode(clicks).decode()
+        try:
+            await self._pool.execute(INSERT, rows)
+        except asyncpg.CheckViolationError as exc:
+            # A day without a partition (a click replayed from before the
+            # oldest one, or one dropped by the retention): made, then the
+            # same statement again, so the batch still goes in one piece.
+            if not is_missing_partition(exc):
+                raise
+            await self._partitions.cover(clicks)
+            await self._pool.execute(INSERT, rows)

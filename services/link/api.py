@@ -13,7 +13,7 @@ import msgspec
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from services.link import importer
+from services.link import importer, qr
 from services.link.cache import LinkCache
 from services.link.events import LinkEvents
 from services.link.store import CodeTaken, Link, LinkStore
@@ -99,6 +99,12 @@ async def _read_json(request: Request) -> Any:
         raise Problem(400, f"malformed JSON: {exc}") from None
 
 
+def _actor(request: Request) -> str | None:
+    """The name of the API key making the call (None with LINKFLOW_AUTH=off)."""
+    name: str | None = getattr(request.state, "api_key", None)
+    return name
+
+
 def _possible(code: str) -> None:
     """A code no link can have is not looked up (nor passed to PostgreSQL,
     which refuses a NUL in text)."""
@@ -132,6 +138,7 @@ async def create_link(request: Request, ctx: Ctx) -> Response:
                 fields.get("redirect_type", 302),
                 fields.get("tags", []),
                 fields.get("expires_at"),
+                _actor(request),
             )
             break
         except CodeTaken:
@@ -161,7 +168,7 @@ async def import_links(request: Request, ctx: Ctx) -> Response:
             log.warning("import: %s stored but not announced (%s)", link.code, exc)
         ctx.cache.apply(link.code, link.entry())
 
-    outcome = await importer.store(rows, ctx.store, announce)
+    outcome = await importer.store(rows, ctx.store, announce, _actor(request))
     errors = sorted([*refused, *outcome.errors], key=lambda e: e.line)
     return _json(
         {
@@ -209,6 +216,60 @@ async def get_link(code: str, ctx: Ctx) -> Response:
     return _json(ctx.render(link))
 
 
+@router.get("/{code}/history", responses=problems(404))
+async def link_history(code: str, ctx: Ctx) -> Response:
+    """Every version of the link, newest first: its create, each change and
+    its delete (``deleted_at`` set), with the key that made it. A deleted
+    link keeps its history, so "where did it point on 3 March" has an answer."""
+    _possible(code)
+    versions = await ctx.store.history(code)
+    if not versions:
+        raise Problem.not_found(code)
+    return _json(
+        {
+            "items": [
+                ctx.render(v.link)
+                | {
+                    "deleted_at": rfc3339(v.deleted_at) if v.deleted_at else None,
+                    "changed_by": v.changed_by,
+                }
+                for v in versions
+            ]
+        }
+    )
+
+
+@router.get(
+    "/{code}/qr",
+    responses=problems(404, 422)
+    | {200: {"content": {media: {} for media in qr.FORMATS.values()}, "description": "image"}},
+)
+async def link_qr(
+    code: str,
+    ctx: Ctx,
+    format: str = "svg",  # the SPEC's parameter name, shadowing a builtin
+    size: int = qr.DEFAULT_SIZE,
+) -> Response:
+    """The short URL as a QR code (``format`` svg or png, ``size`` in pixels)."""
+    errors = []
+    if format not in qr.FORMATS:
+        errors.append(FieldError("format", "must be 'svg' or 'png'"))
+    if not qr.MIN_SIZE <= size <= qr.MAX_SIZE:
+        errors.append(FieldError("size", f"must be {qr.MIN_SIZE} to {qr.MAX_SIZE} pixels"))
+    if errors:
+        raise Problem.invalid(errors)
+    _possible(code)
+    if await ctx.store.get(code) is None:
+        raise Problem.not_found(code)
+    image = await asyncio.to_thread(qr.render, f"{ctx.public_url}/{code}", format, size)
+    # The image follows the code, not the target: it never changes.
+    return Response(
+        image,
+        media_type=qr.FORMATS[format],
+        headers={"cache-control": "private, max-age=86400"},
+    )
+
+
 @router.patch("/{code}", responses=problems(400, 404, 413, 422))
 async def update_link(code: str, request: Request, ctx: Ctx) -> Response:
     _possible(code)
@@ -216,7 +277,7 @@ async def update_link(code: str, request: Request, ctx: Ctx) -> Response:
     if not changes:
         link = await ctx.store.get(code)
     else:
-        link = await ctx.store.update(code, changes)
+        link = await ctx.store.update(code, changes, _actor(request))
         if link is not None:
             await ctx.events.updated(link, request.headers.get("x-request-id"))
     if link is None:
@@ -227,7 +288,7 @@ async def update_link(code: str, request: Request, ctx: Ctx) -> Response:
 @router.delete("/{code}", status_code=204, responses=problems(404))
 async def delete_link(code: str, request: Request, ctx: Ctx) -> Response:
     _possible(code)
-    deleted = await ctx.store.delete(code)
+    deleted = await ctx.store.delete(code, _actor(request))
     if deleted is None:
         raise Problem.not_found(code)
     version, at = deleted

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import random
 import re
 import time
 from datetime import UTC, datetime
@@ -12,7 +11,7 @@ from typing import Final
 
 import msgspec
 
-from shared.contracts import rfc3339
+from shared.contracts import click_id, rfc3339
 
 # Crawlers, link-preview fetchers and HTTP libraries (the isbot list's most
 # common tokens); their clicks are recorded with is_bot=true.
@@ -55,14 +54,6 @@ def anonymize(ip: str | None) -> str | None:
         return anonymize(str(addr.ipv4_mapped))
     network = ipaddress.ip_network(f"{addr}/48", strict=False)
     return str(network.network_address)
-
-
-def click_id() -> str:
-    """Time-ordered (so the clicks primary key grows at one end) and unique:
-    48 random bits after the nanoseconds. ``random`` is seeded from the OS and
-    reseeded in forked children; ids need uniqueness, not secrecy, and
-    ``os.urandom`` would cost a system call per redirect."""
-    return f"{(time.time_ns() << 48) | random.getrandbits(48):028x}"
 
 
 class _Clock:

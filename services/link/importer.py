@@ -129,7 +129,9 @@ CONCURRENCY: Final = 64
 GENERATE_ATTEMPTS: Final = 5
 
 
-async def store(rows: list[Row], links: LinkStore, announce: Announce) -> Outcome:
+async def store(
+    rows: list[Row], links: LinkStore, announce: Announce, actor: str | None = None
+) -> Outcome:
     """Insert the rows a chunk at a time, then announce each new link as a
     create does. A row is written whole or not at all: one INSERT holds it."""
     out = Outcome()
@@ -154,7 +156,8 @@ async def store(rows: list[Row], links: LinkStore, announce: Announce) -> Outcom
                         row.fields.get("expires_at"),
                     )
                     for code, row in by_code.items()
-                ]
+                ],
+                actor,
             )
             out.imported += [(by_code[link.code].line, link) for link in made]
             chunk_made += made

@@ -26,6 +26,47 @@ CREATE INDEX IF NOT EXISTS links_live_created ON links (created_at DESC, code DE
     WHERE deleted_at IS NULL;
 CREATE INDEX IF NOT EXISTS links_tags ON links USING gin (tags);
 
+-- Every version of every link (SPEC: history), written by the trigger below
+-- so that no writer can change a link without leaving its version: create,
+-- each PATCH, delete, an import, a code taken again. changed_by is the API
+-- key's name the gateway sets for the transaction (linkflow.actor); null for
+-- versions from before history was kept, or with LINKFLOW_AUTH=off.
+CREATE TABLE IF NOT EXISTS link_versions (
+    code          text NOT NULL,
+    version       integer NOT NULL,
+    url           text NOT NULL,
+    redirect_type smallint NOT NULL,
+    tags          text[] NOT NULL,
+    expires_at    timestamptz,
+    created_at    timestamptz NOT NULL,
+    changed_at    timestamptz NOT NULL,
+    deleted_at    timestamptz,
+    changed_by    text,
+    PRIMARY KEY (code, version)
+);
+
+CREATE OR REPLACE FUNCTION linkflow_link_version() RETURNS trigger
+LANGUAGE plpgsql AS $f$
+BEGIN
+    INSERT INTO link_versions (code, version, url, redirect_type, tags, expires_at,
+                               created_at, changed_at, deleted_at, changed_by)
+    VALUES (NEW.code, NEW.version, NEW.url, NEW.redirect_type, NEW.tags, NEW.expires_at,
+            NEW.created_at, NEW.updated_at, NEW.deleted_at,
+            nullif(current_setting('linkflow.actor', true), ''))
+    ON CONFLICT (code, version) DO NOTHING;
+    RETURN NULL;
+END $f$;
+
+CREATE OR REPLACE TRIGGER links_versions AFTER INSERT OR UPDATE ON links
+    FOR EACH ROW EXECUTE FUNCTION linkflow_link_version();
+
+-- Links from before history was kept: their current version, at least.
+INSERT INTO link_versions (code, version, url, redirect_type, tags, expires_at,
+                           created_at, changed_at, deleted_at)
+SELECT code, version, url, redirect_type, tags, expires_at, created_at, updated_at, deleted_at
+FROM links
+ON CONFLICT (code, version) DO NOTHING;
+
 -- API keys live in the NATS KV bucket api_keys (shared.http.keys), which every
 -- service watches; this table was planned for them and never written.
 DROP TABLE IF EXISTS api_keys;

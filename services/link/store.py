@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
 from shared.contracts import LinkEntry
 
@@ -54,6 +57,14 @@ def _link(row: asyncpg.Record) -> Link:
     )
 
 
+class Version(msgspec.Struct, kw_only=True, frozen=True):
+    """A link as it was after one change, and who made it."""
+
+    link: Link
+    deleted_at: datetime | None
+    changed_by: str | None
+
+
 class CodeTaken(Exception):
     pass
 
@@ -62,34 +73,49 @@ class LinkStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @contextlib.asynccontextmanager
+    async def _as(self, actor: str | None) -> AsyncIterator[PoolConnectionProxy]:
+        """A transaction whose link changes the history records as ``actor``'s
+        (the key's name; the trigger reads it from ``linkflow.actor``)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT set_config('linkflow.actor', $1, true)", actor or "")
+            yield conn
+
     async def create(
-        self, code: str, url: str, redirect_type: int, tags: list[str], expires_at: datetime | None
+        self,
+        code: str,
+        url: str,
+        redirect_type: int,
+        tags: list[str],
+        expires_at: datetime | None,
+        actor: str | None = None,
     ) -> Link:
-        row = await self._pool.fetchrow(
-            f"""
-            INSERT INTO links (code, url, redirect_type, tags, expires_at)
-            VALUES ($1, $2, $3, $4, $5)
-            {_REVIVE}
-            RETURNING {_COLUMNS}
-            """,
-            code,
-            url,
-            redirect_type,
-            tags,
-            expires_at,
-        )
+        async with self._as(actor) as conn:
+            row = await conn.fetchrow(
+                f"""
+                INSERT INTO links (code, url, redirect_type, tags, expires_at)
+                VALUES ($1, $2, $3, $4, $5)
+                {_REVIVE}
+                RETURNING {_COLUMNS}
+                """,
+                code,
+                url,
+                redirect_type,
+                tags,
+                expires_at,
+            )
         if row is None:
             raise CodeTaken(code)
         return _link(row)
 
     async def create_many(
-        self, rows: list[tuple[str, str, int, list[str], datetime | None]]
+        self, rows: list[tuple[str, str, int, list[str], datetime | None]], actor: str | None = None
     ) -> tuple[list[Link], dict[str, str]]:
         """(code, url, redirect_type, tags, expires_at) rows in one statement,
         each as :meth:`create` would: the links made, and for every code that
         was taken, the URL it holds. Codes must be distinct."""
         codes = [r[0] for r in rows]
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._as(actor) as conn:
             made = await conn.fetch(
                 f"""
                 INSERT INTO links (code, url, redirect_type, tags, expires_at)
@@ -143,21 +169,38 @@ class LinkStore:
         )
         return [_link(r) for r in rows]
 
-    async def update(self, code: str, changes: dict[str, Any]) -> Link | None:
+    async def update(
+        self, code: str, changes: dict[str, Any], actor: str | None = None
+    ) -> Link | None:
         sets = [f"{name} = ${i}" for i, name in enumerate(changes, start=2)]
         sets += ["version = version + 1", "updated_at = now()"]
-        row = await self._pool.fetchrow(
-            f"UPDATE links SET {', '.join(sets)} WHERE code = $1 AND deleted_at IS NULL "
-            f"RETURNING {_COLUMNS}",
-            code,
-            *changes.values(),
-        )
+        async with self._as(actor) as conn:
+            row = await conn.fetchrow(
+                f"UPDATE links SET {', '.join(sets)} WHERE code = $1 AND deleted_at IS NULL "
+                f"RETURNING {_COLUMNS}",
+                code,
+                *changes.values(),
+            )
         return _link(row) if row else None
 
-    async def delete(self, code: str) -> tuple[int, datetime] | None:
-        row = await self._pool.fetchrow(
-            "UPDATE links SET version = version + 1, deleted_at = now(), updated_at = now() "
-            "WHERE code = $1 AND deleted_at IS NULL RETURNING version, deleted_at",
+    async def delete(self, code: str, actor: str | None = None) -> tuple[int, datetime] | None:
+        async with self._as(actor) as conn:
+            row = await conn.fetchrow(
+                "UPDATE links SET version = version + 1, deleted_at = now(), updated_at = now() "
+                "WHERE code = $1 AND deleted_at IS NULL RETURNING version, deleted_at",
+                code,
+            )
+        return (row["version"], row["deleted_at"]) if row else None
+
+    async def history(self, code: str) -> list[Version]:
+        """Every version of ``code``, newest first; empty if it never existed."""
+        rows = await self._pool.fetch(
+            "SELECT code, url, redirect_type, tags, expires_at, version, created_at, "
+            "changed_at AS updated_at, deleted_at, changed_by FROM link_versions "
+            "WHERE code = $1 ORDER BY version DESC",
             code,
         )
-        return (row["version"], row["deleted_at"]) if row else None
+        return [
+            Version(link=_link(r), deleted_at=r["deleted_at"], changed_by=r["changed_by"])
+            for r in rows
+        ]

@@ -39,6 +39,10 @@ def _schemas(_: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.inserts:
+        from shared.cli.insert_bench import run_inserts
+
+        return run_inserts(args.rows, args.clicks, args.rounds, args.data)
     if args.system:
         from shared.cli.system_bench import run_system
 
@@ -101,6 +105,20 @@ def parser() -> argparse.ArgumentParser:
         dest="sustained",
         action="store_false",
         help="skip the sustained-rate search (--system)",
+    )
+    bench.add_argument(
+        "--inserts",
+        action="store_true",
+        help="the recorder's insert rate into a clicks table holding --rows generated clicks, "
+        "against an empty one (--clicks per round, --rounds rounds)",
+    )
+    bench.add_argument(
+        "--rows", type=int, default=50_000_000, help="clicks in the full table (--inserts)"
+    )
+    bench.add_argument(
+        "--data",
+        type=Path,
+        help="keep the filled PostgreSQL here and reuse it next time (--inserts)",
     )
     bench.set_defaults(func=_bench)
     probe = sub.add_parser("probe", help="exit 0 if a service on this host answers /healthz")

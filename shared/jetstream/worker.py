@@ -37,6 +37,7 @@ from shared.contracts import HDR_REQUEST_ID, INVALID
 from shared.errors import PermanentError, TransientError
 from shared.jetstream import topology
 from shared.jetstream.dlq import dead_letter
+from shared.jetstream.loops import wait_or_stop
 from shared.jetstream.pull import Puller, ack_all, in_progress_all
 from shared.jetstream.topology import Consumer
 from shared.settings import WorkerSettings
@@ -303,10 +304,3 @@ async def _keep_in_progress(nc: Client, batch: Sequence[Delivery[T]], every: flo
         await asyncio.sleep(every)
         with contextlib.suppress(Exception):
             await in_progress_all(nc, msgs)
-
-
-async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to ``seconds``; True if ``stop`` was set meanwhile."""
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    return stop.is_set()

@@ -14,6 +14,7 @@ from services.analytics.app import build as build_analytics
 from services.analytics.migrations import MIGRATION as ANALYTICS
 from services.analytics.settings import Settings as AnalyticsSettings
 from services.cache_refresher.applier import Applier, decode
+from services.click_recorder.partitions import Partitions
 from services.click_recorder.recorder import ClickRecorder
 from services.link.app import build
 from services.link.settings import Settings as LinkSettings
@@ -55,7 +56,11 @@ async def gateway(
 async def recorder(nc: Client, db_url: str) -> AsyncIterator[None]:
     pool = await db.create_pool(db_url)
     worker = Worker(
-        nc, topology.CLICK_RECORDER, TEST_WORKER, json_payload(Click), ClickRecorder(pool).handle
+        nc,
+        topology.CLICK_RECORDER,
+        TEST_WORKER,
+        json_payload(Click),
+        ClickRecorder(pool, Partitions(pool, 0)).handle,
     )
     async with running(worker.run):
         yield

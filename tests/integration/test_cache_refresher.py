@@ -12,7 +12,7 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
-from services.cache_refresher.reconcile import reconcile, run_forever
+from services.cache_refresher.reconcile import reconcile, reconciler
 from services.link.app import build
 from services.link.settings import Settings
 from shared import db
@@ -182,7 +182,7 @@ async def test_reconciliation_loop_repairs_on_its_own(
     kv = await nc.jetstream().key_value(topology.KV_LINKS)
     pool = await db.create_pool(db_url)
     stop = asyncio.Event()
-    task = asyncio.create_task(run_forever(kv, pool, 0.2, stop))
+    task = asyncio.create_task(reconciler(kv, pool, 0.2)(stop))
     try:
         await kv.put("loop", encode(LinkEntry(url="https://evil.example", version=9)))
 

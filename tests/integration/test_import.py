@@ -76,7 +76,7 @@ async def test_valid_rows_are_imported_and_refused_rows_reported(
     async def all_announced() -> bool:
         return len(announced) == 3
 
-    await eventually(all_announced, 5, "three links.created")
+    await eventually(all_announced, 30, "three links.created")
     kv = await nc.jetstream().key_value(topology.KV_LINKS)
     assert {"imp-a", "imp-c", generated} <= set(await kv.keys())
     # Refused rows changed nothing: the taken code keeps its own target.

@@ -14,6 +14,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from services.click_recorder.partitions import Partitions
 from services.click_recorder.recorder import ClickRecorder
 from services.link.clicks import click_id
 from shared import db
@@ -119,7 +120,11 @@ async def test_database_outage_loses_nothing_and_dead_letters_nothing(
     js = nc.jetstream()
     pool = await db.create_pool(url)
     worker = Worker(
-        nc, topology.CLICK_RECORDER, TEST_WORKER, json_payload(Click), ClickRecorder(pool).handle
+        nc,
+        topology.CLICK_RECORDER,
+        TEST_WORKER,
+        json_payload(Click),
+        ClickRecorder(pool, Partitions(pool, 0)).handle,
     )
     sent: set[str] = set()
 
@@ -194,7 +199,11 @@ async def test_a_click_the_database_refuses_is_dead_lettered_alone(nc: Client, d
         await publish(js, c)
     pool = await db.create_pool(db_url)
     worker = Worker(
-        nc, topology.CLICK_RECORDER, TEST_WORKER, json_payload(Click), ClickRecorder(pool).handle
+        nc,
+        topology.CLICK_RECORDER,
+        TEST_WORKER,
+        json_payload(Click),
+        ClickRecorder(pool, Partitions(pool, 0)).handle,
     )
     async with running(worker.run):
         [dead] = await dead_letters(js, 1)
