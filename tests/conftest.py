@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -35,10 +37,18 @@ TEST_WORKER = WorkerSettings(
 
 
 @pytest.fixture(scope="session")
-def session_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    s = start(tmp_path_factory.mktemp("servers"))
-    yield s
-    s.close()
+def session_servers() -> Iterator[Servers]:
+    # Not under pytest's basetemp: each new pytest session makes
+    # /tmp/pytest-of-<user> private again (mode 700), and PostgreSQL, running
+    # as the pgserver user when tests run as root, then cannot reach its data
+    # directory and stops (seen: a second `pytest` beside `just test`).
+    home = Path(tempfile.mkdtemp(prefix="linkflow-test-servers-"))
+    s = start(home)
+    try:
+        yield s
+    finally:
+        s.close()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
