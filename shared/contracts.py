@@ -22,12 +22,48 @@ Code = Annotated[
 Version = Annotated[int, msgspec.Meta(ge=1, description="Increases by one on every change")]
 RedirectType = Annotated[int, msgspec.Meta(ge=301, le=308, description="301, 302, 307 or 308")]
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 UTC")]
+RuleIndex = Annotated[
+    int, msgspec.Meta(ge=0, description="Index of the redirect rule that matched")
+]
 
 # What decoding bytes from outside can raise: msgspec's DecodeError (its
 # ValidationError included). The locked msgspec (0.23) reports bytes that are
 # not UTF-8 as a DecodeError too; UnicodeDecodeError stays for the versions
 # that let it through (seen in the session that added it).
 INVALID: Final = (msgspec.DecodeError, UnicodeDecodeError)
+
+
+DEVICES: Final = ("mobile", "tablet", "desktop")
+OSES: Final = ("ios", "android", "windows", "macos", "linux")
+MAX_RULES: Final = 20
+
+
+class When(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """A redirect rule's conditions (SPEC, "rules"): every one given must hold.
+    The gateway checks the values when a link is written; readers trust them."""
+
+    device: list[str] | None = None
+    os: list[str] | None = None
+    language: list[str] | None = None
+    country: list[str] | None = None
+    query: dict[str, str] | None = None
+    after: Timestamp | None = None
+    before: Timestamp | None = None
+
+
+class Rule(msgspec.Struct, kw_only=True, frozen=True):
+    """``{when, url}``: the first rule whose every condition holds gives the target."""
+
+    when: When
+    url: str
+
+
+_rules_decoder = msgspec.json.Decoder(list[Rule])
+
+
+def decode_rules(data: str | bytes) -> list[Rule]:
+    """Rules stored as JSON (the links table's jsonb column, as asyncpg hands it over)."""
+    return _rules_decoder.decode(data) if data != "[]" else []
 
 
 class LinkCreated(msgspec.Struct, kw_only=True, frozen=True):
@@ -49,6 +85,11 @@ class LinkUpdated(msgspec.Struct, kw_only=True, frozen=True):
     tags: list[str]
     version: Version
     updated_at: Timestamp
+    # Added after the first SPEC table (readers ignore what they don't know,
+    # and an older event without them means none of them).
+    max_visits: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    forward_query: bool = False
+    rules: list[Rule] = []
 
 
 class LinkDeleted(msgspec.Struct, kw_only=True, frozen=True):
@@ -85,6 +126,7 @@ class Click(msgspec.Struct, kw_only=True, frozen=True):
     country: Annotated[str, msgspec.Meta(max_length=2)] | None = None
     is_bot: bool = False
     request_id: str | None = None
+    rule: RuleIndex | None = None
 
     def __post_init__(self) -> None:
         # PostgreSQL's text cannot hold U+0000: a click carrying it could
@@ -109,6 +151,9 @@ class LinkEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     expires_at: datetime | None = None
     version: int = 1
     deleted: bool = False
+    forward_query: bool = False
+    max_visits: int | None = None
+    rules: list[Rule] = []
 
 
 # DLQ headers added to the original ones (SPEC, "Subjects and streams").

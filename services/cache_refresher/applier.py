@@ -37,6 +37,9 @@ def entry_for(event: LinkEvent) -> LinkEntry:
         redirect_type=event.redirect_type,
         expires_at=event.expires_at,
         version=event.version,
+        max_visits=event.max_visits,
+        forward_query=event.forward_query,
+        rules=event.rules,
     )
 
 

@@ -10,7 +10,7 @@ import msgspec
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from shared.contracts import INVALID, LinkEntry, encode
+from shared.contracts import INVALID, LinkEntry, decode_rules, encode
 from shared.jetstream import linkcache
 from shared.jetstream.loops import Loop, periodic
 from shared.metrics import CACHE_REPAIRS
@@ -40,8 +40,8 @@ async def snapshot(kv: KeyValue) -> dict[str, tuple[LinkEntry | None, int]]:
 
 async def truth(pool: asyncpg.Pool) -> dict[str, LinkEntry]:
     rows = await pool.fetch(
-        "SELECT code, url, redirect_type, expires_at, version, deleted_at IS NOT NULL AS deleted "
-        "FROM links"
+        "SELECT code, url, redirect_type, expires_at, max_visits, forward_query, rules, version, "
+        "deleted_at IS NOT NULL AS deleted FROM links"
     )
     return {
         r["code"]: LinkEntry(url="", version=r["version"], deleted=True)
@@ -51,6 +51,9 @@ async def truth(pool: asyncpg.Pool) -> dict[str, LinkEntry]:
             redirect_type=r["redirect_type"],
             expires_at=r["expires_at"],
             version=r["version"],
+            max_visits=r["max_visits"],
+            forward_query=r["forward_query"],
+            rules=decode_rules(r["rules"]),
         )
         for r in rows
     }

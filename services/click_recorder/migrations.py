@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS clicks (
     PRIMARY KEY (id, ts)
 ) PARTITION BY RANGE (ts);
 CREATE INDEX IF NOT EXISTS clicks_code_ts ON clicks (code, ts);
+-- The redirect rule that matched (SPEC: a click's rule), null for none.
+ALTER TABLE clicks ADD COLUMN IF NOT EXISTS rule smallint;
 
 -- Every day from first's to last's (UTC) gets its partition, clicks_pYYYYMMDD.
 -- Returns how many it created.

@@ -64,6 +64,9 @@ class Deps:
             "redirect_type": link.redirect_type,
             "tags": link.tags,
             "expires_at": rfc3339(link.expires_at) if link.expires_at else None,
+            "max_visits": link.max_visits,
+            "forward_query": link.forward_query,
+            "rules": msgspec.to_builtins(link.rules),
             "version": link.version,
             "created_at": rfc3339(link.created_at),
             "updated_at": rfc3339(link.updated_at),
@@ -139,6 +142,9 @@ async def create_link(request: Request, ctx: Ctx) -> Response:
                 fields.get("tags", []),
                 fields.get("expires_at"),
                 _actor(request),
+                max_visits=fields.get("max_visits"),
+                forward_query=fields.get("forward_query", False),
+                rules=fields.get("rules", []),
             )
             break
         except CodeTaken:

@@ -20,7 +20,8 @@ from services.link.settings import Settings
 from services.link.spool import Spool
 from services.link.store import LinkStore
 from services.link.validation import LinkFields
-from shared import db, roster
+from shared import db, roster, useragent
+from shared.geo import Countries
 from shared.http import checks, health, openapi, problems
 from shared.http.access import Access, Guard
 from shared.jetstream import bus, topology
@@ -70,7 +71,11 @@ def build(settings: Settings) -> Gateway:
         await replicas.check(js, clicks)
         watch = asyncio.create_task(replicas.follow(js, clicks), name="clicks-replicas")
         await clicks.start()
-        gateway.attach(cache, clicks)
+        # Rules read GeoIP data and user agents; both are loaded before the
+        # first redirect (0.1 s each), off the event loop.
+        countries = await asyncio.to_thread(Countries().load)
+        await asyncio.to_thread(useragent.warm)
+        gateway.attach(cache, clicks, countries)
         app.router.routes.extend(
             health.routes(
                 {

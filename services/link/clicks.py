@@ -94,6 +94,7 @@ class OutgoingClick(msgspec.Struct, frozen=True, gc=False):
     country: str | None
     is_bot: bool
     request_id: str
+    rule: int | None
 
 
 def new_click(
@@ -106,6 +107,7 @@ def new_click(
     head: bool,
     request_id: str | None,
     anonymize_ip: bool,
+    rule: int | None = None,
 ) -> OutgoingClick:
     cid = click_id()
     return OutgoingClick(
@@ -118,4 +120,5 @@ def new_click(
         country=country,
         is_bot=is_bot(user_agent, head),
         request_id=request_id or cid,
+        rule=rule,
     )

@@ -62,6 +62,9 @@ class LinkEvents:
             tags=link.tags,
             version=link.version,
             updated_at=link.updated_at,
+            max_visits=link.max_visits,
+            forward_query=link.forward_query,
+            rules=link.rules,
         )
         # Applied to KV by the cache-refresher; every gateway sees it through its watch.
         await self._js.publish(

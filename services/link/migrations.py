@@ -22,6 +22,10 @@ CREATE TABLE IF NOT EXISTS links (
     -- if the code is created again, and repairs can tell deleted from unknown.
     deleted_at    timestamptz
 );
+-- Added with redirect rules (SPEC: max_visits, forward_query, rules).
+ALTER TABLE links ADD COLUMN IF NOT EXISTS max_visits integer;
+ALTER TABLE links ADD COLUMN IF NOT EXISTS forward_query boolean NOT NULL DEFAULT false;
+ALTER TABLE links ADD COLUMN IF NOT EXISTS rules jsonb NOT NULL DEFAULT '[]';
 CREATE INDEX IF NOT EXISTS links_live_created ON links (created_at DESC, code DESC)
     WHERE deleted_at IS NULL;
 CREATE INDEX IF NOT EXISTS links_tags ON links USING gin (tags);
@@ -44,13 +48,18 @@ CREATE TABLE IF NOT EXISTS link_versions (
     changed_by    text,
     PRIMARY KEY (code, version)
 );
+ALTER TABLE link_versions ADD COLUMN IF NOT EXISTS max_visits integer;
+ALTER TABLE link_versions ADD COLUMN IF NOT EXISTS forward_query boolean NOT NULL DEFAULT false;
+ALTER TABLE link_versions ADD COLUMN IF NOT EXISTS rules jsonb NOT NULL DEFAULT '[]';
 
 CREATE OR REPLACE FUNCTION linkflow_link_version() RETURNS trigger
 LANGUAGE plpgsql AS $f$
 BEGIN
     INSERT INTO link_versions (code, version, url, redirect_type, tags, expires_at,
+                               max_visits, forward_query, rules,
                                created_at, changed_at, deleted_at, changed_by)
     VALUES (NEW.code, NEW.version, NEW.url, NEW.redirect_type, NEW.tags, NEW.expires_at,
+            NEW.max_visits, NEW.forward_query, NEW.rules,
             NEW.created_at, NEW.updated_at, NEW.deleted_at,
             nullif(current_setting('linkflow.actor', true), ''))
     ON CONFLICT (code, version) DO NOTHING;
@@ -62,8 +71,9 @@ CREATE OR REPLACE TRIGGER links_versions AFTER INSERT OR UPDATE ON links
 
 -- Links from before history was kept: their current version, at least.
 INSERT INTO link_versions (code, version, url, redirect_type, tags, expires_at,
-                           created_at, changed_at, deleted_at)
-SELECT code, version, url, redirect_type, tags, expires_at, created_at, updated_at, deleted_at
+                           max_visits, forward_query, rules, created_at, changed_at, deleted_at)
+SELECT code, version, url, redirect_type, tags, expires_at, max_visits, forward_query, rules,
+       created_at, updated_at, deleted_at
 FROM links
 ON CONFLICT (code, version) DO NOTHING;
 

@@ -17,9 +17,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.link.cache import LinkCache
 from services.link.clicks import new_click
 from services.link.publisher import ClickPublisher
+from services.link.rules import LinkRules, forward
 from services.link.validation import RESERVED
 from shared import metrics
-from shared.contracts import HDR_REQUEST_ID
+from shared.contracts import HDR_REQUEST_ID, LinkEntry
+from shared.geo import Countries
 from shared.http.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -35,17 +37,22 @@ class Gateway:
 
     _cache: LinkCache
     _clicks: ClickPublisher
+    _countries: Countries
 
     def __init__(self, api: ASGIApp, anonymize_ip: bool) -> None:
         self._api = api
         self._anonymize_ip = anonymize_ip
         self._ready = False
+        # Each link's rules compiled for the entry it holds now; recompiled
+        # when the map holds a new entry for the code (a new version).
+        self._rules: dict[str, tuple[LinkEntry, LinkRules]] = {}
         self._count = metrics.REDIRECTS.add
         self._observe = metrics.REDIRECT_SECONDS.observe
 
-    def attach(self, cache: LinkCache, clicks: ClickPublisher) -> None:
+    def attach(self, cache: LinkCache, clicks: ClickPublisher, countries: Countries) -> None:
         self._cache = cache
         self._clicks = clicks
+        self._countries = countries
         self._ready = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,7 +75,7 @@ class Gateway:
         if entry.expires_at is not None and entry.expires_at <= datetime.now(UTC):
             await self._problem(scope, send, Problem(410, f"link {code!r} has expired"), head)
             return
-        referrer = user_agent = request_id = country = None
+        referrer = user_agent = request_id = country = language = None
         for name, value in scope["headers"]:
             if name == b"user-agent":
                 user_agent = value.decode("latin-1")
@@ -78,16 +85,33 @@ class Gateway:
                 request_id = value.decode("latin-1")[:128]
             elif name in _COUNTRY_HEADERS and len(value) == 2:
                 country = value.decode("latin-1").upper()
+            elif name == b"accept-language":
+                language = value.decode("latin-1")
         client = scope.get("client")
+        ip = client[0] if client else None
+        target, rule = entry.url, None
+        if entry.rules:
+            held = self._rules.get(code)
+            if held is None or held[0] is not entry:
+                held = self._rules[code] = (entry, LinkRules(entry.rules))
+            rules = held[1]
+            rule = rules.choose(
+                user_agent, language, country, ip, scope["query_string"], self._countries
+            )
+            if rule is not None:
+                target = rules.url(rule)
+        if entry.forward_query:
+            target = forward(target, scope["query_string"])
         click = new_click(
             code,
             referrer=referrer,
             user_agent=user_agent,
-            ip=client[0] if client else None,
+            ip=ip,
             country=country,
             head=head,
             request_id=request_id,
             anonymize_ip=self._anonymize_ip,
+            rule=rule,
         )
         try:
             await self._clicks.publish(click)
@@ -111,7 +135,7 @@ class Gateway:
                 "type": "http.response.start",
                 "status": status,
                 "headers": [
-                    (b"location", entry.url.encode()),
+                    (b"location", target.encode()),
                     # Echoed so that a visitor's request can be traced to its click.
                     (_REQUEST_ID, click.request_id.encode("latin-1")),
                     _NO_STORE,

@@ -11,15 +11,20 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
-from shared.contracts import LinkEntry
+from shared.contracts import LinkEntry, Rule, decode_rules
 
-_COLUMNS: Final = "code, url, redirect_type, tags, expires_at, version, created_at, updated_at"
+_COLUMNS: Final = (
+    "code, url, redirect_type, tags, expires_at, max_visits, forward_query, rules, "
+    "version, created_at, updated_at"
+)
 # A code whose link was deleted may be taken again; its version goes on from
 # the deleted one so that readers never see a version repeat. A live code
 # conflicts: no row comes back.
 _REVIVE: Final = """ON CONFLICT (code) DO UPDATE SET
     url = EXCLUDED.url, redirect_type = EXCLUDED.redirect_type,
     tags = EXCLUDED.tags, expires_at = EXCLUDED.expires_at,
+    max_visits = EXCLUDED.max_visits, forward_query = EXCLUDED.forward_query,
+    rules = EXCLUDED.rules,
     version = links.version + 1, created_at = now(), updated_at = now(),
     deleted_at = NULL
 WHERE links.deleted_at IS NOT NULL"""
@@ -31,6 +36,9 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
     redirect_type: int
     tags: list[str]
     expires_at: datetime | None
+    max_visits: int | None = None
+    forward_query: bool = False
+    rules: list[Rule] = []
     version: int
     created_at: datetime
     updated_at: datetime
@@ -41,6 +49,9 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
             redirect_type=self.redirect_type,
             expires_at=self.expires_at,
             version=self.version,
+            max_visits=self.max_visits,
+            forward_query=self.forward_query,
+            rules=self.rules,
         )
 
 
@@ -51,10 +62,17 @@ def _link(row: asyncpg.Record) -> Link:
         redirect_type=row["redirect_type"],
         tags=list(row["tags"]),
         expires_at=row["expires_at"],
+        max_visits=row["max_visits"],
+        forward_query=row["forward_query"],
+        rules=decode_rules(row["rules"]),
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
+
+
+def encode_rules(rules: list[Rule]) -> str:
+    return msgspec.json.encode(rules).decode()
 
 
 class Version(msgspec.Struct, kw_only=True, frozen=True):
@@ -89,12 +107,17 @@ class LinkStore:
         tags: list[str],
         expires_at: datetime | None,
         actor: str | None = None,
+        *,
+        max_visits: int | None = None,
+        forward_query: bool = False,
+        rules: list[Rule] | None = None,
     ) -> Link:
         async with self._as(actor) as conn:
             row = await conn.fetchrow(
                 f"""
-                INSERT INTO links (code, url, redirect_type, tags, expires_at)
-                VALUES ($1, $2, $3, $4, $5)
+                INSERT INTO links (code, url, redirect_type, tags, expires_at,
+                                   max_visits, forward_query, rules)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
                 {_REVIVE}
                 RETURNING {_COLUMNS}
                 """,
@@ -103,6 +126,9 @@ class LinkStore:
                 redirect_type,
                 tags,
                 expires_at,
+                max_visits,
+                forward_query,
+                encode_rules(rules or []),
             )
         if row is None:
             raise CodeTaken(code)
@@ -172,7 +198,12 @@ class LinkStore:
     async def update(
         self, code: str, changes: dict[str, Any], actor: str | None = None
     ) -> Link | None:
-        sets = [f"{name} = ${i}" for i, name in enumerate(changes, start=2)]
+        if "rules" in changes:
+            changes = {**changes, "rules": encode_rules(changes["rules"])}
+        sets = [
+            f"{name} = ${i}" + ("::jsonb" if name == "rules" else "")
+            for i, name in enumerate(changes, start=2)
+        ]
         sets += ["version = version + 1", "updated_at = now()"]
         async with self._as(actor) as conn:
             row = await conn.fetchrow(
@@ -195,8 +226,9 @@ class LinkStore:
     async def history(self, code: str) -> list[Version]:
         """Every version of ``code``, newest first; empty if it never existed."""
         rows = await self._pool.fetch(
-            "SELECT code, url, redirect_type, tags, expires_at, version, created_at, "
-            "changed_at AS updated_at, deleted_at, changed_by FROM link_versions "
+            "SELECT code, url, redirect_type, tags, expires_at, max_visits, forward_query, rules, "
+            "version, created_at, changed_at AS updated_at, deleted_at, changed_by "
+            "FROM link_versions "
             "WHERE code = $1 ORDER BY version DESC",
             code,
         )

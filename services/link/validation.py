@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
+from shared.contracts import DEVICES, MAX_RULES, OSES, Rule, When
 from shared.http.problems import FieldError, Problem
 
 CODE_RE: Final = re.compile(r"^[A-Za-z0-9_-]{3,64}$")
@@ -18,7 +19,12 @@ MAX_URL: Final = 2048
 MAX_TAGS: Final = 20
 MAX_TAG: Final = 64
 _ALPHABET: Final = string.ascii_letters + string.digits
-UPDATABLE: Final = frozenset({"url", "redirect_type", "expires_at", "tags"})
+UPDATABLE: Final = frozenset(
+    {"url", "redirect_type", "expires_at", "tags", "max_visits", "forward_query", "rules"}
+)
+_LANGUAGE: Final = re.compile(r"^[a-z]{2,3}$")
+_COUNTRY: Final = re.compile(r"^[A-Z]{2}$")
+_WHEN: Final = ("device", "os", "language", "country", "query", "after", "before")
 _NON_ASCII: Final = re.compile(r"[^\x00-\x7f]+")
 
 
@@ -49,6 +55,8 @@ class LinkFields:
             "redirect_type": _redirect_type,
             "expires_at": _expires_at,
             "tags": _tags,
+            "max_visits": _max_visits,
+            "forward_query": _forward_query,
         }
         for name, check in checks.items():
             if name in body and name in allowed:
@@ -56,9 +64,38 @@ class LinkFields:
                     out[name] = check(body[name])
                 except ValueError as exc:
                     errors.append(FieldError(name, str(exc)))
+        if "rules" in body:
+            out["rules"] = self._rules(body["rules"], errors)
         if errors:
             raise Problem.invalid(errors)
         return out
+
+    def _rules(self, value: Any, errors: list[FieldError]) -> list[Rule]:
+        """Each bad rule, condition or value named by its path, e.g.
+        ``rules[2].when.os``; every problem reported at once."""
+        if not isinstance(value, list):
+            errors.append(FieldError("rules", "must be a list of {when, url} objects"))
+            return []
+        if len(value) > MAX_RULES:
+            errors.append(FieldError("rules", f"at most {MAX_RULES} rules"))
+            return []
+        rules: list[Rule] = []
+        for i, raw in enumerate(value):
+            at = f"rules[{i}]"
+            if not isinstance(raw, dict):
+                errors.append(FieldError(at, "must be an object {when, url}"))
+                continue
+            for key in raw.keys() - {"when", "url"}:
+                errors.append(FieldError(f"{at}.{key}", "unknown field (a rule has when and url)"))
+            url = None
+            try:
+                url = self._url(raw.get("url"))
+            except ValueError as exc:
+                errors.append(FieldError(f"{at}.url", str(exc)))
+            when = _when(raw.get("when"), f"{at}.when", errors)
+            if url is not None and when is not None:
+                rules.append(Rule(when=when, url=url))
+        return rules
 
     def _url(self, value: Any) -> str:
         if not isinstance(value, str) or not value:
@@ -150,3 +187,90 @@ def tag_value(tag: str) -> str:
     if "\x00" in tag:
         raise ValueError("a tag must not contain a NUL character")
     return tag
+
+
+def _max_visits(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("must be null or an integer of at least 1")
+    if value > 2**31 - 1:
+        raise ValueError("must be at most 2147483647")
+    # Stored and carried to every gateway already; refused until the visit
+    # counter behind the bus enforces it, so that no one relies on a limit
+    # that does not hold.
+    raise ValueError("visit limits are not enforced by this version yet; leave it null")
+
+
+def _forward_query(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _choices(value: Any, allowed: tuple[str, ...]) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"must be a non-empty list of: {', '.join(allowed)}")
+    unknown = [v for v in value if v not in allowed]
+    if unknown:
+        raise ValueError(f"unknown value {unknown[0]!r} (use {', '.join(allowed)})")
+    return list(dict.fromkeys(value))
+
+
+def _patterned(value: Any, pattern: re.Pattern[str], what: str, fold: str) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"must be a non-empty list of {what}")
+    folded = [v.upper() if fold == "upper" else v.lower() for v in value]
+    bad = [v for v, f in zip(value, folded, strict=True) if not pattern.match(f)]
+    if bad:
+        raise ValueError(f"unknown value {bad[0]!r} (use {what})")
+    return list(dict.fromkeys(folded))
+
+
+def _query(value: Any) -> dict[str, str]:
+    if (
+        not isinstance(value, dict)
+        or not value
+        or not all(isinstance(k, str) and k and isinstance(v, str) for k, v in value.items())
+    ):
+        raise ValueError("must be a non-empty object of parameter: value strings")
+    if any("\x00" in k or "\x00" in v for k, v in value.items()):
+        raise ValueError("must not contain a NUL character")
+    return dict(value)
+
+
+def _when(value: Any, at: str, errors: list[FieldError]) -> When | None:
+    if not isinstance(value, dict) or not value:
+        errors.append(FieldError(at, f"must be an object with at least one of: {', '.join(_WHEN)}"))
+        return None
+    found: dict[str, Any] = {}
+    failed = False
+    for name, raw in value.items():
+        try:
+            if name == "device":
+                found[name] = _choices(raw, DEVICES)
+            elif name == "os":
+                found[name] = _choices(raw, OSES)
+            elif name == "language":
+                found[name] = _patterned(
+                    raw, _LANGUAGE, "primary language tags such as de", "lower"
+                )
+            elif name == "country":
+                found[name] = _patterned(
+                    raw, _COUNTRY, "ISO 3166-1 alpha-2 codes such as DE", "upper"
+                )
+            elif name == "query":
+                found[name] = _query(raw)
+            elif name in ("after", "before"):
+                if raw is None:
+                    raise ValueError("must be an RFC 3339 date-time")
+                found[name] = _expires_at(raw)
+            else:
+                raise ValueError(f"unknown condition (use {', '.join(_WHEN)})")
+        except ValueError as exc:
+            errors.append(FieldError(f"{at}.{name}", str(exc)))
+            failed = True
+    if "after" in found and "before" in found and found["after"] >= found["before"]:
+        errors.append(FieldError(f"{at}.before", "must be later than after"))
+        failed = True
+    return None if failed else When(**found)

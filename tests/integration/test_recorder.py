@@ -259,6 +259,7 @@ async def test_every_field_is_stored_as_sent(nc: Client, recorder: None, db_url:
             country="DE",
             is_bot=True,
             request_id="req-1",
+            rule=3,
         ),
         Click(id=click_id(), code="fields", ts=now()),  # every optional field absent
     ]
@@ -274,13 +275,14 @@ async def test_every_field_is_stored_as_sent(nc: Client, recorder: None, db_url:
         stored = {
             r["id"]: r
             for r in await conn.fetch(
-                "SELECT id, code, ts, referrer, user_agent, ip, country, is_bot, request_id"
-                " FROM clicks"
+                "SELECT id, code, ts, referrer, user_agent, ip, country, is_bot, request_id,"
+                " rule FROM clicks"
             )
         }
     finally:
         await conn.close()
     for c in sent:
         assert tuple(stored[c.id]) == (
-            c.id, c.code, c.ts, c.referrer, c.user_agent, c.ip, c.country, c.is_bot, c.request_id
+            c.id, c.code, c.ts, c.referrer, c.user_agent, c.ip, c.country, c.is_bot,
+            c.request_id, c.rule,
         )  # fmt: skip
