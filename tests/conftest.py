@@ -36,6 +36,16 @@ TEST_WORKER = WorkerSettings(
 )
 
 
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A directory of the test's own, outside pytest's basetemp (for the
+    reason below: a PostgreSQL a test starts there, as ``linkflow up`` does,
+    would stop when another pytest session starts). Removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="linkflow-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def session_servers() -> Iterator[Servers]:
     # Not under pytest's basetemp: each new pytest session makes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import TypedDict
@@ -18,6 +19,7 @@ from services.analytics.settings import Settings
 from services.analytics.store import AnalyticsStore
 from shared import db, roster
 from shared.contracts import Click
+from shared.geo import Countries
 from shared.http import checks, health, openapi, problems
 from shared.http.access import Access, Guard
 from shared.jetstream import bus, topology
@@ -44,7 +46,8 @@ def build(settings: Settings) -> FastAPI:
         pool = await db.create_pool(
             settings.common.analytics_database_url, max_size=settings.worker.workers + 5
         )
-        store = AnalyticsStore(pool)
+        # GeoIP for clicks without a CDN country header: loaded off the loop.
+        store = AnalyticsStore(pool, await asyncio.to_thread(Countries().load))
         live = LiveClicks(nc)
         created = await nc.subscribe("links.created", cb=CreatedCounter(store).on_message)
         backfills = Backfills(nc, store, settings.worker)

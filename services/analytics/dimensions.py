@@ -1,19 +1,13 @@
-"""What a click is counted under: referrer host, country, device class."""
+"""What a click is counted under: referrer host and country (device class,
+browser and OS come from ``shared.useragent``)."""
 
 from __future__ import annotations
 
 from typing import Final
 from urllib.parse import urlsplit
 
-from shared.useragent import agent
-
 DIRECT: Final = "(direct)"
 UNKNOWN: Final = "(unknown)"
-
-
-def device(user_agent: str | None, is_bot: bool) -> str:
-    """The class the gateway's rules use (shared.useragent), or ``bot``."""
-    return "bot" if is_bot else agent(user_agent).device
 
 
 def referrer_host(referrer: str | None) -> str:

@@ -11,6 +11,8 @@ import msgspec
 
 from services.analytics import dimensions
 from shared.contracts import Click
+from shared.geo import Countries
+from shared.useragent import agent
 
 # One statement per batch, its rows one JSON array (cheaper to encode than
 # one array per column): the ledger insert decides which clicks are new,
@@ -22,7 +24,7 @@ WITH input AS (
     SELECT DISTINCT ON (id) *
     FROM json_to_recordset($1::json)
          AS t(id text, code text, ts timestamptz, referrer text, country text, device text,
-              is_bot boolean)
+              browser text, os text, is_bot boolean)
 ), fresh AS (
     INSERT INTO counted_clicks (id, code, ts)
     SELECT id, code, ts FROM input
@@ -35,6 +37,8 @@ WITH input AS (
     UNION ALL SELECT code, hour, 'referrer', referrer, is_bot FROM counted
     UNION ALL SELECT code, hour, 'country', country, is_bot FROM counted
     UNION ALL SELECT code, hour, 'device', device, is_bot FROM counted
+    UNION ALL SELECT code, hour, 'browser', browser, is_bot FROM counted
+    UNION ALL SELECT code, hour, 'os', os, is_bot FROM counted
 )
 INSERT INTO click_stats (code, hour, dim, value, is_bot, count)
 SELECT code, hour, dim, value, is_bot, count(*) FROM dims
@@ -54,6 +58,8 @@ class _Row(msgspec.Struct, frozen=True, gc=False):
     referrer: str
     country: str
     device: str
+    browser: str
+    os: str
     is_bot: bool
 
 
@@ -61,22 +67,29 @@ _encode = msgspec.json.Encoder().encode
 
 
 class AnalyticsStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, countries: Countries) -> None:
         self.pool = pool
+        self._countries = countries
 
     async def record(self, clicks: Sequence[Click]) -> None:
-        rows = [
-            _Row(
-                id=c.id,
-                code=c.code,
-                ts=c.ts,
-                referrer=dimensions.referrer_host(c.referrer),
-                country=dimensions.country(c.country),
-                device=dimensions.device(c.user_agent, c.is_bot),
-                is_bot=c.is_bot,
+        rows = []
+        for c in clicks:
+            found = agent(c.user_agent)
+            rows.append(
+                _Row(
+                    id=c.id,
+                    code=c.code,
+                    ts=c.ts,
+                    referrer=dimensions.referrer_host(c.referrer),
+                    # The CDN's header, else GeoIP on the address the click
+                    # carries (anonymized: its network has the same country).
+                    country=dimensions.country(c.country or self._countries.country(c.ip)),
+                    device="bot" if c.is_bot else found.device,
+                    browser=found.browser,
+                    os=found.os,
+                    is_bot=c.is_bot,
+                )
             )
-            for c in clicks
-        ]
         await self.pool.execute(RECORD, _encode(rows).decode())
 
     async def link_created(self, day: date) -> None:
@@ -140,6 +153,8 @@ class AnalyticsStore:
             "referrers": dim("referrer", "referrer"),
             "countries": dim("country", "country"),
             "devices": dim("device", "device"),
+            "browsers": dim("browser", "browser"),
+            "oses": dim("os", "os"),
         }
 
     async def top(self, start: datetime, end: datetime, limit: int) -> list[dict[str, Any]]:

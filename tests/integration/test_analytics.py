@@ -255,3 +255,40 @@ async def test_the_live_subscription_exists_only_while_someone_watches(nc: Clien
     assert live.watching  # one client still open
     await second.aclose()
     assert not live.watching
+
+
+async def test_browsers_oses_and_countries_from_geoip(
+    analytics: httpx.AsyncClient, nc: Client
+) -> None:
+    """Browser and OS from the user agent (ua-parser); the country from the
+    CDN header, else from the bundled GeoIP data on the click's (anonymized)
+    address."""
+    firefox_linux = "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0"
+    safari_iphone = (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"
+    )
+    clicks = [
+        human("dims", user_agent=firefox_linux, country=None, ip="81.2.69.0"),
+        human("dims", user_agent=firefox_linux, country=None, ip="81.2.69.0"),
+        human("dims", user_agent=safari_iphone, country="AT", ip="81.2.69.0"),
+        human("dims", user_agent=safari_iphone, country=None, ip="10.0.0.0"),
+    ]
+    await publish(nc, clicks)
+
+    async def counted() -> bool:
+        return await total(analytics, "dims") == 4
+
+    await eventually(counted, what="four clicks")
+    body = (await analytics.get("/api/stats/links/dims")).json()
+    assert body["browsers"] == [
+        {"browser": "Firefox", "count": 2},
+        {"browser": "Mobile Safari", "count": 2},
+    ]
+    assert body["oses"] == [{"os": "ios", "count": 2}, {"os": "linux", "count": 2}]
+    assert body["countries"] == [
+        {"country": "GB", "count": 2},
+        {"country": "(unknown)", "count": 1},
+        {"country": "AT", "count": 1},
+    ]
+    assert body["devices"] == [{"device": "desktop", "count": 2}, {"device": "mobile", "count": 2}]

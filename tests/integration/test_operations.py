@@ -20,6 +20,7 @@ from services.analytics.store import AnalyticsStore
 from shared import db
 from shared.cli.servers import PostgresServer
 from shared.contracts import Click, encode
+from shared.geo import Countries
 from shared.jetstream import dlq, topology
 from shared.settings import WorkerSettings
 from tests.conftest import TEST_WORKER
@@ -38,7 +39,7 @@ async def test_backfill_killed_halfway_resumes_and_finishes(nc: Client, db_url: 
     await publish(nc, [human("resume") for _ in range(1500)])
     end = datetime.now(UTC) + timedelta(seconds=1)
     pool = await db.create_pool(db_url)
-    store = AnalyticsStore(pool)
+    store = AnalyticsStore(pool, Countries())
     try:
         first = Backfills(nc, store, batches_of(10))
         created = await first.create(start, end)
@@ -90,7 +91,7 @@ async def test_backfill_holds_through_a_database_outage_and_finishes(
     await publish(nc, [human("outage") for _ in range(4000)])
     end = datetime.now(UTC) + timedelta(seconds=1)
     pool = await db.create_pool(url)
-    backfills = Backfills(nc, AnalyticsStore(pool), batches_of(10))
+    backfills = Backfills(nc, AnalyticsStore(pool, Countries()), batches_of(10))
     try:
         created = await backfills.create(start, end)
         consumer = f"backfill-{created['id']}"
@@ -133,7 +134,7 @@ async def test_cancelled_backfill_stops(nc: Client, db_url: str) -> None:
     await publish(nc, [human("cancel") for _ in range(1000)])
     pool = await db.create_pool(db_url)
     try:
-        backfills = Backfills(nc, AnalyticsStore(pool), batches_of(5))
+        backfills = Backfills(nc, AnalyticsStore(pool, Countries()), batches_of(5))
         created = await backfills.create(start, datetime.now(UTC) + timedelta(seconds=1))
         cancelled = await backfills.cancel(created["id"])
         assert cancelled is not None
