@@ -127,6 +127,16 @@ class Click(msgspec.Struct, kw_only=True, frozen=True):
     is_bot: bool = False
     request_id: str | None = None
     rule: RuleIndex | None = None
+    visitor: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                pattern="^[0-9a-f]{32}$",
+                description="Hash of the day's salt, full IP, user agent and code",
+            ),
+        ]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
         # PostgreSQL's text cannot hold U+0000: a click carrying it could

@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS counted_clicks (
 );
 
 -- Hourly counts per link and dimension: dim 'total' (value ''), 'referrer'
--- (host), 'country', 'device' (desktop, mobile, tablet, bot).
+-- (host), 'country', 'device' (desktop, mobile, tablet, bot), 'browser', 'os'.
 CREATE TABLE IF NOT EXISTS click_stats (
     code   text NOT NULL,
     hour   timestamptz NOT NULL,
@@ -29,6 +29,17 @@ CREATE TABLE IF NOT EXISTS click_stats (
     PRIMARY KEY (code, hour, dim, value, is_bot)
 );
 CREATE INDEX IF NOT EXISTS click_stats_hour_total ON click_stats (hour) WHERE dim = 'total';
+
+-- The visitor ids seen per link and hour (SPEC: stats' visitors): distinct
+-- ids are counted from here. An id is a hash of a salt that lived one day:
+-- it says nothing about who the visitor is, and never matches across days.
+CREATE TABLE IF NOT EXISTS click_visitors (
+    code    text NOT NULL,
+    hour    timestamptz NOT NULL,
+    is_bot  boolean NOT NULL,
+    visitor text NOT NULL,
+    PRIMARY KEY (code, hour, is_bot, visitor)
+);
 
 CREATE TABLE IF NOT EXISTS links_created_daily (
     day   date PRIMARY KEY,

@@ -24,7 +24,7 @@ WITH input AS (
     SELECT DISTINCT ON (id) *
     FROM json_to_recordset($1::json)
          AS t(id text, code text, ts timestamptz, referrer text, country text, device text,
-              browser text, os text, is_bot boolean)
+              browser text, os text, is_bot boolean, visitor text)
 ), fresh AS (
     INSERT INTO counted_clicks (id, code, ts)
     SELECT id, code, ts FROM input
@@ -32,6 +32,11 @@ WITH input AS (
     RETURNING id
 ), counted AS (
     SELECT i.*, date_trunc('hour', i.ts, 'UTC') AS hour FROM input i JOIN fresh USING (id)
+), seen AS (
+    INSERT INTO click_visitors (code, hour, is_bot, visitor)
+    SELECT DISTINCT code, hour, is_bot, visitor FROM counted WHERE visitor IS NOT NULL
+    ORDER BY code, hour, is_bot, visitor
+    ON CONFLICT DO NOTHING
 ), dims AS (
     SELECT code, hour, 'total' AS dim, '' AS value, is_bot FROM counted
     UNION ALL SELECT code, hour, 'referrer', referrer, is_bot FROM counted
@@ -61,6 +66,7 @@ class _Row(msgspec.Struct, frozen=True, gc=False):
     browser: str
     os: str
     is_bot: bool
+    visitor: str | None
 
 
 _encode = msgspec.json.Encoder().encode
@@ -88,6 +94,7 @@ class AnalyticsStore:
                     browser=found.browser,
                     os=found.os,
                     is_bot=c.is_bot,
+                    visitor=c.visitor,
                 )
             )
         await self.pool.execute(RECORD, _encode(rows).decode())
@@ -131,6 +138,35 @@ class AnalyticsStore:
             interval,
             include_bots,
         )
+        # The same buckets, counting distinct visitor ids (a visitor seen in
+        # two hours of one bucket is one visitor of that bucket).
+        seen = await self.pool.fetch(
+            """
+            SELECT b AS ts, count(DISTINCT v.visitor) AS visitors
+            FROM generate_series(date_trunc($4, $2::timestamptz, 'UTC'),
+                                 $3::timestamptz - interval '1 microsecond',
+                                 ('1 ' || $4)::interval) AS b
+            LEFT JOIN click_visitors v
+              ON v.code = $1 AND ($5 OR NOT v.is_bot)
+             AND v.hour >= greatest(b, date_trunc('hour', $2::timestamptz, 'UTC'))
+             AND v.hour < least(b + ('1 ' || $4)::interval, $3::timestamptz)
+            GROUP BY b ORDER BY b
+            """,
+            code,
+            start,
+            end,
+            interval,
+            include_bots,
+        )
+        visitors = await self.pool.fetchval(
+            "SELECT count(DISTINCT visitor) FROM click_visitors "
+            "WHERE code = $1 AND hour >= date_trunc('hour', $2::timestamptz, 'UTC') "
+            "AND hour < $3 AND ($4 OR NOT is_bot)",
+            code,
+            start,
+            end,
+            include_bots,
+        )
         dims = await self.pool.fetch(
             "SELECT dim, value, sum(count)::bigint AS count FROM click_stats "
             "WHERE code = $1 AND hour >= date_trunc('hour', $2::timestamptz, 'UTC') "
@@ -149,7 +185,11 @@ class AnalyticsStore:
         return {
             "code": code,
             "total": total,
-            "series": [{"ts": r["ts"], "count": r["count"]} for r in series],
+            "visitors": visitors,
+            "series": [
+                {"ts": r["ts"], "count": r["count"], "visitors": v["visitors"]}
+                for r, v in zip(series, seen, strict=True)
+            ],
             "referrers": dim("referrer", "referrer"),
             "countries": dim("country", "country"),
             "devices": dim("device", "device"),

@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS clicks (
 CREATE INDEX IF NOT EXISTS clicks_code_ts ON clicks (code, ts);
 -- The redirect rule that matched (SPEC: a click's rule), null for none.
 ALTER TABLE clicks ADD COLUMN IF NOT EXISTS rule smallint;
+-- The visitor id (SPEC): a hash whose salt lived one day; no IP in it.
+ALTER TABLE clicks ADD COLUMN IF NOT EXISTS visitor text;
 
 -- Every day from first's to last's (UTC) gets its partition, clicks_pYYYYMMDD.
 -- Returns how many it created.

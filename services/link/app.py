@@ -20,11 +20,13 @@ from services.link.settings import Settings
 from services.link.spool import Spool
 from services.link.store import LinkStore
 from services.link.validation import LinkFields
+from services.link.visitors import Visitors
 from shared import db, roster, useragent
 from shared.geo import Countries
 from shared.http import checks, health, openapi, problems
 from shared.http.access import Access, Guard
 from shared.jetstream import bus, topology
+from shared.jetstream.loops import Loops
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,10 @@ def build(settings: Settings) -> Gateway:
         # first redirect (0.1 s each), off the event loop.
         countries = await asyncio.to_thread(Countries().load)
         await asyncio.to_thread(useragent.warm)
-        gateway.attach(cache, clicks, countries)
+        visitors = Visitors(await js.key_value(topology.KV_SALTS))
+        salts = Loops("visitor-salts", [visitors.loop()])
+        salts.start()
+        gateway.attach(cache, clicks, countries, visitors)
         app.router.routes.extend(
             health.routes(
                 {
@@ -102,6 +107,7 @@ def build(settings: Settings) -> Gateway:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
+            await salts.stop()
             await cache.stop()
             await ring.stop()
             await clicks.stop()

@@ -11,6 +11,7 @@ from typing import Final
 
 import msgspec
 
+from services.link.visitors import Visitors
 from shared.contracts import click_id, rfc3339
 
 # Crawlers, link-preview fetchers and HTTP libraries (the isbot list's most
@@ -95,6 +96,7 @@ class OutgoingClick(msgspec.Struct, frozen=True, gc=False):
     is_bot: bool
     request_id: str
     rule: int | None
+    visitor: str | None
 
 
 def new_click(
@@ -108,12 +110,14 @@ def new_click(
     request_id: str | None,
     anonymize_ip: bool,
     rule: int | None = None,
+    visitors: Visitors | None = None,
 ) -> OutgoingClick:
     cid = click_id()
+    ts = _clock.now()
     return OutgoingClick(
         id=cid,
         code=code,
-        ts=_clock.now(),
+        ts=ts,
         referrer=referrer[:MAX_FIELD] if referrer else None,
         user_agent=user_agent[:MAX_FIELD] if user_agent else None,
         ip=anonymize(ip) if anonymize_ip else ip,
@@ -121,4 +125,6 @@ def new_click(
         is_bot=is_bot(user_agent, head),
         request_id=request_id or cid,
         rule=rule,
+        # From the full address, before it is anonymized (SPEC).
+        visitor=visitors.visitor(ts[:10], ip, user_agent, code) if visitors else None,
     )

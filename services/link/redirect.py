@@ -19,6 +19,7 @@ from services.link.clicks import new_click
 from services.link.publisher import ClickPublisher
 from services.link.rules import LinkRules, forward
 from services.link.validation import RESERVED
+from services.link.visitors import Visitors
 from shared import metrics
 from shared.contracts import HDR_REQUEST_ID, LinkEntry
 from shared.geo import Countries
@@ -38,6 +39,7 @@ class Gateway:
     _cache: LinkCache
     _clicks: ClickPublisher
     _countries: Countries
+    _visitors: Visitors
 
     def __init__(self, api: ASGIApp, anonymize_ip: bool) -> None:
         self._api = api
@@ -49,10 +51,13 @@ class Gateway:
         self._count = metrics.REDIRECTS.add
         self._observe = metrics.REDIRECT_SECONDS.observe
 
-    def attach(self, cache: LinkCache, clicks: ClickPublisher, countries: Countries) -> None:
+    def attach(
+        self, cache: LinkCache, clicks: ClickPublisher, countries: Countries, visitors: Visitors
+    ) -> None:
         self._cache = cache
         self._clicks = clicks
         self._countries = countries
+        self._visitors = visitors
         self._ready = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -112,6 +117,7 @@ class Gateway:
             request_id=request_id,
             anonymize_ip=self._anonymize_ip,
             rule=rule,
+            visitors=self._visitors,
         )
         try:
             await self._clicks.publish(click)

@@ -94,6 +94,7 @@ def permissions() -> dict[str, dict[str, list[str]]]:
                 "links.deleted",
                 "clicks.>",
                 *_kv_write(c.KV_LINKS),
+                *_kv_write(c.KV_SALTS),
                 *_api_keys(),
                 f"{API}.STREAM.INFO.{c.CLICKS}",  # its replicas decide click grouping
             ],

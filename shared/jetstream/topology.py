@@ -36,7 +36,10 @@ KV_LINKS: Final = "links"
 # API keys (shared.http.keys) and when each was last used.
 KV_KEYS: Final = "api_keys"
 KV_USAGE: Final = "api_key_usage"
-BUCKETS: Final = (KV_LINKS, KV_KEYS, KV_USAGE)
+# The day's visitor salt, one key per UTC day (SPEC: a click's visitor),
+# each key expiring at the end of its day.
+KV_SALTS: Final = "visitor_salts"
+BUCKETS: Final = (KV_LINKS, KV_KEYS, KV_USAGE, KV_SALTS)
 
 DAY: Final = 86400.0
 # The server's Nats-Msg-Id window: a publish retried within it is stored once.
@@ -181,7 +184,13 @@ async def provision(
         except NotFoundError:
             await js.create_key_value(
                 KeyValueConfig(
-                    bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas
+                    bucket=bucket,
+                    history=1,
+                    storage=StorageType.FILE,
+                    replicas=replicas,
+                    # A salt key carries its own TTL (the end of its day);
+                    # this bounds the bucket even if one were written without.
+                    ttl=2 * DAY if bucket == KV_SALTS else None,
                 )
             )
             log.info("created KV bucket %s", bucket)

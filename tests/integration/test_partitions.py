@@ -172,7 +172,7 @@ async def test_a_table_from_before_partitioning_is_converted_with_every_row(
     assert kind == b"p"
     assert left_behind is None
     # Every row as it was, and the column added since (the matching rule) empty.
-    assert [{**dict(r), "rule": None} for r in before] == [dict(r) for r in after]
+    assert [{**dict(r), "rule": None, "visitor": None} for r in before] == [dict(r) for r in after]
     days = {day(r["ts"]) for r in before}
     assert days <= set(await partitions(db_url))
 

@@ -260,6 +260,7 @@ async def test_every_field_is_stored_as_sent(nc: Client, recorder: None, db_url:
             is_bot=True,
             request_id="req-1",
             rule=3,
+            visitor="0123456789abcdef0123456789abcdef",
         ),
         Click(id=click_id(), code="fields", ts=now()),  # every optional field absent
     ]
@@ -276,7 +277,7 @@ async def test_every_field_is_stored_as_sent(nc: Client, recorder: None, db_url:
             r["id"]: r
             for r in await conn.fetch(
                 "SELECT id, code, ts, referrer, user_agent, ip, country, is_bot, request_id,"
-                " rule FROM clicks"
+                " rule, visitor FROM clicks"
             )
         }
     finally:
@@ -284,5 +285,5 @@ async def test_every_field_is_stored_as_sent(nc: Client, recorder: None, db_url:
     for c in sent:
         assert tuple(stored[c.id]) == (
             c.id, c.code, c.ts, c.referrer, c.user_agent, c.ip, c.country, c.is_bot,
-            c.request_id, c.rule,
+            c.request_id, c.rule, c.visitor,
         )  # fmt: skip

@@ -1,0 +1,83 @@
+"""The click's ``visitor`` (SPEC): a hash of the UTC day's salt, the full IP,
+the user agent and the code, computed in the gateway before the IP is
+anonymized.
+
+The salt is 32 random bytes, one per UTC day, shared by every gateway
+replica through the KV bucket ``visitor_salts``: the first gateway to need
+a day's salt creates its key (``create`` fails if another did, and then it
+reads that one), with a TTL ending at the end of that day, so the server
+deletes it then; gateways drop it from memory too. Nobody can link one
+visitor across days, or recover an IP from the id (the salt is gone).
+
+A redirect never waits for a salt: tomorrow's is fetched during today's
+last hour, and without the day's salt (NATS unreachable at midnight) a
+click is recorded without a visitor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from shared.jetstream.loops import Loop, periodic
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY: Final = 60.0
+AHEAD: Final = 3600.0
+
+
+def _day(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d")
+
+
+class Visitors:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+        self._salts: dict[str, bytes] = {}
+
+    def visitor(self, day: str, ip: str | None, user_agent: str | None, code: str) -> str | None:
+        """``day`` is the click's UTC date (``YYYY-MM-DD``, its ``ts`` prefix)."""
+        salt = self._salts.get(day)
+        if salt is None or not ip:
+            return None
+        data = f"{ip}\x00{user_agent or ''}\x00{code}".encode("utf-8", "surrogateescape")
+        return hashlib.blake2b(data, key=salt, digest_size=16).hexdigest()
+
+    async def prepare(self, now: datetime | None = None) -> None:
+        """Today's salt, and tomorrow's within the last hour of today; salts
+        of past days forgotten."""
+        now = now or datetime.now(UTC)
+        days = [now]
+        if (now + timedelta(seconds=AHEAD)).date() != now.date():
+            days.append(now + timedelta(days=1))
+        for at in days:
+            day = _day(at)
+            if day not in self._salts:
+                self._salts[day] = await self._salt(at)
+        keep = {_day(at) for at in days}
+        for day in list(self._salts):
+            if day not in keep:
+                del self._salts[day]
+
+    async def _salt(self, at: datetime) -> bytes:
+        day = _day(at)
+        end = datetime(at.year, at.month, at.day, tzinfo=UTC) + timedelta(days=1)
+        ttl = max(1.0, (end - datetime.now(UTC)).total_seconds())
+        # Another gateway may have made it first: then everyone uses that one.
+        with contextlib.suppress(KeyWrongLastSequenceError):
+            await self._kv.create(day, secrets.token_bytes(32), msg_ttl=ttl)
+        entry = await self._kv.get(day)
+        if not entry.value:
+            raise RuntimeError(f"visitor salt for {day} is empty")
+        return entry.value
+
+    def loop(self) -> Loop:
+        return periodic("visitor salt", CHECK_EVERY, self.prepare)
