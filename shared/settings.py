@@ -82,6 +82,9 @@ class Common(msgspec.Struct, kw_only=True, frozen=True):
     # Failed authentications per client address before 429 (SPEC, "Access").
     auth_failure_rate: str = "10/s"
     auth_failure_burst: int = 50
+    # Tokens that mark a user agent as a bot, on top of the built-in list
+    # (comma-separated, matched case-insensitively anywhere in it).
+    bot_agents: str = ""
 
     def __post_init__(self) -> None:
         parse_rate(self.auth_failure_rate)  # refused at start, not at the first call

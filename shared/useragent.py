@@ -1,6 +1,7 @@
 """What a user agent says about the visitor: device class, operating system
-and browser, from ua-parser (uap-core's maintained regexes), cached per user
-agent. Used by the gateway's redirect rules and analytics' dimensions."""
+and browser, from ua-parser (uap-core's maintained regexes), and whether it
+is a bot; each cached per user agent. Used by the gateway (rules, a click's
+``is_bot``) and analytics (dimensions, re-classifying the past)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,17 @@ from typing import Final, NamedTuple
 import ua_parser
 
 OTHER: Final = "other"
+# Crawlers, link-preview fetchers and HTTP libraries (the isbot list's most
+# common tokens). Matched against the lower-cased user agent: a
+# case-insensitive search over this alternation costs some 20 µs per browser
+# user agent, this about 2 µs.
+BOT_TOKENS: Final = (
+    "bot|crawl|spider|slurp|preview|facebookexternalhit|embedly|whatsapp|telegram|"
+    "slack|discord|skype|vkshare|pinterest|quora link|bitlybot|outbrain|nuzzel|"
+    "headless|lighthouse|curl|wget|python-|httpx|aiohttp|go-http-client|okhttp|java/|"
+    "libwww|apache-httpclient|axios|node-fetch|monitor|uptime"
+)
+_bots = re.compile(BOT_TOKENS)
 # uap-core's OS families, folded into the SPEC's names.
 _OS: Final = {
     "ios": "ios",
@@ -71,6 +83,26 @@ def classify(user_agent: str) -> Agent:
 
 def agent(user_agent: str | None) -> Agent:
     return classify(user_agent) if user_agent else UNKNOWN_AGENT
+
+
+def add_bot_tokens(tokens: str) -> None:
+    """The operator's own tokens (``LINKFLOW_BOT_AGENTS``, comma-separated,
+    e.g. an in-house monitor) on top of the built-in list, set once at start.
+    A list that changed can be applied to the past with a re-classifying
+    backfill."""
+    global _bots
+    extra = [re.escape(t.strip().lower()) for t in tokens.split(",") if t.strip()]
+    _bots = re.compile("|".join([BOT_TOKENS, *extra]))
+    _bot_agent.cache_clear()
+
+
+def is_bot_agent(user_agent: str | None) -> bool:
+    return user_agent is not None and _bot_agent(user_agent)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bot_agent(user_agent: str) -> bool:
+    return _bots.search(user_agent.lower()) is not None
 
 
 def warm() -> None:

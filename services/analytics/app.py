@@ -17,7 +17,7 @@ from services.analytics.exporter import exporter
 from services.analytics.live import LiveClicks
 from services.analytics.settings import Settings
 from services.analytics.store import AnalyticsStore
-from shared import db, roster
+from shared import db, roster, useragent
 from shared.contracts import Click
 from shared.geo import Countries
 from shared.http import checks, health, openapi, problems
@@ -33,6 +33,10 @@ class State(TypedDict):
 
 
 def build(settings: Settings) -> FastAPI:
+    # The same bot list as the gateway's, for re-classifying the past.
+    if settings.common.bot_agents:
+        useragent.add_bot_tokens(settings.common.bot_agents)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         nc = await bus.connect(

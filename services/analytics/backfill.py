@@ -16,11 +16,12 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -28,8 +29,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from services.analytics.store import AnalyticsStore
+from shared import useragent
 from shared.contracts import INVALID, Click
 from shared.db import UNAVAILABLE, write_batch
+from shared.http.problems import FieldError, Problem
 from shared.jetstream import topology
 from shared.jetstream.loops import wait_or_stop
 from shared.jetstream.topology import Consumer
@@ -83,18 +86,40 @@ def _row(r: asyncpg.Record) -> dict[str, Any]:
 
 class _Replay:
     """The batch handler of one backfill: count the clicks in range, store
-    the progress, and say when the range is done."""
+    the progress, and say when the range is done. A re-classifying one
+    counts only the clicks whose ``ts`` falls in its range (whose counts it
+    deleted), each with its bot flag derived again: flagged by the gateway,
+    or a bot by today's list."""
 
-    def __init__(self, store: AnalyticsStore, backfill_id: str, end_seq: int) -> None:
+    def __init__(
+        self,
+        store: AnalyticsStore,
+        backfill_id: str,
+        end_seq: int,
+        reclassify: tuple[datetime, datetime] | None = None,
+    ) -> None:
         self._store = store
         self._id = backfill_id
         self._end = end_seq
+        self._reclassify = reclassify
         self.finished = asyncio.Event()
+
+    def _counted(self, click: Click) -> Click | None:
+        if self._reclassify is None:
+            return click
+        start, end = self._reclassify
+        if not start <= click.ts < end:
+            return None
+        if not click.is_bot and useragent.is_bot_agent(click.user_agent):
+            return msgspec.structs.replace(click, is_bot=True)
+        return click
 
     async def handle(self, batch: Sequence[Delivery[Click | None]]) -> Mapping[int, Exception]:
         seqs = [d.msg.metadata.sequence.stream for d in batch]
         clicks = [
-            d.payload for d, seq in zip(batch, seqs, strict=True) if seq <= self._end and d.payload
+            counted
+            for d, seq in zip(batch, seqs, strict=True)
+            if seq <= self._end and d.payload and (counted := self._counted(d.payload))
         ]
         try:
             refused = await write_batch(self._store.record, clicks) if clicks else {}
@@ -115,6 +140,18 @@ class _Replay:
         # Every delivery is settled with an ack: counted, past the range, or
         # not a click (the live consumer dead-lettered that one already).
         return {}
+
+
+async def _first_stored_at(js: JetStreamContext, first_seq: int) -> datetime | None:
+    """When the oldest click ``CLICKS`` still holds was stored; None if the
+    stream never dropped one (its first sequence is still 1)."""
+    if first_seq <= 1:
+        return None
+    try:
+        first = await js.get_msg(topology.CLICKS, first_seq)
+    except NotFoundError:  # everything expired: nothing before now is held
+        return datetime.now(UTC)
+    return first.time or datetime.now(UTC)
 
 
 def _click_or_none(msg: Msg) -> Click | None:
@@ -140,13 +177,70 @@ class Backfills:
         self._settings = settings
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    async def create(self, start: datetime, end: datetime) -> dict[str, Any]:
+    async def create(
+        self, start: datetime, end: datetime, reclassify: bool = False
+    ) -> dict[str, Any]:
+        if not reclassify:
+            start_seq = await first_seq_at(self._nc, start)
+            end_seq = await first_seq_at(self._nc, end) - 1
+            row = await self._insert(start, end, start_seq, end_seq, reclassify=False)
+        else:
+            row = await self._reclassifying(start, end)
+        if row["state"] == "pending":
+            self._spawn(row["id"])
+        return _row(row)
+
+    async def _reclassifying(self, start: datetime, end: datetime) -> asyncpg.Record:
+        """Replace the counts of ``[start, end)``, widened to whole hours (the
+        aggregates' grain): delete them, and replay every click ``CLICKS``
+        stored since ``start`` (a click is stored after its ``ts``, so those
+        hold every click of the range), counting the ones in range again.
+        Refused if the stream no longer holds all of the range: its counts
+        would be deleted with nothing to count them again from."""
+        start = start.replace(minute=0, second=0, microsecond=0)
+        if end.replace(minute=0, second=0, microsecond=0) != end:
+            end = end.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        js = self._nc.jetstream()
+        state = (await js.stream_info(topology.CLICKS)).state
+        held_from = await _first_stored_at(js, state.first_seq)
+        if held_from is not None and start < held_from:
+            raise Problem.invalid(
+                [
+                    FieldError(
+                        "from",
+                        f"CLICKS holds clicks from {held_from.isoformat()} on; "
+                        "an earlier range cannot be re-classified",
+                    )
+                ]
+            )
         start_seq = await first_seq_at(self._nc, start)
-        end_seq = await first_seq_at(self._nc, end) - 1
+        end_seq = int(state.last_seq)
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Counts and ledger go together: a click of the range whose count
+            # is gone is gone from the ledger too, and the replay counts it
+            # once more; one counted meanwhile by the live consumer stays
+            # in the ledger, and the replay skips it.
+            await conn.execute("DELETE FROM click_stats WHERE hour >= $1 AND hour < $2", start, end)
+            await conn.execute(
+                "DELETE FROM click_visitors WHERE hour >= $1 AND hour < $2", start, end
+            )
+            await conn.execute("DELETE FROM counted_clicks WHERE ts >= $1 AND ts < $2", start, end)
+            return await self._insert(start, end, start_seq, end_seq, reclassify=True, conn=conn)
+
+    async def _insert(
+        self,
+        start: datetime,
+        end: datetime,
+        start_seq: int,
+        end_seq: int,
+        *,
+        reclassify: bool,
+        conn: PoolConnectionProxy | None = None,
+    ) -> asyncpg.Record:
         total = max(end_seq - start_seq + 1, 0)
-        row = await self._pool.fetchrow(
+        row = await (conn or self._pool).fetchrow(
             "INSERT INTO backfills (id, from_ts, to_ts, state, start_seq, end_seq, next_seq, "
-            "total) VALUES ($1, $2, $3, $4, $5, $6, $5, $7) RETURNING *",
+            "total, reclassify) VALUES ($1, $2, $3, $4, $5, $6, $5, $7, $8) RETURNING *",
             secrets.token_hex(8),
             start,
             end,
@@ -154,11 +248,10 @@ class Backfills:
             start_seq,
             end_seq,
             total,
+            reclassify,
         )
         assert row is not None
-        if total:
-            self._spawn(row["id"])
-        return _row(row)
+        return row
 
     async def get(self, backfill_id: str) -> dict[str, Any] | None:
         row = await self._pool.fetchrow("SELECT * FROM backfills WHERE id = $1", backfill_id)
@@ -232,7 +325,8 @@ class Backfills:
             "UPDATE backfills SET state = 'running', updated_at = now() WHERE id = $1", backfill_id
         )
         if next_seq <= end_seq:
-            await self._run_consumer(backfill_id, next_seq, end_seq)
+            reclassify = (row["from_ts"], row["to_ts"]) if row["reclassify"] else None
+            await self._run_consumer(backfill_id, next_seq, end_seq, reclassify)
         await self._while_unavailable(
             lambda: self._pool.execute(
                 "UPDATE backfills SET state = 'done', processed = total, updated_at = now() "
@@ -241,7 +335,13 @@ class Backfills:
             )
         )
 
-    async def _run_consumer(self, backfill_id: str, next_seq: int, end_seq: int) -> None:
+    async def _run_consumer(
+        self,
+        backfill_id: str,
+        next_seq: int,
+        end_seq: int,
+        reclassify: tuple[datetime, datetime] | None,
+    ) -> None:
         """Replay ``next_seq..end_seq`` on the shared worker loop, through a
         consumer of the backfill's own: a database outage holds the batch in
         hand (and the backfill) until the database is back, as it does for
@@ -265,7 +365,7 @@ class Backfills:
                 mem_storage=True,
             ),
         )
-        replay = _Replay(self._store, backfill_id, end_seq)
+        replay = _Replay(self._store, backfill_id, end_seq, reclassify)
         worker = Worker(self._nc, consumer, self._settings, _click_or_none, replay.handle)
         loop = asyncio.create_task(worker.run(replay.finished), name=consumer.name)
         try:

@@ -60,5 +60,8 @@ CREATE TABLE IF NOT EXISTS backfills (
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+-- A re-classifying backfill replaced its range's counts (deleted when it
+-- was created) and re-derives each click's bot flag, browser, OS, country.
+ALTER TABLE backfills ADD COLUMN IF NOT EXISTS reclassify boolean NOT NULL DEFAULT false;
 """,
 )

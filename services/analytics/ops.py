@@ -33,8 +33,11 @@ async def create_backfill(request: Request, ctx: Ctx) -> Response:
         raise Problem.invalid([FieldError("body", "must be an object with 'from' and 'to'")])
     if not all(isinstance(body[k], str) for k in ("from", "to")):
         raise Problem.invalid([FieldError("from", "'from' and 'to' must be date-times")])
+    reclassify = body.get("reclassify", False)
+    if not isinstance(reclassify, bool):
+        raise Problem.invalid([FieldError("reclassify", "must be true or false")])
     start, end = params.time_range(body["from"], body["to"])
-    return json(await ctx.backfills.create(start, end), 202)
+    return json(await ctx.backfills.create(start, end, reclassify), 202)
 
 
 @router.get("/api/backfills")

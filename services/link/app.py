@@ -44,6 +44,8 @@ def clicks_connected(clicks: ClickPublisher) -> health.Check:
 
 
 def build(settings: Settings) -> Gateway:
+    if settings.common.bot_agents:
+        useragent.add_bot_tokens(settings.common.bot_agents)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import ipaddress
-import re
 import time
 from datetime import UTC, datetime
 from typing import Final
@@ -12,32 +10,16 @@ from typing import Final
 import msgspec
 
 from services.link.visitors import Visitors
+from shared import useragent
 from shared.contracts import click_id, rfc3339
 
-# Crawlers, link-preview fetchers and HTTP libraries (the isbot list's most
-# common tokens); their clicks are recorded with is_bot=true.
-# Matched against the lower-cased user agent: a case-insensitive search over
-# this alternation costs some 20 µs per browser user agent, this about 2 µs.
-_BOT_RE: Final = re.compile(
-    r"bot|crawl|spider|slurp|preview|facebookexternalhit|embedly|whatsapp|telegram|"
-    r"slack|discord|skype|vkshare|pinterest|quora link|bitlybot|outbrain|nuzzel|"
-    r"headless|lighthouse|curl|wget|python-|httpx|aiohttp|go-http-client|okhttp|java/|"
-    r"libwww|apache-httpclient|axios|node-fetch|monitor|uptime"
-)
 # Referrer and user agent are cut to this length: a click stays small however
 # large the visitor's headers are.
 MAX_FIELD: Final = 1024
 
 
 def is_bot(user_agent: str | None, head: bool) -> bool:
-    return head or (user_agent is not None and _bot_agent(user_agent))
-
-
-@functools.lru_cache(maxsize=4096)
-def _bot_agent(user_agent: str) -> bool:
-    # Visitors share a few thousand distinct user agents at most; the cache
-    # (bounded, like the field) answers a repeat in a dictionary lookup.
-    return _BOT_RE.search(user_agent.lower()) is not None
+    return head or useragent.is_bot_agent(user_agent)
 
 
 def anonymize(ip: str | None) -> str | None:

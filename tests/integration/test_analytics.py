@@ -28,7 +28,8 @@ def human(code: str, **kw: object) -> Click:
         "country": "DE",
         **kw,
     }
-    return Click(id=click_id(), code=code, ts=now(), **fields)  # type: ignore[arg-type]
+    ts = fields.pop("ts", None) or now()
+    return Click(id=click_id(), code=code, ts=ts, **fields)  # type: ignore[arg-type]
 
 
 def bot(code: str) -> Click:
