@@ -120,37 +120,23 @@ class AnalyticsStore:
         self, code: str, start: datetime, end: datetime, interval: str, include_bots: bool
     ) -> dict[str, Any]:
         # Buckets cover [start, end) at hour granularity; empty ones count 0.
+        # Visitors are distinct per bucket: one seen in two of its hours is one.
         series = await self.pool.fetch(
             """
-            SELECT b AS ts, coalesce(sum(s.count), 0)::bigint AS count
+            SELECT b AS ts,
+                   (SELECT coalesce(sum(s.count), 0)::bigint FROM click_stats s
+                    WHERE s.code = $1 AND s.dim = 'total' AND ($5 OR NOT s.is_bot)
+                      AND s.hour >= greatest(b, date_trunc('hour', $2::timestamptz, 'UTC'))
+                      AND s.hour < least(b + ('1 ' || $4)::interval, $3::timestamptz)) AS count,
+                   (SELECT count(DISTINCT v.visitor) FROM click_visitors v
+                    WHERE v.code = $1 AND ($5 OR NOT v.is_bot)
+                      AND v.hour >= greatest(b, date_trunc('hour', $2::timestamptz, 'UTC'))
+                      AND v.hour < least(b + ('1 ' || $4)::interval, $3::timestamptz))
+                       AS visitors
             FROM generate_series(date_trunc($4, $2::timestamptz, 'UTC'),
                                  $3::timestamptz - interval '1 microsecond',
                                  ('1 ' || $4)::interval) AS b
-            LEFT JOIN click_stats s
-              ON s.code = $1 AND s.dim = 'total' AND ($5 OR NOT s.is_bot)
-             AND s.hour >= greatest(b, date_trunc('hour', $2::timestamptz, 'UTC'))
-             AND s.hour < least(b + ('1 ' || $4)::interval, $3::timestamptz)
-            GROUP BY b ORDER BY b
-            """,
-            code,
-            start,
-            end,
-            interval,
-            include_bots,
-        )
-        # The same buckets, counting distinct visitor ids (a visitor seen in
-        # two hours of one bucket is one visitor of that bucket).
-        seen = await self.pool.fetch(
-            """
-            SELECT b AS ts, count(DISTINCT v.visitor) AS visitors
-            FROM generate_series(date_trunc($4, $2::timestamptz, 'UTC'),
-                                 $3::timestamptz - interval '1 microsecond',
-                                 ('1 ' || $4)::interval) AS b
-            LEFT JOIN click_visitors v
-              ON v.code = $1 AND ($5 OR NOT v.is_bot)
-             AND v.hour >= greatest(b, date_trunc('hour', $2::timestamptz, 'UTC'))
-             AND v.hour < least(b + ('1 ' || $4)::interval, $3::timestamptz)
-            GROUP BY b ORDER BY b
+            ORDER BY b
             """,
             code,
             start,
@@ -187,8 +173,7 @@ class AnalyticsStore:
             "total": total,
             "visitors": visitors,
             "series": [
-                {"ts": r["ts"], "count": r["count"], "visitors": v["visitors"]}
-                for r, v in zip(series, seen, strict=True)
+                {"ts": r["ts"], "count": r["count"], "visitors": r["visitors"]} for r in series
             ],
             "referrers": dim("referrer", "referrer"),
             "countries": dim("country", "country"),
