@@ -21,7 +21,7 @@ import hashlib
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -41,15 +41,19 @@ def _day(at: datetime) -> str:
 class Visitors:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
-        self._salts: dict[str, bytes] = {}
+        # Per day, the hash already keyed with its salt: a click copies it
+        # (0.4 µs) instead of keying a new one (0.65 µs).
+        self._salts: dict[str, Any] = {}
 
     def visitor(self, day: str, ip: str | None, user_agent: str | None, code: str) -> str | None:
         """``day`` is the click's UTC date (``YYYY-MM-DD``, its ``ts`` prefix)."""
-        salt = self._salts.get(day)
-        if salt is None or not ip:
+        keyed = self._salts.get(day)
+        if keyed is None or not ip:
             return None
-        data = f"{ip}\x00{user_agent or ''}\x00{code}".encode("utf-8", "surrogateescape")
-        return hashlib.blake2b(data, key=salt, digest_size=16).hexdigest()
+        h = keyed.copy()
+        h.update(f"{ip}\x00{user_agent or ''}\x00{code}".encode("utf-8", "surrogateescape"))
+        digest: str = h.hexdigest()
+        return digest
 
     async def prepare(self, now: datetime | None = None) -> None:
         """Today's salt, and tomorrow's within the last hour of today; salts
@@ -61,7 +65,8 @@ class Visitors:
         for at in days:
             day = _day(at)
             if day not in self._salts:
-                self._salts[day] = await self._salt(at)
+                salt = await self._salt(at)
+                self._salts[day] = hashlib.blake2b(key=salt, digest_size=16)
         keep = {_day(at) for at in days}
         for day in list(self._salts):
             if day not in keep:
