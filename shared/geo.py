@@ -6,12 +6,9 @@ to load, 10-70 µs a lookup."""
 from __future__ import annotations
 
 import functools
-import logging
 import threading
 
 from geoip2fast import GeoIP2Fast
-
-log = logging.getLogger(__name__)
 
 
 class Countries:

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 # ASGI gives header names lower-cased, as bytes.
 _REQUEST_ID: Final = HDR_REQUEST_ID.lower().encode()
 _COUNTRY_HEADERS: Final = (b"cf-ipcountry", b"x-country-code")
+# Links whose compiled rules (and remembered decisions) a gateway keeps.
+RULED: Final = 1024
 _NO_STORE: Final = (b"cache-control", b"private, max-age=0")
 
 
@@ -46,7 +48,8 @@ class Gateway:
         self._anonymize_ip = anonymize_ip
         self._ready = False
         # Each link's rules compiled for the entry it holds now; recompiled
-        # when the map holds a new entry for the code (a new version).
+        # when the map holds a new entry for the code (a new version). Bounded:
+        # past RULED links it starts again (deleted links' rules go too).
         self._rules: dict[str, tuple[LinkEntry, LinkRules]] = {}
         self._count = metrics.REDIRECTS.add
         self._observe = metrics.REDIRECT_SECONDS.observe
@@ -98,6 +101,8 @@ class Gateway:
         if entry.rules:
             held = self._rules.get(code)
             if held is None or held[0] is not entry:
+                if len(self._rules) >= RULED:
+                    self._rules.clear()
                 held = self._rules[code] = (entry, LinkRules(entry.rules))
             rules = held[1]
             rule = rules.choose(

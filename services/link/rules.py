@@ -121,7 +121,9 @@ class LinkRules:
     on the time only between two of the rules' ``after``/``before``
     instants: the memo is emptied when the clock passes the next one."""
 
-    MEMO: Final = 4096
+    # Kinds of visitor remembered per link (a user agent may be 1 KB): with
+    # RULED links in a gateway, a few tens of MB at worst.
+    MEMO: Final = 64
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.compiled = compile_rules(rules)

@@ -36,19 +36,13 @@ def _exit_on_sigterm(signum: int, _: object) -> None:
     raise SystemExit(128 + signum)
 
 
-async def _reset(url: str) -> None:
+async def _before_round(url: str, *, empty: bool) -> None:
+    """The empty table emptied again; either starts without the last round's
+    dirty pages to write."""
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("TRUNCATE clicks")
-        await conn.execute("CHECKPOINT")
-    finally:
-        await conn.close()
-
-
-async def _checkpoint(url: str) -> None:
-    # Each round starts without the last one's dirty pages to write.
-    conn = await asyncpg.connect(url)
-    try:
+        if empty:
+            await conn.execute("TRUNCATE clicks")
         await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
@@ -73,9 +67,9 @@ def run_inserts(rows: int, clicks: int, rounds: int, data: Path | None) -> int:
         )
         ratios = []
         for i in range(rounds):
-            asyncio.run(_reset(empty))
+            asyncio.run(_before_round(empty, empty=True))
             on_empty = asyncio.run(insert_rate(empty, clicks))
-            asyncio.run(_checkpoint(full))
+            asyncio.run(_before_round(full, empty=False))
             on_full = asyncio.run(insert_rate(full, clicks))
             ratios.append(on_full / on_empty)
             print(
