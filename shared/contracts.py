@@ -90,6 +90,9 @@ class LinkUpdated(msgspec.Struct, kw_only=True, frozen=True):
     max_visits: Annotated[int, msgspec.Meta(ge=1)] | None = None
     forward_query: bool = False
     rules: list[Rule] = []
+    # When the link was created (or its code taken again): the generation
+    # that visit counts belong to.
+    created_at: Timestamp | None = None
 
 
 class LinkDeleted(msgspec.Struct, kw_only=True, frozen=True):
@@ -164,6 +167,19 @@ class LinkEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     forward_query: bool = False
     max_visits: int | None = None
     rules: list[Rule] = []
+    # The link's generation (a code deleted and taken again starts a new
+    # one): a VisitCount applies only to the generation it names.
+    created_at: datetime | None = None
+
+
+class VisitCount(msgspec.Struct, kw_only=True, frozen=True):
+    """Value of the KV bucket ``link_visits`` (key: the code): the human
+    clicks counted for a link with ``max_visits`` since ``since``, its
+    ``created_at``. Written by the cache-refresher's visit counter; every
+    gateway watches it and answers 410 once ``visits`` reaches the limit."""
+
+    since: datetime
+    visits: int
 
 
 # DLQ headers added to the original ones (SPEC, "Subjects and streams").
@@ -198,10 +214,15 @@ SUBJECTS: Final[dict[str, tuple[type[msgspec.Struct], str, str]]] = {
 }
 
 
+def millis(t: datetime) -> datetime:
+    """``t`` at millisecond precision, as every payload carries times: a time
+    read from PostgreSQL (microseconds) compares equal to its copy on the wire."""
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+
+
 def now() -> datetime:
     """The current time in UTC at millisecond precision, as every payload carries it."""
-    t = datetime.now(UTC)
-    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+    return millis(datetime.now(UTC))
 
 
 def rfc3339(t: datetime) -> str:

@@ -40,6 +40,7 @@ def entry_for(event: LinkEvent) -> LinkEntry:
         max_visits=event.max_visits,
         forward_query=event.forward_query,
         rules=event.rules,
+        created_at=event.created_at,
     )
 
 

@@ -10,7 +10,7 @@ import msgspec
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from shared.contracts import INVALID, LinkEntry, decode_rules, encode
+from shared.contracts import INVALID, LinkEntry, decode_rules, encode, millis
 from shared.jetstream import linkcache
 from shared.jetstream.loops import Loop, periodic
 from shared.metrics import CACHE_REPAIRS
@@ -41,7 +41,7 @@ async def snapshot(kv: KeyValue) -> dict[str, tuple[LinkEntry | None, int]]:
 async def truth(pool: asyncpg.Pool) -> dict[str, LinkEntry]:
     rows = await pool.fetch(
         "SELECT code, url, redirect_type, expires_at, max_visits, forward_query, rules, version, "
-        "deleted_at IS NOT NULL AS deleted FROM links"
+        "created_at, deleted_at IS NOT NULL AS deleted FROM links"
     )
     return {
         r["code"]: LinkEntry(url="", version=r["version"], deleted=True)
@@ -54,6 +54,7 @@ async def truth(pool: asyncpg.Pool) -> dict[str, LinkEntry]:
             max_visits=r["max_visits"],
             forward_query=r["forward_query"],
             rules=decode_rules(r["rules"]),
+            created_at=millis(r["created_at"]),
         )
         for r in rows
     }

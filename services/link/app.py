@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from services.link import api, replicas
 from services.link.cache import LinkCache
 from services.link.events import LinkEvents
+from services.link.limits import Limits
 from services.link.publisher import ClickPublisher
 from services.link.redirect import Gateway
 from services.link.settings import Settings
@@ -82,7 +83,9 @@ def build(settings: Settings) -> Gateway:
         visitors = Visitors(await js.key_value(topology.KV_SALTS))
         salts = Loops("visitor-salts", [visitors.loop()])
         salts.start()
-        gateway.attach(cache, clicks, countries, visitors)
+        limits = Limits(await js.key_value(topology.KV_VISITS))
+        limits.start()
+        gateway.attach(cache, clicks, countries, visitors, limits)
         app.router.routes.extend(
             health.routes(
                 {
@@ -90,6 +93,7 @@ def build(settings: Settings) -> Gateway:
                     "clicks": clicks_connected(clicks),
                     "database": checks.database(pool),
                     "keys": access.check,
+                    "visit_counts": checks.synced(limits.synced, "visit counts"),
                 }
             )
         )
@@ -110,6 +114,7 @@ def build(settings: Settings) -> Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
             await salts.stop()
+            await limits.stop()
             await cache.stop()
             await ring.stop()
             await clicks.stop()

@@ -65,6 +65,7 @@ class LinkEvents:
             max_visits=link.max_visits,
             forward_query=link.forward_query,
             rules=link.rules,
+            created_at=link.created_at,
         )
         # Applied to KV by the cache-refresher; every gateway sees it through its watch.
         await self._js.publish(

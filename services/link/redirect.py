@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.link.cache import LinkCache
 from services.link.clicks import new_click
+from services.link.limits import Limits
 from services.link.publisher import ClickPublisher
 from services.link.rules import LinkRules, forward
 from services.link.validation import RESERVED
@@ -33,6 +34,7 @@ _COUNTRY_HEADERS: Final = (b"cf-ipcountry", b"x-country-code")
 # Links whose compiled rules (and remembered decisions) a gateway keeps.
 RULED: Final = 1024
 _NO_STORE: Final = (b"cache-control", b"private, max-age=0")
+_OUT_OF_VISITS: Final = "link %r has reached its visit limit"
 
 
 class Gateway:
@@ -42,6 +44,7 @@ class Gateway:
     _clicks: ClickPublisher
     _countries: Countries
     _visitors: Visitors
+    _limits: Limits
 
     def __init__(self, api: ASGIApp, anonymize_ip: bool) -> None:
         self._api = api
@@ -55,12 +58,18 @@ class Gateway:
         self._observe = metrics.REDIRECT_SECONDS.observe
 
     def attach(
-        self, cache: LinkCache, clicks: ClickPublisher, countries: Countries, visitors: Visitors
+        self,
+        cache: LinkCache,
+        clicks: ClickPublisher,
+        countries: Countries,
+        visitors: Visitors,
+        limits: Limits,
     ) -> None:
         self._cache = cache
         self._clicks = clicks
         self._countries = countries
         self._visitors = visitors
+        self._limits = limits
         self._ready = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -124,9 +133,15 @@ class Gateway:
             rule=rule,
             visitors=self._visitors,
         )
+        limit = entry.max_visits
+        if limit is not None and not self._limits.admit(code, entry, limit, not click.is_bot):
+            await self._problem(scope, send, Problem(410, _OUT_OF_VISITS % code), head)
+            return
         try:
             await self._clicks.publish(click)
         except Exception as exc:
+            if limit is not None and not click.is_bot:
+                self._limits.give_back(code, entry)
             log.error("click for %s not stored: %r", code, exc)
             await self._problem(scope, send, Problem(503, "click could not be recorded"), head)
             return

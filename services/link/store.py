@@ -11,7 +11,7 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
-from shared.contracts import LinkEntry, Rule, decode_rules
+from shared.contracts import LinkEntry, Rule, decode_rules, millis
 
 _COLUMNS: Final = (
     "code, url, redirect_type, tags, expires_at, max_visits, forward_query, rules, "
@@ -52,6 +52,7 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
             max_visits=self.max_visits,
             forward_query=self.forward_query,
             rules=self.rules,
+            created_at=millis(self.created_at),
         )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from shared.cli import permissions
-from shared.contracts import DLQ_HEADERS, SUBJECTS, LinkEntry
+from shared.contracts import DLQ_HEADERS, SUBJECTS, LinkEntry, VisitCount
 
 # shared/: the generated contracts live beside contracts.py.
 ROOT = Path(__file__).parents[1]
@@ -36,7 +36,8 @@ def json_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
 
 
 def json_schemas() -> dict[str, str]:
-    structs = {s for s, _, _ in SUBJECTS.values()} | {LinkEntry}
+    structs: set[type[msgspec.Struct]] = {s for s, _, _ in SUBJECTS.values()}
+    structs |= {LinkEntry, VisitCount}
     return {
         f"{s.__name__}.json": json.dumps(json_schema(s), indent=2, sort_keys=True) + "\n"
         for s in sorted(structs, key=lambda s: s.__name__)

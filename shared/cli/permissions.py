@@ -95,6 +95,7 @@ def permissions() -> dict[str, dict[str, list[str]]]:
                 "clicks.>",
                 *_kv_write(c.KV_LINKS),
                 *_kv_write(c.KV_SALTS),
+                *_kv_read(c.KV_VISITS),
                 *_api_keys(),
                 f"{API}.STREAM.INFO.{c.CLICKS}",  # its replicas decide click grouping
             ],
@@ -102,7 +103,12 @@ def permissions() -> dict[str, dict[str, list[str]]]:
         },
         "click_recorder": {"publish": _worker(c.CLICK_RECORDER), "subscribe": []},
         "cache_refresher": {
-            "publish": [*_worker(c.CACHE_REFRESHER), *_kv_write(c.KV_LINKS)],
+            "publish": [
+                *_worker(c.CACHE_REFRESHER),
+                *_worker(c.VISIT_COUNTER),
+                *_kv_write(c.KV_LINKS),
+                *_kv_write(c.KV_VISITS),
+            ],
             "subscribe": [],
         },
         "analytics": {
@@ -136,17 +142,22 @@ def permissions() -> dict[str, dict[str, list[str]]]:
         },
         ADMIN: {"publish": [">"], "subscribe": [">"]},
     }
-    # Deny wins over allow: analytics' backfill rights stop at the recorder's
-    # consumer (it could otherwise delete it, or take and ack its clicks).
-    recorder = c.CLICK_RECORDER
+    # Deny wins over allow: analytics' backfill rights stop at the other
+    # services' consumers of CLICKS (it could otherwise delete one, or take
+    # and ack its clicks).
     rules["analytics"]["deny"] = [
-        f"{API}.CONSUMER.{verb}.{recorder.stream}.{recorder.name}{tail}"
-        for verb in ("CREATE", "DELETE", "MSG.NEXT")
-        for tail in ("", ".>")
-    ] + [
-        f"$JS.ACK.{recorder.stream}.{recorder.name}.>",
-        f"$JS.ACK.*.*.{recorder.stream}.{recorder.name}.>",
-        f"dlq.{recorder.stream}.{recorder.name}",
+        rule
+        for other in (c.CLICK_RECORDER, c.VISIT_COUNTER)
+        for rule in [
+            *(
+                f"{API}.CONSUMER.{verb}.{other.stream}.{other.name}{tail}"
+                for verb in ("CREATE", "DELETE", "MSG.NEXT")
+                for tail in ("", ".>")
+            ),
+            f"$JS.ACK.{other.stream}.{other.name}.>",
+            f"$JS.ACK.*.*.{other.stream}.{other.name}.>",
+            f"dlq.{other.stream}.{other.name}",
+        ]
     ]
     for user, rule in rules.items():
         rule["publish"] = list(dict.fromkeys(rule["publish"]))

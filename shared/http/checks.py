@@ -37,3 +37,12 @@ def database(pool: asyncpg.Pool) -> Check:
         return None
 
     return check
+
+
+def synced(event: asyncio.Event, what: str) -> Check:
+    """A KV bucket the service follows has delivered its initial values."""
+
+    async def check() -> str | None:
+        return None if event.is_set() else f"{what} not loaded yet"
+
+    return check

@@ -39,7 +39,9 @@ KV_USAGE: Final = "api_key_usage"
 # The day's visitor salt, one key per UTC day (SPEC: a click's visitor),
 # each key expiring at the end of its day.
 KV_SALTS: Final = "visitor_salts"
-BUCKETS: Final = (KV_LINKS, KV_KEYS, KV_USAGE, KV_SALTS)
+# Human clicks counted per link with a visit limit (SPEC: max_visits).
+KV_VISITS: Final = "link_visits"
+BUCKETS: Final = (KV_LINKS, KV_KEYS, KV_USAGE, KV_SALTS, KV_VISITS)
 
 DAY: Final = 86400.0
 # The server's Nats-Msg-Id window: a publish retried within it is stored once.
@@ -61,7 +63,12 @@ def _consumer(stream: str, filter_subject: str, service: roster.Service) -> Cons
 CLICK_RECORDER: Final = _consumer(CLICKS, "clicks.>", roster.CLICK_RECORDER)
 ANALYTICS_CLICKS: Final = _consumer(CLICKS, "clicks.>", roster.ANALYTICS)
 CACHE_REFRESHER: Final = _consumer(LINKS, "links.>", roster.CACHE_REFRESHER)
-CONSUMERS: Final = (CLICK_RECORDER, ANALYTICS_CLICKS, CACHE_REFRESHER)
+# The cache-refresher's second consumer: counts human clicks of links with
+# max_visits. A name of its own: it reads CLICKS, not LINKS.
+VISIT_COUNTER: Final = Consumer(
+    CLICKS, f"{roster.CACHE_REFRESHER.label}-visits", "clicks.>", roster.CACHE_REFRESHER.name
+)
+CONSUMERS: Final = (CLICK_RECORDER, ANALYTICS_CLICKS, CACHE_REFRESHER, VISIT_COUNTER)
 
 # The server's advisories for messages that reached a consumer's max_deliver
 # (the worker crashed or timed out on the last delivery, so it never

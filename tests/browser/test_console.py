@@ -21,6 +21,7 @@ from services.analytics.settings import Settings as AnalyticsSettings
 from shared import db
 from shared.contracts import Click, encode
 from shared.http import keys
+from shared.jetstream import topology
 from shared.settings import Common
 from tests.conftest import TEST_WORKER
 from tests.harness import eventually, serve
@@ -77,7 +78,7 @@ async def test_the_console_signs_in_with_a_key(
 
         await page.get_by_label("API key").fill(key)
         await page.get_by_role("button", name="sign in").click()
-        await expect(page.locator("#pipeline tbody tr")).to_have_count(3)
+        await expect(page.locator("#pipeline tbody tr")).to_have_count(len(topology.CONSUMERS))
         assert await page.evaluate("sessionStorage.getItem('linkflow-key')") == key
         assert await page.evaluate("document.cookie") == ""
         assert key not in await page.content()
@@ -95,7 +96,7 @@ async def test_the_console_signs_in_with_a_key(
 
         # A reload in the same tab keeps the session; sign-out forgets it.
         await page.reload()
-        await expect(page.locator("#pipeline tbody tr")).to_have_count(3)
+        await expect(page.locator("#pipeline tbody tr")).to_have_count(len(topology.CONSUMERS))
         await page.get_by_role("button", name="sign out").click()
         await expect(page.get_by_label("API key")).to_be_visible()
         assert await page.evaluate("sessionStorage.getItem('linkflow-key')") is None

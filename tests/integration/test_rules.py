@@ -239,17 +239,6 @@ async def test_an_invalid_rule_is_named(gateway: httpx.AsyncClient, rules: Any, 
     assert (await gateway.delete("/api/links/intact")).status_code == 204
 
 
-async def test_max_visits_is_refused_until_it_is_enforced(gateway: httpx.AsyncClient) -> None:
-    r = await gateway.post("/api/links", json={"url": "https://example.com/", "max_visits": 100})
-    body = assert_problem(r, 422, "max_visits")
-    assert "not enforced" in str(body["errors"])
-    assert_problem(
-        await gateway.post("/api/links", json={"url": "https://example.com/", "max_visits": 0}),
-        422,
-        "max_visits",
-    )
-
-
 @pytest.mark.parametrize(
     ("target", "query", "location"),
     [
