@@ -69,6 +69,10 @@ class Common(msgspec.Struct, kw_only=True, frozen=True):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/linkflow"
     analytics_database_url: str = "postgresql://postgres@127.0.0.1:5432/linkflow_analytics"
     public_url: str = f"http://127.0.0.1:{roster.LINK.port}"
+    # Where people open the web app (analytics serves it at /app/): the
+    # gateway allows cross-origin API calls from this origin and no other
+    # (several, comma-separated: compose's analytics replicas).
+    app_url: str = f"http://127.0.0.1:{roster.ANALYTICS.port}"
     log_level: str = "INFO"
     # JSON lines (SPEC) or "text" for reading in a terminal.
     log_format: str = "json"

@@ -21,3 +21,20 @@ def redact(url: str) -> str:
     else:
         shown = "***"  # NATS's token@host: all of it is the secret
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{shown}@{where}"))
+
+
+_LOOPBACK = ("127.0.0.1", "localhost")
+
+
+def origins(urls: str) -> list[str]:
+    """What a browser sends as ``Origin`` from a page at one of ``urls``
+    (comma-separated): ``scheme://host[:port]``, with both spellings of this
+    machine's loopback address (a user of ``linkflow up`` may type either)."""
+    if "," in urls:
+        return list(dict.fromkeys(o for url in urls.split(",") for o in origins(url)))
+    parts = urllib.parse.urlsplit(urls.strip())
+    host = parts.netloc.rpartition("@")[2]
+    name, colon, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+    if name in _LOOPBACK:
+        return [f"{parts.scheme}://{other}{colon}{port}" for other in _LOOPBACK]
+    return [f"{parts.scheme}://{host}"]

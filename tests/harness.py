@@ -7,6 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ import asyncpg
 
 from shared import roster
 from shared.cli.servers import free_port, free_ports
+from shared.cli.supervisor import Supervisor
 from shared.http.serve import uvicorn_server
 
 
@@ -51,6 +53,21 @@ async def serve(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.asynccontextmanager
+async def supervised(home: Path) -> AsyncIterator[Supervisor]:
+    """``linkflow up`` (its supervisor, every service a process of its own)
+    with the environment as it is now, stopped when the block ends."""
+    sup = Supervisor(home, log_to_files=True)
+    await asyncio.to_thread(sup.start)
+    watcher = threading.Thread(target=sup.watch, daemon=True)
+    watcher.start()
+    try:
+        yield sup
+    finally:
+        await asyncio.to_thread(sup.stop)
+        watcher.join(5)
 
 
 @contextlib.asynccontextmanager

@@ -29,7 +29,9 @@ _OPS = ("/api/pipeline", "/api/dlq", "/api/backfills")
 def policy(method: str, path: str) -> str | None:
     """The scope an analytics call needs (SPEC, "Access"); None: public."""
     if not is_api(path):
-        return None  # the console page itself; its calls carry the key
+        return None  # the console page and the web app; their calls carry the key
+    if path == "/api/session":
+        return keys.ANY_KEY
     if path.startswith(_STATS):
         return keys.STATS_READ
     if any(path == p or path.startswith(f"{p}/") for p in _OPS):
@@ -104,6 +106,13 @@ async def stream(ctx: Ctx, request: Request, code: str | None = None) -> Streami
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
+
+
+@router.get("/session")
+async def session(ctx: Ctx, request: Request) -> Response:
+    """The presented key's name and what it may do (the web app offers no more)."""
+    name: str | None = request.state.api_key
+    return json({"name": name, "scopes": ctx.access.scopes(name)})
 
 
 @router.get("/pipeline")

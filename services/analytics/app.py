@@ -10,7 +10,7 @@ from typing import TypedDict
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
-from services.analytics import api, ops
+from services.analytics import api, ops, webapp
 from services.analytics.backfill import Backfills
 from services.analytics.consumer import ClickAggregator, CreatedCounter
 from services.analytics.exporter import exporter
@@ -105,6 +105,7 @@ def build(settings: Settings) -> FastAPI:
     )
     app.include_router(api.router)
     app.include_router(ops.router)
+    webapp.mount(app, settings.common)
     access = Access.build(api.policy, settings.common, settings.write_rate)
     app.add_middleware(Guard, access=access)
     app.openapi = openapi.documented(app.openapi, api.policy)  # type: ignore[method-assign]

@@ -1,14 +1,13 @@
-"""Operations: backfills, the DLQ and the console page."""
+"""Operations: backfills and the DLQ (the web app's Operations page calls these)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import fastapi
 import msgspec
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import RedirectResponse, Response
 
 from services.analytics import params
 from services.analytics.api import Ctx, json
@@ -20,7 +19,6 @@ router = APIRouter()
 # A stream sequence: JetStream's are unsigned 64-bit and start at 1 (0 and
 # negatives reached the server as bad requests, answered 500 here before).
 Seq = Annotated[int, fastapi.Path(ge=1, le=2**64 - 1)]
-CONSOLE = Path(__file__).with_name("console.html")
 
 
 @router.post("/api/backfills", status_code=202, responses=problems(400, 422))
@@ -92,6 +90,7 @@ async def discard(seq: Seq, ctx: Ctx) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/console", response_class=HTMLResponse, include_in_schema=False)
-async def console() -> HTMLResponse:
-    return HTMLResponse(CONSOLE.read_text())
+@router.get("/console", include_in_schema=False)
+async def console() -> RedirectResponse:
+    """The operations console lives on as the web app's Operations page."""
+    return RedirectResponse("/app/#/operations", status_code=308)

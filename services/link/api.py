@@ -195,6 +195,7 @@ async def list_links(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
     tag: str | None = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     after = _decode_cursor(cursor) if cursor else None
     if tag is not None:
@@ -202,7 +203,7 @@ async def list_links(
             tag = tag_value(tag)
         except ValueError as exc:
             raise Problem.invalid([FieldError("tag", str(exc))]) from None
-    links = await ctx.store.page(limit + 1, after, tag)
+    links = await ctx.store.page(limit + 1, after, tag, q)
     more = len(links) > limit
     links = links[:limit]
     return _json(

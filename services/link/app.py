@@ -10,6 +10,7 @@ from typing import TypedDict
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 
 from services.link import api, replicas
 from services.link.cache import LinkCache
@@ -28,6 +29,7 @@ from shared.http import checks, health, openapi, problems
 from shared.http.access import Access, Guard
 from shared.jetstream import bus, topology
 from shared.jetstream.loops import Loops
+from shared.urls import origins
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,15 @@ def build(settings: Settings) -> Gateway:
     app.include_router(api.router)
     access = Access.build(api.policy, settings.common, settings.write_rate)
     app.add_middleware(Guard, access=access)
+    # Outside the guard: a preflight carries no key. Only the web app's
+    # origin may call the API from a browser (README, "Web app").
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins(settings.common.app_url),
+        allow_methods=["GET", "POST", "PATCH", "DELETE"],
+        allow_headers=["authorization", "content-type"],
+        max_age=600,
+    )
     app.openapi = openapi.documented(app.openapi, api.policy)  # type: ignore[method-assign]
 
     gateway = Gateway(app, settings.anonymize_ip)

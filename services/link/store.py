@@ -179,7 +179,11 @@ class LinkStore:
         return link.entry() if link else None
 
     async def page(
-        self, limit: int, after: tuple[datetime, str] | None, tag: str | None
+        self,
+        limit: int,
+        after: tuple[datetime, str] | None,
+        tag: str | None,
+        search: str | None = None,
     ) -> list[Link]:
         args: list[Any] = [limit]
         where = ["deleted_at IS NULL"]
@@ -189,6 +193,12 @@ class LinkStore:
         if tag is not None:
             args.append(tag)
             where.append(f"${len(args)} = ANY(tags)")
+        if search:
+            # A substring of the code or the target, case-insensitive; the
+            # pattern's own % and _ are literal.
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            args.append(f"%{escaped}%")
+            where.append(f"(code ILIKE ${len(args)} OR url ILIKE ${len(args)})")
         rows = await self._pool.fetch(
             f"SELECT {_COLUMNS} FROM links WHERE {' AND '.join(where)} "
             "ORDER BY created_at DESC, code DESC LIMIT $1",

@@ -98,6 +98,10 @@ class Supervisor:
         for service in roster.ALL:
             env.setdefault(f"LINKFLOW_{service.name.upper()}_PORT", str(service.port))
         env.setdefault("LINKFLOW_LINK_SPOOL_DIR", str(self.home / "spool" / "link"))
+        # The gateway's and the web app's URLs follow the ports chosen: the
+        # app calls the gateway's API, which allows the app's origin only.
+        env.setdefault("LINKFLOW_PUBLIC_URL", f"http://127.0.0.1:{env['LINKFLOW_LINK_PORT']}")
+        env.setdefault("LINKFLOW_APP_URL", f"http://127.0.0.1:{env['LINKFLOW_ANALYTICS_PORT']}")
         asyncio.run(migrate_all(env))
         _say("migrated: tables, streams, consumers, KV buckets")
         self._admin_key(env)
@@ -106,11 +110,13 @@ class Supervisor:
             child = Child(name, _child_env(env, name) if own_users else env, log)
             child.start()
             self.children.append(child)
-        gateway = env.get("LINKFLOW_PUBLIC_URL", f"http://127.0.0.1:{env['LINKFLOW_LINK_PORT']}")
+        gateway = env["LINKFLOW_PUBLIC_URL"]
+        app = env["LINKFLOW_APP_URL"].split(",")[0].rstrip("/")
+        _say(f"{'web app':<15} {app}/app/  (sign in with an API key)")
         _say(f"{'gateway':<15} {gateway}  (API /api/links, docs /api/docs)")
         for name in self.services[1:]:
             port = env[f"LINKFLOW_{name.upper()}_PORT"]
-            where = "/console" if name == "analytics" else "/metrics"
+            where = "/api/docs" if name == "analytics" else "/metrics"
             _say(f"{name:<15} http://127.0.0.1:{port}{where}")
         return env
 

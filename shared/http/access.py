@@ -132,6 +132,14 @@ class Access:
             return lambda: True
         return lambda: ring.allows(name, scope)
 
+    def scopes(self, name: str | None) -> list[str]:
+        """What the key named ``name`` may do, each scope it implies included
+        (every scope with authentication off)."""
+        record = self.ring.record(name) if self.ring and name else None
+        if not self.enabled:
+            return list(keys.SCOPES)
+        return [s for s in keys.SCOPES if record is not None and record.allows(s)]
+
     async def check(self) -> str | None:
         """Readiness: a guard without its keys answers every call 503."""
         if self.enabled and (self.ring is None or not self.ring.synced.is_set()):
@@ -167,7 +175,7 @@ class Access:
                 return _unauthorized(detail, None), None
             return _unauthorized(verdict.why, "invalid_token"), None
         name = verdict.key.name
-        if not verdict.key.allows(needed):
+        if needed != keys.ANY_KEY and not verdict.key.allows(needed):
             return Problem(403, f"API key {name!r} lacks the scope {needed!r}"), name
         if scope["method"] not in READS:
             wait = self.writes.take(name)

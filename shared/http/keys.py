@@ -41,6 +41,9 @@ STATS_READ: Final = "stats:read"
 OPS: Final = "ops"
 ADMIN: Final = "admin"
 SCOPES: Final = (LINKS_READ, LINKS_WRITE, STATS_READ, OPS, ADMIN)
+# Not a scope: what a policy returns for a call any valid key may make (the
+# web app asking what its key may do).
+ANY_KEY: Final = "any key"
 # A scope and what it includes besides itself (SPEC, "Access").
 _IMPLIES: Final = {LINKS_WRITE: frozenset({LINKS_READ}), ADMIN: frozenset(SCOPES)}
 
@@ -169,6 +172,9 @@ class KeyRing:
             return Verdict(None, f"API key {record.name!r} has expired")
         self._note_use(record.name)
         return Verdict(record)
+
+    def record(self, name: str) -> ApiKey | None:
+        return self._by_name.get(name)
 
     def allows(self, name: str, scope: str) -> bool:
         """Whether the key named ``name`` is live and grants ``scope``."""

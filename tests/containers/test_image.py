@@ -285,6 +285,9 @@ def test_linkflow_runs_as_containers(docker: Docker, image: dict[str, float]) ->
             return stats.status_code == 200 and stats.json()["total"] == 1
 
         wait_until(counted, 60, "the click counted by analytics")
+        # The web app's files are in the image (package data of the wheel).
+        for path in ("/app/", "/app/app.js", "/app/vendor/uplot/uPlot.esm.js"):
+            assert http.get(f"{analytics}{path}").status_code == 200, path
     row = psql(docker, pg_port, "SELECT code, request_id FROM clicks")
     assert row.split() == ["boxed|from-the-test"]
     user = docker("inspect", "-f", "{{.Config.User}}", "link").strip()

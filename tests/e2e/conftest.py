@@ -3,9 +3,7 @@ supervisor and every service its own process, on the test's servers."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import httpx
 import pytest
 
 from shared.cli.supervisor import Supervisor
-from tests.harness import service_ports
+from tests.harness import service_ports, supervised
 from tests.servers import Servers
 
 
@@ -42,13 +40,8 @@ async def linkflow(
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    sup = Supervisor(tmp_path, log_to_files=True)
-    await asyncio.to_thread(sup.start)
-    watcher = threading.Thread(target=sup.watch, daemon=True)
-    watcher.start()
-    yield sup
-    await asyncio.to_thread(sup.stop)
-    watcher.join(5)
+    async with supervised(tmp_path) as sup:
+        yield sup
 
 
 def gateway_url() -> str:

@@ -123,6 +123,11 @@ async def test_every_route_checks_the_key_and_its_scope(services: Services, nc: 
                 assert r.headers["content-type"] == "application/problem+json"
                 assert r.headers["www-authenticate"].startswith("Bearer")
                 assert why in r.json()["detail"]
+            if scope == keys.ANY_KEY:  # /api/session: every valid key may ask
+                for right in by_scope.values():
+                    assert (await call(base, method, path, right)).status_code == 200
+                cases += 1
+                continue
             wrong = by_scope[WITHOUT[scope]]
             r = await call(base, method, path, wrong)
             assert r.status_code == 403, (method, path, r.text)
@@ -139,7 +144,10 @@ async def test_public_routes_need_no_key(services: Services) -> None:
         for base in (services.gateway, services.analytics):
             for path in ("/healthz", "/readyz", "/metrics", "/api/openapi.json", "/api/docs"):
                 assert (await c.get(base + path)).status_code == 200, (base, path)
-        assert (await c.get(services.analytics + "/console")).status_code == 200
+        assert (await c.get(services.analytics + "/app/")).status_code == 200
+        r = await c.get(services.analytics + "/console")
+        assert r.status_code == 308
+        assert r.headers["location"] == "/app/#/operations"
         # A redirect is public: 404 for an unknown code, not 401.
         assert (await c.get(services.gateway + "/nosuchcode")).status_code == 404
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -12,9 +15,12 @@ import pytest
 from nats.aio.client import Client
 
 from services.analytics.live import LiveClicks
+from services.analytics.webapp import FILES as WEBAPP
 from services.link.clicks import click_id
 from shared.contracts import Click, LinkCreated, encode, now
+from shared.http import keys
 from shared.jetstream import topology
+from shared.settings import Common
 from tests.harness import eventually
 
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0"
@@ -208,12 +214,52 @@ async def test_invalid_backfill_requests(analytics: httpx.AsyncClient) -> None:
     assert (await analytics.delete("/api/backfills/nope")).status_code == 404
 
 
-async def test_console_page(analytics: httpx.AsyncClient) -> None:
-    r = await analytics.get("/console")
+# What a page or module of the app loads: src/href of the page, and a
+# module's relative imports; and any of them pointing at another site.
+REFERENCE = re.compile(r'(?:src|href)="([^"#:$]+)"|from "\./([^"]+)"|import "\./([^"]+)"')
+ELSEWHERE = re.compile(r'(?:src|href)="https?:|from "https?:|import "https?:|url\(https?:')
+
+
+async def test_the_web_app_is_served_whole_and_offline(analytics: httpx.AsyncClient) -> None:
+    """Every module the page loads is served from /app/ itself (no CDN: a
+    self-hosted user may run offline), and the vendored chart library is the
+    pinned release its manifest names."""
+    r = await analytics.get("/app/")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
-    assert "linkflow operations console" in r.text
-    assert "/api/pipeline" in r.text
+    assert (await analytics.get("/app")).headers["location"] == "/app/"
+    config = (await analytics.get("/app/config.json")).json()
+    assert config == {"gateway": Common().public_url}
+    pending, seen = ["index.html"], set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        got = await analytics.get(f"/app/{name}")
+        assert got.status_code == 200, name
+        text = got.text
+        assert not ELSEWHERE.search(text), name
+        base = name.rpartition("/")[0]
+        for ref in REFERENCE.findall(text):
+            target = next(x for x in ref if x)
+            pending.append(f"{base}/{target}".lstrip("/") if base else target)
+    assert {"app.js", "api.js", "style.css", "vendor/uplot/uPlot.esm.js"} <= seen
+    manifest = json.loads((WEBAPP / "vendor/uplot/VENDOR.json").read_text())
+    for name, digest in manifest["files"].items():
+        served = (await analytics.get(f"/app/vendor/uplot/{name}")).content
+        assert hashlib.sha256(served).hexdigest() == digest, name
+    assert "MIT License" in (WEBAPP / "vendor/uplot/LICENSE").read_text()
+
+
+async def test_a_session_says_what_its_key_may_do(analytics: httpx.AsyncClient, nc: Client) -> None:
+    r = await analytics.get("/api/session")
+    assert r.json() == {"name": "admin", "scopes": list(keys.SCOPES)}
+    reader = await keys.create(nc.jetstream(), "reader", (keys.LINKS_WRITE,))
+    r = await analytics.get("/api/session", headers={"authorization": f"Bearer {reader}"})
+    assert r.json() == {"name": "reader", "scopes": [keys.LINKS_READ, keys.LINKS_WRITE]}
+    r = await analytics.get("/api/session", headers={"authorization": "Bearer lf_nope"})
+    assert r.status_code == 401
 
 
 async def test_a_click_the_database_refuses_is_dead_lettered_alone(

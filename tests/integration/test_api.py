@@ -7,6 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
+from shared.settings import Common
+
 
 def assert_problem(r: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
     assert r.status_code == status, r.text
@@ -156,3 +158,46 @@ async def test_health_endpoints(gateway: httpx.AsyncClient) -> None:
     assert ready.status_code == 200, ready.text
     metrics = await gateway.get("/metrics")
     assert "linkflow_redirects_total" in metrics.text
+
+
+async def test_only_the_web_apps_origin_may_call_from_a_browser(
+    gateway: httpx.AsyncClient,
+) -> None:
+    """CORS: the app (analytics' /app/, at LINKFLOW_APP_URL) calls the links
+    API from another origin; no other site's page may."""
+    app = Common().app_url
+    ask = {
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization,content-type",
+    }
+    r = await gateway.options("/api/links", headers={"origin": app, **ask})
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == app
+    assert "authorization" in r.headers["access-control-allow-headers"].lower()
+    r = await gateway.get("/api/links", headers={"origin": app})
+    assert r.headers["access-control-allow-origin"] == app
+    r = await gateway.options("/api/links", headers={"origin": "https://evil.example", **ask})
+    assert r.status_code == 400
+    assert "access-control-allow-origin" not in r.headers
+    r = await gateway.get("/api/links", headers={"origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+async def test_the_list_searches_code_and_target(gateway: httpx.AsyncClient) -> None:
+    for code, url in (
+        ("spring", "https://example.com/a"),
+        ("other", "https://SPRING.example/b"),
+        ("none1", "https://example.com/c"),
+        ("pct", "https://example.com/100%25"),
+    ):
+        assert (
+            await gateway.post("/api/links", json={"url": url, "code": code})
+        ).status_code == 201
+    found = (await gateway.get("/api/links", params={"q": "spring"})).json()["items"]
+    assert sorted(x["code"] for x in found) == ["other", "spring"]
+    # % and _ are the user's characters, not patterns.
+    assert (await gateway.get("/api/links", params={"q": "%"})).json()["items"][0]["code"] == "pct"
+    assert len((await gateway.get("/api/links", params={"q": "%"})).json()["items"]) == 1
+    assert (await gateway.get("/api/links", params={"q": "_"})).json()["items"] == []
+    r = await gateway.get("/api/links", params={"q": "x" * 201})
+    assert r.status_code == 422

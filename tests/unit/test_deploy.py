@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from shared import roster
+from shared.urls import origins
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = tuple(s.name for s in roster.ALL)
@@ -143,8 +144,16 @@ def test_compose_names_only_settings_images_and_ports_that_exist() -> None:
         for port in service.get("ports", []):
             host, _, container = str(port).rpartition(":")
             assert container == str(s.port), f"{s.name} publishes {port}"
-            # A service that scales takes no fixed host port.
-            if s.name != "link":
+            # A service that scales takes no fixed host port: analytics a
+            # range (a port per replica, each an origin the gateway allows
+            # the web app), the workers none.
+            if s.name == "analytics":
+                first, _, last = host.partition("-")
+                setting = service["environment"]["LINKFLOW_APP_URL"]  # ${VAR:-default}
+                allowed = origins(setting.split(":-", 1)[1].rstrip("}"))
+                for n in range(int(first), int(last) + 1):
+                    assert f"http://localhost:{n}" in allowed, n
+            elif s.name != "link":
                 assert not host, f"{s.name} publishes a fixed host port: {port}"
     assert {"nats-1", "nats-2", "nats-3"} <= set(services)
     assert services["migrate"]["environment"]["LINKFLOW_STREAM_REPLICAS"] == "3"

@@ -11,7 +11,7 @@ from services.click_recorder.settings import Settings as RecorderSettings
 from shared import logs
 from shared.db import database_name, with_database
 from shared.settings import Common, SettingsError, WorkerSettings, load, parse_duration
-from shared.urls import redact
+from shared.urls import origins, redact
 
 
 @pytest.mark.parametrize(
@@ -150,3 +150,18 @@ def test_a_bad_setting_stops_a_service_with_one_line(
 )
 def test_secrets_in_urls_are_not_shown(url: str, shown: str) -> None:
     assert redact(url) == shown
+
+
+def test_the_web_apps_origins() -> None:
+    assert origins("https://app.sho.rt/") == ["https://app.sho.rt"]
+    assert origins("http://user:pw@app.example:8443/app/") == ["http://app.example:8443"]
+    # linkflow up: either spelling of this machine works.
+    assert origins("http://127.0.0.1:8081") == ["http://127.0.0.1:8081", "http://localhost:8081"]
+    assert origins("http://localhost:8081") == ["http://127.0.0.1:8081", "http://localhost:8081"]
+    # compose: a replica per host port.
+    assert origins("http://localhost:8081,http://localhost:8082") == [
+        "http://127.0.0.1:8081",
+        "http://localhost:8081",
+        "http://127.0.0.1:8082",
+        "http://localhost:8082",
+    ]

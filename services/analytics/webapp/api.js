@@ -1,0 +1,92 @@
+// Calls to linkflow's two APIs with the session's key. Analytics is this
+// page's own origin; the gateway's API (links) is at config.gateway, which
+// allows this origin by CORS (LINKFLOW_APP_URL).
+
+const KEY = "linkflow-key";
+let gateway = "";
+
+export class ApiError extends Error {
+  // A problem+json answer: detail for the page, errors by field for the form.
+  constructor(status, problem) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.status = status;
+    this.fields = Object.fromEntries((problem.errors || []).map(e => [e.field, e.message]));
+  }
+}
+
+export const key = {
+  get: () => sessionStorage.getItem(KEY),
+  set: value => sessionStorage.setItem(KEY, value),
+  clear: () => sessionStorage.removeItem(KEY),
+};
+
+export async function configure() {
+  const r = await fetch("config.json");
+  gateway = (await r.json()).gateway;
+  return gateway;
+}
+
+export function gatewayUrl(path) { return gateway + path; }
+
+async function call(url, {method = "GET", body, json, signal, raw} = {}) {
+  const headers = {authorization: `Bearer ${key.get()}`};
+  if (json !== undefined) { headers["content-type"] = "application/json"; body = JSON.stringify(json); }
+  else if (typeof body === "string") headers["content-type"] = "text/csv";
+  const r = await fetch(url, {method, headers, body, signal});
+  if (raw && r.ok) return r;
+  if (r.status === 204) return null;
+  const type = r.headers.get("content-type") || "";
+  const data = type.includes("json") ? await r.json() : {detail: await r.text()};
+  if (!r.ok) throw new ApiError(r.status, data);
+  return data;
+}
+
+// The gateway's link API.
+export const links = {
+  list: params => call(gatewayUrl(`/api/links?${new URLSearchParams(params)}`)),
+  get: code => call(gatewayUrl(`/api/links/${encodeURIComponent(code)}`)),
+  create: body => call(gatewayUrl("/api/links"), {method: "POST", json: body}),
+  update: (code, body) => call(gatewayUrl(`/api/links/${encodeURIComponent(code)}`), {method: "PATCH", json: body}),
+  remove: code => call(gatewayUrl(`/api/links/${encodeURIComponent(code)}`), {method: "DELETE"}),
+  history: code => call(gatewayUrl(`/api/links/${encodeURIComponent(code)}/history`)),
+  qr: code => call(gatewayUrl(`/api/links/${encodeURIComponent(code)}/qr?format=svg&size=192`), {raw: true}),
+  import: csv => call(gatewayUrl("/api/links/import"), {method: "POST", body: csv}),
+};
+
+// The analytics API (this origin).
+export const stats = {
+  session: () => call("/api/session"),
+  link: (code, params) => call(`/api/stats/links/${encodeURIComponent(code)}?${new URLSearchParams(params)}`),
+  top: params => call(`/api/stats/top?${new URLSearchParams(params)}`),
+  created: params => call(`/api/stats/links-created?${new URLSearchParams(params)}`),
+};
+
+export const ops = {
+  pipeline: () => call("/api/pipeline"),
+  dlq: () => call("/api/dlq?limit=50"),
+  replay: seq => call(`/api/dlq/${seq}/replay`, {method: "POST"}),
+  discard: seq => call(`/api/dlq/${seq}`, {method: "DELETE"}),
+  backfills: () => call("/api/backfills"),
+  backfill: body => call("/api/backfills", {method: "POST", json: body}),
+  cancel: id => call(`/api/backfills/${encodeURIComponent(id)}`, {method: "DELETE"}),
+};
+
+// Server-sent clicks, read with fetch: EventSource cannot send the key.
+export async function follow(code, onClick, signal) {
+  const query = code ? `?code=${encodeURIComponent(code)}` : "";
+  const r = await call(`/api/stream/clicks${query}`, {signal, raw: true});
+  const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const {value, done} = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = event.split("\n").filter(l => l.startsWith("data:")).map(l => l.slice(5)).join("\n");
+      if (/^event: *click$/m.test(event) && data) onClick(JSON.parse(data));
+    }
+  }
+}

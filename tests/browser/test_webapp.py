@@ -1,0 +1,276 @@
+"""The web app in headless Chromium (Debian's package, driven by Playwright)
+against linkflow as ``linkflow up`` runs it: every service its own process,
+the app served by analytics, the links API called cross-origin on the
+gateway. One walk through what a user does, a screenshot of each page in
+``artifacts/browser/`` (kept when a step fails), no console error and no
+failed request on the way."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from nats.aio.client import Client
+from playwright.async_api import Browser, ConsoleMessage, Page, Request, expect
+
+from shared.jetstream import bus
+from tests.conftest import reset_jetstream
+from tests.harness import eventually, service_ports, supervised
+from tests.integration.test_analytics import human
+from tests.integration.test_operations import dead_letter_a_click
+from tests.servers import Servers
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+async def stack(
+    servers: Servers, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[str, str, str]]:
+    """``linkflow up`` on the test's servers: (app URL, gateway URL, admin key)."""
+    nc = await bus.connect(servers.nats_url, "webapp-reset", forever=False)
+    await reset_jetstream(nc)
+    await nc.drain()
+    ports = service_ports()
+    gateway = f"http://127.0.0.1:{ports['LINKFLOW_LINK_PORT']}"
+    analytics = f"http://127.0.0.1:{ports['LINKFLOW_ANALYTICS_PORT']}"
+    env = {
+        "LINKFLOW_NATS_URL": servers.nats_url,
+        "LINKFLOW_DATABASE_URL": db_url,
+        "LINKFLOW_ANALYTICS_DATABASE_URL": db_url,
+        "LINKFLOW_PUBLIC_URL": gateway,
+        "LINKFLOW_APP_URL": analytics,
+        **ports,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    async with supervised(tmp_path):
+
+        async def ready() -> bool:
+            async with httpx.AsyncClient(timeout=2) as c:
+                for url in (gateway, analytics):
+                    try:
+                        if (await c.get(f"{url}/readyz")).status_code != 200:
+                            return False
+                    except httpx.HTTPError:
+                        return False
+            return True
+
+        await eventually(ready, 60, "every service ready")
+        key = (tmp_path / "admin.key").read_text().strip()
+        yield f"{analytics}/app/", gateway, key
+
+
+class Watch:
+    """Console errors and failed requests of a page, and its screenshots."""
+
+    def __init__(self, page: Page, name: str) -> None:
+        self.page = page
+        self.name = name
+        self.errors: list[str] = []
+        self.shots: list[Path] = []
+        # Refusals a step asks for on purpose: status -> how many (the
+        # response, and Chromium's console line about it).
+        self.expected: dict[int, int] = {}
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
+        page.on("requestfailed", self._failed)
+        page.on("response", self._response)
+
+    def expect(self, status: int) -> None:
+        self.expected[status] = self.expected.get(status, 0) + 2
+
+    def _expected(self, status: int) -> bool:
+        if self.expected.get(status, 0) > 0:
+            self.expected[status] -= 1
+            return True
+        return False
+
+    def _console(self, msg: ConsoleMessage) -> None:
+        if msg.type != "error":
+            return
+        refused = re.search(r"status of (\d{3})", msg.text)
+        if refused and self._expected(int(refused.group(1))):
+            return
+        self.errors.append(f"console: {msg.text}")
+
+    def _failed(self, request: Request) -> None:
+        # The live stream is cut on purpose when its page is left.
+        if "/api/stream/" in request.url and "ERR_ABORTED" in (request.failure or ""):
+            return
+        self.errors.append(f"request failed: {request.method} {request.url} {request.failure}")
+
+    def _response(self, response: object) -> None:
+        status = getattr(response, "status", 0)
+        if status >= 400 and not self._expected(status):
+            self.errors.append(f"HTTP {status}: {getattr(response, 'url', '')}")
+
+    async def shot(self, step: str, alert: bool = False) -> None:
+        """A screenshot of the page; unless ``alert``, it shows no error."""
+        if not alert and step != "FAILED":
+            await expect(self.page.locator("#alert")).to_be_hidden()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{self.name}-{len(self.shots) + 1:02d}-{step}.png"
+        await self.page.screenshot(path=path, full_page=True)
+        self.shots.append(path)
+
+
+async def test_a_user_walks_through_the_web_app(
+    browser: Browser,
+    stack: tuple[str, str, str],
+    nc: Client,
+    db_url: str,
+) -> None:
+    app, gateway, key = stack
+    page = await browser.new_page()
+    watch = Watch(page, "webapp")
+    try:
+        await walk(page, watch, app, gateway, key, nc)
+    except BaseException:
+        await watch.shot("FAILED")
+        raise
+    assert watch.errors == [], watch.errors
+
+    # The same app on a phone's screen: the links list fits, no sideways scroll.
+    phone = await browser.new_page(viewport=PHONE)
+    phone_watch = Watch(phone, "phone")
+    await phone.goto(app)
+    await phone.get_by_label("API key").fill(key)
+    await phone.get_by_role("button", name="Sign in").click()
+    await phone.get_by_role("link", name="Links").click()
+    await expect(phone.get_by_role("link", name="promo")).to_be_visible()
+    await phone_watch.shot("links")
+    width = await phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], width
+    assert phone_watch.errors == [], phone_watch.errors
+
+
+async def walk(page: Page, watch: Watch, app: str, gateway: str, key: str, nc: Client) -> None:
+    # Sign in: a wrong key is refused with the API's reason.
+    await page.goto(app)
+    await expect(page.get_by_label("API key")).to_be_focused()
+    await watch.shot("sign-in")
+    watch.expect(401)
+    await page.get_by_label("API key").fill("lf_wrong")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_have_text("unknown API key")
+    assert await page.evaluate("sessionStorage.getItem('linkflow-key')") is None
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    assert await page.evaluate("sessionStorage.getItem('linkflow-key')") == key
+    assert await page.evaluate("document.cookie") == ""
+    assert key not in await page.content()
+    for section in ("Links", "Import", "Operations"):  # an admin key may do everything
+        await expect(
+            page.get_by_role("navigation").get_by_role("link", name=section)
+        ).to_be_visible()
+    await watch.shot("overview")
+
+    # Create a link with its fields; a bad field is named next to it.
+    await page.get_by_role("link", name="Links").click()
+    await page.get_by_role("link", name="New link").click()
+    await page.get_by_label("Target URL").fill("https://example.com/spring")
+    await page.get_by_label("Code").fill("promo")
+    await page.get_by_label("Tags").fill("spring, print")
+    await page.get_by_label("Visit limit").fill("1000")
+    await page.get_by_label("Redirect rules").fill(
+        '[{"when": {"os": ["beos"]}, "url": "https://example.com/x"}]'
+    )
+    watch.expect(422)  # the refusal is the point
+    await page.get_by_role("button", name="Create").click()
+    await expect(page.locator(".field-error")).to_contain_text("rules[0].when.os")
+    await expect(page.get_by_role("alert")).to_contain_text("rules[0].when.os")
+    await watch.shot("create-refused", alert=True)
+    await page.get_by_label("Redirect rules").fill(
+        '[{"when": {"os": ["ios"]}, "url": "https://apps.example/ios"}]'
+    )
+    await page.get_by_role("button", name="Create").click()
+    await expect(page.get_by_role("heading", name="promo")).to_be_visible()
+    short = f"{gateway}/promo"
+    await expect(page.get_by_role("link", name=short)).to_be_visible()
+    await expect(page.locator("#qr")).to_have_js_property("complete", True)
+    assert await page.locator("#qr").evaluate("img => img.naturalWidth") > 0
+
+    # Follow it as a visitor would; the live counter and the chart show it.
+    async with httpx.AsyncClient() as visitor:
+        r = await visitor.get(
+            short, headers={"user-agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"}
+        )
+    assert r.status_code == 302
+    assert r.headers["location"] == "https://example.com/spring"
+    await expect(page.locator("#live")).to_have_text("1", timeout=15000)
+    await expect(page.locator("#clicks")).to_have_text("1", timeout=20000)
+    await expect(page.locator("#visitors")).to_have_text("1")
+    await expect(page.locator("#chart canvas")).to_be_visible()
+    await watch.shot("link-analytics")
+
+    # Edit it; the history shows both versions, by the key's name.
+    await page.get_by_role("link", name="Edit").click()
+    await page.get_by_label("Target URL").fill("https://example.com/summer")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("#summary")).to_contain_text("https://example.com/summer")
+    history = page.locator("#history tbody tr")
+    await expect(history).to_have_count(2)
+    await expect(history.first).to_contain_text("https://example.com/summer")
+    await expect(history.first).to_contain_text("admin")
+    await watch.shot("history")
+
+    # Search the list.
+    await page.get_by_role("link", name="Links").click()
+    await page.get_by_label("Search").fill("summer")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.locator("#links tbody tr")).to_have_count(1)
+    await expect(page.get_by_role("link", name="promo")).to_be_visible()
+    await watch.shot("links")
+
+    # Import a CSV with one bad row: the good ones land, the bad one is reported.
+    await page.get_by_role("link", name="Import").click()
+    await page.get_by_label("CSV file").set_input_files(
+        files=[
+            {
+                "name": "links.csv",
+                "mimeType": "text/csv",
+                "buffer": b"url,code\nhttps://example.com/a,imp-a\nnot a url,imp-b\nhttps://example.com/c,imp-c\n",
+            }
+        ]
+    )
+    await page.get_by_role("button", name="Import").click()
+    await expect(page.get_by_role("status")).to_contain_text("2 imported")
+    errors = page.locator("#import-errors tbody tr")
+    await expect(errors).to_have_count(1)
+    await expect(errors.first).to_contain_text("3")
+    await watch.shot("import")
+
+    # Replay a dead letter: the click it held is counted.
+    held = human("promo")
+    await dead_letter_a_click(nc, held)
+    await page.get_by_role("link", name="Operations").click()
+    row = page.locator("#dlq tbody tr", has_text="database down")
+    await expect(row).to_have_count(1, timeout=10000)
+    await expect(page.locator("#pipeline tbody tr").first).to_be_visible()
+    await watch.shot("operations")
+    await row.get_by_role("button", name="Replay").click()
+    await expect(row).to_have_count(0)
+    await page.goto(f"{app}#/links/promo")
+    await expect(page.locator("#clicks")).to_have_text("2", timeout=20000)
+    await watch.shot("after-replay")
+
+    # A reload in the same tab keeps the session; sign-out forgets it.
+    await page.reload()
+    await expect(page.locator("#clicks")).to_have_text("2")
+    # Sign out: the key is gone and the app asks for one again.
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_label("API key")).to_be_visible()
+    assert await page.evaluate("sessionStorage.getItem('linkflow-key')") is None
+    await page.reload()
+    await expect(page.get_by_label("API key")).to_be_visible()
+    await expect(page.get_by_role("navigation")).to_be_hidden()
+    await watch.shot("signed-out")
+    assert len(watch.shots) >= 9
