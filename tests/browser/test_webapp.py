@@ -16,8 +16,7 @@ import pytest
 from nats.aio.client import Client
 from playwright.async_api import Browser, ConsoleMessage, Page, Request, expect
 
-from shared.jetstream import bus
-from tests.conftest import reset_jetstream
+from shared.http import keys
 from tests.harness import eventually, service_ports, supervised
 from tests.integration.test_analytics import human
 from tests.integration.test_operations import dead_letter_a_click
@@ -31,12 +30,10 @@ PHONE = {"width": 390, "height": 844}
 
 @pytest.fixture
 async def stack(
-    servers: Servers, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    servers: Servers, nc: Client, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[str, str, str]]:
-    """``linkflow up`` on the test's servers: (app URL, gateway URL, admin key)."""
-    nc = await bus.connect(servers.nats_url, "webapp-reset", forever=False)
-    await reset_jetstream(nc)
-    await nc.drain()
+    """``linkflow up`` on the test's servers: (app URL, gateway URL, admin
+    key). After ``nc``, whose set-up empties JetStream for the test."""
     ports = service_ports()
     gateway = f"http://127.0.0.1:{ports['LINKFLOW_LINK_PORT']}"
     analytics = f"http://127.0.0.1:{ports['LINKFLOW_ANALYTICS_PORT']}"
@@ -78,6 +75,7 @@ class Watch:
         # Refusals a step asks for on purpose: status -> how many (the
         # response, and Chromium's console line about it).
         self.expected: dict[int, int] = {}
+        self.reloading = False
         page.on("console", self._console)
         page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
         page.on("requestfailed", self._failed)
@@ -101,8 +99,10 @@ class Watch:
         self.errors.append(f"console: {msg.text}")
 
     def _failed(self, request: Request) -> None:
-        # The live stream is cut on purpose when its page is left.
-        if "/api/stream/" in request.url and "ERR_ABORTED" in (request.failure or ""):
+        # The live stream is cut on purpose when its page is left, and a
+        # reload the test asks for cuts what is in flight.
+        aborted = "ERR_ABORTED" in (request.failure or "")
+        if aborted and ("/api/stream/" in request.url or self.reloading):
             return
         self.errors.append(f"request failed: {request.method} {request.url} {request.failure}")
 
@@ -136,6 +136,34 @@ async def test_a_user_walks_through_the_web_app(
         await watch.shot("FAILED")
         raise
     assert watch.errors == [], watch.errors
+
+    # A key that may only read is offered no writing and no operations.
+    viewer = await keys.create(nc.jetstream(), "viewer", (keys.LINKS_READ, keys.STATS_READ))
+    api = app.removesuffix("/app/")
+
+    async def known() -> bool:  # every service follows the keys' bucket: a moment
+        async with httpx.AsyncClient(headers={"authorization": f"Bearer {viewer}"}) as c:
+            return (await c.get(f"{api}/api/session")).status_code == 200
+
+    await eventually(known, 10, "analytics to know the new key")
+    reader = await browser.new_page()
+    reader_watch = Watch(reader, "viewer")
+    await reader.goto(app)
+    await reader.get_by_label("API key").fill(viewer)
+    await reader.get_by_role("button", name="Sign in").click()
+    nav = reader.get_by_role("navigation")
+    await expect(nav.get_by_role("link", name="Links")).to_be_visible()
+    await expect(nav.get_by_role("link", name="Import")).to_be_hidden()
+    await expect(nav.get_by_role("link", name="Operations")).to_be_hidden()
+    await nav.get_by_role("link", name="Links").click()
+    await expect(reader.get_by_role("link", name="promo")).to_be_visible()
+    await expect(reader.get_by_role("link", name="New link")).to_have_count(0)
+    await reader.get_by_role("link", name="promo").click()
+    await expect(reader.locator("#clicks")).to_have_text("2")
+    await expect(reader.get_by_role("link", name="Edit")).to_have_count(0)
+    await expect(reader.get_by_role("button", name="Delete")).to_have_count(0)
+    await reader_watch.shot("read-only")
+    assert reader_watch.errors == [], reader_watch.errors
 
     # The same app on a phone's screen: the links list fits, no sideways scroll.
     phone = await browser.new_page(viewport=PHONE)
@@ -262,15 +290,40 @@ async def walk(page: Page, watch: Watch, app: str, gateway: str, key: str, nc: C
     await expect(page.locator("#clicks")).to_have_text("2", timeout=20000)
     await watch.shot("after-replay")
 
+    # Delete asks first: dismissed, nothing happens; accepted, the link is gone.
+    await page.goto(f"{app}#/links/imp-a")
+    await expect(page.get_by_role("heading", name="imp-a")).to_be_visible()
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    await page.get_by_role("button", name="Delete").click()
+    await expect(page.get_by_role("heading", name="imp-a")).to_be_visible()
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("button", name="Delete").click()
+    await expect(page.get_by_role("heading", name="Links")).to_be_visible()
+    await expect(page.get_by_role("link", name="imp-c")).to_be_visible()
+    await expect(page.get_by_role("link", name="imp-a")).to_have_count(0)
+
     # A reload in the same tab keeps the session; sign-out forgets it.
+    await page.goto(f"{app}#/links/promo")
+    await expect(page.locator("#clicks")).to_have_text("2")
+    watch.reloading = True
     await page.reload()
     await expect(page.locator("#clicks")).to_have_text("2")
+    watch.reloading = False
+    # The overview now has them: promo's two clicks on top, three links created.
+    await page.get_by_role("link", name="Overview").click()
+    await expect(page.locator("#top tbody tr").first).to_contain_text("promo")
+    await expect(page.locator("#total")).to_have_text("2")
+    await expect(page.locator("#created-total")).to_have_text("3", timeout=10000)
+    await watch.shot("overview-with-data")
+
     # Sign out: the key is gone and the app asks for one again.
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.get_by_label("API key")).to_be_visible()
     assert await page.evaluate("sessionStorage.getItem('linkflow-key')") is None
+    watch.reloading = True
     await page.reload()
     await expect(page.get_by_label("API key")).to_be_visible()
+    watch.reloading = False
     await expect(page.get_by_role("navigation")).to_be_hidden()
     await watch.shot("signed-out")
     assert len(watch.shots) >= 9
