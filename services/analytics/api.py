@@ -47,8 +47,10 @@ class Deps:
         live: LiveClicks,
         backfills: Backfills,
         access: Access,
+        history: pipeline.History,
     ) -> None:
         self.access = access
+        self.history = history
         self.store = store
         self.js = js
         self.live = live
@@ -118,3 +120,10 @@ async def session(ctx: Ctx, request: Request) -> Response:
 @router.get("/pipeline")
 async def pipeline_status(ctx: Ctx) -> Response:
     return json(await pipeline.status(ctx.js))
+
+
+@router.get("/pipeline/history")
+async def pipeline_history(ctx: Ctx) -> Response:
+    """Each consumer's pending messages and lag over the last minutes,
+    sampled every ``every`` seconds (this replica's samples)."""
+    return json({"every": ctx.history.every, "items": ctx.history.items()})

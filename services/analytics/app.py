@@ -10,7 +10,7 @@ from typing import TypedDict
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
-from services.analytics import api, ops, webapp
+from services.analytics import api, ops, pipeline, webapp
 from services.analytics.backfill import Backfills
 from services.analytics.consumer import ClickAggregator, CreatedCounter
 from services.analytics.exporter import exporter
@@ -26,6 +26,9 @@ from shared.jetstream import bus, topology
 from shared.jetstream.loops import Loops
 from shared.jetstream.rescue import rescue_worker
 from shared.jetstream.worker import Worker, json_payload
+
+# How far back the web app's pipeline chart reaches.
+PIPELINE_MINUTES = 10
 
 
 class State(TypedDict):
@@ -64,12 +67,13 @@ def build(settings: Settings) -> FastAPI:
             ClickAggregator(store).handle,
         )
         rescue = rescue_worker(nc, topology.ANALYTICS_CLICKS, settings.worker)
+        history = pipeline.History(PIPELINE_MINUTES, settings.pipeline_metrics_every)
         loops = Loops(
             roster.ANALYTICS.label,
             [
                 *[worker.run] * settings.worker.workers,
                 rescue.run,
-                exporter(js, pool, settings.pipeline_metrics_every),
+                exporter(js, pool, history),
             ],
         )
         loops.start()
@@ -84,7 +88,7 @@ def build(settings: Settings) -> FastAPI:
             )
         )
         try:
-            yield {"deps": api.Deps(store, js, live, backfills, access)}
+            yield {"deps": api.Deps(store, js, live, backfills, access, history)}
         finally:
             # Stop taking work, settle the batch in hand, then drain.
             await loops.stop()

@@ -20,8 +20,9 @@ from shared.jetstream.loops import Loop, periodic
 log = logging.getLogger(__name__)
 
 
-async def refresh(js: JetStreamContext, pool: asyncpg.Pool) -> None:
+async def refresh(js: JetStreamContext, pool: asyncpg.Pool, history: pipeline.History) -> None:
     view = await pipeline.status(js)
+    history.add(view)
     for c in view["consumers"]:
         if "error" in c:
             continue
@@ -42,6 +43,8 @@ async def refresh(js: JetStreamContext, pool: asyncpg.Pool) -> None:
     metrics.BACKFILL_REMAINING.set(row["remaining"])
 
 
-def exporter(js: JetStreamContext, pool: asyncpg.Pool, every: float) -> Loop:
+def exporter(js: JetStreamContext, pool: asyncpg.Pool, history: pipeline.History) -> Loop:
     # NATS or the database down: the gauges keep their values until the next round.
-    return periodic("refreshing the pipeline metrics", every, lambda: refresh(js, pool))
+    return periodic(
+        "refreshing the pipeline metrics", history.every, lambda: refresh(js, pool, history)
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,3 +59,29 @@ async def status(js: JetStreamContext) -> dict[str, Any]:
             }
         )
     return {"consumers": consumers, "dlq": depth}
+
+
+class History:
+    """The pipeline's last minutes, as the exporter samples it (the web
+    app's chart of lag per consumer): each sample's time and, by consumer,
+    its pending messages and lag. In memory, per replica; a restart starts
+    it again (Prometheus keeps the long view)."""
+
+    def __init__(self, minutes: float, every: float) -> None:
+        self.every = every
+        self._samples: deque[dict[str, Any]] = deque(maxlen=max(int(minutes * 60 / every), 2))
+
+    def add(self, view: dict[str, Any]) -> None:
+        self._samples.append(
+            {
+                "ts": datetime.now(UTC).isoformat(),
+                "consumers": {
+                    c["consumer"]: {"pending": c["pending"], "lag_seconds": c["lag_seconds"]}
+                    for c in view["consumers"]
+                    if "error" not in c
+                },
+            }
+        )
+
+    def items(self) -> list[dict[str, Any]]:
+        return list(self._samples)

@@ -24,6 +24,13 @@ from tests.servers import Servers
 
 pytestmark = pytest.mark.browser
 
+# Visible form controls without a label (a <label>, aria-label or aria-labelledby).
+UNLABELLED = """[...document.querySelectorAll("input, select, textarea, button")]
+  .filter(e => e.offsetParent !== null && e.type !== "hidden")
+  .filter(e => !(e.labels && e.labels.length) && !e.getAttribute("aria-label")
+               && !e.getAttribute("aria-labelledby")
+               && !(e.tagName === "BUTTON" && e.textContent.trim()))
+  .map(e => e.outerHTML.slice(0, 80))"""
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
 PHONE = {"width": 390, "height": 844}
 
@@ -113,8 +120,12 @@ class Watch:
 
     async def shot(self, step: str, alert: bool = False) -> None:
         """A screenshot of the page; unless ``alert``, it shows no error."""
-        if not alert and step != "FAILED":
-            await expect(self.page.locator("#alert")).to_be_hidden()
+        if step != "FAILED":
+            if not alert:
+                await expect(self.page.locator("#alert")).to_be_hidden()
+            # Every control a user can reach has a label a screen reader reads.
+            unlabelled = await self.page.evaluate(UNLABELLED)
+            assert unlabelled == [], (step, unlabelled)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{self.name}-{len(self.shots) + 1:02d}-{step}.png"
         await self.page.screenshot(path=path, full_page=True)
@@ -283,6 +294,8 @@ async def walk(page: Page, watch: Watch, app: str, gateway: str, key: str, nc: C
     row = page.locator("#dlq tbody tr", has_text="database down")
     await expect(row).to_have_count(1, timeout=10000)
     await expect(page.locator("#pipeline tbody tr").first).to_be_visible()
+    await expect(page.locator("#lag-chart canvas")).to_be_visible()
+    await expect(page.locator("#pending-chart canvas")).to_be_visible()
     await watch.shot("operations")
     await row.get_by_role("button", name="Replay").click()
     await expect(row).to_have_count(0)

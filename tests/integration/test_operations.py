@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -256,3 +257,29 @@ async def test_dlq_command_line(servers: Servers, nc: Client) -> None:
     assert info.state.messages == 1  # the replayed click, back on clicks.cli2
     human_readable = await asyncio.to_thread(cli, servers, "list")
     assert "no dead letters" in human_readable.stdout
+
+
+async def test_the_pipeline_history_follows_a_backlog(
+    analytics: httpx.AsyncClient, nc: Client
+) -> None:
+    """``/api/pipeline/history`` (the web app's lag chart) holds the
+    exporter's samples: each consumer's pending and lag, oldest first. A
+    backlog on a consumer nobody works on (the recorder is not running
+    here) shows up in the samples that follow it."""
+    r = await analytics.get("/api/pipeline/history")
+    assert r.status_code == 200
+    assert r.json()["every"] == 5.0
+    for i in range(3):
+        await nc.jetstream().publish(f"clicks.hist{i}", encode(human(f"hist{i}")))
+
+    async def backlog_seen() -> dict[str, Any] | None:
+        items = (await analytics.get("/api/pipeline/history")).json()["items"]
+        last = items[-1] if items else None
+        return last if last and last["consumers"]["click-recorder"]["pending"] == 3 else None
+
+    last = await eventually(backlog_seen, 15, "a sample with the recorder's backlog")
+    assert set(last["consumers"]) == {c.name for c in topology.CONSUMERS}
+    assert last["consumers"]["click-recorder"]["lag_seconds"] > 0
+    items = (await analytics.get("/api/pipeline/history")).json()["items"]
+    times = [item["ts"] for item in items]
+    assert times == sorted(times)

@@ -63,6 +63,7 @@ export const stats = {
 
 export const ops = {
   pipeline: () => call("/api/pipeline"),
+  history: () => call("/api/pipeline/history"),
   dlq: () => call("/api/dlq?limit=50"),
   replay: seq => call(`/api/dlq/${seq}/replay`, {method: "POST"}),
   discard: seq => call(`/api/dlq/${seq}`, {method: "DELETE"}),

@@ -92,7 +92,12 @@ async function start() {
 
 // -- routing ---------------------------------------------------------------
 
-function stopPage() { shown += 1; leaving.forEach(stop => stop()); leaving = []; }
+function stopPage() {
+  shown += 1;
+  leaving.forEach(stop => stop());
+  leaving = [];
+  [...plots.keys()].forEach(unplot);
+}
 
 function route() {
   if (!key.get()) return;
@@ -334,8 +339,18 @@ async function linkPage(code) {
   leaving.push(() => clearInterval(timer));
 }
 
+// The charts showing, each with what removes it: redrawn in place when
+// their data is reloaded, all removed when the page is left.
+const plots = new Map();
+
+function unplot(target) {
+  plots.get(target)?.();
+  plots.delete(target);
+}
+
 function chart(target, xs, series, window = null) {
   if (!target) return;  // its page was left meanwhile
+  unplot(target);
   target.innerHTML = "";
   if (!xs.length) { target.innerHTML = `<p class="muted">no data in this range</p>`; return; }
   const colours = ["#0b57d0", "#b3261e", "#137333", "#8430ce", "#b06000"];
@@ -347,7 +362,7 @@ function chart(target, xs, series, window = null) {
   }, [xs, ...series.map(([, ys]) => ys)], target);
   const resize = () => plot.setSize({width: Math.max(target.clientWidth, 280), height: 240});
   addEventListener("resize", resize);
-  leaving.push(() => { removeEventListener("resize", resize); plot.destroy(); });
+  plots.set(target, () => { removeEventListener("resize", resize); plot.destroy(); });
 }
 
 // -- import ------------------------------------------------------------------
@@ -377,7 +392,10 @@ function importPage() {
 async function operationsPage() {
   page("Operations", `<h2>Pipeline</h2>
     <div class="table-wrap"><table id="pipeline"><thead><tr><th>consumer</th><th class="num">pending</th><th class="num">ack pending</th><th class="num">lag (s)</th><th class="num">dead letters</th></tr></thead><tbody></tbody></table></div>
-    <div id="lag-chart" class="chart" role="img" aria-label="pending messages per consumer over the last minutes"></div>
+    <div class="stats">
+      <div><h2>Lag (s), last 10 minutes</h2><div id="lag-chart" class="chart" role="img" aria-label="lag in seconds per consumer over the last ten minutes"></div></div>
+      <div><h2>Pending, last 10 minutes</h2><div id="pending-chart" class="chart" role="img" aria-label="pending messages per consumer over the last ten minutes"></div></div>
+    </div>
     <h2>Dead letters</h2>
     <div class="table-wrap"><table id="dlq"><thead><tr><th>seq</th><th>consumer</th><th class="hide-s">subject</th><th>error</th><th></th></tr></thead><tbody></tbody></table></div>
     <h2>Backfills</h2>
@@ -388,16 +406,18 @@ async function operationsPage() {
       <button type="submit">Start</button>
     </form>
     <div class="table-wrap"><table id="backfills"><thead><tr><th>id</th><th>state</th><th class="num">progress</th><th class="hide-s">range</th><th></th></tr></thead><tbody></tbody></table></div>`);
-  const samples = [];  // [time, {consumer: pending}] over the last five minutes
   const refresh = () => guarded(async () => {
     const p = await ops.pipeline();
     $("#pipeline tbody").innerHTML = p.consumers.map(c => `<tr><td>${esc(c.consumer)}</td><td class="num">${c.pending ?? ""}</td>
       <td class="num">${c.ack_pending ?? ""}</td><td class="num">${c.lag_seconds ?? ""}</td><td class="num">${c.dlq_depth ?? ""}</td></tr>`).join("");
-    samples.push([Date.now() / 1000, Object.fromEntries(p.consumers.map(c => [c.consumer, c.pending ?? 0]))]);
-    while (samples.length > 60) samples.shift();
+    // Sampled by analytics every few seconds (GET /api/pipeline/history).
+    const h = await ops.history();
     const names = p.consumers.map(c => c.consumer);
+    const xs = h.items.map(i => Date.parse(i.ts) / 1000);
     const now = Date.now() / 1000;
-    chart($("#lag-chart"), samples.map(s => s[0]), names.map(n => [n, samples.map(s => s[1][n] ?? 0)]), [now - 300, now]);
+    for (const [target, field] of [["#lag-chart", "lag_seconds"], ["#pending-chart", "pending"]]) {
+      chart($(target), xs, names.map(n => [n, h.items.map(i => i.consumers[n]?.[field] ?? null)]), [now - 600, now]);
+    }
     const d = await ops.dlq();
     $("#dlq tbody").innerHTML = d.items.map(m => `<tr><td>${m.seq}</td><td>${esc(m.consumer)}</td>
       <td class="hide-s">${esc(m.headers["Linkflow-Original-Subject"])}</td><td>${esc(m.headers["Linkflow-Error"])}</td>
