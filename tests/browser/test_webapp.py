@@ -157,7 +157,15 @@ async def test_a_user_walks_through_the_web_app(
             return (await c.get(f"{api}/api/session")).status_code == 200
 
     await eventually(known, 10, "analytics to know the new key")
-    reader = await browser.new_page()
+    # 25 more links (through the API), so that the list has a second page.
+    csv = "url,code\n" + "".join(f"https://example.com/p{i},page{i:02d}\n" for i in range(25))
+    async with httpx.AsyncClient(headers={"authorization": f"Bearer {key}"}) as c:
+        r = await c.post(
+            f"{gateway}/api/links/import", content=csv, headers={"content-type": "text/csv"}
+        )
+        assert r.json()["imported"] == 25, r.text
+    context = await browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    reader = await context.new_page()
     reader_watch = Watch(reader, "viewer")
     await reader.goto(app)
     await reader.get_by_label("API key").fill(viewer)
@@ -167,8 +175,16 @@ async def test_a_user_walks_through_the_web_app(
     await expect(nav.get_by_role("link", name="Import")).to_be_hidden()
     await expect(nav.get_by_role("link", name="Operations")).to_be_hidden()
     await nav.get_by_role("link", name="Links").click()
-    await expect(reader.get_by_role("link", name="promo")).to_be_visible()
+    rows = reader.locator("#links tbody tr")
+    await expect(rows).to_have_count(20)  # newest first, a page of 20
     await expect(reader.get_by_role("link", name="New link")).to_have_count(0)
+    await reader.get_by_role("button", name="Next page").click()
+    await expect(rows).to_have_count(27)  # the 25, promo and imp-c: every live link
+    await expect(reader.get_by_role("button", name="Next page")).to_be_hidden()
+    # Copy: one click puts the short URL on the clipboard.
+    await reader.get_by_role("button", name=f"copy {gateway}/promo").click()
+    assert await reader.evaluate("navigator.clipboard.readText()") == f"{gateway}/promo"
+    await expect(reader.get_by_role("button", name=f"copy {gateway}/promo")).to_have_text("Copied")
     await reader.get_by_role("link", name="promo").click()
     await expect(reader.locator("#clicks")).to_have_text("2")
     await expect(reader.get_by_role("link", name="Edit")).to_have_count(0)
@@ -183,7 +199,7 @@ async def test_a_user_walks_through_the_web_app(
     await phone.get_by_label("API key").fill(key)
     await phone.get_by_role("button", name="Sign in").click()
     await phone.get_by_role("link", name="Links").click()
-    await expect(phone.get_by_role("link", name="promo")).to_be_visible()
+    await expect(phone.locator("#links tbody tr")).to_have_count(20)
     await phone_watch.shot("links")
     width = await phone.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], width
