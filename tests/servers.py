@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.cache_refresher.migrations import MIGRATION as VISITS
 from services.click_recorder.migrations import MIGRATION as CLICKS
 from services.link.migrations import MIGRATION as LINKS
 from shared import db
@@ -23,10 +22,9 @@ from shared.db import with_database
 
 
 async def migrate_main(url: str) -> None:
-    """The tables of the main database (links, visit counts, clicks), as
-    ``linkflow migrate`` makes them."""
+    """The tables of the main database (links, clicks), as ``linkflow migrate`` makes them."""
     await db.ensure_database(url)
-    for migration in (LINKS, VISITS, CLICKS):
+    for migration in (LINKS, CLICKS):
         await db.migrate(url, migration.sql)
 
 

@@ -14,6 +14,7 @@ from services.analytics import api, ops, pipeline, webapp
 from services.analytics.backfill import Backfills
 from services.analytics.consumer import ClickAggregator, CreatedCounter
 from services.analytics.exporter import exporter
+from services.analytics.limits import VisitLimits
 from services.analytics.live import LiveClicks
 from services.analytics.settings import Settings
 from services.analytics.store import AnalyticsStore
@@ -55,6 +56,10 @@ def build(settings: Settings) -> FastAPI:
         )
         # GeoIP for clicks without a CDN country header: loaded off the loop.
         store = AnalyticsStore(pool, await asyncio.to_thread(Countries().load))
+        limits = VisitLimits(
+            await js.key_value(topology.KV_LINKS), await js.key_value(topology.KV_VISITS), store
+        )
+        limits.start()
         live = LiveClicks(nc)
         created = await nc.subscribe("links.created", cb=CreatedCounter(store).on_message)
         backfills = Backfills(nc, store, settings.worker)
@@ -64,7 +69,7 @@ def build(settings: Settings) -> FastAPI:
             topology.ANALYTICS_CLICKS,
             settings.worker,
             json_payload(Click),
-            ClickAggregator(store).handle,
+            ClickAggregator(store, limits).handle,
         )
         rescue = rescue_worker(nc, topology.ANALYTICS_CLICKS, settings.worker)
         history = pipeline.History(PIPELINE_MINUTES, settings.pipeline_metrics_every)
@@ -74,6 +79,7 @@ def build(settings: Settings) -> FastAPI:
                 *[worker.run] * settings.worker.workers,
                 rescue.run,
                 exporter(js, pool, history),
+                limits.repairer(settings.visit_repair_every),
             ],
         )
         loops.start()
@@ -84,6 +90,7 @@ def build(settings: Settings) -> FastAPI:
                     "database": checks.database(pool),
                     "keys": access.check,
                     "consumer": checks.consumer(js, topology.ANALYTICS_CLICKS),
+                    "visit_limits": checks.synced(limits.synced, "links with visit limits"),
                 }
             )
         )
@@ -94,6 +101,7 @@ def build(settings: Settings) -> FastAPI:
             await loops.stop()
             await backfills.stop()
             await live.stop()
+            await limits.stop()
             await ring.stop()
             await created.unsubscribe()
             await bus.close(nc)

@@ -8,24 +8,40 @@ from collections.abc import Mapping, Sequence
 import msgspec
 from nats.aio.msg import Msg
 
+from services.analytics.limits import VisitLimits
 from services.analytics.store import AnalyticsStore
 from shared.contracts import Click, LinkCreated
 from shared.db import UNAVAILABLE, write_batch
-from shared.jetstream.worker import Delivery, Unavailable
+from shared.jetstream.worker import NATS_UNAVAILABLE, Delivery, Unavailable
 
 log = logging.getLogger(__name__)
 _created = msgspec.json.Decoder(LinkCreated).decode
 
 
 class ClickAggregator:
-    def __init__(self, store: AnalyticsStore) -> None:
+    def __init__(self, store: AnalyticsStore, limits: VisitLimits) -> None:
         self._store = store
+        self._limits = limits
 
     async def handle(self, batch: Sequence[Delivery[Click]]) -> Mapping[int, Exception]:
+        if not self._limits.synced.is_set():
+            # Counting before the limited links are known would miss visits.
+            raise Unavailable("links with visit limits not loaded yet")
+        clicks = [d.payload for d in batch]
+        limited = self._limits.limited({c.code for c in clicks if not c.is_bot})
+
+        async def record(rows: Sequence[Click]) -> None:
+            await self._store.record(rows, limited)
+
         try:
-            return await write_batch(self._store.record, [d.payload for d in batch])
+            refused = await write_batch(record, clicks)
+            if limited:
+                await self._limits.publish(limited)
         except UNAVAILABLE as exc:
             raise Unavailable(f"analytics database unavailable: {exc!r}") from exc
+        except NATS_UNAVAILABLE as exc:
+            raise Unavailable(f"KV link_visits unavailable: {exc!r}") from exc
+        return refused
 
 
 class CreatedCounter:

@@ -63,5 +63,14 @@ CREATE TABLE IF NOT EXISTS backfills (
 -- A re-classifying backfill replaced its range's counts (deleted when it
 -- was created) and re-derives each click's bot flag, browser, OS, country.
 ALTER TABLE backfills ADD COLUMN IF NOT EXISTS reclassify boolean NOT NULL DEFAULT false;
+
+-- Human clicks of each link with a visit limit (SPEC: max_visits), counted
+-- from counted_clicks' fresh rows, so each click once; since = the link's
+-- created_at (a code deleted and taken again starts again from 0).
+CREATE TABLE IF NOT EXISTS link_visits (
+    code   text PRIMARY KEY,
+    since  timestamptz NOT NULL,
+    visits bigint NOT NULL
+);
 """,
 )

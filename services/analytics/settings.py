@@ -18,6 +18,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # How often the pipeline's gauges (consumer lag, DLQ depth, backfills)
     # are refreshed for /metrics, in seconds.
     pipeline_metrics_every: float = 5.0
+    # How often visit counts missing from KV link_visits are put back, in seconds.
+    visit_repair_every: float = 60.0
 
     def __post_init__(self) -> None:
         parse_rate(self.write_rate)  # refused at start, not at the first write

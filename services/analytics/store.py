@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Final
 
@@ -10,13 +10,16 @@ import asyncpg
 import msgspec
 
 from services.analytics import dimensions
-from shared.contracts import Click
+from shared.contracts import Click, VisitCount, millis
 from shared.geo import Countries
 from shared.useragent import agent
 
 # One statement per batch, its rows one JSON array (cheaper to encode than
 # one array per column): the ledger insert decides which clicks are new,
 # and only those are added to the hourly counts, in the same transaction.
+# Links with a visit limit: code -> the created_at their count belongs to.
+Limited = Mapping[str, datetime]
+
 # DISTINCT ON drops a click that appears twice in one batch; ORDER BY makes
 # concurrent workers take row locks in the same order (no deadlocks).
 RECORD: Final = """
@@ -37,6 +40,17 @@ WITH input AS (
     SELECT DISTINCT code, hour, is_bot, visitor FROM counted WHERE visitor IS NOT NULL
     ORDER BY code, hour, is_bot, visitor
     ON CONFLICT DO NOTHING
+), limits AS (
+    SELECT * FROM json_to_recordset($2::json) AS l(code text, since timestamptz)
+), visits AS (
+    INSERT INTO link_visits AS v (code, since, visits)
+    SELECT code, since, count(*) FROM counted JOIN limits USING (code)
+    WHERE NOT is_bot GROUP BY code, since ORDER BY code
+    ON CONFLICT (code) DO UPDATE SET
+        visits = CASE WHEN v.since = EXCLUDED.since THEN v.visits + EXCLUDED.visits
+                      WHEN v.since < EXCLUDED.since THEN EXCLUDED.visits
+                      ELSE v.visits END,
+        since = greatest(v.since, EXCLUDED.since)
 ), dims AS (
     SELECT code, hour, 'total' AS dim, '' AS value, is_bot FROM counted
     UNION ALL SELECT code, hour, 'referrer', referrer, is_bot FROM counted
@@ -77,7 +91,11 @@ class AnalyticsStore:
         self.pool = pool
         self._countries = countries
 
-    async def record(self, clicks: Sequence[Click]) -> None:
+    async def record(self, clicks: Sequence[Click], limited: Limited | None = None) -> None:
+        """Count ``clicks``, each once; a human click of a link in
+        ``limited`` (code -> its created_at) also counts against its visit
+        limit. Backfills pass none: they recount the past, and visits were
+        counted when the clicks first came."""
         rows = []
         for c in clicks:
             found = agent(c.user_agent)
@@ -97,7 +115,15 @@ class AnalyticsStore:
                     visitor=c.visitor,
                 )
             )
-        await self.pool.execute(RECORD, _encode(rows).decode())
+        limits = [{"code": c, "since": t} for c, t in (limited or {}).items()]
+        await self.pool.execute(RECORD, _encode(rows).decode(), _encode(limits).decode())
+
+    async def visits(self, codes: Sequence[str]) -> dict[str, VisitCount]:
+        """The visit counts held for ``codes`` (those with any)."""
+        rows = await self.pool.fetch(
+            "SELECT code, since, visits FROM link_visits WHERE code = ANY($1::text[])", codes
+        )
+        return {r["code"]: VisitCount(since=millis(r["since"]), visits=r["visits"]) for r in rows}
 
     async def link_created(self, day: date) -> None:
         await self.pool.execute(

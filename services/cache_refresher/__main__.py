@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvloop
 
-from services.cache_refresher import reconcile, visits
+from services.cache_refresher import reconcile
 from services.cache_refresher.applier import Applier, decode
 from services.cache_refresher.settings import Settings
 from shared import db, logs, roster
@@ -13,7 +13,7 @@ from shared.http.serve import serve_worker
 from shared.jetstream import bus, topology
 from shared.jetstream.loops import Loops
 from shared.jetstream.rescue import rescue_worker
-from shared.jetstream.worker import Worker, json_payload
+from shared.jetstream.worker import Worker
 from shared.settings import load_or_exit
 
 
@@ -31,36 +31,17 @@ async def run(settings: Settings) -> None:
     worker = Worker(nc, consumer, settings.worker, decode, Applier(kv).handle)
     rescue = rescue_worker(nc, consumer, settings.worker)
     reconciler = reconcile.reconciler(kv, pool, settings.reconcile_every)
-    # The visit counter: a second consumer, of CLICKS (services/cache_refresher/visits.py).
-    counts = await js.key_value(topology.KV_VISITS)
-    counter = Worker(
-        nc,
-        topology.VISIT_COUNTER,
-        settings.worker,
-        json_payload(visits.Seen),
-        visits.VisitCounter(pool, counts).handle,
-    )
-    counter_rescue = rescue_worker(nc, topology.VISIT_COUNTER, settings.worker)
-    republisher = visits.republisher(pool, counts, settings.reconcile_every)
 
     try:
         await serve_worker(
             Loops(
                 roster.CACHE_REFRESHER.label,
-                [
-                    *[worker.run] * settings.worker.workers,
-                    rescue.run,
-                    reconciler,
-                    *[counter.run] * settings.worker.workers,
-                    counter_rescue.run,
-                    republisher,
-                ],
+                [*[worker.run] * settings.worker.workers, rescue.run, reconciler],
             ),
             {
                 "nats": checks.nats_connected(nc),
                 "database": checks.database(pool),
                 "consumer": checks.consumer(js, consumer),
-                "visit_counter": checks.consumer(js, topology.VISIT_COUNTER),
             },
             settings.host,
             settings.port,

@@ -6,14 +6,12 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError, NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.kv import KeyValue
 
 from shared.contracts import LinkDeleted, LinkEntry, LinkUpdated
 from shared.errors import PermanentError
 from shared.jetstream import linkcache
-from shared.jetstream.worker import Delivery, Unavailable
+from shared.jetstream.worker import NATS_UNAVAILABLE, Delivery, Unavailable
 
 LinkEvent = LinkUpdated | LinkDeleted
 _updated = msgspec.json.Decoder(LinkUpdated).decode
@@ -54,7 +52,7 @@ class Applier:
             event = delivery.payload
             try:
                 await linkcache.put_if_newer(self._kv, event.code, entry_for(event))
-            except (ConnectionClosedError, NatsTimeoutError, NoRespondersError) as exc:
+            except NATS_UNAVAILABLE as exc:
                 raise Unavailable(f"KV unavailable: {exc!r}") from exc
             except Exception as exc:  # retried with backoff, then dead-lettered
                 failures[i] = exc

@@ -103,18 +103,16 @@ def permissions() -> dict[str, dict[str, list[str]]]:
         },
         "click_recorder": {"publish": _worker(c.CLICK_RECORDER), "subscribe": []},
         "cache_refresher": {
-            "publish": [
-                *_worker(c.CACHE_REFRESHER),
-                *_worker(c.VISIT_COUNTER),
-                *_kv_write(c.KV_LINKS),
-                *_kv_write(c.KV_VISITS),
-            ],
+            "publish": [*_worker(c.CACHE_REFRESHER), *_kv_write(c.KV_LINKS)],
             "subscribe": [],
         },
         "analytics": {
             "publish": [
                 *_worker(c.ANALYTICS_CLICKS),
                 *_api_keys(),
+                # Visit limits: which links have one, and their counts.
+                *_kv_read(c.KV_LINKS),
+                *_kv_write(c.KV_VISITS),
                 # The pipeline view reads every consumer and the DLQ.
                 *(f"{API}.CONSUMER.INFO.{x.stream}.{x.name}" for x in c.CONSUMERS),
                 *(f"{API}.STREAM.MSG.GET.{x.stream}" for x in c.CONSUMERS),
@@ -142,22 +140,17 @@ def permissions() -> dict[str, dict[str, list[str]]]:
         },
         ADMIN: {"publish": [">"], "subscribe": [">"]},
     }
-    # Deny wins over allow: analytics' backfill rights stop at the other
-    # services' consumers of CLICKS (it could otherwise delete one, or take
-    # and ack its clicks).
+    # Deny wins over allow: analytics' backfill rights stop at the recorder's
+    # consumer (it could otherwise delete it, or take and ack its clicks).
+    recorder = c.CLICK_RECORDER
     rules["analytics"]["deny"] = [
-        rule
-        for other in (c.CLICK_RECORDER, c.VISIT_COUNTER)
-        for rule in [
-            *(
-                f"{API}.CONSUMER.{verb}.{other.stream}.{other.name}{tail}"
-                for verb in ("CREATE", "DELETE", "MSG.NEXT")
-                for tail in ("", ".>")
-            ),
-            f"$JS.ACK.{other.stream}.{other.name}.>",
-            f"$JS.ACK.*.*.{other.stream}.{other.name}.>",
-            f"dlq.{other.stream}.{other.name}",
-        ]
+        f"{API}.CONSUMER.{verb}.{recorder.stream}.{recorder.name}{tail}"
+        for verb in ("CREATE", "DELETE", "MSG.NEXT")
+        for tail in ("", ".>")
+    ] + [
+        f"$JS.ACK.{recorder.stream}.{recorder.name}.>",
+        f"$JS.ACK.*.*.{recorder.stream}.{recorder.name}.>",
+        f"dlq.{recorder.stream}.{recorder.name}",
     ]
     for user, rule in rules.items():
         rule["publish"] = list(dict.fromkeys(rule["publish"]))

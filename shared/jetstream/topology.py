@@ -63,12 +63,7 @@ def _consumer(stream: str, filter_subject: str, service: roster.Service) -> Cons
 CLICK_RECORDER: Final = _consumer(CLICKS, "clicks.>", roster.CLICK_RECORDER)
 ANALYTICS_CLICKS: Final = _consumer(CLICKS, "clicks.>", roster.ANALYTICS)
 CACHE_REFRESHER: Final = _consumer(LINKS, "links.>", roster.CACHE_REFRESHER)
-# The cache-refresher's second consumer: counts human clicks of links with
-# max_visits. A name of its own: it reads CLICKS, not LINKS.
-VISIT_COUNTER: Final = Consumer(
-    CLICKS, f"{roster.CACHE_REFRESHER.label}-visits", "clicks.>", roster.CACHE_REFRESHER.name
-)
-CONSUMERS: Final = (CLICK_RECORDER, ANALYTICS_CLICKS, CACHE_REFRESHER, VISIT_COUNTER)
+CONSUMERS: Final = (CLICK_RECORDER, ANALYTICS_CLICKS, CACHE_REFRESHER)
 
 # The server's advisories for messages that reached a consumer's max_deliver
 # (the worker crashed or timed out on the last delivery, so it never

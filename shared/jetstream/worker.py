@@ -25,12 +25,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from shared import metrics
 from shared.contracts import HDR_REQUEST_ID, INVALID
@@ -49,6 +50,11 @@ T = TypeVar("T")
 
 class Unavailable(TransientError):
     """A dependency the whole batch needs is down: hold and retry the batch."""
+
+
+# What a KV get or put raises while NATS is unreachable: a handler turns it
+# into Unavailable (hold the batch), not into the messages' failure.
+NATS_UNAVAILABLE: Final = (ConnectionClosedError, NatsTimeoutError, NoRespondersError)
 
 
 @dataclass(frozen=True, slots=True)

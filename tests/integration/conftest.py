@@ -13,7 +13,6 @@ from nats.aio.client import Client
 from services.analytics.app import build as build_analytics
 from services.analytics.migrations import MIGRATION as ANALYTICS
 from services.analytics.settings import Settings as AnalyticsSettings
-from services.cache_refresher import visits
 from services.cache_refresher.applier import Applier, decode
 from services.click_recorder.partitions import Partitions
 from services.click_recorder.recorder import ClickRecorder
@@ -77,35 +76,23 @@ async def cache_refresher(nc: Client, db_url: str) -> AsyncIterator[CacheRefresh
 
 
 class CacheRefresher:
-    """The cache-refresher's worker loops (link events, visit counts),
-    in-process, stoppable and restartable."""
+    """The cache-refresher's worker loop, in-process, stoppable and restartable."""
 
     def __init__(self, nc: Client, db_url: str) -> None:
         self._nc = nc
         self._db_url = db_url
-        self._stack: contextlib.AsyncExitStack | None = None
+        self._running: contextlib.AbstractAsyncContextManager[object] | None = None
 
     async def start(self) -> None:
-        js = self._nc.jetstream()
-        kv = await js.key_value(topology.KV_LINKS)
+        kv = await self._nc.jetstream().key_value(topology.KV_LINKS)
         worker = Worker(self._nc, topology.CACHE_REFRESHER, TEST_WORKER, decode, Applier(kv).handle)
-        self._stack = stack = contextlib.AsyncExitStack()
-        pool = await db.create_pool(self._db_url, max_size=2)
-        stack.push_async_callback(pool.close)
-        counter = Worker(
-            self._nc,
-            topology.VISIT_COUNTER,
-            TEST_WORKER,
-            json_payload(visits.Seen),
-            visits.VisitCounter(pool, await js.key_value(topology.KV_VISITS)).handle,
-        )
-        await stack.enter_async_context(running(worker.run))
-        await stack.enter_async_context(running(counter.run))
+        self._running = running(worker.run)
+        await self._running.__aenter__()
 
     async def stop(self) -> None:
-        if self._stack is not None:
-            await self._stack.aclose()
-            self._stack = None
+        if self._running is not None:
+            await self._running.__aexit__(None, None, None)
+            self._running = None
 
 
 @pytest.fixture

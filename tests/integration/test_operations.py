@@ -186,7 +186,6 @@ async def test_dlq_list_replay_discard(
     assert pipeline["dlq"] == {"analytics": 1, "click-recorder": 2}
     names = {c["consumer"]: c for c in pipeline["consumers"]}
     assert set(names) == {c.name for c in topology.CONSUMERS}
-    assert "cache-refresher-visits" in names
     assert {
         "pending",
         "ack_pending",

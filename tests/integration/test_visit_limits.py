@@ -1,5 +1,6 @@
-"""Visit limits (SPEC: max_visits): counted behind the bus, enforced by every
-gateway from its watch of KV ``link_visits``, with a bounded overshoot."""
+"""Visit limits (SPEC: max_visits): counted behind the bus by analytics,
+enforced by every gateway from its watch of KV ``link_visits``, with a
+bounded overshoot."""
 
 from __future__ import annotations
 
@@ -10,18 +11,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import msgspec
 import pytest
 from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError
 
-from services.cache_refresher.visits import republish
+from services.analytics.limits import VisitLimits
+from services.analytics.store import AnalyticsStore
 from services.link.app import build
 from services.link.settings import Settings
 from shared import db
 from shared.contracts import VisitCount
+from shared.geo import Countries
 from shared.jetstream import topology
 from shared.settings import Common
 from tests.harness import bearer, count, eventually, serve
@@ -62,7 +64,7 @@ async def storm(clients: list[httpx.AsyncClient], code: str, total: int) -> Coun
 
 async def counted(db_url: str, code: str) -> int:
     return await count(
-        db_url, "SELECT coalesce(sum(visits), 0) FROM link_visit_counts WHERE code = $1", code
+        db_url, "SELECT coalesce(sum(visits), 0) FROM link_visits WHERE code = $1", code
     )
 
 
@@ -88,7 +90,12 @@ async def test_an_invalid_limit_is_refused(
 
 
 async def test_one_gateway_lets_exactly_the_limit_through_1000_at_once(
-    servers: Servers, db_url: str, tmp_path: Path, admin_key: str, cache_refresher: CacheRefresher
+    servers: Servers,
+    db_url: str,
+    tmp_path: Path,
+    admin_key: str,
+    cache_refresher: CacheRefresher,
+    analytics: httpx.AsyncClient,
 ) -> None:
     async with gateways(servers, db_url, tmp_path, admin_key, 1) as clients:
         gateway = clients[0]
@@ -111,7 +118,12 @@ async def test_one_gateway_lets_exactly_the_limit_through_1000_at_once(
 
 
 async def test_two_gateways_overshoot_by_less_than_their_own_counts(
-    servers: Servers, db_url: str, tmp_path: Path, admin_key: str, cache_refresher: CacheRefresher
+    servers: Servers,
+    db_url: str,
+    tmp_path: Path,
+    admin_key: str,
+    cache_refresher: CacheRefresher,
+    analytics: httpx.AsyncClient,
 ) -> None:
     """The bound: each gateway lets at most max_visits through on its own
     count, so N gateways overshoot by less than (N - 1) x max_visits, and by
@@ -140,7 +152,12 @@ async def test_two_gateways_overshoot_by_less_than_their_own_counts(
 
 
 async def test_raising_the_limit_reopens_the_link_and_bots_take_no_visit(
-    servers: Servers, db_url: str, tmp_path: Path, admin_key: str, cache_refresher: CacheRefresher
+    servers: Servers,
+    db_url: str,
+    tmp_path: Path,
+    admin_key: str,
+    cache_refresher: CacheRefresher,
+    analytics: httpx.AsyncClient,
 ) -> None:
     async with gateways(servers, db_url, tmp_path, admin_key, 1) as clients:
         gateway = clients[0]
@@ -168,7 +185,12 @@ async def test_raising_the_limit_reopens_the_link_and_bots_take_no_visit(
 
 
 async def test_a_code_taken_again_starts_from_zero(
-    servers: Servers, db_url: str, tmp_path: Path, admin_key: str, cache_refresher: CacheRefresher
+    servers: Servers,
+    db_url: str,
+    tmp_path: Path,
+    admin_key: str,
+    cache_refresher: CacheRefresher,
+    analytics: httpx.AsyncClient,
 ) -> None:
     async with gateways(servers, db_url, tmp_path, admin_key, 1) as clients:
         gateway = clients[0]
@@ -195,9 +217,10 @@ async def test_a_lost_count_is_put_back(
     tmp_path: Path,
     admin_key: str,
     cache_refresher: CacheRefresher,
+    analytics: httpx.AsyncClient,
 ) -> None:
     """An exhausted link gets no more clicks to count: if KV loses its count,
-    the repair pass (run with the reconciliation) must put it back."""
+    the repair pass (analytics runs it every minute) must put it back."""
     async with gateways(servers, db_url, tmp_path, admin_key, 1) as clients:
         gateway = clients[0]
         await gateway.post(
@@ -219,11 +242,18 @@ async def test_a_lost_count_is_put_back(
         await eventually(in_kv, 10, "the count in KV")
         await kv.purge("lost")
         assert await held() is None
+        js = nc.jetstream()
         pool = await db.create_pool(db_url, max_size=1)
+        limits = VisitLimits(
+            await js.key_value(topology.KV_LINKS), kv, AnalyticsStore(pool, Countries())
+        )
+        limits.start()
         try:
-            assert await republish(pool, kv) == 1
-            assert await republish(pool, kv) == 0  # in step now
+            await asyncio.wait_for(limits.synced.wait(), 10)
+            assert await limits.repair() == 1
+            assert await limits.repair() == 0  # in step now
         finally:
+            await limits.stop()
             await pool.close()
         assert await in_kv()
         await answers(gateway, "lost", 410)
@@ -236,9 +266,10 @@ async def test_a_redelivered_click_is_counted_once(
     tmp_path: Path,
     admin_key: str,
     cache_refresher: CacheRefresher,
+    analytics: httpx.AsyncClient,
 ) -> None:
     """The same click published twice past the duplicate window (new
-    Nats-Msg-Id) reaches the counter twice; the ledger counts it once."""
+    Nats-Msg-Id) reaches analytics twice; its ledger counts it once."""
     async with gateways(servers, db_url, tmp_path, admin_key, 1) as (gateway,):
         await gateway.post(
             "/api/links", json={"url": "https://example.com/", "code": "twice", "max_visits": 10}
@@ -252,13 +283,9 @@ async def test_a_redelivered_click_is_counted_once(
         await js.publish("clicks.twice", payload, headers={"Nats-Msg-Id": msg_id})
 
     async def drained() -> bool:
-        i = await js.consumer_info(topology.CLICKS, topology.VISIT_COUNTER.name)
+        i = await js.consumer_info(topology.CLICKS, topology.ANALYTICS_CLICKS.name)
         return i.num_pending == 0 and i.num_ack_pending == 0
 
-    await eventually(drained, 10, "the counter to take both copies")
+    await eventually(drained, 10, "analytics to take both copies")
     assert await counted(db_url, "twice") == 1
-    conn = await asyncpg.connect(db_url)
-    try:
-        assert await conn.fetchval("SELECT count(*) FROM link_visits WHERE code = 'twice'") == 1
-    finally:
-        await conn.close()
+    assert await count(db_url, "SELECT count(*) FROM counted_clicks WHERE code = 'twice'") == 1

@@ -81,11 +81,11 @@ def test_shared_parts_import_only_downwards() -> None:
 
 def test_the_declared_entries_load() -> None:
     migrations = {e.name: e.load() for e in entry_points(group="linkflow.migrations")}
-    assert set(migrations) == {"analytics", "cache_refresher", "click_recorder", "link"}
+    assert set(migrations) == {"analytics", "click_recorder", "link"}
     tables = {name: m.sql for name, m in migrations.items()}
     assert "CREATE TABLE IF NOT EXISTS links " in tables["link"]
     assert "CREATE TABLE IF NOT EXISTS clicks " in tables["click_recorder"]
-    assert "CREATE TABLE IF NOT EXISTS link_visit_counts " in tables["cache_refresher"]
+    assert "CREATE TABLE IF NOT EXISTS link_visits " in tables["analytics"]
     assert "CREATE TABLE IF NOT EXISTS counted_clicks " in tables["analytics"]
     assert migrations["analytics"].url_setting == "analytics_database_url"
     (bench,) = entry_points(group="linkflow.bench", name="spool_append_rate")
