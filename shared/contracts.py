@@ -175,7 +175,7 @@ class LinkEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
 class VisitCount(msgspec.Struct, kw_only=True, frozen=True):
     """Value of the KV bucket ``link_visits`` (key: the code): the human
     clicks counted for a link with ``max_visits`` since ``since``, its
-    ``created_at``. Written by the cache-refresher's visit counter; every
+    ``created_at``. Written by analytics, which counts each click once; every
     gateway watches it and answers 410 once ``visits`` reaches the limit."""
 
     since: datetime

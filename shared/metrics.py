@@ -117,7 +117,7 @@ def render() -> bytes:
 
 CACHE_REPAIRS: Final = Counter(
     "linkflow_cache_repairs_total",
-    "KV entries repaired by reconciliation, by kind (missing, stale, corrupt, orphaned)",
+    "KV entries repaired by reconciliation, by kind (missing, stale, corrupt, orphaned, upgraded)",
     ["kind"],
 )
 SPOOL_RECORDS: Final = Gauge(

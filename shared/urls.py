@@ -32,9 +32,13 @@ def origins(urls: str) -> list[str]:
     machine's loopback address (a user of ``linkflow up`` may type either)."""
     if "," in urls:
         return list(dict.fromkeys(o for url in urls.split(",") for o in origins(url)))
-    parts = urllib.parse.urlsplit(urls.strip())
-    host = parts.netloc.rpartition("@")[2]
-    name, colon, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+    # As a browser writes it: lower case, and no port when it is the scheme's own.
+    parts = urllib.parse.urlsplit(urls.strip().lower())
+    name, port = parts.hostname or "", parts.port
+    if ":" in name:
+        name = f"[{name}]"  # IPv6
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    suffix = f":{port}" if port is not None and port != default else ""
     if name in _LOOPBACK:
-        return [f"{parts.scheme}://{other}{colon}{port}" for other in _LOOPBACK]
-    return [f"{parts.scheme}://{host}"]
+        return [f"{parts.scheme}://{other}{suffix}" for other in _LOOPBACK]
+    return [f"{parts.scheme}://{name}{suffix}"]

@@ -17,12 +17,12 @@ from collections.abc import Iterable
 from datetime import datetime
 
 import msgspec
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from services.analytics.store import AnalyticsStore
 from shared.contracts import INVALID, LinkEntry, VisitCount, encode
 from shared.jetstream.kvwatch import KvFollower
+from shared.jetstream.linkcache import put_if
 from shared.jetstream.loops import Loop, periodic
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class VisitLimits:
         counted them is committed, before it is acked: a batch redelivered
         after a failed put counts nothing again but puts again."""
         for code, count in (await self._store.visits(list(codes))).items():
-            await self._counts.put(code, encode(count))
+            await self._put_count(code, count)
 
     async def repair(self) -> int:
         """Put every limited link's count whose KV entry is missing or
@@ -59,14 +59,24 @@ class VisitLimits:
         entry would otherwise leave it open."""
         repaired = 0
         for code, want in (await self._store.visits(list(self._limited))).items():
-            try:
-                held: VisitCount | None = _count((await self._counts.get(code)).value or b"")
-            except (KeyNotFoundError, *INVALID):
-                held = None
-            if held != want and self._limited.get(code) in (want.since, _UNKNOWN):
-                await self._counts.put(code, encode(want))
+            live = self._limited.get(code) in (want.since, _UNKNOWN)
+            if live and await self._put_count(code, want):
                 repaired += 1
         return repaired
+
+    async def _put_count(self, code: str, count: VisitCount) -> bool:
+        """Put ``count`` unless KV holds as much or a later generation's:
+        replicas commit and put in any order, and a count never goes back
+        (a gateway that starts reads whatever is last)."""
+
+        def supersedes(held: bytes | None) -> bool:
+            try:
+                old = _count(held) if held else None
+            except INVALID:
+                return True
+            return old is None or (old.since, old.visits) < (count.since, count.visits)
+
+        return await put_if(self._counts, code, encode(count), supersedes)
 
     def repairer(self, every: float) -> Loop:
         async def once() -> None:

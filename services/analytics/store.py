@@ -45,7 +45,11 @@ WITH input AS (
 ), visits AS (
     INSERT INTO link_visits AS v (code, since, visits)
     SELECT code, since, count(*) FROM counted JOIN limits USING (code)
-    WHERE NOT is_bot GROUP BY code, since ORDER BY code
+    -- A click of an earlier link with this code (still in the backlog when
+    -- the code was taken again) is not this link's; a second's slack for
+    -- the gateway's clock against PostgreSQL's.
+    WHERE NOT is_bot AND ts >= since - interval '1 second'
+    GROUP BY code, since ORDER BY code
     ON CONFLICT (code) DO UPDATE SET
         visits = CASE WHEN v.since = EXCLUDED.since THEN v.visits + EXCLUDED.visits
                       WHEN v.since < EXCLUDED.since THEN EXCLUDED.visits

@@ -65,6 +65,11 @@ def _kind(held: LinkEntry | None, want: LinkEntry) -> str | None:
         return None
     if held is None:
         return "corrupt"
+    if (
+        held.created_at is None
+        and msgspec.structs.replace(held, created_at=want.created_at) == want
+    ):
+        return "upgraded"  # written before entries carried created_at
     if held.version < want.version:
         return "stale"
     return "corrupt"  # same or newer version than the database, but different
@@ -95,8 +100,14 @@ async def reconcile(kv: KeyValue, pool: asyncpg.Pool) -> dict[str, int]:
             continue
         kind = _kind(current[0], entry)
         if kind:
-            log.warning(
-                "KV %s is %s (%s); repairing to version %d", code, kind, current[0], entry.version
+            # An upgrade rewrites every entry once: not worth a warning each.
+            log.log(
+                logging.DEBUG if kind == "upgraded" else logging.WARNING,
+                "KV %s is %s (%s); repairing to version %d",
+                code,
+                kind,
+                current[0],
+                entry.version,
             )
             await repair(kind, kv.update(code, encode(entry), last=current[1]))
     for code, (_, revision) in held.items():

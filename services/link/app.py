@@ -87,6 +87,10 @@ def build(settings: Settings) -> Gateway:
         salts.start()
         limits = Limits(await js.key_value(topology.KV_VISITS))
         limits.start()
+        # Normally loaded before the first redirect; until then a limited
+        # link answers 503 (the others are redirected) and /readyz says so.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(limits.synced.wait(), 5)
         gateway.attach(cache, clicks, countries, visitors, limits)
         app.router.routes.extend(
             health.routes(

@@ -2,7 +2,7 @@
 
 Two lower bounds of a link's human visits are kept, and the larger decides:
 
-- the count the cache-refresher's visit counter puts into KV ``link_visits``
+- the count analytics puts into KV ``link_visits``
   (every gateway's clicks, counted once, a moment late), held here by a watch;
 - this gateway's own: the count it last saw plus the human redirects it has
   let through since, each taken before its click is published.

@@ -35,6 +35,7 @@ _COUNTRY_HEADERS: Final = (b"cf-ipcountry", b"x-country-code")
 RULED: Final = 1024
 _NO_STORE: Final = (b"cache-control", b"private, max-age=0")
 _OUT_OF_VISITS: Final = "link %r has reached its visit limit"
+_NO_COUNTS: Final = "visit counts are not loaded yet; try again in a moment"
 
 
 class Gateway:
@@ -134,9 +135,15 @@ class Gateway:
             visitors=self._visitors,
         )
         limit = entry.max_visits
-        if limit is not None and not self._limits.admit(code, entry, limit, not click.is_bot):
-            await self._problem(scope, send, Problem(410, _OUT_OF_VISITS % code), head)
-            return
+        if limit is not None:
+            # Counts not loaded yet (a gateway just started, KV unreachable):
+            # a limited link cannot be checked, so it is not redirected.
+            if not self._limits.synced.is_set():
+                await self._problem(scope, send, Problem(503, _NO_COUNTS), head)
+                return
+            if not self._limits.admit(code, entry, limit, not click.is_bot):
+                await self._problem(scope, send, Problem(410, _OUT_OF_VISITS % code), head)
+                return
         try:
             await self._clicks.publish(click)
         except Exception as exc:

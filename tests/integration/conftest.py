@@ -100,6 +100,16 @@ async def analytics(
     servers: Servers, nc: Client, db_url: str, admin_key: str
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The analytics service in-process, its database being the test's database."""
+    async with analytics_service(servers, db_url, admin_key) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def analytics_service(
+    servers: Servers, db_url: str, admin_key: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The analytics service in-process (worker loops included) while the
+    block runs, for a test that starts it late."""
     await db.migrate(db_url, ANALYTICS.sql)
     settings = AnalyticsSettings(
         common=Common(

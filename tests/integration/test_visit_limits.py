@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,12 +23,12 @@ from services.analytics.store import AnalyticsStore
 from services.link.app import build
 from services.link.settings import Settings
 from shared import db
-from shared.contracts import VisitCount
+from shared.contracts import Click, VisitCount, encode, now
 from shared.geo import Countries
 from shared.jetstream import topology
 from shared.settings import Common
 from tests.harness import bearer, count, eventually, serve
-from tests.integration.conftest import PUBLIC_URL, CacheRefresher
+from tests.integration.conftest import PUBLIC_URL, CacheRefresher, analytics_service
 from tests.integration.test_api import assert_problem
 from tests.servers import Servers
 
@@ -274,10 +275,8 @@ async def test_a_redelivered_click_is_counted_once(
         await gateway.post(
             "/api/links", json={"url": "https://example.com/", "code": "twice", "max_visits": 10}
         )
-    payload = (
-        b'{"id":"0001","code":"twice","ts":"2026-11-30T00:00:00.000Z","referrer":null,'
-        b'"user_agent":null,"ip":null,"country":null,"is_bot":false,"request_id":"r"}'
-    )
+    # A click made after the link (its time counts: SPEC's generations).
+    payload = encode(Click(id="0001", code="twice", ts=now(), request_id="r"))
     js = nc.jetstream()
     for msg_id in ("a", "b"):
         await js.publish("clicks.twice", payload, headers={"Nats-Msg-Id": msg_id})
@@ -289,3 +288,48 @@ async def test_a_redelivered_click_is_counted_once(
     await eventually(drained, 10, "analytics to take both copies")
     assert await counted(db_url, "twice") == 1
     assert await count(db_url, "SELECT count(*) FROM counted_clicks WHERE code = 'twice'") == 1
+
+
+async def test_old_clicks_in_the_backlog_count_for_the_old_link_only(
+    servers: Servers,
+    nc: Client,
+    db_url: str,
+    tmp_path: Path,
+    admin_key: str,
+    cache_refresher: CacheRefresher,
+) -> None:
+    """Analytics behind (not running here): a code's clicks wait in CLICKS
+    while the code is deleted and taken again. When analytics counts them,
+    they are the old link's, not the new one's."""
+    async with gateways(servers, db_url, tmp_path, admin_key, 1) as clients:
+        gateway = clients[0]
+        link = {"url": "https://example.com/", "code": "gen", "max_visits": 5}
+        assert (await gateway.post("/api/links", json=link)).status_code == 201
+        assert await storm(clients, "gen", 3) == {302: 3}
+        last_click = time.time()
+        assert (await gateway.delete("/api/links/gen")).status_code == 204
+        await answers(gateway, "gen", 404)
+
+        # The new link's created_at must be past the old clicks' times by more
+        # than the second of slack allowed for the clocks.
+        async def clear_of_the_slack() -> bool:
+            return time.time() > last_click + 1.5
+
+        await eventually(clear_of_the_slack, 5, "the clocks' slack to pass")
+        assert (await gateway.post("/api/links", json=link)).status_code == 201
+        await answers(gateway, "gen", 302)  # the new link's first visit
+        js = nc.jetstream()
+        async with analytics_service(servers, db_url, admin_key):
+
+            async def drained() -> bool:
+                i = await js.consumer_info(topology.CLICKS, topology.ANALYTICS_CLICKS.name)
+                return i.num_pending == 0 and i.num_ack_pending == 0
+
+            await eventually(drained, 10, "analytics to count the backlog")
+
+            async def only_the_new_visit() -> bool:
+                return await counted(db_url, "gen") == 1
+
+            await eventually(only_the_new_visit, 5, "the new link's one visit, no old click")
+            # The old link's clicks were counted (as clicks), not as visits.
+            assert await count(db_url, "SELECT count(*) FROM counted_clicks") >= 4

@@ -165,3 +165,6 @@ def test_the_web_apps_origins() -> None:
         "http://127.0.0.1:8082",
         "http://localhost:8082",
     ]
+    # As browsers send it: lower case, no default port.
+    assert origins("HTTPS://App.Sho.rt:443/app/") == ["https://app.sho.rt"]
+    assert origins("http://[::1]:8081") == ["http://[::1]:8081"]
