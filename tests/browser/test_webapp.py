@@ -277,14 +277,6 @@ async def walk(page: Page, watch: Watch, app: str, gateway: str, key: str, nc: C
     await expect(history.first).to_contain_text("admin")
     await watch.shot("history")
 
-    # Search the list.
-    await page.get_by_role("link", name="Links").click()
-    await page.get_by_label("Search").fill("summer")
-    await page.get_by_role("button", name="Filter").click()
-    await expect(page.locator("#links tbody tr")).to_have_count(1)
-    await expect(page.get_by_role("link", name="promo")).to_be_visible()
-    await watch.shot("links")
-
     # Import a CSV with one bad row: the good ones land, the bad one is reported.
     await page.get_by_role("link", name="Import").click()
     await page.get_by_label("CSV file").set_input_files(
@@ -303,6 +295,20 @@ async def walk(page: Page, watch: Watch, app: str, gateway: str, key: str, nc: C
     await expect(errors.first).to_contain_text("3")
     await watch.shot("import")
 
+    # Search the list (promo among the imported links).
+    await page.get_by_role("link", name="Links").click()
+    await page.get_by_label("Search").fill("summer")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.locator("#links tbody tr")).to_have_count(1)
+    await expect(page.get_by_role("link", name="promo")).to_be_visible()
+    await watch.shot("links")
+    # Filter by tag (alone): promo has "print".
+    await page.get_by_label("Search").fill("")
+    await page.get_by_label("Tag").fill("print")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.locator("#links tbody tr")).to_have_count(1)
+    await expect(page.get_by_role("link", name="promo")).to_be_visible()
+
     # Replay a dead letter: the click it held is counted.
     held = human("promo")
     await dead_letter_a_click(nc, held)
@@ -315,9 +321,32 @@ async def walk(page: Page, watch: Watch, app: str, gateway: str, key: str, nc: C
     await watch.shot("operations")
     await row.get_by_role("button", name="Replay").click()
     await expect(row).to_have_count(0)
+    # Another one discarded; a backfill started, shown with its progress.
+    await dead_letter_a_click(nc, human("promo", user_agent="discard-me"))
+    other = page.locator("#dlq tbody tr", has_text="database down")
+    await expect(other).to_have_count(1, timeout=10000)
+    await other.get_by_role("button", name="Discard").click()
+    await expect(other).to_have_count(0)
+    await page.get_by_label("From").fill("2026-01-01T00:00")
+    await page.get_by_label("To").fill("2099-01-01T00:00")
+    await page.get_by_role("button", name="Start").click()
+    await expect(page.locator("#backfills tbody tr").first).to_contain_text("/")
+    await expect(page.locator("#backfills tbody tr").first).to_contain_text(
+        re.compile("pending|running|done")
+    )
     await page.goto(f"{app}#/links/promo")
     await expect(page.locator("#clicks")).to_have_text("2", timeout=20000)
     await watch.shot("after-replay")
+    # Per day, bots shown: the same two clicks (none was a bot), one day's point.
+    await page.get_by_label("Per").select_option("day")
+    await page.get_by_label("Show bots").check()
+    await page.get_by_role("button", name="Show").click()
+    await expect(page.locator("#clicks")).to_have_text("2")
+    # A range that ends before the clicks: none.
+    await page.get_by_label("From").fill("2025-12-01T00:00")
+    await page.get_by_label("To").fill("2026-01-01T00:00")
+    await page.get_by_role("button", name="Show").click()
+    await expect(page.locator("#clicks")).to_have_text("0")
 
     # Delete asks first: dismissed, nothing happens; accepted, the link is gone.
     await page.goto(f"{app}#/links/imp-a")
