@@ -21,7 +21,7 @@ from nats.js.kv import KeyValue
 
 from services.analytics.store import AnalyticsStore
 from shared.contracts import INVALID, LinkEntry, VisitCount, encode
-from shared.jetstream.kvwatch import KvFollower
+from shared.jetstream.kvwatch import Followed
 from shared.jetstream.linkcache import put_if
 from shared.jetstream.loops import Loop, periodic
 
@@ -34,13 +34,12 @@ _count = msgspec.json.Decoder(VisitCount).decode
 _UNKNOWN = datetime.fromtimestamp(0).astimezone()
 
 
-class VisitLimits:
+class VisitLimits(Followed):
     def __init__(self, links: KeyValue, counts: KeyValue, store: AnalyticsStore) -> None:
         self._limited: dict[str, datetime] = {}
         self._counts = counts
         self._store = store
-        self._follower = KvFollower(links, self._put, self._delete, "kv-watch-limits")
-        self.synced = self._follower.synced
+        super().__init__(links, "kv-watch-limits")
 
     def limited(self, codes: Iterable[str]) -> dict[str, datetime]:
         """Which of ``codes`` have a visit limit now, and their generation."""
@@ -85,12 +84,6 @@ class VisitLimits:
                 log.warning("visit counts: put %d missing or stale KV entries", repaired)
 
         return periodic("repairing visit counts", every, once)
-
-    def start(self) -> None:
-        self._follower.start()
-
-    async def stop(self) -> None:
-        await self._follower.stop()
 
     def _put(self, code: str, value: bytes) -> None:
         try:

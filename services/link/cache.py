@@ -18,7 +18,7 @@ from nats.js.kv import KeyValue
 from services.link.validation import CODE_RE
 from shared import metrics
 from shared.contracts import INVALID, LinkEntry
-from shared.jetstream.kvwatch import KvFollower
+from shared.jetstream.kvwatch import Followed
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +29,13 @@ MISSING_TTL = 1.0
 MISSING_MAX = 10_000
 
 
-class LinkCache:
+class LinkCache(Followed):
     def __init__(self, kv: KeyValue, load_from_db: Loader) -> None:
         self._kv = kv
         self._load_from_db = load_from_db
         self._entries: dict[str, LinkEntry] = {}
         self._missing: dict[str, float] = {}  # code -> until when it counts as missing
-        self._follower = KvFollower(kv, self._put, self._delete, "kv-watch-links")
-        self.synced = self._follower.synced
+        super().__init__(kv, "kv-watch-links")
 
     def get(self, code: str) -> LinkEntry | None:
         return self._entries.get(code)
@@ -91,12 +90,6 @@ class LinkCache:
             self.apply(code, entry)
         metrics.LINK_LOOKUPS.labels("database" if entry else "nowhere").inc()
         return entry
-
-    def start(self) -> None:
-        self._follower.start()
-
-    async def stop(self) -> None:
-        await self._follower.stop()
 
     def _put(self, code: str, value: bytes) -> None:
         try:

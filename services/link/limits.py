@@ -24,7 +24,7 @@ import msgspec
 from nats.js.kv import KeyValue
 
 from shared.contracts import INVALID, LinkEntry, VisitCount
-from shared.jetstream.kvwatch import KvFollower
+from shared.jetstream.kvwatch import Followed
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,12 @@ _decode = msgspec.json.Decoder(VisitCount).decode
 TRACKED: Final = 100_000
 
 
-class Limits:
+class Limits(Followed):
     def __init__(self, kv: KeyValue) -> None:
         self._counted: dict[str, VisitCount] = {}
         # code -> (generation, visits this gateway knows of: counted or let through)
         self._own: dict[str, tuple[datetime | None, int]] = {}
-        self._follower = KvFollower(kv, self._put, self._delete, "kv-watch-visits")
-        self.synced = self._follower.synced
+        super().__init__(kv, "kv-watch-visits")
 
     def admit(self, code: str, entry: LinkEntry, limit: int, human: bool) -> bool:
         """Whether the link still has visits. A human's visit is counted as
@@ -76,12 +75,6 @@ class Limits:
         if own is not None and own[0] == entry.created_at:
             visits = max(visits, own[1])
         return visits
-
-    def start(self) -> None:
-        self._follower.start()
-
-    async def stop(self) -> None:
-        await self._follower.stop()
 
     def _put(self, code: str, value: bytes) -> None:
         try:

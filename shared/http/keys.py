@@ -29,7 +29,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysEr
 from nats.js.kv import KeyValue
 
 from shared.contracts import INVALID, now, rfc3339
-from shared.jetstream.kvwatch import KvFollower
+from shared.jetstream.kvwatch import Followed
 from shared.jetstream.topology import KV_KEYS, KV_USAGE
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class Verdict(msgspec.Struct, frozen=True):
     why: str = ""
 
 
-class KeyRing:
+class KeyRing(Followed):
     """Every key of the bucket by hash, kept current by a watch."""
 
     def __init__(self, keys: KeyValue, usage: KeyValue) -> None:
@@ -135,15 +135,11 @@ class KeyRing:
         self._by_name: dict[str, ApiKey] = {}
         self._usage = usage
         self._used: dict[str, float] = {}  # name -> when its use was last written
-        self._follower = KvFollower(keys, self._put, self._delete, "kv-watch-api-keys")
-        self.synced = self._follower.synced
+        super().__init__(keys, "kv-watch-api-keys")
         self._writes: set[asyncio.Task[None]] = set()
 
-    def start(self) -> None:
-        self._follower.start()
-
     async def stop(self) -> None:
-        await self._follower.stop()
+        await super().stop()
         for task in list(self._writes):
             task.cancel()
 

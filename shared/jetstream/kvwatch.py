@@ -69,3 +69,25 @@ class KvFollower:
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+class Followed:
+    """A process's copy of a KV bucket, kept current by a :class:`KvFollower`
+    (the gateway's link map and visit counts, analytics' limited links, every
+    service's API keys): a subclass says what a put and a delete do."""
+
+    def __init__(self, kv: KeyValue, name: str) -> None:
+        self._follower = KvFollower(kv, self._put, self._delete, name)
+        self.synced = self._follower.synced
+
+    def start(self) -> None:
+        self._follower.start()
+
+    async def stop(self) -> None:
+        await self._follower.stop()
+
+    def _put(self, key: str, value: bytes) -> None:
+        raise NotImplementedError
+
+    def _delete(self, key: str) -> None:
+        raise NotImplementedError

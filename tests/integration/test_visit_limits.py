@@ -69,6 +69,35 @@ async def counted(db_url: str, code: str) -> int:
     )
 
 
+@pytest.fixture
+async def one(
+    servers: Servers,
+    db_url: str,
+    tmp_path: Path,
+    admin_key: str,
+    cache_refresher: CacheRefresher,
+    analytics: httpx.AsyncClient,
+) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """One gateway, with the cache-refresher (link changes reach KV) and
+    analytics (visits are counted) running."""
+    async with gateways(servers, db_url, tmp_path, admin_key, 1) as clients:
+        yield clients
+
+
+@pytest.fixture
+async def two(
+    servers: Servers,
+    db_url: str,
+    tmp_path: Path,
+    admin_key: str,
+    cache_refresher: CacheRefresher,
+    analytics: httpx.AsyncClient,
+) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """Two gateways, with the same services behind them."""
+    async with gateways(servers, db_url, tmp_path, admin_key, 2) as clients:
+        yield clients
+
+
 async def answers(
     client: httpx.AsyncClient, code: str, status: int, headers: dict[str, str] = HUMAN
 ) -> None:
@@ -91,190 +120,166 @@ async def test_an_invalid_limit_is_refused(
 
 
 async def test_one_gateway_lets_exactly_the_limit_through_1000_at_once(
-    servers: Servers,
+    one: list[httpx.AsyncClient],
     db_url: str,
-    tmp_path: Path,
-    admin_key: str,
-    cache_refresher: CacheRefresher,
-    analytics: httpx.AsyncClient,
 ) -> None:
-    async with gateways(servers, db_url, tmp_path, admin_key, 1) as clients:
-        gateway = clients[0]
-        r = await gateway.post(
-            "/api/links", json={"url": "https://example.com/", "code": "limited", "max_visits": 100}
-        )
-        assert r.status_code == 201, r.text
-        assert r.json()["max_visits"] == 100
-        statuses = await storm(clients, "limited", 1000)
-        # Overshoot 0: the gateway takes a visit before it publishes the click.
-        assert statuses == {302: 100, 410: 900}, statuses
-        r = await gateway.get("/limited", headers=HUMAN)
-        assert r.status_code == 410
-        assert "visit limit" in r.json()["detail"]
+    clients = one
+    gateway = clients[0]
+    r = await gateway.post(
+        "/api/links", json={"url": "https://example.com/", "code": "limited", "max_visits": 100}
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["max_visits"] == 100
+    statuses = await storm(clients, "limited", 1000)
+    # Overshoot 0: the gateway takes a visit before it publishes the click.
+    assert statuses == {302: 100, 410: 900}, statuses
+    r = await gateway.get("/limited", headers=HUMAN)
+    assert r.status_code == 410
+    assert "visit limit" in r.json()["detail"]
 
-        async def all_counted() -> bool:
-            return await counted(db_url, "limited") == 100
+    async def all_counted() -> bool:
+        return await counted(db_url, "limited") == 100
 
-        await eventually(all_counted, 10, "the counter to count every redirected click")
+    await eventually(all_counted, 10, "analytics to count every redirected click")
 
 
 async def test_two_gateways_overshoot_by_less_than_their_own_counts(
-    servers: Servers,
+    two: list[httpx.AsyncClient],
     db_url: str,
-    tmp_path: Path,
-    admin_key: str,
-    cache_refresher: CacheRefresher,
-    analytics: httpx.AsyncClient,
 ) -> None:
     """The bound: each gateway lets at most max_visits through on its own
     count, so N gateways overshoot by less than (N - 1) x max_visits, and by
     what the counter had not yet counted in practice. Measured and printed."""
-    async with gateways(servers, db_url, tmp_path, admin_key, 2) as clients:
-        r = await clients[0].post(
-            "/api/links", json={"url": "https://example.com/", "code": "shared", "max_visits": 100}
-        )
-        assert r.status_code == 201, r.text
-        for c in clients:
-            await answers(c, "shared", 302, BOT)  # known to both; a bot takes no visit
-        statuses = await storm(clients, "shared", 1000)
-        redirected = statuses[302]
-        print(f"two gateways, 1000 clicks at once, max_visits 100: {redirected} redirected")
-        assert set(statuses) <= {302, 410}, statuses
-        assert 100 <= redirected <= 200, statuses
+    clients = two
+    r = await clients[0].post(
+        "/api/links", json={"url": "https://example.com/", "code": "shared", "max_visits": 100}
+    )
+    assert r.status_code == 201, r.text
+    for c in clients:
+        await answers(c, "shared", 302, BOT)  # known to both; a bot takes no visit
+    statuses = await storm(clients, "shared", 1000)
+    redirected = statuses[302]
+    print(f"two gateways, 1000 clicks at once, max_visits 100: {redirected} redirected")
+    assert set(statuses) <= {302, 410}, statuses
+    assert 100 <= redirected <= 200, statuses
 
-        async def all_counted() -> bool:
-            return await counted(db_url, "shared") == redirected
+    async def all_counted() -> bool:
+        return await counted(db_url, "shared") == redirected
 
-        # Nothing lost, nothing doubled: the count is exactly what was redirected.
-        await eventually(all_counted, 10, "the counter to count every redirected click")
-        for c in clients:
-            await answers(c, "shared", 410)
-            await answers(c, "shared", 410, BOT)
+    # Nothing lost, nothing doubled: the count is exactly what was redirected.
+    await eventually(all_counted, 10, "analytics to count every redirected click")
+    for c in clients:
+        await answers(c, "shared", 410)
+        await answers(c, "shared", 410, BOT)
 
 
 async def test_raising_the_limit_reopens_the_link_and_bots_take_no_visit(
-    servers: Servers,
+    one: list[httpx.AsyncClient],
     db_url: str,
-    tmp_path: Path,
-    admin_key: str,
-    cache_refresher: CacheRefresher,
-    analytics: httpx.AsyncClient,
 ) -> None:
-    async with gateways(servers, db_url, tmp_path, admin_key, 1) as clients:
-        gateway = clients[0]
-        await gateway.post(
-            "/api/links", json={"url": "https://example.com/", "code": "reopen", "max_visits": 3}
-        )
-        for _ in range(5):
-            assert (await gateway.head("/reopen", headers=HUMAN)).status_code == 302  # HEAD: a bot
-            assert (await gateway.get("/reopen", headers=BOT)).status_code == 302
-        assert await storm(clients, "reopen", 5) == {302: 3, 410: 2}
-        r = await gateway.patch("/api/links/reopen", json={"max_visits": 5})
-        assert r.status_code == 200, r.text
-        await answers(gateway, "reopen", 302)  # the 4th visit
-        assert await storm(clients, "reopen", 3) == {302: 1, 410: 2}
+    clients = one
+    gateway = clients[0]
+    await gateway.post(
+        "/api/links", json={"url": "https://example.com/", "code": "reopen", "max_visits": 3}
+    )
+    for _ in range(5):
+        assert (await gateway.head("/reopen", headers=HUMAN)).status_code == 302  # HEAD: a bot
+        assert (await gateway.get("/reopen", headers=BOT)).status_code == 302
+    assert await storm(clients, "reopen", 5) == {302: 3, 410: 2}
+    r = await gateway.patch("/api/links/reopen", json={"max_visits": 5})
+    assert r.status_code == 200, r.text
+    await answers(gateway, "reopen", 302)  # the 4th visit
+    assert await storm(clients, "reopen", 3) == {302: 1, 410: 2}
 
-        async def all_counted() -> bool:
-            return await counted(db_url, "reopen") == 5
+    async def all_counted() -> bool:
+        return await counted(db_url, "reopen") == 5
 
-        await eventually(all_counted, 10, "five human visits counted, no bot")
-        # No limit, no count: the link is open for good.
-        r = await gateway.patch("/api/links/reopen", json={"max_visits": None})
-        assert r.status_code == 200, r.text
-        await answers(gateway, "reopen", 302)
-        assert await storm(clients, "reopen", 10) == {302: 10}
+    await eventually(all_counted, 10, "five human visits counted, no bot")
+    # No limit, no count: the link is open for good.
+    r = await gateway.patch("/api/links/reopen", json={"max_visits": None})
+    assert r.status_code == 200, r.text
+    await answers(gateway, "reopen", 302)
+    assert await storm(clients, "reopen", 10) == {302: 10}
 
 
 async def test_a_code_taken_again_starts_from_zero(
-    servers: Servers,
+    one: list[httpx.AsyncClient],
     db_url: str,
-    tmp_path: Path,
-    admin_key: str,
-    cache_refresher: CacheRefresher,
-    analytics: httpx.AsyncClient,
 ) -> None:
-    async with gateways(servers, db_url, tmp_path, admin_key, 1) as clients:
-        gateway = clients[0]
-        link = {"url": "https://example.com/", "code": "again", "max_visits": 2}
-        assert (await gateway.post("/api/links", json=link)).status_code == 201
-        assert await storm(clients, "again", 3) == {302: 2, 410: 1}
+    clients = one
+    gateway = clients[0]
+    link = {"url": "https://example.com/", "code": "again", "max_visits": 2}
+    assert (await gateway.post("/api/links", json=link)).status_code == 201
+    assert await storm(clients, "again", 3) == {302: 2, 410: 1}
 
-        async def both_counted() -> bool:
-            return await counted(db_url, "again") == 2
+    async def both_counted() -> bool:
+        return await counted(db_url, "again") == 2
 
-        await eventually(both_counted, 10, "both visits counted")
-        assert (await gateway.delete("/api/links/again")).status_code == 204
-        await answers(gateway, "again", 404)
-        assert (await gateway.post("/api/links", json=link)).status_code == 201
-        await answers(gateway, "again", 302)
-        assert (await gateway.get("/again", headers=HUMAN)).status_code == 302
-        await answers(gateway, "again", 410)
+    await eventually(both_counted, 10, "both visits counted")
+    assert (await gateway.delete("/api/links/again")).status_code == 204
+    await answers(gateway, "again", 404)
+    assert (await gateway.post("/api/links", json=link)).status_code == 201
+    await answers(gateway, "again", 302)
+    assert (await gateway.get("/again", headers=HUMAN)).status_code == 302
+    await answers(gateway, "again", 410)
 
 
 async def test_a_lost_count_is_put_back(
-    servers: Servers,
+    one: list[httpx.AsyncClient],
     nc: Client,
     db_url: str,
-    tmp_path: Path,
-    admin_key: str,
-    cache_refresher: CacheRefresher,
-    analytics: httpx.AsyncClient,
 ) -> None:
     """An exhausted link gets no more clicks to count: if KV loses its count,
     the repair pass (analytics runs it every minute) must put it back."""
-    async with gateways(servers, db_url, tmp_path, admin_key, 1) as clients:
-        gateway = clients[0]
-        await gateway.post(
-            "/api/links", json={"url": "https://example.com/", "code": "lost", "max_visits": 1}
-        )
-        assert await storm(clients, "lost", 2) == {302: 1, 410: 1}
-        kv = await nc.jetstream().key_value(topology.KV_VISITS)
+    clients = one
+    gateway = clients[0]
+    await gateway.post(
+        "/api/links", json={"url": "https://example.com/", "code": "lost", "max_visits": 1}
+    )
+    assert await storm(clients, "lost", 2) == {302: 1, 410: 1}
+    kv = await nc.jetstream().key_value(topology.KV_VISITS)
 
-        async def held() -> VisitCount | None:
-            try:
-                return msgspec.json.decode((await kv.get("lost")).value or b"", type=VisitCount)
-            except KeyNotFoundError:
-                return None
-
-        async def in_kv() -> bool:
-            count = await held()
-            return count is not None and count.visits == 1
-
-        await eventually(in_kv, 10, "the count in KV")
-        await kv.purge("lost")
-        assert await held() is None
-        js = nc.jetstream()
-        pool = await db.create_pool(db_url, max_size=1)
-        limits = VisitLimits(
-            await js.key_value(topology.KV_LINKS), kv, AnalyticsStore(pool, Countries())
-        )
-        limits.start()
+    async def held() -> VisitCount | None:
         try:
-            await asyncio.wait_for(limits.synced.wait(), 10)
-            assert await limits.repair() == 1
-            assert await limits.repair() == 0  # in step now
-        finally:
-            await limits.stop()
-            await pool.close()
-        assert await in_kv()
-        await answers(gateway, "lost", 410)
+            return msgspec.json.decode((await kv.get("lost")).value or b"", type=VisitCount)
+        except KeyNotFoundError:
+            return None
+
+    async def in_kv() -> bool:
+        count = await held()
+        return count is not None and count.visits == 1
+
+    await eventually(in_kv, 10, "the count in KV")
+    await kv.purge("lost")
+    assert await held() is None
+    js = nc.jetstream()
+    pool = await db.create_pool(db_url, max_size=1)
+    limits = VisitLimits(
+        await js.key_value(topology.KV_LINKS), kv, AnalyticsStore(pool, Countries())
+    )
+    limits.start()
+    try:
+        await asyncio.wait_for(limits.synced.wait(), 10)
+        assert await limits.repair() == 1
+        assert await limits.repair() == 0  # in step now
+    finally:
+        await limits.stop()
+        await pool.close()
+    assert await in_kv()
+    await answers(gateway, "lost", 410)
 
 
 async def test_a_redelivered_click_is_counted_once(
+    one: list[httpx.AsyncClient],
     nc: Client,
     db_url: str,
-    servers: Servers,
-    tmp_path: Path,
-    admin_key: str,
-    cache_refresher: CacheRefresher,
-    analytics: httpx.AsyncClient,
 ) -> None:
     """The same click published twice past the duplicate window (new
     Nats-Msg-Id) reaches analytics twice; its ledger counts it once."""
-    async with gateways(servers, db_url, tmp_path, admin_key, 1) as (gateway,):
-        await gateway.post(
-            "/api/links", json={"url": "https://example.com/", "code": "twice", "max_visits": 10}
-        )
+    (gateway,) = one
+    await gateway.post(
+        "/api/links", json={"url": "https://example.com/", "code": "twice", "max_visits": 10}
+    )
     # A click made after the link (its time counts: SPEC's generations).
     payload = encode(Click(id="0001", code="twice", ts=now(), request_id="r"))
     js = nc.jetstream()
