@@ -182,6 +182,26 @@ class VisitCount(msgspec.Struct, kw_only=True, frozen=True):
     visits: int
 
 
+REDIRECTS_BUSY: Final = "redirects.busy"
+
+
+class RedirectsBusy(msgspec.Struct, kw_only=True, frozen=True):
+    """``redirects.busy``: core NATS, fire-and-forget fan-out. A gateway whose
+    event loop wants most of a CPU says so every quarter second; the work
+    behind the redirect (click-recorder, analytics) holds off for ``hold``
+    seconds after the last one, within its ``yield_lag``, and JetStream keeps
+    the clicks meanwhile."""
+
+    gateway: Annotated[str, msgspec.Meta(description="host:port of the gateway")]
+    load: Annotated[
+        float,
+        msgspec.Meta(
+            ge=0, description="share of one CPU its event loop ran or waited to run, last interval"
+        ),
+    ]
+    hold: Annotated[float, msgspec.Meta(gt=0, le=10, description="seconds the signal lasts")]
+
+
 # DLQ headers added to the original ones (SPEC, "Subjects and streams").
 HDR_MSG_ID: Final = "Nats-Msg-Id"
 HDR_REQUEST_ID: Final = "X-Request-Id"
@@ -211,6 +231,7 @@ SUBJECTS: Final[dict[str, tuple[type[msgspec.Struct], str, str]]] = {
     "links.updated": (LinkUpdated, "stream LINKS", "a link changed; apply if version is newer"),
     "links.deleted": (LinkDeleted, "stream LINKS", "a link was deleted"),
     "clicks.{code}": (Click, "stream CLICKS", "one click on a short link"),
+    REDIRECTS_BUSY: (RedirectsBusy, "core NATS", "a gateway near its capacity: workers hold off"),
 }
 
 

@@ -42,6 +42,21 @@ DEPENDENCY_DOWN: Final = Gauge(
     ["consumer"],
 )
 
+YIELDING: Final = Gauge(
+    "linkflow_worker_yielding",
+    "1 while a worker holds off because a gateway said redirects.busy",
+    ["consumer"],
+)
+YIELD_SECONDS: Final = Counter(
+    "linkflow_worker_yield_seconds_total",
+    "Time a worker held off for a busy gateway",
+    ["consumer"],
+)
+GATEWAY_LOAD: Final = Gauge(
+    "linkflow_gateway_load",
+    "Share of one CPU the gateway's event loop ran or waited to run over the last quarter second",
+)
+
 
 class Tally:
     """A counter by one label for a hot path: a plain dict increment per event

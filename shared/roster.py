@@ -26,9 +26,13 @@ class Service:
 
 
 # The niceness of the work behind the redirect (the workers, and the embedded
-# PostgreSQL only they use): at 10 the scheduler gives it about a tenth of
-# the CPU the gateway and nats-server get when both want it.
-BACKGROUND: Final = 10
+# PostgreSQL only they use), for their processes and their sessions'
+# scheduling autogroups (shared.cli.process): at 19 each gets about 1/70 of
+# the CPU the gateway gets when both want it. It still runs in every gap the
+# gateway leaves, so the workers also hold off while a gateway says
+# redirects.busy (shared.jetstream.yielding). At 10: spike 0.31 of the bare
+# app, at 19: 0.35, holding off as well: 0.62 (linkflow bench --system).
+BACKGROUND: Final = 19
 LINK: Final = Service("link", "link", 8080)
 ANALYTICS: Final = Service("analytics", "analytics", 8081, nice=BACKGROUND)
 CLICK_RECORDER: Final = Service("click_recorder", "click-recorder", 9101, nice=BACKGROUND)

@@ -27,6 +27,7 @@ from shared.jetstream import bus, topology
 from shared.jetstream.loops import Loops
 from shared.jetstream.rescue import rescue_worker
 from shared.jetstream.worker import Worker, json_payload
+from shared.jetstream.yielding import BusyGateways
 
 # How far back the web app's pipeline chart reaches.
 PIPELINE_MINUTES = 10
@@ -64,12 +65,16 @@ def build(settings: Settings) -> FastAPI:
         created = await nc.subscribe("links.created", cb=CreatedCounter(store).on_message)
         backfills = Backfills(nc, store, settings.worker)
         await backfills.resume()
+        # Backfills do not hold off: their clicks are older than any yield_lag.
+        yields = BusyGateways(settings.yield_lag)
+        await yields.start(nc)
         worker = Worker(
             nc,
             topology.ANALYTICS_CLICKS,
             settings.worker,
             json_payload(Click),
             ClickAggregator(store, limits).handle,
+            yields,
         )
         rescue = rescue_worker(nc, topology.ANALYTICS_CLICKS, settings.worker)
         history = pipeline.History(PIPELINE_MINUTES, settings.pipeline_metrics_every)
@@ -99,6 +104,7 @@ def build(settings: Settings) -> FastAPI:
         finally:
             # Stop taking work, settle the batch in hand, then drain.
             await loops.stop()
+            await yields.stop()
             await backfills.stop()
             await live.stop()
             await limits.stop()

@@ -13,6 +13,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     port: int = roster.ANALYTICS.port
     host: str = "127.0.0.1"
+    # How far behind the clicks this worker lets itself fall while a gateway
+    # says redirects.busy (shared.jetstream.yielding), in seconds; 0 never
+    # holds off.
+    yield_lag: float = 60.0
     # API write calls per key (SPEC, "Access"): LINKFLOW_<SERVICE>_WRITE_RATE.
     write_rate: str = "50/s"
     # How often the pipeline's gauges (consumer lag, DLQ depth, backfills)

@@ -15,6 +15,7 @@ from shared.jetstream import bus, topology
 from shared.jetstream.loops import Loops
 from shared.jetstream.rescue import rescue_worker
 from shared.jetstream.worker import Worker, json_payload
+from shared.jetstream.yielding import BusyGateways
 from shared.settings import load_or_exit
 
 
@@ -32,7 +33,9 @@ async def run(settings: Settings) -> None:
     )
     partitions = Partitions(pool, settings.retention)
     recorder = ClickRecorder(pool, partitions)
-    worker = Worker(nc, consumer, settings.worker, json_payload(Click), recorder.handle)
+    yields = BusyGateways(settings.yield_lag)
+    await yields.start(nc)
+    worker = Worker(nc, consumer, settings.worker, json_payload(Click), recorder.handle, yields)
     rescue = rescue_worker(nc, consumer, settings.worker)
     try:
         await serve_worker(
@@ -49,6 +52,7 @@ async def run(settings: Settings) -> None:
             settings.port,
         )
     finally:
+        await yields.stop()
         await bus.close(nc)
         await pool.close()
 

@@ -13,6 +13,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     port: int = roster.CLICK_RECORDER.port
     host: str = "127.0.0.1"
+    # How far behind the clicks this worker lets itself fall while a gateway
+    # says redirects.busy (shared.jetstream.yielding), in seconds; 0 never
+    # holds off.
+    yield_lag: float = 60.0
     # How long clicks stay in PostgreSQL (LINKFLOW_CLICK_RECORDER_RETENTION,
     # e.g. 400d); 0 keeps every click. Whole days go at once, once all of a
     # day (UTC) is older than this: a click stays up to a day longer.

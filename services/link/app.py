@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 from typing import TypedDict
 
@@ -16,6 +17,7 @@ from services.link import api, replicas
 from services.link.cache import LinkCache
 from services.link.events import LinkEvents
 from services.link.limits import Limits
+from services.link.load import LoadReporter
 from services.link.publisher import ClickPublisher
 from services.link.redirect import Gateway
 from services.link.settings import Settings
@@ -83,7 +85,8 @@ def build(settings: Settings) -> Gateway:
         countries = await asyncio.to_thread(Countries().load)
         await asyncio.to_thread(useragent.warm)
         visitors = Visitors(await js.key_value(topology.KV_SALTS))
-        salts = Loops("visitor-salts", [visitors.loop()])
+        load = LoadReporter(nc, f"{socket.gethostname()}:{settings.port}", settings.busy_above)
+        salts = Loops("gateway", [visitors.loop(), load.loop])
         salts.start()
         limits = Limits(await js.key_value(topology.KV_VISITS))
         limits.start()

@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 
 from shared import roster
-from shared.settings import Common, parse_rate
+from shared.settings import Common, SettingsError, parse_rate
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
@@ -24,9 +24,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # and how much of the disk they may take before redirects get 503.
     spool_dir: str = ""
     spool_max_bytes: int = 256 * 1024 * 1024
+    # At this load (the share of one CPU the event loop ran or waited to run,
+    # services.link.load) the gateway says redirects.busy and the workers
+    # hold off; 0 never says it.
+    busy_above: float = 0.7
 
     def __post_init__(self) -> None:
         parse_rate(self.write_rate)  # refused at start, not at the first write
+        if not 0 <= self.busy_above <= 1:
+            raise SettingsError(f"busy_above: {self.busy_above} is not 0 (never) to 1")
 
     def spool_path(self) -> Path:
         return Path(self.spool_dir or f".linkflow/spool/link-{self.port}")

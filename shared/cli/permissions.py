@@ -19,6 +19,7 @@ import json
 from typing import Final
 
 from shared import roster
+from shared.contracts import REDIRECTS_BUSY
 from shared.jetstream import topology
 from shared.jetstream.topology import Consumer
 
@@ -98,10 +99,11 @@ def permissions() -> dict[str, dict[str, list[str]]]:
                 *_kv_read(c.KV_VISITS),
                 *_api_keys(),
                 f"{API}.STREAM.INFO.{c.CLICKS}",  # its replicas decide click grouping
+                REDIRECTS_BUSY,
             ],
             "subscribe": [],
         },
-        "click_recorder": {"publish": _worker(c.CLICK_RECORDER), "subscribe": []},
+        "click_recorder": {"publish": _worker(c.CLICK_RECORDER), "subscribe": [REDIRECTS_BUSY]},
         "cache_refresher": {
             "publish": [*_worker(c.CACHE_REFRESHER), *_kv_write(c.KV_LINKS)],
             "subscribe": [],
@@ -135,8 +137,9 @@ def permissions() -> dict[str, dict[str, list[str]]]:
                 "links.updated",
                 "links.deleted",
             ],
-            # links.created feeds links-created-per-day; clicks.> the live stream.
-            "subscribe": ["links.created", "clicks.>"],
+            # links.created feeds links-created-per-day; clicks.> the live
+            # stream; redirects.busy holds the consumer off during a spike.
+            "subscribe": ["links.created", "clicks.>", REDIRECTS_BUSY],
         },
         ADMIN: {"publish": [">"], "subscribe": [">"]},
     }

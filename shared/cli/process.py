@@ -11,6 +11,7 @@ services before the servers). The kernel kills it when its starter dies
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -37,6 +38,19 @@ def _child_setup(nice: int) -> None:
     die_with_parent()
     if nice > 0:
         os.nice(nice)
+
+
+def _lower_autogroup(pid: int, nice: int) -> None:
+    """Give the session ``pid`` leads, its scheduling autogroup where the
+    kernel groups by session (CONFIG_SCHED_AUTOGROUP, on by default in most
+    distributions), the same ``nice``. Autogroups share the CPU equally and a
+    task's own nice only ranks it within its group, so without this a nice
+    service in a session of its own would yield nothing to the gateway's.
+    Written from here, not the child: a child that changed its user (the
+    embedded PostgreSQL) may no longer write its own /proc entries."""
+    # No autogroups here: the process's nice alone decides.
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(f"{nice}\n")
 
 
 class Process:
@@ -68,6 +82,8 @@ class Process:
             start_new_session=True,
             preexec_fn=functools.partial(_child_setup, nice),
         )
+        if nice > 0:
+            _lower_autogroup(self.proc.pid, nice)
 
     @property
     def running(self) -> bool:

@@ -41,6 +41,7 @@ from shared.jetstream.dlq import dead_letter
 from shared.jetstream.loops import wait_or_stop
 from shared.jetstream.pull import Puller, ack_all, in_progress_all
 from shared.jetstream.topology import Consumer
+from shared.jetstream.yielding import BusyGateways
 from shared.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class Worker(Generic[T]):
         settings: WorkerSettings,
         decode: Callable[[Msg], T],
         handler: BatchHandler[T],
+        yields: BusyGateways | None = None,
     ) -> None:
         self._nc = nc
         self._js = nc.jetstream()
@@ -99,6 +101,11 @@ class Worker(Generic[T]):
         self._decode = decode
         self._handler = handler
         self._first_failed: dict[int, float] = {}
+        # Redirects first (shared.jetstream.yielding): held off while a
+        # gateway is busy, as long as the oldest click this loop may not have
+        # handled, stored at ``_behind_since`` (wall clock), is recent enough.
+        self._yields = yields
+        self._behind_since = time.time()
         self._outcomes = {
             o: metrics.MESSAGES.labels(consumer.name, o) for o in ("ack", "nak", "dlq", "held")
         }
@@ -155,8 +162,13 @@ class Worker(Generic[T]):
         # The next batch is fetched while this one is handled, so the server
         # delivers it while the database writes (one loop, two stages).
         ahead: asyncio.Task[list[Msg]] | None = None
+        yields = self._yields
         try:
             while not stop.is_set():
+                if ahead is None and yields is not None:
+                    await yields.turn(self._behind_since, stop, self._consumer.name)
+                    if stop.is_set():
+                        break
                 try:
                     msgs = await (ahead or puller.fetch(limit, wait=1.0))
                 except ConnectionClosedError:
@@ -167,9 +179,14 @@ class Worker(Generic[T]):
                     continue
                 finally:
                     ahead = None
+                self._note_position(msgs)
                 if not msgs:
                     continue
-                ahead = asyncio.create_task(puller.fetch(limit, wait=1.0))
+                # No batch fetched ahead while a gateway is busy: what is
+                # delivered to a worker that holds off would wait out its
+                # ack wait and be delivered again.
+                if yields is None or not yields.busy:
+                    ahead = asyncio.create_task(puller.fetch(limit, wait=1.0))
                 try:
                     await self.process(msgs, stop)
                 except Exception:
@@ -188,6 +205,14 @@ class Worker(Generic[T]):
             for msg in unhandled:
                 with contextlib.suppress(Exception):
                     await msg.nak()
+
+    def _note_position(self, msgs: list[Msg]) -> None:
+        """After a fetch: with nothing left in the stream, every click up to
+        now is in hand; otherwise the next one is newer than the last fetched."""
+        if not msgs or msgs[-1].metadata.num_pending == 0:
+            self._behind_since = time.time()
+        else:
+            self._behind_since = msgs[-1].metadata.timestamp.timestamp()
 
     async def process(self, msgs: list[Msg], stop: asyncio.Event) -> None:
         started = time.perf_counter()

@@ -253,7 +253,9 @@ async def walk(page: Page, watch: Watch, app: str, gateway: str, key: str, nc: C
     await expect(page.locator("#qr")).to_have_js_property("complete", True)
     assert await page.locator("#qr").evaluate("img => img.naturalWidth") > 0
 
-    # Follow it as a visitor would; the live counter and the chart show it.
+    # Follow it as a visitor would, once the page says its live counter is
+    # live; the live counter and the chart show the click.
+    await expect(page.locator("#live-state")).to_have_text("live, since this page opened")
     async with httpx.AsyncClient() as visitor:
         r = await visitor.get(
             short, headers={"user-agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"}

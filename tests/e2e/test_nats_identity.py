@@ -35,7 +35,11 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def up(
-    servers: Servers, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    servers: Servers,
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Supervisor]:
     """``linkflow up`` with its embedded NATS (a user per service), the
     session's PostgreSQL."""
@@ -47,6 +51,7 @@ def up(
         "LINKFLOW_MIN_RETRY_DELAY": "50ms",
         "LINKFLOW_MAX_ATTEMPTS": "2",
         **service_ports(),
+        **getattr(request, "param", {}),  # a test's own settings, by indirect parametrize
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -220,6 +225,68 @@ ALLOWED = [
     ("click_recorder", "pub", "dlq.ADVISORIES.click-recorder-max-deliveries"),
     ("admin", "pub", "$KV.api_keys.x"),
 ]
+
+
+def yielded(sup: Supervisor, service: str, consumer: str) -> float:
+    """Seconds a service's worker held off for a busy gateway, from its /metrics."""
+    text = httpx.get(url(sup, service) + "/metrics", timeout=5).text
+    wanted = f'linkflow_worker_yield_seconds_total{{consumer="{consumer}"}} '
+    line = next((x for x in text.splitlines() if x.startswith(wanted)), None)
+    return float(line.removeprefix(wanted)) if line else 0.0
+
+
+@pytest.mark.parametrize(
+    "up",
+    [
+        {
+            # Loaded enough by the test's own requests; the workers catch up
+            # within seconds even if the gateway stays loaded.
+            "LINKFLOW_LINK_BUSY_ABOVE": "0.02",
+            "LINKFLOW_CLICK_RECORDER_YIELD_LAG": "3s",
+            "LINKFLOW_ANALYTICS_YIELD_LAG": "3s",
+        }
+    ],
+    indirect=True,
+)
+async def test_workers_hold_off_for_a_busy_gateway_under_the_permissions(
+    up: Supervisor, db_url: str
+) -> None:
+    await eventually(lambda: all_ready(up), 60, "every service ready")
+    gateway, analytics = url(up, "link"), url(up, "analytics")
+    sent = 0
+    async with httpx.AsyncClient(headers=key_header(up.home), timeout=10) as c:
+        r = await c.post(gateway + "/api/links", json={"url": "https://a.example/", "code": "busy"})
+        assert r.status_code == 201, r.text
+
+        async def both_held() -> bool:
+            nonlocal sent
+            statuses = await asyncio.gather(*(c.get(gateway + "/busy") for _ in range(50)))
+            assert {s.status_code for s in statuses} == {302}
+            sent += len(statuses)
+            return all(
+                await asyncio.gather(
+                    asyncio.to_thread(yielded, up, "click_recorder", "click-recorder"),
+                    asyncio.to_thread(yielded, up, "analytics", "analytics"),
+                )
+            )
+
+        # redirects.busy from the gateway reaches both workers (their users
+        # may subscribe to it) and they hold off.
+        await eventually(both_held, 60, "both workers to hold off")
+
+        async def recorded() -> bool:
+            return await count(db_url, "SELECT count(*) FROM clicks") == sent
+
+        await eventually(recorded, 30, f"{sent} click rows")
+
+        async def counted() -> bool:
+            stats = await c.get(analytics + "/api/stats/links/busy?include_bots=true")
+            return bool(stats.json()["total"] == sent)
+
+        await eventually(counted, 30, f"{sent} clicks counted by analytics")
+        load = (await c.get(gateway + "/metrics")).text
+        assert "\nlinkflow_gateway_load " in load
+    assert violations(up) == []
 
 
 async def test_each_user_is_refused_what_is_not_its_own(tmp_path: Path) -> None:

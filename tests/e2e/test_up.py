@@ -66,8 +66,12 @@ async def test_dead_service_is_restarted(linkflow: Supervisor, db_url: str) -> N
 
 
 async def test_sigterm_stops_every_service_with_exit_0(linkflow: Supervisor) -> None:
-    url = gateway_url()
-    await eventually(lambda: ready(url), 30, "gateway ready")
+    # Every service past its start (the workers, at a low CPU priority, start
+    # last on a busy machine): a SIGTERM before a service has its handlers
+    # ends it with the signal's status instead.
+    for s in roster.ALL:
+        url = f"http://127.0.0.1:{os.environ[f'LINKFLOW_{s.name.upper()}_PORT']}"
+        await eventually(lambda u=url: ready(u), 60, f"{s.label} ready")
     procs = [c.proc for c in linkflow.children]
     await asyncio.to_thread(linkflow.stop)
     assert [p.returncode if p else None for p in procs] == [0] * len(linkflow.services)
@@ -123,3 +127,10 @@ async def test_the_work_behind_the_redirect_yields_the_cpu(linkflow: Supervisor)
     niceness = {c.name: os.getpriority(os.PRIO_PROCESS, c.pid) - own for c in linkflow.children}
     assert niceness["link"] == 0
     assert niceness["click_recorder"] == niceness["analytics"] == roster.BACKGROUND
+    # Each is its session's scheduling autogroup, and a group's own nice is
+    # what ranks it against the gateway's group.
+    if Path("/proc/self/autogroup").exists():
+        for child in linkflow.children:
+            group = Path(f"/proc/{child.pid}/autogroup").read_text().split()
+            service = next(s for s in roster.ALL if s.name == child.name)
+            assert group[-2:] == ["nice", str(service.nice)], (child.name, group)

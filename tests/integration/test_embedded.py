@@ -51,5 +51,8 @@ def test_embedded_postgres_can_yield_the_cpu(tmp_path: Path) -> None:
     try:
         own = os.getpriority(os.PRIO_PROCESS, 0)
         assert os.getpriority(os.PRIO_PROCESS, pg.pid) == min(own + roster.BACKGROUND, 19)
+        if Path("/proc/self/autogroup").exists():
+            group = Path(f"/proc/{pg.pid}/autogroup").read_text().split()
+            assert group[-2:] == ["nice", str(roster.BACKGROUND)]
     finally:
         pg.stop()

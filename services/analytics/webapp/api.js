@@ -73,15 +73,22 @@ export const ops = {
 };
 
 // Server-sent clicks, read with fetch: EventSource cannot send the key.
-export async function follow(code, onClick, signal) {
+// onOpen runs once the server has subscribed for this page (its
+// ": connected" comment): clicks from then on are counted.
+export async function follow(code, onClick, signal, onOpen = () => {}) {
   const query = code ? `?code=${encodeURIComponent(code)}` : "";
   const r = await call(`/api/stream/clicks${query}`, {signal, raw: true});
   const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
+  let open = false;
   for (;;) {
     const {value, done} = await reader.read();
     if (done) return;
     buffer += value;
+    if (!open && buffer.includes(": connected\n\n")) {
+      open = true;
+      onOpen();
+    }
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const event = buffer.slice(0, end);

@@ -276,7 +276,7 @@ async function linkPage(code) {
     <div class="stats">
       <div class="card"><div class="muted">clicks in range</div><div class="big" id="clicks">…</div></div>
       <div class="card"><div class="muted">unique visitors</div><div class="big" id="visitors">…</div></div>
-      <div class="card"><div class="muted">live, since this page opened</div><div class="big" id="live" aria-live="polite">0</div></div>
+      <div class="card"><div class="muted" id="live-state">live: connecting…</div><div class="big" id="live" aria-live="polite">0</div></div>
     </div>
     <div id="chart" class="chart" role="img" aria-label="clicks over time"></div>
     <div class="stats" id="dims"></div>
@@ -327,6 +327,7 @@ async function linkPage(code) {
   // The live counter counts clicks as they are redirected; the aggregates
   // behind the chart follow a moment later, so they are reloaded after one.
   const abort = new AbortController();
+  const liveState = $("#live-state");
   let pending = null;
   leaving.push(() => { abort.abort(); clearTimeout(pending); });
   follow(code, click => {
@@ -334,7 +335,8 @@ async function linkPage(code) {
     $("#live").textContent = Number($("#live").textContent) + 1;
     clearTimeout(pending);
     pending = setTimeout(load, 700);
-  }, abort.signal).catch(() => {});
+  }, abort.signal, () => { liveState.textContent = "live, since this page opened"; })
+    .catch(() => { if (!abort.signal.aborted) liveState.textContent = "live: not connected"; });
   const timer = setInterval(load, 10000);
   leaving.push(() => clearInterval(timer));
 }

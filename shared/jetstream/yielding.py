@@ -1,0 +1,92 @@
+"""Redirects first: the work behind the redirect holds off while a gateway
+says it is near its capacity (``redirects.busy``, core NATS), and catches
+up after; JetStream keeps the clicks meanwhile.
+
+On one machine (``linkflow up``, a compose host) the recorder, analytics and
+PostgreSQL share the CPUs with the gateway and nats-server. A lower CPU
+priority is not enough: a nice worker still runs in every gap the gateway
+leaves, and nats-server, at full priority, does the delivery and ack work
+for it while the gateway waits for its PubAcks. ``linkflow bench --system``
+on two cores: redirects during a spike at 0.35-0.40 of the bare app with the
+workers niced, 0.61 with them stopped.
+
+The price is analytics lag during a spike, and it is bounded: a worker that
+is ``yield_lag`` behind (the oldest click it may not have handled is that
+old) works again, busy gateway or not, so a spike that lasts hours leaves
+the stats that far behind, not hours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from shared import metrics
+from shared.contracts import INVALID, REDIRECTS_BUSY, RedirectsBusy
+from shared.jetstream.loops import wait_or_stop
+
+log = logging.getLogger(__name__)
+_decode = msgspec.json.Decoder(RedirectsBusy).decode
+
+
+class BusyGateways:
+    """What the worker loop asks before each fetch. One per process; with
+    ``yield_lag`` 0 it never subscribes and never holds a worker."""
+
+    def __init__(self, yield_lag: float) -> None:
+        self.yield_lag = yield_lag
+        self._until = 0.0  # monotonic time the last signal lasts until
+        self._sub: Subscription | None = None
+        self._refused = False
+
+    async def start(self, nc: Client) -> None:
+        if self.yield_lag > 0:
+            self._sub = await nc.subscribe(REDIRECTS_BUSY, cb=self._on_busy)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.unsubscribe()
+
+    async def _on_busy(self, msg: Msg) -> None:
+        try:
+            busy = _decode(msg.data)
+        except INVALID as exc:
+            # Fire-and-forget: nothing to dead-letter. Said once, not per message.
+            if not self._refused:
+                log.warning("ignoring a malformed %s message: %s", REDIRECTS_BUSY, exc)
+                self._refused = True
+            return
+        self._until = max(self._until, time.monotonic() + busy.hold)
+
+    @property
+    def busy(self) -> bool:
+        return time.monotonic() < self._until
+
+    async def turn(self, behind_since: float, stop: asyncio.Event, consumer: str) -> None:
+        """Return when a worker may fetch: no gateway is busy, or the oldest
+        click it may not have handled (stream time ``behind_since``, wall
+        clock) is ``yield_lag`` old, or the service is stopping."""
+        held = 0.0
+        try:
+            while not stop.is_set():
+                wait = self._until - time.monotonic()
+                room = self.yield_lag - (time.time() - behind_since)
+                if wait <= 0 or room <= 0:
+                    return
+                if not held:
+                    metrics.YIELDING.labels(consumer).set(1)
+                started = time.monotonic()
+                # Re-checked after: a newer signal may have moved _until on.
+                await wait_or_stop(stop, min(wait, room))
+                held += time.monotonic() - started
+        finally:
+            if held:
+                metrics.YIELDING.labels(consumer).set(0)
+                metrics.YIELD_SECONDS.labels(consumer).inc(held)
