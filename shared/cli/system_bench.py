@@ -165,7 +165,7 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
 
         best = 0.0
         if sustained:
-            best = _sustained(env, gateway, bare_load.rps, spike.rps, step_seconds)
+            best = _sustained(env, gateway, bare_load.rps, step_seconds)
         checks = [
             (f"spike ratio {ratio:.2f} >= 0.50", ratio >= 0.5),
             (f"spike p99 {spike.p99_ms:.2f} ms < 10 ms", spike.p99_ms < 10),
@@ -192,38 +192,37 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _sustained(
-    env: dict[str, str], gateway: str, peak: float, spike: float, step_seconds: int
-) -> float:
-    """The highest rate at which every consumer keeps up: a rate-limited load
-    steps up from a tenth of the bare app's peak by a twentieth; a step keeps
-    up if the backlog at its end exceeds the one at its start by less than
-    one second of its traffic. wrk's per-connection delay undershoots by the
-    response time, so each step asks for more by the shortfall of the one
-    before. The search ends at the first step that falls behind, or once the
-    load stops growing or reaches the spike's rate (the gateway's most with
-    everything running)."""
-    best, fraction, correction = 0.0, 0.10, 1.0
+def _sustained(env: dict[str, str], gateway: str, peak: float, step_seconds: int) -> float:
+    """The highest rate at which every consumer keeps up: a paced load
+    (shared.cli.wrk) steps up from a tenth of the bare app's peak by a
+    twentieth; a step keeps up if the gateway served the rate asked (97%)
+    and the backlog at its end exceeds the one at its start by less than one
+    second of its traffic. After the first step that does not, one more step
+    halfway between it and the last that did; then the search ends."""
+    best, fraction, failed = 0.0, 0.10, 0.0
     while fraction <= 0.8:
         target = peak * fraction
         start = asyncio.run(_backlog(env["LINKFLOW_NATS_URL"]))
-        load = wrk(f"{gateway}/bench", step_seconds, 50, rate=target * correction)
+        load = wrk(f"{gateway}/bench", step_seconds, 50, rate=target)
         growth = asyncio.run(_backlog(env["LINKFLOW_NATS_URL"])) - start
-        keeps_up = growth < load.rps
+        served = load.rps >= 0.97 * target
+        keeps_up = served and growth < load.rps
+        verdict = "keeps up" if keeps_up else "falls behind" if served else "rate not served"
         print(
-            f"  sustained step {fraction:.2f} of the bare app ({target:.0f} req/s): "
-            f"{load.rps:.0f} req/s, p99 {load.p99_ms:.2f} ms, backlog {growth:+d}: "
-            f"{'keeps up' if keeps_up else 'falls behind'}",
+            f"  sustained step {fraction:.3f} of the bare app ({target:.0f} req/s): "
+            f"{load.rps:.0f} req/s, p99 {load.p99_ms:.2f} ms, backlog {growth:+d}: {verdict}",
             flush=True,
         )
         wait_until(lambda: asyncio.run(_backlog(env["LINKFLOW_NATS_URL"])) == 0, 600, "drain")
-        # Asked for more, delivered no more: the gateway is at its limit.
-        plateau = load.rps < 1.03 * best
         if keeps_up:
             best = max(best, load.rps)
-        if not keeps_up or plateau or load.rps >= 0.95 * spike:
+            if failed:
+                break
+            fraction += 0.05
+        elif failed:
             break
-        correction *= target / max(load.rps, 1.0)
-        fraction += 0.05
+        else:
+            failed = fraction
+            fraction -= 0.025
     print(f"  sustained rate: {best:.0f} req/s ({best / peak:.2f} of the bare app)", flush=True)
     return best

@@ -106,6 +106,9 @@ class Worker(Generic[T]):
         # handled, stored at ``_behind_since`` (wall clock), is recent enough.
         self._yields = yields
         self._behind_since = time.time()
+        if yields is not None:  # the series exist, at 0, before the first hold
+            metrics.YIELDING.labels(consumer.name).set(0)
+            metrics.YIELD_SECONDS.labels(consumer.name)
         self._outcomes = {
             o: metrics.MESSAGES.labels(consumer.name, o) for o in ("ack", "nak", "dlq", "held")
         }

@@ -196,4 +196,4 @@ async def test_busy_above_is_checked_at_start() -> None:
 
     with pytest.raises(SettingsError, match=r"busy_above: 1\.5 is not 0"):
         load(Settings, "link", {"LINKFLOW_LINK_BUSY_ABOVE": "1.5"})
-    assert load(Settings, "link", {}).busy_above == 0.7
+    assert load(Settings, "link", {}).busy_above == 0.85

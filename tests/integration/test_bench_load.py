@@ -1,0 +1,25 @@
+"""The bench's paced load (``linkflow bench --system``'s sustained search)
+sends the rate it is asked for, not what 50 connections could."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from shared.cli.drain import bare
+from shared.cli.servers import free_port, port_open, wait_until
+from shared.cli.wrk import wrk
+
+
+def test_a_paced_load_sends_the_rate_asked(tmp_path: Path) -> None:
+    port = free_port()
+    server = bare(port, dict(os.environ), tmp_path / "bare.log")
+    try:
+        wait_until(lambda: port_open(port), 30, "the bare app")
+        for rate in (500, 3000):
+            load = wrk(f"http://127.0.0.1:{port}/", 3, 50, rate=rate)
+            # 50 connections that could each send thousands a second: only
+            # the pacing holds them to the rate.
+            assert 0.95 * rate <= load.rps <= 1.05 * rate, (rate, load)
+    finally:
+        server.stop()
