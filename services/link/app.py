@@ -86,8 +86,8 @@ def build(settings: Settings) -> Gateway:
         await asyncio.to_thread(useragent.warm)
         visitors = Visitors(await js.key_value(topology.KV_SALTS))
         load = LoadReporter(nc, f"{socket.gethostname()}:{settings.port}", settings.busy_above)
-        salts = Loops("gateway", [visitors.loop(), load.loop])
-        salts.start()
+        background = Loops("gateway", [visitors.loop(), load.loop])
+        background.start()
         limits = Limits(await js.key_value(topology.KV_VISITS))
         limits.start()
         # Normally loaded before the first redirect; until then a limited
@@ -122,7 +122,7 @@ def build(settings: Settings) -> Gateway:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
-            await salts.stop()
+            await background.stop()
             await limits.stop()
             await cache.stop()
             await ring.stop()

@@ -105,7 +105,9 @@ class Worker(Generic[T]):
         # gateway is busy, as long as the oldest click this loop may not have
         # handled, stored at ``_behind_since`` (wall clock), is recent enough.
         self._yields = yields
-        self._behind_since = time.time()
+        # Unknown until the first fetch, so that one is never held: a worker
+        # started during a spike may have hours of backlog.
+        self._behind_since = 0.0
         if yields is not None:  # the series exist, at 0, before the first hold
             metrics.YIELDING.labels(consumer.name).set(0)
             metrics.YIELD_SECONDS.labels(consumer.name)
@@ -185,10 +187,10 @@ class Worker(Generic[T]):
                 self._note_position(msgs)
                 if not msgs:
                     continue
-                # No batch fetched ahead while a gateway is busy: what is
-                # delivered to a worker that holds off would wait out its
-                # ack wait and be delivered again.
-                if yields is None or not yields.busy:
+                # Nothing fetched ahead while this loop should hold off: a
+                # batch in hand skips the turn, so with a backlog it would
+                # never be taken.
+                if yields is None or not yields.holds(self._behind_since):
                     ahead = asyncio.create_task(puller.fetch(limit, wait=1.0))
                 try:
                     await self.process(msgs, stop)
@@ -212,10 +214,12 @@ class Worker(Generic[T]):
     def _note_position(self, msgs: list[Msg]) -> None:
         """After a fetch: with nothing left in the stream, every click up to
         now is in hand; otherwise the next one is newer than the last fetched."""
+        now = time.time()
         if not msgs or msgs[-1].metadata.num_pending == 0:
-            self._behind_since = time.time()
+            self._behind_since = now
         else:
-            self._behind_since = msgs[-1].metadata.timestamp.timestamp()
+            # The server's clock, not this one: a skew must not stretch the bound.
+            self._behind_since = min(msgs[-1].metadata.timestamp.timestamp(), now)
 
     async def process(self, msgs: list[Msg], stop: asyncio.Event) -> None:
         started = time.perf_counter()

@@ -6,9 +6,8 @@ On one machine (``linkflow up``, a compose host) the recorder, analytics and
 PostgreSQL share the CPUs with the gateway and nats-server. A lower CPU
 priority is not enough: a nice worker still runs in every gap the gateway
 leaves, and nats-server, at full priority, does the delivery and ack work
-for it while the gateway waits for its PubAcks. ``linkflow bench --system``
-on two cores: redirects during a spike at 0.35-0.40 of the bare app with the
-workers niced, 0.61 with them stopped.
+for it while the gateway waits for its PubAcks (``linkflow bench --system``
+figures in the README, "Spikes").
 
 The price is analytics lag during a spike, and it is bounded: a worker that
 is ``yield_lag`` behind (the oldest click it may not have handled is that
@@ -69,24 +68,30 @@ class BusyGateways:
     def busy(self) -> bool:
         return time.monotonic() < self._until
 
+    def holds(self, behind_since: float) -> bool:
+        """Whether a worker whose oldest unhandled click may be from
+        ``behind_since`` (wall clock) should hold off now."""
+        return self.busy and time.time() - behind_since < self.yield_lag
+
     async def turn(self, behind_since: float, stop: asyncio.Event, consumer: str) -> None:
         """Return when a worker may fetch: no gateway is busy, or the oldest
         click it may not have handled (stream time ``behind_since``, wall
         clock) is ``yield_lag`` old, or the service is stopping."""
-        held = 0.0
+        holding = False
+        seconds = metrics.YIELD_SECONDS.labels(consumer)
         try:
             while not stop.is_set():
                 wait = self._until - time.monotonic()
                 room = self.yield_lag - (time.time() - behind_since)
                 if wait <= 0 or room <= 0:
                     return
-                if not held:
+                if not holding:
+                    holding = True
                     metrics.YIELDING.labels(consumer).set(1)
                 started = time.monotonic()
                 # Re-checked after: a newer signal may have moved _until on.
                 await wait_or_stop(stop, min(wait, room))
-                held += time.monotonic() - started
+                seconds.inc(time.monotonic() - started)  # a hold at most each time
         finally:
-            if held:
+            if holding:
                 metrics.YIELDING.labels(consumer).set(0)
-                metrics.YIELD_SECONDS.labels(consumer).inc(held)

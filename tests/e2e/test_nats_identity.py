@@ -214,6 +214,10 @@ REFUSED = [
     ("analytics", "pub", "$JS.API.CONSUMER.MSG.NEXT.CLICKS.click-recorder"),
     ("analytics", "pub", "$JS.ACK.CLICKS.click-recorder.1.1.1.1.0"),
     ("analytics", "pub", "dlq.CLICKS.click-recorder"),
+    # Only a gateway may tell the workers to hold off.
+    ("click_recorder", "pub", "redirects.busy"),
+    ("analytics", "pub", "redirects.busy"),
+    ("cache_refresher", "pub", "redirects.busy"),
 ]
 ALLOWED = [
     ("link", "pub", "clicks.x"),
@@ -224,6 +228,9 @@ ALLOWED = [
     ("analytics", "pub", "$JS.ACK.CLICKS.backfill-1.1.1.1.1.0"),
     ("click_recorder", "pub", "dlq.ADVISORIES.click-recorder-max-deliveries"),
     ("admin", "pub", "$KV.api_keys.x"),
+    ("link", "pub", "redirects.busy"),
+    ("click_recorder", "sub", "redirects.busy"),
+    ("analytics", "sub", "redirects.busy"),
 ]
 
 

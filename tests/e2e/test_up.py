@@ -126,7 +126,9 @@ async def test_the_work_behind_the_redirect_yields_the_cpu(linkflow: Supervisor)
         assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(own + service.nice, 19)
     niceness = {c.name: os.getpriority(os.PRIO_PROCESS, c.pid) - own for c in linkflow.children}
     assert niceness["link"] == 0
-    assert niceness["click_recorder"] == niceness["analytics"] == roster.BACKGROUND
+    # Capped at 19 when the tests themselves run niced.
+    background = min(own + roster.BACKGROUND, 19) - own
+    assert niceness["click_recorder"] == niceness["analytics"] == background
     # Each is its session's scheduling autogroup, and a group's own nice is
     # what ranks it against the gateway's group.
     if Path("/proc/self/autogroup").exists():

@@ -16,7 +16,7 @@ def test_a_paced_load_sends_the_rate_asked(tmp_path: Path) -> None:
     server = bare(port, dict(os.environ), tmp_path / "bare.log")
     try:
         wait_until(lambda: port_open(port), 30, "the bare app")
-        for rate in (500, 3000):
+        for rate in (300, 1500):
             load = wrk(f"http://127.0.0.1:{port}/", 3, 50, rate=rate)
             # 50 connections that could each send thousands a second: only
             # the pacing holds them to the rate.

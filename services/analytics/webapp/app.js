@@ -336,7 +336,8 @@ async function linkPage(code) {
     clearTimeout(pending);
     pending = setTimeout(load, 700);
   }, abort.signal, () => { liveState.textContent = "live, since this page opened"; })
-    .catch(() => { if (!abort.signal.aborted) liveState.textContent = "live: not connected"; });
+    .then(() => { if (!abort.signal.aborted) liveState.textContent = "live: not connected"; },
+          () => { if (!abort.signal.aborted) liveState.textContent = "live: not connected"; });
   const timer = setInterval(load, 10000);
   leaving.push(() => clearInterval(timer));
 }
