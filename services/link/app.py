@@ -86,7 +86,7 @@ def build(settings: Settings) -> Gateway:
         await asyncio.to_thread(useragent.warm)
         visitors = Visitors(await js.key_value(topology.KV_SALTS))
         load = LoadReporter(nc, f"{socket.gethostname()}:{settings.port}", settings.busy_above)
-        background = Loops("gateway", [visitors.loop(), load.loop])
+        background = Loops("gateway", [visitors.loop(), load.loop()])
         background.start()
         limits = Limits(await js.key_value(topology.KV_VISITS))
         limits.start()

@@ -10,8 +10,6 @@ kernel gives no schedstat, CPU time alone is the load.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from pathlib import Path
 from typing import Final
@@ -21,9 +19,7 @@ from nats.aio.client import Client
 
 from shared import metrics
 from shared.contracts import REDIRECTS_BUSY, RedirectsBusy
-from shared.jetstream.loops import wait_or_stop
-
-log = logging.getLogger(__name__)
+from shared.jetstream.loops import Loop, periodic
 
 EVERY: Final = 0.25
 # A worker holds off this long after the last signal: a few missed or late
@@ -50,18 +46,22 @@ class LoadReporter:
         self._nc = nc
         self._gateway = gateway
         self._busy_above = busy_above
+        self._last: tuple[int, int] | None = None  # (wanted ns, monotonic ns)
         self.load = 0.0
 
-    async def loop(self, stop: asyncio.Event) -> None:
+    def loop(self) -> Loop:
+        return periodic("gateway load", EVERY, self.sample)
+
+    async def sample(self) -> None:
+        """The load since the last sample (the first only starts the count);
+        a failed publish (NATS away, the workers are not fetching either) is
+        logged once per streak by ``periodic``."""
         wanted, at = _wanted_ns(), time.monotonic_ns()
-        while not await wait_or_stop(stop, EVERY):
-            now_wanted, now = _wanted_ns(), time.monotonic_ns()
-            self.load = (now_wanted - wanted) / max(now - at, 1)
-            wanted, at = now_wanted, now
-            metrics.GATEWAY_LOAD.set(self.load)
-            if self._busy_above and self.load >= self._busy_above:
-                busy = RedirectsBusy(gateway=self._gateway, load=round(self.load, 3), hold=HOLD)
-                try:
-                    await self._nc.publish(REDIRECTS_BUSY, msgspec.json.encode(busy))
-                except Exception as exc:  # NATS away: the workers are not fetching either
-                    log.debug("redirects.busy not sent: %r", exc)
+        last, self._last = self._last, (wanted, at)
+        if last is None:
+            return
+        self.load = (wanted - last[0]) / max(at - last[1], 1)
+        metrics.GATEWAY_LOAD.set(self.load)
+        if self._busy_above and self.load >= self._busy_above:
+            busy = RedirectsBusy(gateway=self._gateway, load=round(self.load, 3), hold=HOLD)
+            await self._nc.publish(REDIRECTS_BUSY, msgspec.json.encode(busy))

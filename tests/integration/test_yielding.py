@@ -173,7 +173,7 @@ async def test_the_gateway_says_busy_while_its_event_loop_is_loaded(nc: Client) 
 
     sub = await nc.subscribe(REDIRECTS_BUSY, cb=heard)
     reporter = LoadReporter(nc, "gw:8080", busy_above=0.7)
-    async with running(reporter.loop):
+    async with running(reporter.loop()):
         # Idle: a loop that waits wants almost none of a CPU.
         await eventually(soon(lambda: 0 < reporter.load < 0.3), 10, "an idle load")
         assert said == []
@@ -183,7 +183,7 @@ async def test_the_gateway_says_busy_while_its_event_loop_is_loaded(nc: Client) 
             spin = time.monotonic() + 0.05
             while time.monotonic() < spin:
                 pass
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # wait-ok: lets the loop sample between spins
     await sub.unsubscribe()
     assert said, "no redirects.busy while the loop was loaded"
     assert said[0].gateway == "gw:8080"
