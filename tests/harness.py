@@ -21,6 +21,15 @@ from shared.cli.supervisor import Supervisor
 from shared.http.serve import uvicorn_server
 
 
+def soon(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    """A plain condition as ``eventually`` polls it."""
+
+    async def poll() -> bool:
+        return check()
+
+    return poll
+
+
 async def eventually(
     check: Callable[[], Awaitable[Any]], timeout: float = 15, what: str = "condition"
 ) -> Any:

@@ -75,6 +75,7 @@ def build(settings: Settings) -> FastAPI:
             json_payload(Click),
             ClickAggregator(store, limits).handle,
             yields,
+            linger=settings.linger,
         )
         rescue = rescue_worker(nc, topology.ANALYTICS_CLICKS, settings.worker)
         history = pipeline.History(PIPELINE_MINUTES, settings.pipeline_metrics_every)

@@ -35,7 +35,15 @@ async def run(settings: Settings) -> None:
     recorder = ClickRecorder(pool, partitions)
     yields = BusyGateways(settings.yield_lag)
     await yields.start(nc)
-    worker = Worker(nc, consumer, settings.worker, json_payload(Click), recorder.handle, yields)
+    worker = Worker(
+        nc,
+        consumer,
+        settings.worker,
+        json_payload(Click),
+        recorder.handle,
+        yields,
+        linger=settings.linger,
+    )
     rescue = rescue_worker(nc, consumer, settings.worker)
     try:
         await serve_worker(

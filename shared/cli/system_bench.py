@@ -133,7 +133,7 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
         bare_load = wrk(f"http://127.0.0.1:{bare_port}/bench", seconds, connections)
         print(f"  (a) bare ASGI 302     {bare_load.rps:8.0f} req/s  p99 {bare_load.p99_ms:6.2f} ms")
 
-        before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
+        before = _cpu(pids)
         served_before = _served(gateway)
         rss = _PeakRss({k: v for k, v in pids.items() if k not in ("nats-server", "postgresql")})
         rss.start()
@@ -151,11 +151,7 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
         wait_until(lambda: _caught_up(env, served), 600, "every consumer to catch up")
         drained = time.monotonic() - ended
         print(f"  caught up {drained:.1f} s after the spike (pending 0, rows == served)")
-        costs = {}
-        for name, pid in pids.items():
-            start, end = before[name], tree_cpu_seconds(pid)
-            if start is not None and end is not None:
-                costs[name] = (end - start) / clicks * 1e6
+        costs = _per_click(before, _cpu(pids), clicks)
         print(
             "  CPU per click: "
             + ", ".join(f"{name} {us:.0f} µs" for name, us in costs.items())
@@ -165,7 +161,7 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
 
         best = 0.0
         if sustained:
-            best = _sustained(env, gateway, bare_load.rps, step_seconds)
+            best = _sustained(env, gateway, bare_load.rps, step_seconds, pids)
         checks = [
             (f"spike ratio {ratio:.2f} >= 0.50", ratio >= 0.5),
             (f"spike p99 {spike.p99_ms:.2f} ms < 10 ms", spike.p99_ms < 10),
@@ -192,7 +188,25 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _sustained(env: dict[str, str], gateway: str, peak: float, step_seconds: int) -> float:
+def _cpu(pids: dict[str, int]) -> dict[str, float | None]:
+    return {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def _per_click(
+    before: dict[str, float | None], after: dict[str, float | None], clicks: int
+) -> dict[str, float]:
+    """Each process's CPU between two readings, in µs per click."""
+    costs = {}
+    for name, start in before.items():
+        end = after[name]
+        if start is not None and end is not None and clicks:
+            costs[name] = (end - start) / clicks * 1e6
+    return costs
+
+
+def _sustained(
+    env: dict[str, str], gateway: str, peak: float, step_seconds: int, pids: dict[str, int]
+) -> float:
     """The highest rate at which every consumer keeps up: a paced load
     (shared.cli.wrk) steps up from a tenth of the bare app's peak by a
     twentieth; a step keeps up if the gateway served the rate asked (97%)
@@ -203,14 +217,19 @@ def _sustained(env: dict[str, str], gateway: str, peak: float, step_seconds: int
     while fraction <= 0.8:
         target = peak * fraction
         start = asyncio.run(_backlog(env["LINKFLOW_NATS_URL"]))
+        cpu, served_before = _cpu(pids), _served(gateway)
         load = wrk(f"{gateway}/bench", step_seconds, 50, rate=target)
         growth = asyncio.run(_backlog(env["LINKFLOW_NATS_URL"])) - start
+        # The CPU of the step per click served in it: a click's cost at a
+        # steady rate (a step that falls behind leaves some for later).
+        cost = sum(_per_click(cpu, _cpu(pids), _served(gateway) - served_before).values())
         served = load.rps >= 0.97 * target
         keeps_up = served and growth < load.rps
         verdict = "keeps up" if keeps_up else "falls behind" if served else "rate not served"
         print(
             f"  sustained step {fraction:.3f} of the bare app ({target:.0f} req/s): "
-            f"{load.rps:.0f} req/s, p99 {load.p99_ms:.2f} ms, backlog {growth:+d}: {verdict}",
+            f"{load.rps:.0f} req/s, p99 {load.p99_ms:.2f} ms, CPU per click {cost:.0f} µs, "
+            f"backlog {growth:+d}: {verdict}",
             flush=True,
         )
         wait_until(lambda: asyncio.run(_backlog(env["LINKFLOW_NATS_URL"])) == 0, 600, "drain")

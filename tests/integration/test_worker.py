@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
@@ -18,7 +19,7 @@ from shared.http import checks
 from shared.jetstream import topology
 from shared.jetstream.worker import Delivery, Worker, json_payload
 from tests.conftest import TEST_WORKER, reset_jetstream
-from tests.harness import eventually, running
+from tests.harness import eventually, running, soon
 
 
 class Flaky:
@@ -169,3 +170,51 @@ async def test_a_consumer_it_cannot_adopt_is_refused_in_one_line(
     reason = await checks.consumer(js, consumer)()
     assert reason is not None
     assert "run linkflow migrate" in reason
+
+
+class Batches:
+    """Records each batch the loop hands over: its click ids and when."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, list[str]]] = []
+
+    async def handle(self, batch: Sequence[Delivery[Click]]) -> Mapping[int, Exception]:
+        self.seen.append((time.monotonic(), [d.payload.id for d in batch]))
+        return {}
+
+    def handled(self) -> int:
+        return sum(len(ids) for _, ids in self.seen)
+
+
+async def test_after_a_short_batch_the_loop_lingers_but_not_after_a_full_one(
+    nc: Client,
+) -> None:
+    linger = 3.0
+    batches = Batches()
+    settings = msgspec.structs.replace(TEST_WORKER, bulk_limit=50)
+    worker = Worker(
+        nc, topology.CLICK_RECORDER, settings, json_payload(Click), batches.handle, linger=linger
+    )
+    async with running(worker.run) as stop:
+        # Idle: the first click is handed over as soon as it comes.
+        sent = time.monotonic()
+        await send(nc, "linger", "first")
+        await eventually(soon(lambda: batches.handled() == 1), 10, "the first click")
+        assert batches.seen[0][0] - sent < linger / 2
+        # That batch was short: what comes next waits out the linger and is
+        # handed over in as few batches as the bulk limit allows, the full
+        # ones back to back.
+        for i in range(120):
+            await send(nc, "linger", f"c{i}")
+        await eventually(soon(lambda: batches.handled() == 121), 20, "the next 120")
+        first, *rest = batches.seen
+        assert [len(ids) for _, ids in rest] == [50, 50, 20]
+        # (The linger counts from when the first fetch began, up to its 1 s
+        # long-poll before the click came.)
+        assert rest[0][0] - first[0] >= linger - 1.5
+        assert rest[2][0] - rest[0][0] < linger / 2
+        # Stopping does not wait out a linger.
+        await send(nc, "linger", "last")
+        lingering = time.monotonic()
+        stop.set()
+    assert time.monotonic() - lingering < linger / 2

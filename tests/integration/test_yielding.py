@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import msgspec
 import pytest
@@ -22,19 +22,10 @@ from shared.jetstream import topology
 from shared.jetstream.worker import Delivery, Worker, json_payload
 from shared.jetstream.yielding import BusyGateways
 from tests.conftest import TEST_WORKER
-from tests.harness import eventually, running
+from tests.harness import eventually, running, soon
 from tests.integration.test_worker import send
 
 CONSUMER = topology.CLICK_RECORDER.name
-
-
-def soon(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
-    """``check`` as the harness's ``eventually`` polls it."""
-
-    async def poll() -> bool:
-        return check()
-
-    return poll
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float:
