@@ -17,6 +17,7 @@ from shared.http import keys
 from shared.http.access import Access, is_api
 from shared.http.openapi import event_stream, problems
 from shared.http.problems import FieldError, Problem
+from shared.jetstream.yielding import BusyGateways
 
 router = APIRouter(prefix="/api")
 _encoder = msgspec.json.Encoder()
@@ -48,9 +49,11 @@ class Deps:
         backfills: Backfills,
         access: Access,
         history: pipeline.History,
+        yields: BusyGateways,
     ) -> None:
         self.access = access
         self.history = history
+        self.yields = yields
         self.store = store
         self.js = js
         self.live = live
@@ -119,7 +122,10 @@ async def session(ctx: Ctx, request: Request) -> Response:
 
 @router.get("/pipeline")
 async def pipeline_status(ctx: Ctx) -> Response:
-    return json(await pipeline.status(ctx.js))
+    view = await pipeline.status(ctx.js)
+    # Why a lag grows during a spike: the click workers hold off for the gateways.
+    view["redirects_busy"] = ctx.yields.view()
+    return json(view)
 
 
 @router.get("/pipeline/history")

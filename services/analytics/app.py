@@ -101,7 +101,7 @@ def build(settings: Settings) -> FastAPI:
             )
         )
         try:
-            yield {"deps": api.Deps(store, js, live, backfills, access, history)}
+            yield {"deps": api.Deps(store, js, live, backfills, access, history, yields)}
         finally:
             # Stop taking work, settle the batch in hand, then drain.
             await loops.stop()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import msgspec
 from nats.aio.client import Client
@@ -41,6 +42,7 @@ class BusyGateways:
     def __init__(self, yield_lag: float) -> None:
         self.yield_lag = yield_lag
         self._until = 0.0  # monotonic time the last signal lasts until
+        self._last: RedirectsBusy | None = None
         self._sub: Subscription | None = None
         self._refused = False
 
@@ -63,10 +65,22 @@ class BusyGateways:
                 self._refused = True
             return
         self._until = max(self._until, time.monotonic() + busy.hold)
+        self._last = busy
 
     @property
     def busy(self) -> bool:
         return time.monotonic() < self._until
+
+    def view(self) -> dict[str, Any]:
+        """For ``/api/pipeline``: whether a gateway says it is busy (so the
+        click workers hold off, within their yield lag), the last to say so."""
+        last = self._last if self.busy else None
+        return {
+            "busy": last is not None,
+            "gateway": last.gateway if last else None,
+            "load": last.load if last else None,
+            "yield_lag_seconds": self.yield_lag,
+        }
 
     def holds(self, behind_since: float) -> bool:
         """Whether a worker whose oldest unhandled click may be from

@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 from nats.aio.client import Client
 from playwright.async_api import Browser, ConsoleMessage, Page, Request, expect
 
+from shared.contracts import REDIRECTS_BUSY, RedirectsBusy
 from shared.http import keys
 from tests.harness import eventually, service_ports, supervised
 from tests.integration.test_analytics import human
@@ -316,9 +318,15 @@ async def walk(page: Page, watch: Watch, app: str, gateway: str, key: str, nc: C
     # Replay a dead letter: the click it held is counted.
     held = human("promo")
     await dead_letter_a_click(nc, held)
+    # A gateway says it is busy: the page says why the lag may grow.
+    busy = RedirectsBusy(gateway="gw-spike:1", load=0.97, hold=10.0)
+    await nc.publish(REDIRECTS_BUSY, msgspec.json.encode(busy))
     await page.get_by_role("link", name="Operations").click()
     row = page.locator("#dlq tbody tr", has_text="database down")
     await expect(row).to_have_count(1, timeout=10000)
+    await expect(page.locator("#redirects-busy")).to_contain_text(
+        "Gateway gw-spike:1 is busy (load 0.97)"
+    )
     await expect(page.locator("#pipeline tbody tr").first).to_be_visible()
     await expect(page.locator("#lag-chart canvas")).to_be_visible()
     await expect(page.locator("#pending-chart canvas")).to_be_visible()
@@ -331,6 +339,10 @@ async def walk(page: Page, watch: Watch, app: str, gateway: str, key: str, nc: C
     await expect(other).to_have_count(1, timeout=10000)
     await other.get_by_role("button", name="Discard").click()
     await expect(other).to_have_count(0)
+    # Its hold over, the next refresh (every 5 s) says so.
+    await expect(page.locator("#redirects-busy")).to_contain_text(
+        "No gateway is busy", timeout=20000
+    )
     await page.get_by_label("From").fill("2026-01-01T00:00")
     await page.get_by_label("To").fill("2099-01-01T00:00")
     await page.get_by_role("button", name="Start").click()

@@ -20,7 +20,7 @@ from services.analytics.migrations import MIGRATION as ANALYTICS
 from services.analytics.store import AnalyticsStore
 from shared import db
 from shared.cli.servers import PostgresServer
-from shared.contracts import Click, encode
+from shared.contracts import REDIRECTS_BUSY, Click, RedirectsBusy, encode
 from shared.geo import Countries
 from shared.jetstream import dlq, topology
 from shared.settings import WorkerSettings
@@ -282,3 +282,31 @@ async def test_the_pipeline_history_follows_a_backlog(
     items = (await analytics.get("/api/pipeline/history")).json()["items"]
     times = [item["ts"] for item in items]
     assert times == sorted(times)
+
+
+async def test_the_pipeline_says_while_a_gateway_is_busy(
+    analytics: httpx.AsyncClient, nc: Client
+) -> None:
+    """Why the lag grows during a spike: ``/api/pipeline`` says which gateway
+    said ``redirects.busy`` while its hold lasts, then that none does."""
+
+    async def busy() -> dict[str, Any]:
+        view: dict[str, Any] = (await analytics.get("/api/pipeline")).json()["redirects_busy"]
+        return view
+
+    calm = {"busy": False, "gateway": None, "load": None, "yield_lag_seconds": 60.0}
+    assert await busy() == calm
+    signal = RedirectsBusy(gateway="gw-test:7", load=0.93, hold=2.0)
+    await nc.publish(REDIRECTS_BUSY, msgspec.json.encode(signal))
+
+    async def said() -> dict[str, Any] | None:
+        view = await busy()
+        return view if view["busy"] else None
+
+    seen = await eventually(said, 10, "the busy gateway on /api/pipeline")
+    assert seen == {"busy": True, "gateway": "gw-test:7", "load": 0.93, "yield_lag_seconds": 60.0}
+
+    async def calm_again() -> bool:
+        return await busy() == calm
+
+    await eventually(calm_again, 10, "the hold to end")

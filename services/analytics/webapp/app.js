@@ -394,6 +394,7 @@ function importPage() {
 
 async function operationsPage() {
   page("Operations", `<h2>Pipeline</h2>
+    <p id="redirects-busy" class="muted"></p>
     <div class="table-wrap"><table id="pipeline"><thead><tr><th>consumer</th><th class="num">pending</th><th class="num">ack pending</th><th class="num">lag (s)</th><th class="num">dead letters</th></tr></thead><tbody></tbody></table></div>
     <div class="stats">
       <div><h2>Lag (s), last 10 minutes</h2><div id="lag-chart" class="chart" role="img" aria-label="lag in seconds per consumer over the last ten minutes"></div></div>
@@ -411,6 +412,12 @@ async function operationsPage() {
     <div class="table-wrap"><table id="backfills"><thead><tr><th>id</th><th>state</th><th class="num">progress</th><th class="hide-s">range</th><th></th></tr></thead><tbody></tbody></table></div>`);
   const refresh = () => guarded(async () => {
     const p = await ops.pipeline();
+    // Redirects first: while a gateway says it is busy the click workers
+    // hold off, so a growing lag is expected, up to their yield lag.
+    const busy = p.redirects_busy;
+    $("#redirects-busy").textContent = busy?.busy
+      ? `Gateway ${busy.gateway} is busy (load ${busy.load.toFixed(2)}): the click workers hold off, up to ${busy.yield_lag_seconds} s behind, and catch up after.`
+      : "No gateway is busy: the click workers take clicks as they come.";
     $("#pipeline tbody").innerHTML = p.consumers.map(c => `<tr><td>${esc(c.consumer)}</td><td class="num">${c.pending ?? ""}</td>
       <td class="num">${c.ack_pending ?? ""}</td><td class="num">${c.lag_seconds ?? ""}</td><td class="num">${c.dlq_depth ?? ""}</td></tr>`).join("");
     // Sampled by analytics every few seconds (GET /api/pipeline/history).
