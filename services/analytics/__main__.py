@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import uvloop
-
 from services.analytics.app import build
 from services.analytics.settings import Settings
 from shared import logs, roster
-from shared.http.serve import serve
+from shared.http.serve import run_service, serve
 from shared.settings import load_or_exit
 
 
 def main() -> None:
     settings = load_or_exit(Settings, roster.ANALYTICS.name)
     logs.configure(roster.ANALYTICS.label, settings.common)
-    uvloop.run(serve(build(settings), settings.host, settings.port))
+    run_service(serve(build(settings), settings.host, settings.port))
 
 
 if __name__ == "__main__":

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uvloop
-
 from services.cache_refresher import reconcile
 from services.cache_refresher.applier import Applier, decode
 from services.cache_refresher.settings import Settings
 from shared import db, logs, roster
 from shared.http import checks
-from shared.http.serve import serve_worker
+from shared.http.serve import run_service, serve_worker
 from shared.jetstream import bus, topology
 from shared.jetstream.loops import Loops
 from shared.jetstream.rescue import rescue_worker
@@ -54,7 +52,7 @@ async def run(settings: Settings) -> None:
 def main() -> None:
     settings = load_or_exit(Settings, roster.CACHE_REFRESHER.name)
     logs.configure(roster.CACHE_REFRESHER.label, settings.common)
-    uvloop.run(run(settings))
+    run_service(run(settings))
 
 
 if __name__ == "__main__":

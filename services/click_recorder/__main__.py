@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import uvloop
-
 from services.click_recorder.partitions import Partitions
 from services.click_recorder.recorder import ClickRecorder
 from services.click_recorder.settings import Settings
 from shared import db, logs, roster
 from shared.contracts import Click
 from shared.http import checks
-from shared.http.serve import serve_worker
+from shared.http.serve import run_service, serve_worker
 from shared.jetstream import bus, topology
 from shared.jetstream.loops import Loops
 from shared.jetstream.rescue import rescue_worker
@@ -68,7 +66,7 @@ async def run(settings: Settings) -> None:
 def main() -> None:
     settings = load_or_exit(Settings, roster.CLICK_RECORDER.name)
     logs.configure(roster.CLICK_RECORDER.label, settings.common)
-    uvloop.run(run(settings))
+    run_service(run(settings))
 
 
 if __name__ == "__main__":

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import uvloop
-
 from services.link.app import build
 from services.link.settings import Settings
 from shared import logs, roster
-from shared.http.serve import serve
+from shared.http.serve import run_service, serve
 from shared.settings import load_or_exit
 
 
 def main() -> None:
     settings = load_or_exit(Settings, roster.LINK.name)
     logs.configure(roster.LINK.label, settings.common)
-    uvloop.run(serve(build(settings), settings.host, settings.port))
+    run_service(serve(build(settings), settings.host, settings.port))
 
 
 if __name__ == "__main__":

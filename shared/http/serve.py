@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+from collections.abc import Coroutine
 from typing import Any, Literal
 
 import uvicorn
+import uvloop
 from starlette.applications import Starlette
 
 from shared.http.health import Check, routes
@@ -41,16 +44,44 @@ def uvicorn_server(
     return server
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def run_service(main: Coroutine[Any, Any, None]) -> None:
+    """A service's process: ``main`` on uvloop. A stop signal that comes
+    before the service serves ends it at once, with status 0."""
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, _stop_while_starting)
+    uvloop.run(main)
+
+
+def _stop_while_starting(*_: object) -> None:
+    # Until it serves, a service has answered no request and acked nothing,
+    # and it may be waiting for a NATS or PostgreSQL that never answers. At
+    # most a batch fetched in the last moments of analytics' start is given
+    # up: JetStream redelivers it after its ack wait. Once serving, the
+    # handlers below stop a service gracefully.
+    log.warning("stopped while starting")
+    logging.shutdown()
+    os._exit(0)
+
+
 def _on_stop_signal(handler: Any) -> None:
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, handler)
 
 
 async def serve(app: Any, host: str, port: int) -> None:
     """An HTTP service: its lifespan starts and stops whatever loops it runs."""
     server = uvicorn_server(app, host, port)
-    _on_stop_signal(lambda: setattr(server, "should_exit", True))
+
+    def stop() -> None:
+        if not server.started:  # still in its lifespan's start
+            _stop_while_starting()
+        server.should_exit = True
+
+    _on_stop_signal(stop)
     await server.serve()
 
 

@@ -6,12 +6,16 @@ import asyncio
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from shared import roster
+from shared.cli.servers import free_port
 from shared.cli.supervisor import Supervisor
 from tests.e2e.conftest import gateway_url, ready
 from tests.harness import count, eventually, key_header
@@ -67,14 +71,50 @@ async def test_dead_service_is_restarted(linkflow: Supervisor, db_url: str) -> N
 
 async def test_sigterm_stops_every_service_with_exit_0(linkflow: Supervisor) -> None:
     # Every service past its start (the workers, at a low CPU priority, start
-    # last on a busy machine): a SIGTERM before a service has its handlers
-    # ends it with the signal's status instead.
+    # last on a busy machine), so that each stops gracefully, not as
+    # "stopped while starting" (the test below).
     for s in roster.ALL:
         url = f"http://127.0.0.1:{os.environ[f'LINKFLOW_{s.name.upper()}_PORT']}"
         await eventually(lambda u=url: ready(u), 60, f"{s.label} ready")
     procs = [c.proc for c in linkflow.children]
     await asyncio.to_thread(linkflow.stop)
     assert [p.returncode if p else None for p in procs] == [0] * len(linkflow.services)
+
+
+@pytest.mark.parametrize("service", roster.ALL, ids=lambda s: s.name)
+async def test_sigterm_while_a_service_waits_for_nats_exits_0(service: roster.Service) -> None:
+    """A service started before NATS (or PostgreSQL) answers, then stopped:
+    it exits at once with 0, not by the signal, nor after a kill."""
+    with socket.socket() as silent:  # accepts, then never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        silent.settimeout(60)
+        url = f"127.0.0.1:{silent.getsockname()[1]}"
+        env = {
+            **os.environ,
+            "LINKFLOW_NATS_URL": f"nats://{url}",
+            "LINKFLOW_DATABASE_URL": f"postgresql://linkflow@{url}/linkflow",
+            "LINKFLOW_ANALYTICS_DATABASE_URL": f"postgresql://linkflow@{url}/linkflow",
+            f"LINKFLOW_{service.name.upper()}_PORT": str(free_port()),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", f"services.{service.name}"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            # Connected to the silent server: the service is in its start.
+            conn, _ = await asyncio.to_thread(silent.accept)
+            conn.close()
+            proc.send_signal(signal.SIGTERM)
+            out, _ = await asyncio.to_thread(proc.communicate, timeout=10)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, out.decode()
+    assert b"stopped while starting" in out
 
 
 def log_lines(home: Path, service: str) -> list[dict[str, object]]:
