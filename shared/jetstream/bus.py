@@ -39,6 +39,7 @@ async def connect(
     raises a CommandError."""
 
     connected: list[Client] = []
+    forever_waiting: list[bool] = []  # the first connect's failure was said
 
     async def disconnected() -> None:
         if connected and (connected[0].is_draining or connected[0].is_closed):
@@ -53,6 +54,17 @@ async def connect(
             await on_change()
 
     async def error(exc: Exception) -> None:
+        if not connected and not forever_waiting:
+            # nats-py retries a first connect itself: without this line a
+            # service started before NATS would wait without a word.
+            forever_waiting.append(True)
+            log.warning(
+                "%s: cannot reach NATS at %s yet (%s); retrying until it answers",
+                name,
+                redact(url),
+                exc or type(exc).__name__,
+            )
+            return
         # Outages report here on every reconnect attempt (debug); a refused
         # permission is a deployment mistake an operator must see.
         level = logging.WARNING if "permissions violation" in str(exc).lower() else logging.DEBUG
@@ -81,6 +93,8 @@ async def connect(
                 inbox_prefix=inbox_prefix(user),
             )
             connected.append(nc)
+            if forever_waiting:
+                log.info("%s: connected to NATS", name)
             return nc
         except Exception as exc:  # NoServersError, OSError, timeouts
             if not forever:
