@@ -17,9 +17,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # says redirects.busy (shared.jetstream.yielding), in seconds; 0 never
     # holds off.
     yield_lag: float = 60.0
-    # After a batch short of the bulk limit, the next fetch waits until this
-    # long after the last began (shared.jetstream.worker), in seconds: the
-    # clicks then come in batches that cost less each; 0 fetches at once.
+    # Seconds between fetches once caught up (shared.jetstream.worker); 0: at once.
     linger: float = 0.25
     # API write calls per key (SPEC, "Access"): LINKFLOW_<SERVICE>_WRITE_RATE.
     write_rate: str = "50/s"

@@ -222,13 +222,14 @@ def _sustained(
         growth = asyncio.run(_backlog(env["LINKFLOW_NATS_URL"])) - start
         # The CPU of the step per click served in it: a click's cost at a
         # steady rate (a step that falls behind leaves some for later).
-        cost = sum(_per_click(cpu, _cpu(pids), _served(gateway) - served_before).values())
+        costs = _per_click(cpu, _cpu(pids), _served(gateway) - served_before)
+        cost = f"{sum(costs.values()):.0f} µs" if len(costs) == len(pids) else "n/a"
         served = load.rps >= 0.97 * target
         keeps_up = served and growth < load.rps
         verdict = "keeps up" if keeps_up else "falls behind" if served else "rate not served"
         print(
             f"  sustained step {fraction:.3f} of the bare app ({target:.0f} req/s): "
-            f"{load.rps:.0f} req/s, p99 {load.p99_ms:.2f} ms, CPU per click {cost:.0f} µs, "
+            f"{load.rps:.0f} req/s, p99 {load.p99_ms:.2f} ms, CPU per click {cost}, "
             f"backlog {growth:+d}: {verdict}",
             flush=True,
         )

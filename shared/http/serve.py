@@ -56,11 +56,13 @@ def run_service(main: Coroutine[Any, Any, None]) -> None:
 
 
 def _stop_while_starting(*_: object) -> None:
-    # Until it serves, a service has answered no request and acked nothing,
-    # and it may be waiting for a NATS or PostgreSQL that never answers. At
-    # most a batch fetched in the last moments of analytics' start is given
-    # up: JetStream redelivers it after its ack wait. Once serving, the
-    # handlers below stop a service gracefully.
+    # Before its worker loops run or its lifespan has started, a service has
+    # answered no request and acked nothing, and it may be waiting for a
+    # NATS or PostgreSQL that never answers. (Analytics starts its loops
+    # just before its lifespan yields: a batch fetched in that instant is
+    # redelivered after the ack wait.) After that, the handlers below stop
+    # a service gracefully. A signal during the interpreter's own start,
+    # before this is installed, still ends it by the signal.
     log.warning("stopped while starting")
     logging.shutdown()
     os._exit(0)
@@ -77,9 +79,10 @@ async def serve(app: Any, host: str, port: int) -> None:
     server = uvicorn_server(app, host, port)
 
     def stop() -> None:
-        if not server.started:  # still in its lifespan's start
-            _stop_while_starting()
-        server.should_exit = True
+        lifespan = getattr(server, "lifespan", None)  # set once serve() begins
+        if lifespan is None or not lifespan.startup_event.is_set():
+            _stop_while_starting()  # still in its lifespan's start
+        server.should_exit = True  # uvicorn then shuts the lifespan down
 
     _on_stop_signal(stop)
     await server.serve()

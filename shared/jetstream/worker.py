@@ -180,10 +180,13 @@ class Worker(Generic[T]):
         try:
             while not stop.is_set():
                 if ahead is None:
+                    # The linger first: a gateway busy by its end still holds us.
+                    wait = next_fetch - time.monotonic()
+                    if wait > 0 and await wait_or_stop(stop, wait):
+                        break
                     if yields is not None:
                         await yields.turn(self._behind_since, stop, self._consumer.name)
-                    wait = next_fetch - time.monotonic()
-                    if stop.is_set() or (wait > 0 and await wait_or_stop(stop, wait)):
+                    if stop.is_set():
                         break
                     fetched = time.monotonic()
                 try:
@@ -201,8 +204,10 @@ class Worker(Generic[T]):
                     continue
                 # Nothing fetched ahead while this loop should hold off (a
                 # batch in hand skips the turn, so with a backlog it would
-                # never be taken) or linger after a short batch.
-                if linger > 0 and len(msgs) < limit:
+                # never be taken) or linger: after a short batch with nothing
+                # left behind it (a short one can come with more pending, at
+                # the consumer's max ack pending).
+                if linger > 0 and len(msgs) < limit and msgs[-1].metadata.num_pending == 0:
                     next_fetch = fetched + linger
                 elif yields is None or not yields.holds(self._behind_since):
                     ahead = asyncio.create_task(puller.fetch(limit, wait=1.0))

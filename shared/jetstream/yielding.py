@@ -42,7 +42,8 @@ class BusyGateways:
     def __init__(self, yield_lag: float) -> None:
         self.yield_lag = yield_lag
         self._until = 0.0  # monotonic time the last signal lasts until
-        self._last: RedirectsBusy | None = None
+        # By gateway: until when its last signal holds, and that signal.
+        self._gateways: dict[str, tuple[float, RedirectsBusy]] = {}
         self._sub: Subscription | None = None
         self._refused = False
 
@@ -64,8 +65,13 @@ class BusyGateways:
                 log.warning("ignoring a malformed %s message: %s", REDIRECTS_BUSY, exc)
                 self._refused = True
             return
-        self._until = max(self._until, time.monotonic() + busy.hold)
-        self._last = busy
+        now = time.monotonic()
+        self._until = max(self._until, now + busy.hold)
+        # Held ones only, this gateway's moved last: the latest to say so.
+        self._gateways = {
+            g: v for g, v in self._gateways.items() if v[0] > now and g != busy.gateway
+        }
+        self._gateways[busy.gateway] = (now + busy.hold, busy)
 
     @property
     def busy(self) -> bool:
@@ -74,7 +80,9 @@ class BusyGateways:
     def view(self) -> dict[str, Any]:
         """For ``/api/pipeline``: whether a gateway says it is busy (so the
         click workers hold off, within their yield lag), the last to say so."""
-        last = self._last if self.busy else None
+        now = time.monotonic()
+        holding = [busy for until, busy in self._gateways.values() if until > now]
+        last = holding[-1] if holding else None
         return {
             "busy": last is not None,
             "gateway": last.gateway if last else None,

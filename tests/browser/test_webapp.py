@@ -12,16 +12,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import msgspec
 import pytest
 from nats.aio.client import Client
 from playwright.async_api import Browser, ConsoleMessage, Page, Request, expect
 
-from shared.contracts import REDIRECTS_BUSY, RedirectsBusy
 from shared.http import keys
 from tests.harness import eventually, service_ports, supervised
 from tests.integration.test_analytics import human
 from tests.integration.test_operations import dead_letter_a_click
+from tests.integration.test_yielding import busy_gateway
 from tests.servers import Servers
 
 pytestmark = pytest.mark.browser
@@ -319,14 +318,13 @@ async def walk(page: Page, watch: Watch, app: str, gateway: str, key: str, nc: C
     held = human("promo")
     await dead_letter_a_click(nc, held)
     # A gateway says it is busy: the page says why the lag may grow.
-    busy = RedirectsBusy(gateway="gw-spike:1", load=0.97, hold=10.0)
-    await nc.publish(REDIRECTS_BUSY, msgspec.json.encode(busy))
-    await page.get_by_role("link", name="Operations").click()
+    async with busy_gateway(nc):
+        await page.get_by_role("link", name="Operations").click()
+        await expect(page.locator("#redirects-busy")).to_contain_text(
+            "Gateway test:1 is busy (load 0.97)", timeout=15000
+        )
     row = page.locator("#dlq tbody tr", has_text="database down")
     await expect(row).to_have_count(1, timeout=10000)
-    await expect(page.locator("#redirects-busy")).to_contain_text(
-        "Gateway gw-spike:1 is busy (load 0.97)"
-    )
     await expect(page.locator("#pipeline tbody tr").first).to_be_visible()
     await expect(page.locator("#lag-chart canvas")).to_be_visible()
     await expect(page.locator("#pending-chart canvas")).to_be_visible()

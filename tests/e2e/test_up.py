@@ -106,9 +106,9 @@ async def test_sigterm_while_a_service_waits_for_nats_exits_0(service: roster.Se
         try:
             # Connected to the silent server: the service is in its start.
             conn, _ = await asyncio.to_thread(silent.accept)
-            conn.close()
-            proc.send_signal(signal.SIGTERM)
-            out, _ = await asyncio.to_thread(proc.communicate, timeout=10)
+            with conn:  # open until it exits: no EOF to move it on
+                proc.send_signal(signal.SIGTERM)
+                out, _ = await asyncio.to_thread(proc.communicate, timeout=10)
         finally:
             if proc.returncode is None:
                 proc.kill()

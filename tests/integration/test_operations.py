@@ -287,26 +287,33 @@ async def test_the_pipeline_history_follows_a_backlog(
 async def test_the_pipeline_says_while_a_gateway_is_busy(
     analytics: httpx.AsyncClient, nc: Client
 ) -> None:
-    """Why the lag grows during a spike: ``/api/pipeline`` says which gateway
-    said ``redirects.busy`` while its hold lasts, then that none does."""
+    """Why the lag grows during a spike: ``/api/pipeline`` names the latest
+    gateway to say ``redirects.busy`` while its hold lasts, then one whose
+    hold still lasts, then that none is busy."""
 
-    async def busy() -> dict[str, Any]:
-        view: dict[str, Any] = (await analytics.get("/api/pipeline")).json()["redirects_busy"]
-        return view
+    async def view() -> dict[str, Any]:
+        busy: dict[str, Any] = (await analytics.get("/api/pipeline")).json()["redirects_busy"]
+        return busy
 
-    calm = {"busy": False, "gateway": None, "load": None, "yield_lag_seconds": 60.0}
-    assert await busy() == calm
-    signal = RedirectsBusy(gateway="gw-test:7", load=0.93, hold=2.0)
-    await nc.publish(REDIRECTS_BUSY, msgspec.json.encode(signal))
+    async def named(gateway: str | None) -> bool:
+        return (await view())["gateway"] == gateway
 
-    async def said() -> dict[str, Any] | None:
-        view = await busy()
-        return view if view["busy"] else None
+    async def say(gateway: str, load: float, hold: float) -> None:
+        busy = RedirectsBusy(gateway=gateway, load=load, hold=hold)
+        await nc.publish(REDIRECTS_BUSY, msgspec.json.encode(busy))
+        await nc.flush()
 
-    seen = await eventually(said, 10, "the busy gateway on /api/pipeline")
-    assert seen == {"busy": True, "gateway": "gw-test:7", "load": 0.93, "yield_lag_seconds": 60.0}
-
-    async def calm_again() -> bool:
-        return await busy() == calm
-
-    await eventually(calm_again, 10, "the hold to end")
+    assert await view() == {"busy": False, "gateway": None, "load": None, "yield_lag_seconds": 60.0}
+    await say("long:1", 0.97, 8.0)
+    await say("brief:2", 0.9, 1.5)
+    await eventually(lambda: named("brief:2"), 10, "the latest busy gateway")
+    # Its hold over, the one still holding is named, with its own load.
+    await eventually(lambda: named("long:1"), 10, "the one still holding")
+    assert await view() == {
+        "busy": True,
+        "gateway": "long:1",
+        "load": 0.97,
+        "yield_lag_seconds": 60.0,
+    }
+    await eventually(lambda: named(None), 15, "the last hold to end")
+    assert not (await view())["busy"]
