@@ -54,9 +54,10 @@ async def connect(
             await on_change()
 
     async def error(exc: Exception) -> None:
-        if not connected and not forever_waiting:
+        if forever and not connected and not forever_waiting:
             # nats-py retries a first connect itself: without this line a
-            # service started before NATS would wait without a word.
+            # service started before NATS would wait without a word. (A
+            # command-line tool gives up and says so in its one line.)
             forever_waiting.append(True)
             log.warning(
                 "%s: cannot reach NATS at %s yet (%s); retrying until it answers",
