@@ -79,7 +79,8 @@ class BusyGateways:
 
     def view(self) -> dict[str, Any]:
         """For ``/api/pipeline``: whether a gateway says it is busy (so the
-        click workers hold off, within their yield lag), the last to say so."""
+        click workers hold off, within their yield lag), and of the gateways
+        whose hold lasts, the latest to say so."""
         now = time.monotonic()
         holding = [busy for until, busy in self._gateways.values() if until > now]
         last = holding[-1] if holding else None
