@@ -39,7 +39,7 @@ async def connect(
     raises a CommandError."""
 
     connected: list[Client] = []
-    forever_waiting: list[bool] = []  # the first connect's failure was said
+    waiting_said = False  # a first connect's failure, said once
 
     async def disconnected() -> None:
         if connected and (connected[0].is_draining or connected[0].is_closed):
@@ -54,11 +54,12 @@ async def connect(
             await on_change()
 
     async def error(exc: Exception) -> None:
-        if forever and not connected and not forever_waiting:
+        nonlocal waiting_said
+        if forever and not connected and not waiting_said:
             # nats-py retries a first connect itself: without this line a
             # service started before NATS would wait without a word. (A
             # command-line tool gives up and says so in its one line.)
-            forever_waiting.append(True)
+            waiting_said = True
             log.warning(
                 "%s: cannot reach NATS at %s yet (%s); retrying until it answers",
                 name,
@@ -94,7 +95,7 @@ async def connect(
                 inbox_prefix=inbox_prefix(user),
             )
             connected.append(nc)
-            if forever_waiting:
+            if waiting_said:
                 log.info("%s: connected to NATS", name)
             return nc
         except Exception as exc:  # NoServersError, OSError, timeouts

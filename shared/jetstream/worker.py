@@ -107,9 +107,7 @@ class Worker(Generic[T]):
         # gateway is busy, as long as the oldest click this loop may not have
         # handled, stored at ``_behind_since`` (wall clock), is recent enough.
         self._yields = yields
-        # After a batch short of the bulk limit (the backlog is handled), the
-        # next fetch waits until ``linger`` seconds after this one began: a
-        # few large batches cost PostgreSQL, NATS and Python far less per
+        # A few large batches cost PostgreSQL, NATS and Python far less per
         # click than many small ones, for a bounded delay in the analytics.
         self._linger = linger
         # Unknown until the first fetch, so that one is never held: a worker

@@ -41,8 +41,8 @@ class BusyGateways:
 
     def __init__(self, yield_lag: float) -> None:
         self.yield_lag = yield_lag
-        self._until = 0.0  # monotonic time the last signal lasts until
-        # By gateway: until when its last signal holds, and that signal.
+        # By gateway: until when (monotonic) its last signal holds, and that
+        # signal. Only held ones are kept, the latest to speak last.
         self._gateways: dict[str, tuple[float, RedirectsBusy]] = {}
         self._sub: Subscription | None = None
         self._refused = False
@@ -66,12 +66,15 @@ class BusyGateways:
                 self._refused = True
             return
         now = time.monotonic()
-        self._until = max(self._until, now + busy.hold)
-        # Held ones only, this gateway's moved last: the latest to say so.
         self._gateways = {
             g: v for g, v in self._gateways.items() if v[0] > now and g != busy.gateway
         }
         self._gateways[busy.gateway] = (now + busy.hold, busy)
+
+    @property
+    def _until(self) -> float:
+        """Until when (monotonic) some gateway's hold lasts."""
+        return max((until for until, _ in self._gateways.values()), default=0.0)
 
     @property
     def busy(self) -> bool:
