@@ -123,10 +123,11 @@ FIVE_RULES = [
 ]
 
 
-def _targets(ratio: float, p99_ms: float, recorder_rate: float) -> None:
-    """The figures linkflow holds itself to on a 2-core machine, met or not."""
+def _targets(median: float, p99_ms: float, recorder_rate: float) -> None:
+    """The figures linkflow holds itself to on a 2-core machine, met or not
+    (issue 14: the gateway alone at 0.7 of the bare app, median of the rounds)."""
     checks = [
-        (f"ratio b/a {ratio:.2f} >= 0.60", ratio >= 0.6),
+        (f"median ratio b/a {median:.2f} >= 0.70", median >= 0.7),
         (f"redirect p99 {p99_ms:.2f} ms < 10 ms", p99_ms < 10),
         (f"recorder drain {recorder_rate:,.0f} >= 30,000 clicks/s", recorder_rate >= 30_000),
     ]
@@ -232,19 +233,21 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
                 + (f"  CPU per request: {per_request}" if per_request else ""),
                 flush=True,
             )
+        medians = {}
         for side in ("b", "c"):
             ratios = [
                 lb.rps / la.rps for (la, _), (lb, _) in zip(runs["a"], runs[side], strict=True)
             ]
             best = max(r[0].rps for r in runs[side])
+            medians[side] = statistics.median(ratios)
             print(
                 f"  ratio {side}/a: {best / a.rps:.2f} (best of each; per round "
-                f"{', '.join(f'{r:.2f}' for r in ratios)}, median {statistics.median(ratios):.2f})",
+                f"{', '.join(f'{r:.2f}' for r in ratios)}, median {medians[side]:.2f})",
                 flush=True,
             )
         drop = (b.rps - c.rps) / a.rps
         print(
-            f"  five rules cost {drop:+.2f} of the bare app's rate (target: at most 0.03: "
+            f"  five rules cost {drop:+.3f} of the bare app's rate (target: at most 0.03: "
             f"{'met' if drop <= 0.03 else 'MISSED'})",
             flush=True,
         )
@@ -320,7 +323,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
             f"bench: analytics consumer drained {clicks} queued clicks at {rate:,.0f} clicks/s",
             flush=True,
         )
-        _targets(b.rps / a.rps, b.p99_ms, recorder_rate)
+        _targets(medians["b"], b.p99_ms, recorder_rate)
         return 0
     finally:
         for p in procs:

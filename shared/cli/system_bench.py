@@ -155,7 +155,8 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
         print(
             "  CPU per click: "
             + ", ".join(f"{name} {us:.0f} µs" for name, us in costs.items())
-            + f"; total {sum(costs.values()):.0f} µs"
+            + f"; total {sum(costs.values()):.0f} µs; the load generator (wrk) "
+            f"{spike.wrk_us_per_request:.0f} µs a request"
         )
         print("  peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in rss.peak.items()))
 
@@ -229,7 +230,8 @@ def _sustained(
         verdict = "keeps up" if keeps_up else "falls behind" if served else "rate not served"
         print(
             f"  sustained step {fraction:.3f} of the bare app ({target:.0f} req/s): "
-            f"{load.rps:.0f} req/s, p99 {load.p99_ms:.2f} ms, CPU per click {cost}, "
+            f"{load.rps:.0f} req/s, p99 {load.p99_ms:.2f} ms, CPU per click {cost} "
+            f"(+ wrk {load.wrk_us_per_request:.0f} µs), "
             f"backlog {growth:+d}: {verdict}",
             flush=True,
         )

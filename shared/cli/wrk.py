@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +23,15 @@ class Load:
     rps: float
     p50_ms: float
     p99_ms: float
+    # wrk's own CPU (user + system) over the run: the load generator shares
+    # the machine with what it measures, and a paced load costs it more per
+    # request than a flat-out one (a timer per request).
+    wrk_cpu_seconds: float = 0.0
+    requests: int = 0
+
+    @property
+    def wrk_us_per_request(self) -> float:
+        return self.wrk_cpu_seconds / self.requests * 1e6 if self.requests else 0.0
 
 
 def ensure_wrk() -> str:
@@ -94,14 +104,23 @@ def wrk(url: str, seconds: int, connections: int, rate: float | None = None) -> 
             script = Path(tmp) / "rate.lua"
             script.write_text(_PACER.replace("RATE", f"{rate:.3f}"))
             args += ["-s", str(script)]
+        before = _children_cpu()
         out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+        spent = _children_cpu() - before
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non2xx:
         raise RuntimeError(f"{url}: {non2xx.group(1)} responses were not redirects:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    return Load(rps, p50, p99)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return Load(rps, p50, p99, spent, requests)
+
+
+def _children_cpu() -> float:
+    """CPU of this process's reaped children: wrk's, read around its run."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def _stat(pid: int) -> list[str] | None:
