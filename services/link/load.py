@@ -25,12 +25,6 @@ EVERY: Final = 0.25
 # A worker holds off this long after the last signal: a few missed or late
 # ones (a busy loop samples late) do not let it start and stop.
 HOLD: Final = 4 * EVERY
-# Samples in a row at busy_above or more before the gateway says so. At a
-# steady rate near what the machine sustains, the load wanders over the
-# threshold for a quarter second now and then; each blip held every worker
-# off for HOLD, and the backlog they then caught up with pushed the load
-# over again. A spike keeps it there: it is said half a second in.
-BUSY_AFTER: Final = 2
 _SCHEDSTAT: Final = Path("/proc/thread-self/schedstat")
 
 
@@ -54,7 +48,6 @@ class LoadReporter:
         self._busy_above = busy_above
         self._last: tuple[int, int] | None = None  # (wanted ns, monotonic ns)
         self.load = 0.0
-        self._high = 0  # samples in a row at busy_above or more
 
     def loop(self) -> Loop:
         return periodic("gateway load", EVERY, self.sample)
@@ -69,7 +62,6 @@ class LoadReporter:
             return
         self.load = (wanted - last[0]) / max(at - last[1], 1)
         metrics.GATEWAY_LOAD.set(self.load)
-        self._high = self._high + 1 if self.load >= self._busy_above else 0
-        if self._busy_above and self._high >= BUSY_AFTER:
+        if self._busy_above and self.load >= self._busy_above:
             busy = RedirectsBusy(gateway=self._gateway, load=round(self.load, 3), hold=HOLD)
             await self._nc.publish(REDIRECTS_BUSY, msgspec.json.encode(busy))
