@@ -10,6 +10,8 @@ import secrets
 import signal
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -28,6 +30,8 @@ HEALTHY_AFTER = 60.0
 RESTART = Backoff(initial=1.0, cap=30.0)
 # Stopped in this order: the gateway first (shared.roster).
 SERVICES = tuple(s.name for s in roster.ALL)
+# After this long without every service ready, say which are not and why.
+NOT_READY_AFTER = 60.0
 
 
 class Child(Process):
@@ -53,6 +57,22 @@ def _say(text: str) -> None:
     print(f"linkflow: {text}", flush=True)
 
 
+def _not_ready(port: str) -> str | None:
+    """None when the service on ``port`` answers ``/readyz`` with 200, else why not."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=0.5):
+            return None
+    except urllib.error.HTTPError as exc:  # 503 with {status, reasons}
+        try:
+            found = json.loads(exc.read()).get("reasons") or {}
+        except ValueError:
+            found = {}
+        return "; ".join(f"{k}: {v}" for k, v in found.items()) or f"HTTP {exc.code}"
+    except OSError as exc:  # not listening yet, or too slow to answer
+        reason = getattr(exc, "reason", exc)
+        return f"not answering on port {port} ({getattr(reason, 'strerror', None) or reason})"
+
+
 def _port(preferred: int) -> int:
     return preferred if not port_open(preferred) else free_port()
 
@@ -71,6 +91,11 @@ class Supervisor:
         self.pg: PostgresServer | None = None
         self.children: list[Child] = []
         self._stopping = False
+        self._ports: dict[str, str] = {}
+        self._started = 0.0
+        self._unready: set[str] = set()  # not yet seen ready since the start
+        self._told_unready = False
+        self._checked = 0.0
 
     def start(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -105,6 +130,9 @@ class Supervisor:
         asyncio.run(migrate_all(env))
         _say("migrated: tables, streams, consumers, KV buckets")
         self._admin_key(env)
+        self._ports = {n: env[f"LINKFLOW_{n.upper()}_PORT"] for n in self.services}
+        self._unready = set(self.services)
+        self._started = time.monotonic()
         for name in self.services:
             log = self.home / f"{name}.log" if self.log_to_files else None
             child = Child(name, _child_env(env, name) if own_users else env, log)
@@ -162,7 +190,28 @@ class Supervisor:
                 elif child.proc is None and child.restart_at and now >= child.restart_at:
                     child.restarts += 1
                     child.start()
+            if self._unready and now - self._checked >= 1.0:
+                self._checked = now
+                self._readiness(now)
             time.sleep(0.2)
+
+    def _readiness(self, now: float) -> None:
+        """Say once when every service answers ``/readyz``, and once, after
+        NOT_READY_AFTER, which do not yet and why (their ``/readyz`` reasons)."""
+        reasons = {}
+        for name in sorted(self._unready):
+            reason = _not_ready(self._ports[name])
+            if reason is None:
+                self._unready.discard(name)
+            else:
+                reasons[name] = reason
+        waited = now - self._started
+        if not self._unready:
+            _say(f"ready: every service answers /readyz ({waited:.1f} s after starting them)")
+        elif waited >= NOT_READY_AFTER and not self._told_unready:
+            self._told_unready = True
+            for name, reason in reasons.items():
+                _say(f"{name} not ready after {waited:.0f} s: {reason}")
 
     def request_stop(self, *_: object) -> None:
         self._stopping = True
@@ -217,7 +266,7 @@ def up(home: Path) -> int:
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     try:
         supervisor.start()
-        _say("running; Ctrl-C stops everything")
+        _say("services started; Ctrl-C stops everything")
         supervisor.watch()
     finally:
         _say("stopping")

@@ -18,7 +18,7 @@ from shared import roster
 from shared.cli.servers import free_port
 from shared.cli.supervisor import Supervisor
 from tests.e2e.conftest import gateway_url, ready
-from tests.harness import count, eventually, key_header
+from tests.harness import count, eventually, key_header, soon
 
 pytestmark = pytest.mark.e2e
 
@@ -79,6 +79,47 @@ async def test_sigterm_stops_every_service_with_exit_0(linkflow: Supervisor) -> 
     procs = [c.proc for c in linkflow.children]
     await asyncio.to_thread(linkflow.stop)
     assert [p.returncode if p else None for p in procs] == [0] * len(linkflow.services)
+
+
+class Said:
+    """What ``linkflow up`` printed so far (its watcher prints from a thread)."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self._capsys = capsys
+        self.text = ""
+
+    def __call__(self, line: str) -> bool:
+        self.text += self._capsys.readouterr().out
+        return line in self.text
+
+
+async def test_up_says_when_every_service_is_ready(
+    linkflow: Supervisor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    said = Said(capsys)
+    line = "linkflow: ready: every service answers /readyz"
+    await eventually(soon(lambda: said(line)), 90, "ready")
+    for s in roster.ALL:  # said only once each one was: all still are
+        assert await ready(f"http://127.0.0.1:{os.environ[f'LINKFLOW_{s.name.upper()}_PORT']}")
+    assert "not ready after" not in said.text
+
+
+@pytest.mark.parametrize("linkflow", [{"LINKFLOW_CLICK_RECORDER_LINGER": "soon"}], indirect=True)
+async def test_up_says_which_service_is_not_ready_and_why(
+    linkflow: Supervisor, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A setting the click-recorder refuses: it exits at each start, and
+    ``linkflow up`` says so rather than "ready"."""
+    monkeypatch.setattr("shared.cli.supervisor.NOT_READY_AFTER", 2.0)
+    said = Said(capsys)
+    port = os.environ["LINKFLOW_CLICK_RECORDER_PORT"]
+    line = "linkflow: click_recorder not ready after"
+    await eventually(soon(lambda: said(line)), 60, "the not-ready line")
+    why = said.text.split(line, 1)[1].splitlines()[0]
+    assert why.endswith(f"not answering on port {port} (Connection refused)"), why
+    assert "click_recorder exited with 2" in said.text  # a settings error's status
+    assert "ready: every service" not in said.text
+    assert said.text.count(line) == 1  # said once, not every second
 
 
 @pytest.mark.parametrize("service", roster.ALL, ids=lambda s: s.name)
