@@ -233,7 +233,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
                 + (f"  CPU per request: {per_request}" if per_request else ""),
                 flush=True,
             )
-        medians = {}
+        medians: dict[str, float] = {}
         for side in ("b", "c"):
             ratios = [
                 lb.rps / la.rps for (la, _), (lb, _) in zip(runs["a"], runs[side], strict=True)

@@ -1,16 +1,41 @@
-"""``linkflow probe [SERVICE]``: is a linkflow service on this host alive?
+"""Asking a linkflow service on this host whether it is alive or ready.
 
-The container image's ``HEALTHCHECK``: one image runs every service, so with
-no name the probe asks each service's port (``LINKFLOW_<SERVICE>_PORT``, or
-its default) for ``/healthz`` and succeeds on the first that answers 200.
-Standard library only: it runs every few seconds in every container."""
+``linkflow probe [SERVICE]`` is the container image's ``HEALTHCHECK``: one
+image runs every service, so with no name the probe asks each service's port
+(``LINKFLOW_<SERVICE>_PORT``, or its default) for ``/healthz`` and succeeds
+on the first that answers 200. ``not_ready`` is ``linkflow up``'s and the
+system bench's question. Standard library only: it runs every few seconds in
+every container."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import urllib.error
 import urllib.request
 
 from shared import roster
+
+# Straight to 127.0.0.1: an http_proxy in the environment must not answer for it.
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def not_ready(port: int | str, timeout: float = 0.5) -> str | None:
+    """None when the service on ``port`` answers ``/readyz`` with 200, else why not:
+    its ``/readyz`` reasons, or what kept it from answering."""
+    try:
+        with _LOCAL.open(f"http://127.0.0.1:{port}/readyz", timeout=timeout):
+            return None
+    except urllib.error.HTTPError as exc:  # 503 with {status, reasons}
+        try:
+            found = json.loads(exc.read()).get("reasons") or {}
+        except (OSError, http.client.HTTPException, ValueError, AttributeError):
+            found = {}
+        return "; ".join(f"{k}: {v}" for k, v in found.items()) or f"HTTP {exc.code}"
+    except (OSError, http.client.HTTPException) as exc:  # not listening, or too slow
+        reason = getattr(exc, "reason", exc)
+        return f"not answering on port {port} ({getattr(reason, 'strerror', None) or reason})"
 
 
 def probe(service: str | None) -> int:
@@ -19,7 +44,7 @@ def probe(service: str | None) -> int:
             continue
         port = os.environ.get(f"LINKFLOW_{s.name.upper()}_PORT", str(s.port))
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            with _LOCAL.open(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
                 if r.status == 200:
                     print(f"linkflow probe: {s.name} healthy on :{port}")
                     return 0

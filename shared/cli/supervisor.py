@@ -10,8 +10,6 @@ import secrets
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -19,6 +17,7 @@ from shared import roster
 from shared.backoff import Backoff
 from shared.cli import permissions
 from shared.cli.migrate import migrate_all
+from shared.cli.probe import not_ready
 from shared.cli.process import Process
 from shared.cli.servers import NatsServer, PostgresServer, free_port, port_open, write_private
 from shared.http import keys
@@ -57,22 +56,6 @@ def _say(text: str) -> None:
     print(f"linkflow: {text}", flush=True)
 
 
-def _not_ready(port: str) -> str | None:
-    """None when the service on ``port`` answers ``/readyz`` with 200, else why not."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=0.5):
-            return None
-    except urllib.error.HTTPError as exc:  # 503 with {status, reasons}
-        try:
-            found = json.loads(exc.read()).get("reasons") or {}
-        except ValueError:
-            found = {}
-        return "; ".join(f"{k}: {v}" for k, v in found.items()) or f"HTTP {exc.code}"
-    except OSError as exc:  # not listening yet, or too slow to answer
-        reason = getattr(exc, "reason", exc)
-        return f"not answering on port {port} ({getattr(reason, 'strerror', None) or reason})"
-
-
 def _port(preferred: int) -> int:
     return preferred if not port_open(preferred) else free_port()
 
@@ -93,9 +76,13 @@ class Supervisor:
         self._stopping = False
         self._ports: dict[str, str] = {}
         self._started = 0.0
-        self._unready: set[str] = set()  # not yet seen ready since the start
-        self._told_unready = False
-        self._checked = 0.0
+        # Until every service has answered /readyz: those that have not yet
+        # (one that exits meanwhile is asked again), each with why not.
+        self._unready: dict[str, str] = {}
+        # What was said: seconds from the start until every service was
+        # ready, and the services not ready after NOT_READY_AFTER.
+        self.ready_after: float | None = None
+        self.not_ready: dict[str, str] = {}
 
     def start(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -131,7 +118,7 @@ class Supervisor:
         _say("migrated: tables, streams, consumers, KV buckets")
         self._admin_key(env)
         self._ports = {n: env[f"LINKFLOW_{n.upper()}_PORT"] for n in self.services}
-        self._unready = set(self.services)
+        self._unready = dict.fromkeys(self.services, "not asked yet")
         self._started = time.monotonic()
         for name in self.services:
             log = self.home / f"{name}.log" if self.log_to_files else None
@@ -187,31 +174,33 @@ class Supervisor:
                     delay = RESTART.delay(child.failures)
                     child.restart_at = now + delay
                     _say(f"{child.name} exited with {code}; restarting in {delay:.0f}s")
+                    if self.ready_after is None:
+                        self._unready[child.name] = f"exited with {code}"
                 elif child.proc is None and child.restart_at and now >= child.restart_at:
                     child.restarts += 1
                     child.start()
-            if self._unready and now - self._checked >= 1.0:
-                self._checked = now
+            if self._unready:
                 self._readiness(now)
             time.sleep(0.2)
 
     def _readiness(self, now: float) -> None:
-        """Say once when every service answers ``/readyz``, and once, after
-        NOT_READY_AFTER, which do not yet and why (their ``/readyz`` reasons)."""
-        reasons = {}
-        for name in sorted(self._unready):
-            reason = _not_ready(self._ports[name])
-            if reason is None:
-                self._unready.discard(name)
-            else:
-                reasons[name] = reason
+        """Ask the next service not yet ready; say once when none is left,
+        and once, after NOT_READY_AFTER, which are and why (their ``/readyz``
+        reasons). One per pass, so that a slow answer (half a second at
+        most) holds up no restart or stop for longer."""
+        name = next(iter(self._unready))
+        reason = not_ready(self._ports[name])
+        del self._unready[name]
+        if reason is not None:
+            self._unready[name] = reason  # and to the back of the queue
         waited = now - self._started
         if not self._unready:
+            self.ready_after = waited
             _say(f"ready: every service answers /readyz ({waited:.1f} s after starting them)")
-        elif waited >= NOT_READY_AFTER and not self._told_unready:
-            self._told_unready = True
-            for name, reason in reasons.items():
-                _say(f"{name} not ready after {waited:.0f} s: {reason}")
+        elif waited >= NOT_READY_AFTER and not self.not_ready:
+            for unready, why in self._unready.items():
+                _say(f"{unready} not ready after {waited:.0f} s: {why}")
+            self.not_ready = dict(self._unready)
 
     def request_stop(self, *_: object) -> None:
         self._stopping = True

@@ -31,6 +31,7 @@ import httpx
 
 from shared import roster
 from shared.cli.drain import bare, count_rows
+from shared.cli.probe import not_ready
 from shared.cli.servers import free_ports, port_open, wait_until
 from shared.cli.supervisor import Supervisor
 from shared.cli.wrk import rss_mb, tree_cpu_seconds, wrk
@@ -104,11 +105,7 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
         with httpx.Client(headers={"authorization": f"Bearer {key}"}, timeout=10) as http:
             for s in roster.ALL:
                 health = env[f"LINKFLOW_{s.name.upper()}_PORT"]
-                wait_until(
-                    lambda p=health: http.get(f"http://127.0.0.1:{p}/readyz").status_code == 200,
-                    60,
-                    f"{s.label} ready",
-                )
+                wait_until(lambda p=health: not_ready(p) is None, 60, f"{s.label} ready")
             http.post(
                 f"{gateway}/api/links", json={"url": "https://example.com/", "code": "bench"}
             ).raise_for_status()

@@ -26,8 +26,8 @@ class Load:
     # wrk's own CPU (user + system) over the run: the load generator shares
     # the machine with what it measures, and a paced load costs it more per
     # request than a flat-out one (a timer per request).
-    wrk_cpu_seconds: float = 0.0
-    requests: int = 0
+    wrk_cpu_seconds: float
+    requests: int
 
     @property
     def wrk_us_per_request(self) -> float:
@@ -118,7 +118,9 @@ def wrk(url: str, seconds: int, connections: int, rate: float | None = None) -> 
 
 
 def _children_cpu() -> float:
-    """CPU of this process's reaped children: wrk's, read around its run."""
+    """CPU of this process's reaped children: wrk's, read around its run.
+    (The benches reap no other child meanwhile: the system bench's services
+    are not watched while wrk runs.)"""
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
     return used.ru_utime + used.ru_stime
 
@@ -169,10 +171,9 @@ def measured(
     a run's throughput alone cannot tell a slower program from a busier machine."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     load = wrk(url, seconds, connections)
-    requests = load.rps * seconds
     cost: dict[str, float] = {}
     for name, pid in pids.items():
         start, end = before[name], cpu_seconds(pid)
-        if start is not None and end is not None and requests:
-            cost[name] = (end - start) / requests * 1e6
+        if start is not None and end is not None and load.requests:
+            cost[name] = (end - start) / load.requests * 1e6
     return load, cost

@@ -81,27 +81,16 @@ async def test_sigterm_stops_every_service_with_exit_0(linkflow: Supervisor) -> 
     assert [p.returncode if p else None for p in procs] == [0] * len(linkflow.services)
 
 
-class Said:
-    """What ``linkflow up`` printed so far (its watcher prints from a thread)."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self._capsys = capsys
-        self.text = ""
-
-    def __call__(self, line: str) -> bool:
-        self.text += self._capsys.readouterr().out
-        return line in self.text
-
-
 async def test_up_says_when_every_service_is_ready(
     linkflow: Supervisor, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    said = Said(capsys)
-    line = "linkflow: ready: every service answers /readyz"
-    await eventually(soon(lambda: said(line)), 90, "ready")
+    await eventually(soon(lambda: linkflow.ready_after is not None), 90, "ready said")
+    # Read once it was said (the watcher thread prints; reading while it
+    # writes could lose a line).
+    assert "linkflow: ready: every service answers /readyz" in capsys.readouterr().out
     for s in roster.ALL:  # said only once each one was: all still are
         assert await ready(f"http://127.0.0.1:{os.environ[f'LINKFLOW_{s.name.upper()}_PORT']}")
-    assert "not ready after" not in said.text
+    assert linkflow.not_ready == {}
 
 
 @pytest.mark.parametrize("linkflow", [{"LINKFLOW_CLICK_RECORDER_LINGER": "soon"}], indirect=True)
@@ -109,17 +98,19 @@ async def test_up_says_which_service_is_not_ready_and_why(
     linkflow: Supervisor, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A setting the click-recorder refuses: it exits at each start, and
-    ``linkflow up`` says so rather than "ready"."""
+    ``linkflow up`` names it rather than saying "ready"."""
     monkeypatch.setattr("shared.cli.supervisor.NOT_READY_AFTER", 2.0)
-    said = Said(capsys)
+    recorder = next(c for c in linkflow.children if c.name == "click_recorder")
+    await eventually(soon(lambda: bool(linkflow.not_ready)), 60, "the not-ready line")
+    await eventually(soon(lambda: recorder.restarts >= 1), 30, "a restart")
+    out = capsys.readouterr().out
     port = os.environ["LINKFLOW_CLICK_RECORDER_PORT"]
-    line = "linkflow: click_recorder not ready after"
-    await eventually(soon(lambda: said(line)), 60, "the not-ready line")
-    why = said.text.split(line, 1)[1].splitlines()[0]
+    why = out.split("linkflow: click_recorder not ready after", 1)[1].splitlines()[0]
     assert why.endswith(f"not answering on port {port} (Connection refused)"), why
-    assert "click_recorder exited with 2" in said.text  # a settings error's status
-    assert "ready: every service" not in said.text
-    assert said.text.count(line) == 1  # said once, not every second
+    assert "click_recorder exited with 2" in out  # a settings error's status
+    assert set(linkflow.not_ready) == {"click_recorder"}
+    assert linkflow.ready_after is None
+    assert "ready: every service" not in out
 
 
 @pytest.mark.parametrize("service", roster.ALL, ids=lambda s: s.name)

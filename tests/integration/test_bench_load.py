@@ -24,6 +24,5 @@ def test_a_paced_load_sends_the_rate_asked(tmp_path: Path) -> None:
             # wrk's own CPU is counted, per request it sent.
             assert 0.9 * 3 * rate <= load.requests <= 1.1 * 3 * rate, load
             assert 0 < load.wrk_cpu_seconds < 3, load
-            assert load.wrk_us_per_request > 0, load
     finally:
         server.stop()
