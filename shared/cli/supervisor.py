@@ -44,6 +44,7 @@ class Child(Process):
         self.failures = 0
         self.restarts = 0
         self.restart_at: float | None = None
+        self.exits: list[int] = []  # the status of each exit on its own
 
     def start(self) -> None:
         nice = next(s.nice for s in roster.ALL if s.name == self.name)
@@ -174,6 +175,7 @@ class Supervisor:
                     delay = RESTART.delay(child.failures)
                     child.restart_at = now + delay
                     _say(f"{child.name} exited with {code}; restarting in {delay:.0f}s")
+                    child.exits.append(code)
                     if self.ready_after is None:
                         self._unready[child.name] = f"exited with {code}"
                 elif child.proc is None and child.restart_at and now >= child.restart_at:
@@ -198,9 +200,14 @@ class Supervisor:
             self.ready_after = waited
             _say(f"ready: every service answers /readyz ({waited:.1f} s after starting them)")
         elif waited >= NOT_READY_AFTER and not self.not_ready:
+            exits = {c.name: c.exits for c in self.children}
             for unready, why in self._unready.items():
+                codes = exits.get(unready)
+                if codes:  # a service that keeps exiting said why in its own log
+                    times = "once" if len(codes) == 1 else f"{len(codes)} times"
+                    why += f"; it exited {times}, last with status {codes[-1]} (its log says why)"
+                self.not_ready[unready] = why
                 _say(f"{unready} not ready after {waited:.0f} s: {why}")
-            self.not_ready = dict(self._unready)
 
     def request_stop(self, *_: object) -> None:
         self._stopping = True

@@ -106,7 +106,8 @@ async def test_up_says_which_service_is_not_ready_and_why(
     out = capsys.readouterr().out
     port = os.environ["LINKFLOW_CLICK_RECORDER_PORT"]
     why = out.split("linkflow: click_recorder not ready after", 1)[1].splitlines()[0]
-    assert why.endswith(f"not answering on port {port} (Connection refused)"), why
+    assert f"not answering on port {port} (Connection refused); it exited " in why, why
+    assert why.endswith(", last with status 2 (its log says why)"), why
     assert "click_recorder exited with 2" in out  # a settings error's status
     assert set(linkflow.not_ready) == {"click_recorder"}
     assert linkflow.ready_after is None
