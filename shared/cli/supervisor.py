@@ -78,7 +78,8 @@ class Supervisor:
         self._ports: dict[str, str] = {}
         self._started = 0.0
         # Until every service has answered /readyz: those that have not yet
-        # (one that exits meanwhile is asked again), each with why not.
+        # (one that exits meanwhile is asked again), each with why not when
+        # last asked.
         self._unready: dict[str, str] = {}
         # What was said: seconds from the start until every service was
         # ready, and the services not ready after NOT_READY_AFTER.
@@ -176,8 +177,8 @@ class Supervisor:
                     child.restart_at = now + delay
                     _say(f"{child.name} exited with {code}; restarting in {delay:.0f}s")
                     child.exits.append(code)
-                    if self.ready_after is None:
-                        self._unready[child.name] = f"exited with {code}"
+                    if self.ready_after is None:  # to be asked again (its exits are said)
+                        self._unready.setdefault(child.name, "restarting")
                 elif child.proc is None and child.restart_at and now >= child.restart_at:
                     child.restarts += 1
                     child.start()
