@@ -205,6 +205,9 @@ class RedirectsBusy(msgspec.Struct, kw_only=True, frozen=True):
 # DLQ headers added to the original ones (SPEC, "Subjects and streams").
 HDR_MSG_ID: Final = "Nats-Msg-Id"
 HDR_REQUEST_ID: Final = "X-Request-Id"
+# The most of a caller's X-Request-Id carried on (in a click, an event's
+# headers, a log line): longer ones are cut, never refused.
+REQUEST_ID_CUT: Final = 128
 HDR_ENQUEUED_AT: Final = "Linkflow-Enqueued-At"
 HDR_ORIGINAL_SUBJECT: Final = "Linkflow-Original-Subject"
 HDR_STREAM_SEQ: Final = "Linkflow-Stream-Seq"

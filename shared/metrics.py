@@ -159,8 +159,10 @@ API_REFUSED: Final = Counter(
 )
 LINK_LOOKUPS: Final = Counter(
     "linkflow_link_lookups_total",
-    "Redirects that missed the in-process map and looked the code up, by where it was "
-    "found (kv, database, nowhere); codes that cannot exist or missed a second ago are not",
+    "Redirects that missed the in-process map, by where the code was found: arrived by "
+    "the watch while awaited (watch) or not (unknown), with no I/O; or, while the map is "
+    "not loaded, looked up in kv, database or nowhere (codes that cannot exist, or missed "
+    "a second ago, are not looked up)",
     ["found"],
 )
 

@@ -14,6 +14,7 @@ from shared.contracts import (
     HDR_ENQUEUED_AT,
     HDR_MSG_ID,
     HDR_REQUEST_ID,
+    REQUEST_ID_CUT,
     LinkCreated,
     LinkDeleted,
     LinkUpdated,
@@ -29,7 +30,9 @@ log = logging.getLogger(__name__)
 def _headers(msg_id: str, request_id: str | None) -> dict[str, str]:
     return {
         HDR_MSG_ID: msg_id,
-        HDR_REQUEST_ID: request_id or msg_id,
+        # Cut: a caller's id of any length would otherwise fail the publish
+        # after the database had committed the change.
+        HDR_REQUEST_ID: (request_id or msg_id)[:REQUEST_ID_CUT],
         HDR_ENQUEUED_AT: rfc3339(now()),
     }
 

@@ -22,7 +22,7 @@ from services.link.rules import LinkRules, forward
 from services.link.validation import RESERVED
 from services.link.visitors import Visitors
 from shared import metrics
-from shared.contracts import HDR_REQUEST_ID, LinkEntry
+from shared.contracts import HDR_REQUEST_ID, REQUEST_ID_CUT, LinkEntry
 from shared.geo import Countries
 from shared.http.problems import Problem
 
@@ -33,6 +33,10 @@ _REQUEST_ID: Final = HDR_REQUEST_ID.lower().encode()
 _COUNTRY_HEADERS: Final = (b"cf-ipcountry", b"x-country-code")
 # Links whose compiled rules (and remembered decisions) a gateway keeps.
 RULED: Final = 1024
+# SPEC ("Limits"): the most of User-Agent, Referer and Accept-Language read,
+# cut before anything parses, hashes or caches them. Every cache keyed by
+# them is thus bounded in bytes by its bound in entries.
+HEADER_CUT: Final = 1024
 _NO_STORE: Final = (b"cache-control", b"private, max-age=0")
 _OUT_OF_VISITS: Final = "link %r has reached its visit limit"
 _NO_COUNTS: Final = "visit counts are not loaded yet; try again in a moment"
@@ -96,15 +100,15 @@ class Gateway:
         referrer = user_agent = request_id = country = language = None
         for name, value in scope["headers"]:
             if name == b"user-agent":
-                user_agent = value.decode("latin-1")
+                user_agent = value[:HEADER_CUT].decode("latin-1")
             elif name == b"referer":
-                referrer = value.decode("latin-1")
+                referrer = value[:HEADER_CUT].decode("latin-1")
             elif name == _REQUEST_ID:
-                request_id = value.decode("latin-1")[:128]
+                request_id = value[:REQUEST_ID_CUT].decode("latin-1")
             elif name in _COUNTRY_HEADERS and len(value) == 2:
                 country = value.decode("latin-1").upper()
             elif name == b"accept-language":
-                language = value.decode("latin-1")
+                language = value[:HEADER_CUT].decode("latin-1")
         client = scope.get("client")
         ip = client[0] if client else None
         target, rule = entry.url, None

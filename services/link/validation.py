@@ -116,6 +116,10 @@ class LinkFields:
         if parts.username is not None or parts.password is not None:
             raise ValueError("must not contain credentials")
         host = parts.hostname
+        if "%" in host:
+            # Browsers decode a percent-escaped host (WHATWG URL): it would
+            # reach a host this check never saw.
+            raise ValueError("has a host that is not a valid domain name")
         if not parts.netloc.isascii():
             # Location headers are ASCII. A host becomes its IDNA (punycode)
             # form, which every client resolves; percent-encoding it would
@@ -127,7 +131,7 @@ class LinkFields:
             netloc = host if port is None else f"{host}:{port}"
             scheme, _, rest = value.partition("//")
             value = f"{scheme}//{netloc}{rest[len(parts.netloc) :]}"
-        if (host.lower(), port or _default_port(parts.scheme)) in self._own_hosts:
+        if (_same_host(host), port or _default_port(parts.scheme)) in self._own_hosts:
             raise ValueError("must not point at this gateway (redirect loop)")
         # The path, query and fragment: percent-encoded, once, here.
         return _NON_ASCII.sub(lambda m: quote(m.group()), value)
@@ -139,7 +143,19 @@ def _default_port(scheme: str) -> int:
 
 def _host_port(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
-    return (parts.hostname or "").lower(), parts.port or _default_port(parts.scheme)
+    return _same_host(parts.hostname or ""), parts.port or _default_port(parts.scheme)
+
+
+def _same_host(host: str) -> str:
+    """One spelling per host, as a resolver sees it: lower case, without the
+    root's trailing dot (``sho.rt.`` is ``sho.rt``), in IDNA form."""
+    host = host.lower().rstrip(".")
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return host
+    return host
 
 
 def _code(value: Any) -> str:

@@ -15,6 +15,7 @@ import uvicorn
 import uvloop
 from starlette.applications import Starlette
 
+from shared.http.heads import BoundedHeads
 from shared.http.health import Check, routes
 from shared.jetstream.loops import Loops
 
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 def uvicorn_server(
     app: Any, host: str, port: int, *, lifespan: Literal["on", "off"] = "on"
 ) -> uvicorn.Server:
-    """uvicorn (httptools, no access log) without its signal handlers: it
+    """uvicorn (httptools with a cap on a request's head, no access log)
+    without its signal handlers: it
     re-raises a signal after its graceful shutdown, so the process would die
     "by SIGTERM" where the SPEC wants exit 0, and a worker service must stop
     its loops before its health server. Whoever runs it handles signals."""
@@ -33,7 +35,7 @@ def uvicorn_server(
             app,
             host=host,
             port=port,
-            http="httptools",
+            http=BoundedHeads,
             access_log=False,
             log_level="warning",
             timeout_graceful_shutdown=10,

@@ -36,6 +36,9 @@ class KvFollower:
         self._name = name
         self._task: asyncio.Task[None] | None = None
         self.synced = asyncio.Event()
+        # Whether the copy is current: loaded by the watch running now.
+        # False again from the moment a watch ends until its restart loads.
+        self.current = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._watch_forever(), name=self._name)
@@ -62,11 +65,13 @@ class KvFollower:
             async for entry in watcher:
                 if entry is None:  # the initial values are all in
                     self.synced.set()
+                    self.current = True
                 elif entry.operation in DELETE_OPS:
                     self._on_delete(entry.key)
                 else:
                     self._on_put(entry.key, entry.value or b"")
         finally:
+            self.current = False
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
 
@@ -79,6 +84,11 @@ class Followed:
     def __init__(self, kv: KeyValue, name: str) -> None:
         self._follower = KvFollower(kv, self._put, self._delete, name)
         self.synced = self._follower.synced
+
+    @property
+    def current(self) -> bool:
+        """Loaded by the watch running now (see :attr:`KvFollower.current`)."""
+        return self._follower.current
 
     def start(self) -> None:
         self._follower.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -12,8 +11,9 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 
-from services.link.cache import MISSING_TTL
+from services.cache_refresher.reconcile import reconcile
 from shared.contracts import Click, LinkDeleted, LinkUpdated
+from shared.jetstream import topology
 from tests.harness import count, eventually
 
 
@@ -170,45 +170,53 @@ async def test_links_created_is_published(gateway: httpx.AsyncClient, nc: Client
     assert len(body["created_at"]) == 24
 
 
-async def test_link_created_elsewhere_is_found_on_miss(
-    gateway: httpx.AsyncClient, db_url: str
+async def test_a_row_missing_from_kv_redirects_once_reconciled(
+    gateway: httpx.AsyncClient, nc: Client, db_url: str
 ) -> None:
-    # A row no gateway has put in KV (restored backup, another region): the
-    # redirect falls back to the database.
+    # A row no gateway has put in KV (restored backup, another region): a
+    # miss does no I/O once the map is loaded, so the code is unknown until
+    # the cache-refresher's reconciliation puts it in KV; then every
+    # gateway's watch brings it.
     await count(
         db_url,
         "WITH i AS (INSERT INTO links (code, url) VALUES ('dbonly', "
         "'https://example.com/db') RETURNING 1) SELECT count(*) FROM i",
     )
+    assert (await gateway.get("/dbonly")).status_code == 404
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=1)
+    try:
+        repairs = await reconcile(await nc.jetstream().key_value(topology.KV_LINKS), pool)
+    finally:
+        await pool.close()
+    assert repairs == {"missing": 1}
     r = await gateway.get("/dbonly")
     assert r.status_code == 302
     assert r.headers["location"] == "https://example.com/db"
 
 
-async def test_unknown_codes_are_404_without_lookups_piling_up(
-    gateway: httpx.AsyncClient,
-) -> None:
-    async def lookups() -> float:
+async def test_unknown_codes_are_404_with_no_lookup(gateway: httpx.AsyncClient) -> None:
+    async def lookups() -> dict[str, float]:
         text = (await gateway.get("/metrics")).text
-        return sum(
-            float(line.rsplit(" ", 1)[1])
+        return {
+            line.split('found="', 1)[1].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
             if line.startswith("linkflow_link_lookups_total{")
-        )
+        }
 
     before = await lookups()
-    # Codes that cannot exist are refused without a lookup.
+    # Codes that cannot exist are refused at once.
     for path in ("/favicon.ico", "/x", "/no.such.code"):
         assert (await gateway.get(path)).status_code == 404, path
     assert await lookups() == before
-    # A scan of one unknown code costs one lookup, not one per request.
-    started = time.monotonic()
-    statuses = [(await gateway.get("/unknown-code")).status_code for _ in range(50)]
-    assert statuses == [404] * 50
-    # A miss is remembered for MISSING_TTL: at most one lookup per that time.
-    elapsed = time.monotonic() - started
-    assert 1 <= await lookups() - before <= elapsed // MISSING_TTL + 1
-    # A miss is remembered briefly, but a link created now redirects at once.
-    assert (await gateway.get("/later")).status_code == 404
+    # An unknown code waits for its arrival by the watch, and is not looked
+    # up in KV or the database.
+    statuses = [(await gateway.get("/unknown-code")).status_code for _ in range(5)]
+    assert statuses == [404] * 5
+    after = await lookups()
+    assert after.get("unknown", 0) - before.get("unknown", 0) == 5
+    assert {k: v for k, v in after.items() if k != "unknown"} == {
+        k: v for k, v in before.items() if k != "unknown"
+    }
+    # A link created now redirects at once.
     await gateway.post("/api/links", json={"url": "https://example.com/l", "code": "later"})
     assert (await gateway.get("/later")).status_code == 302
