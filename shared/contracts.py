@@ -202,6 +202,31 @@ class RedirectsBusy(msgspec.Struct, kw_only=True, frozen=True):
     hold: Annotated[float, msgspec.Meta(gt=0, le=10, description="seconds the signal lasts")]
 
 
+# A links.* dead letter is replayed by the cache-refresher re-reading the
+# link from PostgreSQL: nobody but the gateway publishes links.*. The
+# request is answered on a subject under LINK_REFRESHED (one per request),
+# which only the cache-refresher may publish to and only analytics reads.
+LINK_REFRESH: Final = "linkflow.cache-refresher.refresh"
+LINK_REFRESHED: Final = "linkflow.cache-refresher.refreshed"
+
+
+class LinkRefresh(msgspec.Struct, kw_only=True, frozen=True):
+    """``linkflow.cache-refresher.refresh``: core NATS request to the
+    cache-refresher (a queue group: one replica answers) to write one link's
+    KV entry from its PostgreSQL row, never to an older version."""
+
+    code: Code
+
+
+class LinkRefreshed(msgspec.Struct, kw_only=True, frozen=True):
+    """The cache-refresher's answer to a ``LinkRefresh``: the version KV
+    ``links`` now holds for the code (None: no such link in the database,
+    nothing written)."""
+
+    code: Code
+    version: Version | None
+
+
 # DLQ headers added to the original ones (SPEC, "Subjects and streams").
 HDR_MSG_ID: Final = "Nats-Msg-Id"
 HDR_REQUEST_ID: Final = "X-Request-Id"
@@ -235,6 +260,17 @@ SUBJECTS: Final[dict[str, tuple[type[msgspec.Struct], str, str]]] = {
     "links.deleted": (LinkDeleted, "stream LINKS", "a link was deleted"),
     "clicks.{code}": (Click, "stream CLICKS", "one click on a short link"),
     REDIRECTS_BUSY: (RedirectsBusy, "core NATS", "a gateway near its capacity: workers hold off"),
+    LINK_REFRESH: (
+        LinkRefresh,
+        "core NATS request",
+        "analytics asks the cache-refresher to rewrite one link's KV entry from the database"
+        " (DLQ replay of a links.* letter)",
+    ),
+    LINK_REFRESHED + ".{id}": (
+        LinkRefreshed,
+        "core NATS reply",
+        "the cache-refresher's answer to one refresh request",
+    ),
 }
 
 

@@ -20,10 +20,13 @@ class Migration(NamedTuple):
     """What a service declares under the ``linkflow.migrations`` entry points
     (pyproject.toml) for ``linkflow migrate``: idempotent DDL, and the name of
     the setting (of :class:`shared.settings.Common`) that holds its
-    database's URL."""
+    database's URL; and what each service's role may do with those tables
+    (``(service, "SELECT ON links")`` pairs, granted after every migration:
+    whatever a role held beyond them is revoked)."""
 
     url_setting: str
     sql: str
+    grants: tuple[tuple[str, str], ...] = ()
 
 
 # Errors that say the server is unreachable or restarting, not that the query
@@ -72,11 +75,26 @@ def _refused(exc: Exception) -> PermanentError:
     return PermanentError(f"refused by the database: {type(exc).__name__}: {exc}")
 
 
-async def create_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    url: str, *, max_size: int = 10, statement_timeout: float | None = None
+) -> asyncpg.Pool:
     """A pool that opens connections on demand (min_size=0), so a service can
-    start while the database is down and report it on ``/readyz``."""
+    start while the database is down and report it on ``/readyz``.
+
+    ``statement_timeout`` (seconds) makes the server cancel any statement of
+    these connections that runs longer (asyncpg.QueryCanceledError): the
+    work stops there, not only the client's wait for it."""
+    settings = {}
+    if statement_timeout is not None:
+        settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        url, min_size=0, max_size=max_size, max_inactive_connection_lifetime=60, command_timeout=30
+        url,
+        min_size=0,
+        max_size=max_size,
+        max_inactive_connection_lifetime=60,
+        # The client's own deadline stays a backstop behind the server's.
+        command_timeout=30 if statement_timeout is None else statement_timeout + 5,
+        server_settings=settings,
     )
     return pool
 

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from nats.js import JetStreamContext
+from starlette.types import Receive, Scope, Send
 
 from services.analytics import params, pipeline
 from services.analytics.backfill import Backfills
 from services.analytics.live import LiveClicks
+from services.analytics.stats import Stats
 from services.analytics.store import AnalyticsStore
 from shared.http import keys
 from shared.http.access import Access, is_api
-from shared.http.openapi import event_stream, problems
+from shared.http.openapi import event_stream, problem, problems
 from shared.http.problems import FieldError, Problem
 from shared.jetstream.yielding import BusyGateways
 
@@ -50,7 +53,9 @@ class Deps:
         access: Access,
         history: pipeline.History,
         yields: BusyGateways,
+        stats: Stats,
     ) -> None:
+        self.stats = stats
         self.access = access
         self.history = history
         self.yields = yields
@@ -72,45 +77,84 @@ def json(body: Any, status: int = 200) -> Response:
     return Response(_encoder.encode(body), status_code=status, media_type="application/json")
 
 
-@router.get("/stats/links/{code}", responses=problems(422))
+# Every stats call may answer 503: its query outran the statement timeout,
+# or every connection of the API's pool stayed busy as long.
+_STATS_ANSWERS = {
+    **problems(422),
+    **problem(
+        503,
+        "the query outran the statement timeout, or every stats connection stayed busy "
+        "as long, or the API keys are not loaded yet (Retry-After)",
+    ),
+}
+
+
+@router.get("/stats/links/{code}", responses=_STATS_ANSWERS)
 async def link_stats(code: str, ctx: Ctx, request: Request) -> Response:
     q = request.query_params
-    start, end = params.time_range(q.get("from"), q.get("to"))
     interval = params.interval(q.get("interval", "day"))
+    start, end = params.series_range(q.get("from"), q.get("to"), interval)
+    limit = params.limit(q.get("limit"), params.LIST_LIMIT)
     include_bots = q.get("include_bots", "false").lower()
     if include_bots not in ("true", "false", "1", "0"):
         raise Problem.invalid([FieldError("include_bots", "must be true or false")])
     return json(
-        await ctx.store.link_stats(code, start, end, interval, include_bots in ("true", "1"))
+        await ctx.stats.link_stats(code, start, end, interval, include_bots in ("true", "1"), limit)
     )
 
 
-@router.get("/stats/links-created", responses=problems(422))
+@router.get("/stats/links-created", responses=_STATS_ANSWERS)
 async def links_created(ctx: Ctx, request: Request) -> Response:
     start, end = params.date_range(request.query_params.get("from"), request.query_params.get("to"))
-    return json({"days": await ctx.store.links_created(start, end)})
+    return json({"days": await ctx.stats.links_created(start, end)})
 
 
-@router.get("/stats/top", responses=problems(422))
+@router.get("/stats/top", responses=_STATS_ANSWERS)
 async def top(ctx: Ctx, request: Request) -> Response:
     q = request.query_params
-    start, end = params.time_range(q.get("from"), q.get("to"))
-    return json({"items": await ctx.store.top(start, end, params.limit(q.get("limit"), 10))})
+    # No series, but the same scan as a daily one: the same bound.
+    start, end = params.series_range(q.get("from"), q.get("to"), "day")
+    return json({"items": await ctx.stats.top(start, end, params.limit(q.get("limit"), 10))})
 
 
 @router.get(
     "/stream/clicks",
     response_class=StreamingResponse,
-    responses=event_stream("one `click` event per click, live (Server-Sent Events)"),
+    responses={
+        **event_stream("one `click` event per click, live (Server-Sent Events)"),
+        **problem(
+            429,
+            "as many live streams are open as this key, or this server, may have; "
+            "or too many failed authentications from this address (Retry-After)",
+        ),
+    },
 )
 async def stream(ctx: Ctx, request: Request, code: str | None = None) -> StreamingResponse:
+    release = ctx.live.admit(request.state.api_key)
     # The key was checked when the stream opened; a revocation ends it.
     allowed = ctx.access.still_allows(request.state.api_key, keys.STATS_READ)
-    return StreamingResponse(
+    return _Stream(
+        release,
         ctx.live.events(code, allowed),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
+
+
+class _Stream(StreamingResponse):
+    """Gives its live-stream slot back however the response ends: a client
+    gone before the first event never starts the generator, whose own
+    ``finally`` would then never run."""
+
+    def __init__(self, release: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 @router.get("/session")

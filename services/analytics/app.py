@@ -17,11 +17,12 @@ from services.analytics.exporter import exporter
 from services.analytics.limits import VisitLimits
 from services.analytics.live import LiveClicks
 from services.analytics.settings import Settings
+from services.analytics.stats import Stats
 from services.analytics.store import AnalyticsStore
 from shared import db, roster, useragent
 from shared.contracts import Click
 from shared.geo import Countries
-from shared.http import checks, health, openapi, problems
+from shared.http import checks, docs, health, openapi, problems
 from shared.http.access import Access, Guard
 from shared.jetstream import bus, topology
 from shared.jetstream.loops import Loops
@@ -52,8 +53,16 @@ def build(settings: Settings) -> FastAPI:
         )
         js = nc.jetstream()
         ring = await access.open(js)
+        # Two pools, so that no API call can hold a connection the click
+        # consumer waits for: the workers' (worker loops, backfill replays,
+        # visit limits, the exporter) and the API's, whose statements time out.
         pool = await db.create_pool(
             settings.common.analytics_database_url, max_size=settings.worker.workers + 5
+        )
+        api_pool = await db.create_pool(
+            settings.common.analytics_database_url,
+            max_size=settings.api_connections,
+            statement_timeout=settings.statement_timeout,
         )
         # GeoIP for clicks without a CDN country header: loaded off the loop.
         store = AnalyticsStore(pool, await asyncio.to_thread(Countries().load))
@@ -61,9 +70,9 @@ def build(settings: Settings) -> FastAPI:
             await js.key_value(topology.KV_LINKS), await js.key_value(topology.KV_VISITS), store
         )
         limits.start()
-        live = LiveClicks(nc)
+        live = LiveClicks(nc, settings.streams, settings.streams_per_key)
         created = await nc.subscribe("links.created", cb=CreatedCounter(store).on_message)
-        backfills = Backfills(nc, store, settings.worker)
+        backfills = Backfills(nc, store, settings.worker, api=api_pool)
         await backfills.resume()
         # Backfills do not hold off: their clicks are older than any yield_lag.
         yields = BusyGateways(settings.yield_lag)
@@ -93,7 +102,8 @@ def build(settings: Settings) -> FastAPI:
             health.routes(
                 {
                     "nats": checks.nats_connected(nc),
-                    "database": checks.database(pool),
+                    # A stranger's /readyz never takes one of the workers' connections.
+                    "database": checks.database(api_pool),
                     "keys": access.check,
                     "consumer": checks.consumer(js, topology.ANALYTICS_CLICKS),
                     "visit_limits": checks.synced(limits.synced, "links with visit limits"),
@@ -101,7 +111,8 @@ def build(settings: Settings) -> FastAPI:
             )
         )
         try:
-            yield {"deps": api.Deps(store, js, live, backfills, access, history, yields)}
+            stats = Stats(api_pool, settings.statement_timeout)
+            yield {"deps": api.Deps(store, js, live, backfills, access, history, yields, stats)}
         finally:
             # Stop taking work, settle the batch in hand, then drain.
             await loops.stop()
@@ -112,18 +123,20 @@ def build(settings: Settings) -> FastAPI:
             await ring.stop()
             await created.unsubscribe()
             await bus.close(nc)
+            await api_pool.close()
             await pool.close()
 
     app = FastAPI(
         title="linkflow analytics",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # shared.http.docs: Swagger UI from this origin, under the CSP
         openapi_url="/api/openapi.json",
         redoc_url=None,
         exception_handlers=problems.exception_handlers(RequestValidationError),
     )
     app.include_router(api.router)
     app.include_router(ops.router)
+    app.router.routes.extend(docs.routes(app.openapi_url, app.title))
     webapp.mount(app, settings.common)
     access = Access.build(api.policy, settings.common, settings.write_rate)
     app.add_middleware(Guard, access=access)

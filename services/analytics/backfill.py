@@ -42,6 +42,8 @@ from shared.settings import WorkerSettings
 log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder(Click).decode
 ACTIVE = ("pending", "running")
+# Backfills replaying at once in one analytics process (429 beyond).
+RUNNING = 2
 
 
 async def first_seq_at(nc: Client, at: datetime) -> int:
@@ -170,16 +172,33 @@ async def _drained(js: JetStreamContext, consumer: Consumer, end_seq: int) -> bo
 
 
 class Backfills:
-    def __init__(self, nc: Client, store: AnalyticsStore, settings: WorkerSettings) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        store: AnalyticsStore,
+        settings: WorkerSettings,
+        api: asyncpg.Pool | None = None,
+    ) -> None:
+        """``api``: the pool the API's calls (create, get, list, cancel) use,
+        apart from the replays' (the store's); None: the store's."""
         self._nc = nc
         self._store = store
         self._pool = store.pool
+        self._api = api or store.pool
         self._settings = settings
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def create(
         self, start: datetime, end: datetime, reclassify: bool = False
     ) -> dict[str, Any]:
+        # Each running backfill replays on the workers' pool beside the click
+        # consumer: an ops key may keep only RUNNING of them busy at once.
+        if len(self._tasks) >= RUNNING:
+            raise Problem(
+                429,
+                f"{RUNNING} backfills are running in this process: wait for one to end",
+                headers={"Retry-After": "30"},
+            )
         if not reclassify:
             start_seq = await first_seq_at(self._nc, start)
             end_seq = await first_seq_at(self._nc, end) - 1
@@ -215,7 +234,7 @@ class Backfills:
             )
         start_seq = await first_seq_at(self._nc, start)
         end_seq = int(state.last_seq)
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._api.acquire() as conn, conn.transaction():
             # Counts and ledger go together: a click of the range whose count
             # is gone is gone from the ledger too, and the replay counts it
             # once more; one counted meanwhile by the live consumer stays
@@ -238,7 +257,7 @@ class Backfills:
         conn: PoolConnectionProxy | None = None,
     ) -> asyncpg.Record:
         total = max(end_seq - start_seq + 1, 0)
-        row = await (conn or self._pool).fetchrow(
+        row = await (conn or self._api).fetchrow(
             "INSERT INTO backfills (id, from_ts, to_ts, state, start_seq, end_seq, next_seq, "
             "total, reclassify) VALUES ($1, $2, $3, $4, $5, $6, $5, $7, $8) RETURNING *",
             secrets.token_hex(8),
@@ -254,15 +273,15 @@ class Backfills:
         return row
 
     async def get(self, backfill_id: str) -> dict[str, Any] | None:
-        row = await self._pool.fetchrow("SELECT * FROM backfills WHERE id = $1", backfill_id)
+        row = await self._api.fetchrow("SELECT * FROM backfills WHERE id = $1", backfill_id)
         return _row(row) if row else None
 
     async def list(self) -> list[dict[str, Any]]:
-        rows = await self._pool.fetch("SELECT * FROM backfills ORDER BY created_at DESC")
+        rows = await self._api.fetch("SELECT * FROM backfills ORDER BY created_at DESC")
         return [_row(r) for r in rows]
 
     async def cancel(self, backfill_id: str) -> dict[str, Any] | None:
-        await self._pool.execute(
+        await self._api.execute(
             "UPDATE backfills SET state = 'cancelled', updated_at = now() "
             "WHERE id = $1 AND state = ANY($2::text[])",
             backfill_id,

@@ -7,12 +7,16 @@ subscription exists only while someone watches: every click delivered to
 it costs nats-server and this process CPU per click (a tenth of what a
 click cost in all, measured by ``linkflow bench --system``), for nothing
 when no browser is open.
+
+Streams are admitted against two caps (SPEC, "Limits"): so many open in
+this process, so many per key; past either, a 429 before any is opened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 import msgspec
@@ -21,6 +25,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from shared.contracts import Click
+from shared.http.problems import Problem
 
 _decode = msgspec.json.Decoder(Click).decode
 QUEUE_SIZE = 256
@@ -28,11 +33,19 @@ KEEPALIVE = 15.0
 # How often an open stream asks whether its key is still good: a revoked key
 # loses the stream within this (plus the KV watch's milliseconds).
 RECHECK = 1.0
+# Seconds a refused client is told to wait: streams last minutes, so a
+# slot frees when a browser tab closes, not on any schedule.
+RETRY_AFTER = 30
 
 
 class LiveClicks:
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, most: int | None = None, per_key: int | None = None) -> None:
+        """``most`` and ``per_key`` are the service's settings (None: no cap)."""
         self._nc = nc
+        self._most = most
+        self._per_key = per_key
+        self._open = 0
+        self._by_key: Counter[str] = Counter()
         self._listeners: set[tuple[str | None, asyncio.Queue[bytes]]] = set()
         self._sub: Subscription | None = None
         self._lock = asyncio.Lock()
@@ -41,6 +54,38 @@ class LiveClicks:
     def watching(self) -> bool:
         """Subscribed to ``clicks.>``: only while a client is connected."""
         return self._sub is not None
+
+    def admit(self, key: str | None) -> Callable[[], None]:
+        """A slot for one stream of ``key`` (None: no key, authentication
+        off, bound by the process's cap alone), or a 429 past a cap. The
+        caller releases it, once, by calling what this returns."""
+        if self._most is not None and self._open >= self._most:
+            raise self._refused(f"{self._most} live streams are open on this server")
+        if key is not None and self._per_key is not None and self._by_key[key] >= self._per_key:
+            raise self._refused(f"this key has {self._per_key} live streams open")
+        self._open += 1
+        if key is not None:
+            self._by_key[key] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self._open -= 1
+            if key is not None:
+                self._by_key[key] -= 1
+                if not self._by_key[key]:
+                    del self._by_key[key]
+
+        return release
+
+    @staticmethod
+    def _refused(why: str) -> Problem:
+        return Problem(
+            429, f"{why}: close one and try again", headers={"Retry-After": str(RETRY_AFTER)}
+        )
 
     async def _watched(self) -> None:
         async with self._lock:

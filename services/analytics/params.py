@@ -10,6 +10,11 @@ from shared.http.problems import FieldError, Problem
 
 INTERVALS: Final = ("hour", "day")
 DEFAULT_RANGE: Final = timedelta(days=7)
+# The longest range a series of each interval may span (SPEC, "Analytics
+# HTTP API"): an unbounded one asked 87.6 million hourly points of one query.
+SPANS: Final = {"hour": timedelta(days=31), "day": timedelta(days=3660)}
+# Entries per list of a stats answer (referrers, countries, ...).
+LIST_LIMIT: Final = 10
 
 
 def _time(value: str) -> datetime:
@@ -43,10 +48,22 @@ def time_range(
     return frm, to
 
 
+def series_range(
+    start: str | None, end: str | None, interval: str, default: timedelta = DEFAULT_RANGE
+) -> tuple[datetime, datetime]:
+    """``time_range``, refused (naming ``from``: defaults are always within
+    the bound) when longer than ``interval``'s series may span."""
+    frm, to = time_range(start, end, default)
+    span = SPANS[interval]
+    if to - frm > span:
+        raise Problem.invalid(
+            [FieldError("from", f"a series by {interval} spans at most {span.days:,} days")]
+        )
+    return frm, to
+
+
 def date_range(start: str | None, end: str | None) -> tuple[date, date]:
-    frm, to = time_range(start, end, timedelta(days=30))
-    if (to.date() - frm.date()).days > 3660:
-        raise Problem.invalid([FieldError("from", "range is limited to ten years")])
+    frm, to = series_range(start, end, "day", timedelta(days=30))
     return frm.date(), to.date()
 
 

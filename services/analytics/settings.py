@@ -26,6 +26,20 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     pipeline_metrics_every: float = 5.0
     # How often visit counts missing from KV link_visits are put back, in seconds.
     visit_repair_every: float = 60.0
+    # Connections of the API's own pool (stats, backfill calls): the click
+    # consumer has its pool apart, so no API call can hold what it needs.
+    api_connections: int = 5
+    # Seconds any query an API call starts may run (PostgreSQL's
+    # statement_timeout on the API pool), and at most wait for a connection.
+    statement_timeout: float = 5.0
+    # Live click streams (SSE) open at once in this process, and per key.
+    streams: int = 100
+    streams_per_key: int = 10
 
     def __post_init__(self) -> None:
         parse_rate(self.write_rate)  # refused at start, not at the first write
+        for name in ("api_connections", "streams", "streams_per_key"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.statement_timeout <= 0:
+            raise ValueError("statement_timeout must be more than 0 seconds")

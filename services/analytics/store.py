@@ -1,10 +1,11 @@
-"""Reads and writes of the analytics database."""
+"""Writes of the analytics database (the click consumer's, backfills'); the
+stats API reads through services/analytics/stats.py on a pool of its own."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 import msgspec
@@ -135,90 +136,3 @@ class AnalyticsStore:
             "ON CONFLICT (day) DO UPDATE SET count = links_created_daily.count + 1",
             day,
         )
-
-    async def links_created(self, start: date, end: date) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch(
-            "SELECT d::date AS day, coalesce(l.count, 0) AS count "
-            "FROM generate_series($1::date, $2::date, '1 day') AS d "
-            "LEFT JOIN links_created_daily l ON l.day = d::date ORDER BY 1",
-            start,
-            end,
-        )
-        return [{"day": r["day"].isoformat(), "count": r["count"]} for r in rows]
-
-    async def link_stats(
-        self, code: str, start: datetime, end: datetime, interval: str, include_bots: bool
-    ) -> dict[str, Any]:
-        # Buckets cover [start, end) at hour granularity; empty ones count 0.
-        # Visitors are distinct per bucket: one seen in two of its hours is one.
-        series = await self.pool.fetch(
-            """
-            SELECT b AS ts,
-                   (SELECT coalesce(sum(s.count), 0)::bigint FROM click_stats s
-                    WHERE s.code = $1 AND s.dim = 'total' AND ($5 OR NOT s.is_bot)
-                      AND s.hour >= greatest(b, date_trunc('hour', $2::timestamptz, 'UTC'))
-                      AND s.hour < least(b + ('1 ' || $4)::interval, $3::timestamptz)) AS count,
-                   (SELECT count(DISTINCT v.visitor) FROM click_visitors v
-                    WHERE v.code = $1 AND ($5 OR NOT v.is_bot)
-                      AND v.hour >= greatest(b, date_trunc('hour', $2::timestamptz, 'UTC'))
-                      AND v.hour < least(b + ('1 ' || $4)::interval, $3::timestamptz))
-                       AS visitors
-            FROM generate_series(date_trunc($4, $2::timestamptz, 'UTC'),
-                                 $3::timestamptz - interval '1 microsecond',
-                                 ('1 ' || $4)::interval) AS b
-            ORDER BY b
-            """,
-            code,
-            start,
-            end,
-            interval,
-            include_bots,
-        )
-        visitors = await self.pool.fetchval(
-            "SELECT count(DISTINCT visitor) FROM click_visitors "
-            "WHERE code = $1 AND hour >= date_trunc('hour', $2::timestamptz, 'UTC') "
-            "AND hour < $3 AND ($4 OR NOT is_bot)",
-            code,
-            start,
-            end,
-            include_bots,
-        )
-        dims = await self.pool.fetch(
-            "SELECT dim, value, sum(count)::bigint AS count FROM click_stats "
-            "WHERE code = $1 AND hour >= date_trunc('hour', $2::timestamptz, 'UTC') "
-            "AND hour < $3 AND ($4 OR NOT is_bot) GROUP BY dim, value "
-            "ORDER BY count DESC, value",
-            code,
-            start,
-            end,
-            include_bots,
-        )
-
-        def dim(name: str, key: str) -> list[dict[str, Any]]:
-            return [{key: r["value"], "count": r["count"]} for r in dims if r["dim"] == name]
-
-        total = sum(r["count"] for r in dims if r["dim"] == "total")
-        return {
-            "code": code,
-            "total": total,
-            "visitors": visitors,
-            "series": [
-                {"ts": r["ts"], "count": r["count"], "visitors": r["visitors"]} for r in series
-            ],
-            "referrers": dim("referrer", "referrer"),
-            "countries": dim("country", "country"),
-            "devices": dim("device", "device"),
-            "browsers": dim("browser", "browser"),
-            "oses": dim("os", "os"),
-        }
-
-    async def top(self, start: datetime, end: datetime, limit: int) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch(
-            "SELECT code, sum(count)::bigint AS count FROM click_stats WHERE dim = 'total' "
-            "AND NOT is_bot AND hour >= date_trunc('hour', $1::timestamptz, 'UTC') "
-            "AND hour < $2 GROUP BY code ORDER BY count DESC, code LIMIT $3",
-            start,
-            end,
-            limit,
-        )
-        return [{"code": r["code"], "count": r["count"]} for r in rows]

@@ -2,7 +2,8 @@
 
 It calls the analytics API on its own origin and the gateway's API (links)
 cross-origin at ``public_url``; the gateway allows exactly ``app_url``'s
-origin (services/link/app.py).
+origin (services/link/app.py). Served under a Content-Security-Policy that
+allows exactly that (shared/http/csp.py): no inline script or style.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from shared.http import csp
 from shared.settings import Common
 
 FILES: Final = Path(__file__).with_name("webapp")
@@ -31,4 +33,6 @@ def mount(app: FastAPI, common: Common) -> None:
         return JSONResponse({"gateway": common.public_url.rstrip("/")})
 
     app.include_router(router)
-    app.mount("/app", StaticFiles(directory=FILES, html=True), name="app")
+    # The page calls this origin and the gateway's, and loads nothing else.
+    policy = csp.policy([csp.origin(common.public_url)])
+    app.mount("/app", csp.Guarded(StaticFiles(directory=FILES, html=True), policy), name="app")

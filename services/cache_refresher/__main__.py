@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.cache_refresher import reconcile
+from services.cache_refresher import reconcile, refresh
 from services.cache_refresher.applier import Applier, decode
 from services.cache_refresher.settings import Settings
 from shared import db, logs, roster
@@ -29,12 +29,14 @@ async def run(settings: Settings) -> None:
     worker = Worker(nc, consumer, settings.worker, decode, Applier(kv).handle)
     rescue = rescue_worker(nc, consumer, settings.worker)
     reconciler = reconcile.reconciler(kv, pool, settings.reconcile_every)
+    # A links.* dead letter's replay (analytics asks).
+    responder = refresh.responder(nc, kv, pool)
 
     try:
         await serve_worker(
             Loops(
                 roster.CACHE_REFRESHER.label,
-                [*[worker.run] * settings.worker.workers, rescue.run, reconciler],
+                [*[worker.run] * settings.worker.workers, rescue.run, reconciler, responder],
             ),
             {
                 "nats": checks.nats_connected(nc),

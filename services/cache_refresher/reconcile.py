@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
+from typing import Final
 
 import asyncpg
 import msgspec
@@ -38,26 +39,31 @@ async def snapshot(kv: KeyValue) -> dict[str, tuple[LinkEntry | None, int]]:
     return out
 
 
-async def truth(pool: asyncpg.Pool) -> dict[str, LinkEntry]:
-    rows = await pool.fetch(
-        "SELECT code, url, redirect_type, expires_at, max_visits, forward_query, rules, version, "
-        "created_at, deleted_at IS NOT NULL AS deleted FROM links"
+# A link's row as KV holds it (the applier's entry_for, from the database).
+LINK_ROWS: Final = (
+    "SELECT code, url, redirect_type, expires_at, max_visits, forward_query, rules, version, "
+    "created_at, deleted_at IS NOT NULL AS deleted FROM links"
+)
+
+
+def entry_of(row: asyncpg.Record) -> LinkEntry:
+    """A row of LINK_ROWS as its KV entry; a deleted link is a tombstone."""
+    if row["deleted"]:
+        return LinkEntry(url="", version=row["version"], deleted=True)
+    return LinkEntry(
+        url=row["url"],
+        redirect_type=row["redirect_type"],
+        expires_at=row["expires_at"],
+        version=row["version"],
+        max_visits=row["max_visits"],
+        forward_query=row["forward_query"],
+        rules=decode_rules(row["rules"]),
+        created_at=millis(row["created_at"]),
     )
-    return {
-        r["code"]: LinkEntry(url="", version=r["version"], deleted=True)
-        if r["deleted"]
-        else LinkEntry(
-            url=r["url"],
-            redirect_type=r["redirect_type"],
-            expires_at=r["expires_at"],
-            version=r["version"],
-            max_visits=r["max_visits"],
-            forward_query=r["forward_query"],
-            rules=decode_rules(r["rules"]),
-            created_at=millis(r["created_at"]),
-        )
-        for r in rows
-    }
+
+
+async def truth(pool: asyncpg.Pool) -> dict[str, LinkEntry]:
+    return {r["code"]: entry_of(r) for r in await pool.fetch(LINK_ROWS)}
 
 
 def _kind(held: LinkEntry | None, want: LinkEntry) -> str | None:

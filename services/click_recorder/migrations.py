@@ -55,14 +55,24 @@ ALTER TABLE clicks ADD COLUMN IF NOT EXISTS rule smallint;
 ALTER TABLE clicks ADD COLUMN IF NOT EXISTS visitor text;
 
 -- Every day from first's to last's (UTC) gets its partition, clicks_pYYYYMMDD.
--- Returns how many it created.
+-- Returns how many it created. Both functions run as their owner (the
+-- migrator), so that the recorder's role makes and drops partitions of
+-- clicks without owning it or creating anything else (README, "Database
+-- roles"); their search_path is pinned, as a SECURITY DEFINER's must be.
 CREATE OR REPLACE FUNCTION linkflow_click_partitions(first timestamptz, last timestamptz)
-RETURNS integer LANGUAGE plpgsql AS $f$
+RETURNS integer LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = public, pg_temp AS $f$
 DECLARE
     day timestamp := date_trunc('day', first AT TIME ZONE 'UTC');
     name text;
     made integer := 0;
 BEGIN
+    -- A caller other than the owner (the recorder's role) makes at most 400
+    -- days' partitions a call: its identity cannot make millions of tables.
+    -- (The owner, migrating old clicks, may span more.)
+    IF session_user <> current_user AND last - first > interval '400 days' THEN
+        RAISE EXCEPTION 'at most 400 days of click partitions at once';
+    END IF;
     -- Replicas of the recorder start together; one creates, the others see it.
     PERFORM pg_advisory_xact_lock(7310002);
     WHILE day <= last AT TIME ZONE 'UTC' LOOP
@@ -81,10 +91,15 @@ END $f$;
 -- Drops every daily partition whose whole day ends at or before cutoff;
 -- returns the names it dropped.
 CREATE OR REPLACE FUNCTION linkflow_drop_click_partitions(cutoff timestamptz)
-RETURNS SETOF text LANGUAGE plpgsql AS $f$
+RETURNS SETOF text LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = public, pg_temp AS $f$
 DECLARE
     name text;
 BEGIN
+    -- Retention keeps at least the last day's clicks, whoever asks.
+    IF cutoff > now() - interval '1 day' THEN
+        RAISE EXCEPTION 'click partitions of the last day are never dropped';
+    END IF;
     PERFORM pg_advisory_xact_lock(7310002);
     FOR name IN
         SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -112,4 +127,16 @@ END $$;
 -- Today and the next week exist before their first click arrives.
 SELECT linkflow_click_partitions(now(), now() + interval '7 days');
 """,
+    grants=(
+        # Inserting through the parent: a partition's own rights are not asked.
+        # ON CONFLICT (id, ts) reads those two columns; no other is readable.
+        ("click_recorder", "SELECT (id, ts), INSERT ON clicks"),
+        *(
+            ("click_recorder", f"EXECUTE ON FUNCTION {f}")
+            for f in (
+                "linkflow_click_partitions(timestamptz, timestamptz)",
+                "linkflow_drop_click_partitions(timestamptz)",
+            )
+        ),
+    ),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from shared import roster
-from shared.settings import Common, WorkerSettings
+from shared.settings import Common, SettingsError, WorkerSettings
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
@@ -24,3 +24,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # day (UTC) is older than this: a click stays up to a day longer.
     # Analytics' counts are in its own database and do not shrink.
     retention: float = 0.0
+
+    def __post_init__(self) -> None:
+        # The partition function keeps the last day whoever asks (a stolen
+        # identity cannot empty clicks): a shorter retention could never apply.
+        if 0 < self.retention < 86400:
+            raise SettingsError(f"retention: {self.retention:g} s is under a day (use 0 or 1d+)")

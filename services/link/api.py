@@ -18,16 +18,15 @@ from services.link.cache import LinkCache
 from services.link.events import LinkEvents
 from services.link.store import CodeTaken, Link, LinkStore
 from services.link.validation import CODE_RE, LinkFields, generate_code, tag_value
-from shared.contracts import INVALID, rfc3339
-from shared.http import keys
+from shared.contracts import rfc3339
+from shared.http import bodies, keys
 from shared.http.access import READS, is_api
-from shared.http.openapi import problems
+from shared.http.openapi import problem, problems
 from shared.http.problems import FieldError, Problem
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/links")
-MAX_BODY = 16 * 1024
 
 
 def policy(method: str, path: str) -> str | None:
@@ -55,6 +54,7 @@ class Deps:
         self.events = events
         self.fields = fields
         self.public_url = public_url.rstrip("/")
+        self.imports = importer.Running()
 
     def render(self, link: Link) -> dict[str, Any]:
         return {
@@ -83,23 +83,6 @@ Ctx = Annotated[Deps, Depends(deps)]
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise Problem(413, f"request body over {limit} bytes")
-    return bytes(body)
-
-
-async def _read_json(request: Request) -> Any:
-    body = await _read_body(request, MAX_BODY)
-    try:
-        return msgspec.json.decode(body)
-    except INVALID as exc:
-        raise Problem(400, f"malformed JSON: {exc}") from None
 
 
 def _actor(request: Request) -> str | None:
@@ -131,7 +114,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 @router.post("", status_code=201, responses=problems(400, 409, 413, 422, 503))
 async def create_link(request: Request, ctx: Ctx) -> Response:
-    fields = ctx.fields.check(await _read_json(request), creating=True)
+    fields = ctx.fields.check(await bodies.read_json(request), creating=True)
     code = fields.get("code")
     for _ in range(5):
         try:
@@ -158,9 +141,32 @@ async def create_link(request: Request, ctx: Ctx) -> Response:
     return _json(ctx.render(link), 201)
 
 
-@router.post("/import", responses=problems(400, 413))
+@router.post(
+    "/import",
+    responses={
+        **problems(400, 408, 413),
+        **problem(
+            429,
+            f"{importer.MAX_RUNNING} imports are running on this gateway, or writes by "
+            "this key or failed authentications from this address are over their rate "
+            "(Retry-After)",
+        ),
+    },
+)
 async def import_links(request: Request, ctx: Ctx) -> Response:
-    body = await _read_body(request, importer.MAX_IMPORT)
+    # Refused before the body is read: a refused import costs nothing.
+    with ctx.imports.slot():
+        return await _import(request, ctx)
+
+
+async def _import(request: Request, ctx: Ctx) -> Response:
+    # Bounded in time too: a body sent a byte at a time would otherwise hold
+    # one of the few import slots for as long as the sender likes.
+    try:
+        async with asyncio.timeout(importer.READ_TIMEOUT):
+            body = await bodies.read(request, importer.MAX_IMPORT)
+    except TimeoutError:
+        raise Problem(408, f"the CSV did not arrive within {importer.READ_TIMEOUT:.0f} s") from None
     # In a thread: redirects keep being answered while a big file is checked.
     rows, refused = await asyncio.to_thread(importer.parse, body, ctx.fields)
     request_id = request.headers.get("x-request-id")
@@ -280,7 +286,7 @@ async def link_qr(
 @router.patch("/{code}", responses=problems(400, 404, 413, 422))
 async def update_link(code: str, request: Request, ctx: Ctx) -> Response:
     _possible(code)
-    changes = ctx.fields.check(await _read_json(request), creating=False)
+    changes = ctx.fields.check(await bodies.read_json(request), creating=False)
     if not changes:
         link = await ctx.store.get(code)
     else:

@@ -27,7 +27,7 @@ from services.link.validation import LinkFields
 from services.link.visitors import Visitors
 from shared import db, roster, useragent
 from shared.geo import Countries
-from shared.http import checks, health, openapi, problems
+from shared.http import checks, docs, health, openapi, problems
 from shared.http.access import Access, Guard
 from shared.jetstream import bus, topology
 from shared.jetstream.loops import Loops
@@ -63,7 +63,9 @@ def build(settings: Settings) -> Gateway:
         js = nc.jetstream()
         kv = await js.key_value(topology.KV_LINKS)
         ring = await access.open(js)
-        pool = await db.create_pool(settings.common.database_url)
+        pool = await db.create_pool(
+            settings.common.database_url, statement_timeout=settings.statement_timeout
+        )
         store = LinkStore(pool)
         cache = LinkCache(kv, store.entry)
         cache.start()
@@ -134,11 +136,12 @@ def build(settings: Settings) -> Gateway:
         exception_handlers=problems.exception_handlers(RequestValidationError),
         title="linkflow gateway",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # shared.http.docs: Swagger UI from this origin, under the CSP
         openapi_url="/api/openapi.json",
         redoc_url=None,
     )
     app.include_router(api.router)
+    app.router.routes.extend(docs.routes(app.openapi_url, app.title))
     access = Access.build(api.policy, settings.common, settings.write_rate)
     app.add_middleware(Guard, access=access)
     # Outside the guard: a preflight carries no key. Only the web app's

@@ -11,6 +11,7 @@ same URL is skipped, so running an import again changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,9 +29,41 @@ Announce = Callable[[Link], Awaitable[None]]
 COLUMNS: Final = ("url", "code", "redirect_type", "expires_at", "tags")
 # Far over the API's 16 KiB: 10,000 links of ~100 bytes fit ten times over.
 MAX_IMPORT: Final = 10 * 1024 * 1024
+# The longest a CSV may take to arrive (10 MiB at 200 KB/s): past it, 408.
+READ_TIMEOUT: Final = 60.0
 # Rows per import: bounds what one call (one write of the rate limit) may
 # cost; a bigger file is imported in parts.
 MAX_ROWS: Final = 10_000
+
+
+# Imports one gateway runs at once (SPEC, "Limits"): each holds up to
+# MAX_IMPORT of body and a thread parsing it, so a third is refused, not queued.
+MAX_RUNNING: Final = 2
+# Seconds a refused import is told to wait: about what a 10,000-row one takes.
+RETRY_AFTER: Final = 5
+
+
+class Running:
+    """The imports this gateway runs now (one per gateway, held by its routes)."""
+
+    def __init__(self, most: int = MAX_RUNNING) -> None:
+        self._most = most
+        self._now = 0
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Room for one import while the block runs, or a 429 at once."""
+        if self._now >= self._most:
+            raise Problem(
+                429,
+                f"{self._most} imports are running on this gateway: try again when one is done",
+                headers={"Retry-After": str(RETRY_AFTER)},
+            )
+        self._now += 1
+        try:
+            yield
+        finally:
+            self._now -= 1
 
 
 class RowError(msgspec.Struct, frozen=True):

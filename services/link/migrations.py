@@ -81,4 +81,12 @@ ON CONFLICT (code, version) DO NOTHING;
 -- service watches; this table was planned for them and never written.
 DROP TABLE IF EXISTS api_keys;
 """,
+    grants=(
+        # Links are never deleted (a deleted link is a row with deleted_at).
+        ("link", "SELECT, INSERT, UPDATE ON links"),
+        # The trigger writes a version as whoever changed the link; history reads them.
+        ("link", "SELECT, INSERT ON link_versions"),
+        # The cache-refresher re-reads links to repair the KV bucket, nothing more.
+        ("cache_refresher", "SELECT ON links"),
+    ),
 )

@@ -31,9 +31,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # already crossed it now and then, and the workers' pauses cut the rate
     # they keep up with from 0.27 to 0.15 of the bare app (0.22 at 0.85).
     busy_above: float = 0.85
+    # Seconds any query an API call starts may run (PostgreSQL's
+    # statement_timeout on the gateway's pool): a key's search over every
+    # link, or an import's insert, stops there (503), never holding the
+    # connections the other calls need.
+    statement_timeout: float = 15.0
 
     def __post_init__(self) -> None:
         parse_rate(self.write_rate)  # refused at start, not at the first write
+        if self.statement_timeout <= 0:
+            raise SettingsError("statement_timeout must be more than 0 seconds")
         if not 0 <= self.busy_above <= 1:
             raise SettingsError(f"busy_above: {self.busy_above} is not 0 (never) to 1")
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import re
 import secrets
+import socket
 import string
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -147,9 +150,25 @@ def _host_port(url: str) -> tuple[str, int]:
 
 
 def _same_host(host: str) -> str:
-    """One spelling per host, as a resolver sees it: lower case, without the
-    root's trailing dot (``sho.rt.`` is ``sho.rt``), in IDNA form."""
+    """One spelling per host, as a browser reads it: lower case, without the
+    root's trailing dot (``sho.rt.`` is ``sho.rt``), in IDNA form; an IPv4
+    address in any of its numeric forms (``127.1``, ``0x7f.0.0.1``,
+    ``2130706433``, ``::ffff:127.0.0.1``) as its dotted quad, an IPv6 one
+    compressed."""
     host = host.lower().rstrip(".")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            return str(address.ipv4_mapped)
+        return str(address)
+    if host and host.rsplit(".", 1)[-1][:1].isdigit():
+        # A last label that starts with a digit makes the host an IPv4
+        # address to a browser (WHATWG URL), in the forms inet_aton reads.
+        with contextlib.suppress(OSError):
+            return socket.inet_ntoa(socket.inet_aton(host))
     if not host.isascii():
         try:
             host = host.encode("idna").decode("ascii")

@@ -80,17 +80,21 @@ async def _dlq(args: argparse.Namespace, common: Common) -> int:
             return 0
         if args.verb == "replay":
             if args.all:
-                print(f"replayed {await dlq.replay_all(js, args.consumer)}")
+                done = await dlq.replay_all(js, args.consumer)
+                left = f", left {done.skipped} that cannot be replayed" if done.skipped else ""
+                print(f"replayed {done.replayed}{left}")
                 return 0
             if args.seq is None:
                 print("linkflow dlq replay: give a sequence or --all")
                 return 2
-            print(f"replayed {args.seq} as stream seq {await dlq.replay(js, args.seq)}")
+            new_seq = await dlq.replay(js, args.seq)
+            how = "by the cache-refresher" if new_seq is None else f"as stream seq {new_seq}"
+            print(f"replayed {args.seq} {how}")
             return 0
         await dlq.discard(js, args.seq)
         print(f"discarded {args.seq}")
         return 0
-    except dlq.NotInDlq as exc:
+    except (dlq.NotInDlq, dlq.NotReplayable, dlq.ReplayFailed) as exc:
         print(f"linkflow dlq: {exc}")
         return 1
     finally:

@@ -58,6 +58,8 @@ def asyncapi() -> dict[str, Any]:
         }
         if "{code}" in subject:
             channel["parameters"] = {"code": {"description": "the link's short code"}}
+        if "{id}" in subject:
+            channel["parameters"] = {"id": {"description": "unique to one request"}}
         channels[key] = channel
         operations[f"publish_{key}"] = {"action": "send", "channel": {"$ref": f"#/channels/{key}"}}
         messages[name] = {

@@ -1,36 +1,55 @@
-"""``linkflow migrate``: tables and JetStream topology, idempotently."""
+"""``linkflow migrate``: tables, each service's database role and its rights,
+and the JetStream topology, idempotently."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from importlib.metadata import entry_points
 
 import asyncpg
 
 from shared import db, roster
+from shared.cli import roles
 from shared.errors import CommandError
 from shared.jetstream import bus, topology
 from shared.settings import Common, WorkerSettings, load
 from shared.urls import redact
 
 
-async def migrate_all(environ: Mapping[str, str]) -> None:
-    common = load(Common, environ=environ)
-    # Each service declares its tables as an entry point named for it
-    # (pyproject.toml, "linkflow.migrations"), so shared/ imports no service.
-    # They run in the roster's order: the gateway's database first.
+def migrations() -> list[db.Migration]:
+    """Each service declares its tables as an entry point named for it
+    (pyproject.toml, "linkflow.migrations"), so shared/ imports no service.
+    They run in the roster's order: the gateway's database first."""
     order = [s.name for s in roster.ALL]
     declared = entry_points(group="linkflow.migrations")
-    for entry in sorted(declared, key=lambda e: (order.index(e.name), e.name)):
-        migration: db.Migration = entry.load()
-        url, schema = getattr(common, migration.url_setting), migration.sql
-        try:
+    return [entry.load() for entry in sorted(declared, key=lambda e: (order.index(e.name), e.name))]
+
+
+def database_settings(service: str) -> list[str]:
+    """The settings (of :class:`Common`) naming the databases where
+    ``service``'s role has rights: the URLs it needs, with its role."""
+    found = (m.url_setting for m in migrations() for s, _ in m.grants if s == service)
+    return list(dict.fromkeys(found))
+
+
+async def migrate_all(environ: Mapping[str, str]) -> None:
+    common = load(Common, environ=environ)
+    grants: dict[str, list[tuple[str, str]]] = {}
+    for migration in migrations():
+        url = getattr(common, migration.url_setting)
+        grants.setdefault(url, []).extend(migration.grants)
+        with _database(url):
             await db.ensure_database(url)
-            await db.migrate(url, schema)
-        except (ValueError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise CommandError(
-                f"cannot migrate the database at {redact(url)}: {exc or type(exc).__name__}"
-            ) from None
+            await db.migrate(url, migration.sql)
+    # After every table of a database exists: a role's rights there are
+    # revoked and granted again in one transaction, so it never holds more
+    # than its migration says, and never less while services run.
+    passwords = roles.passwords(environ)
+    for url, granted in grants.items():
+        with _database(url):
+            await roles.ensure(url, passwords)
+            await db.migrate(url, roles.grants_sql(granted))
     workers = {c.service: load(WorkerSettings, c.service, environ) for c in topology.CONSUMERS}
     nc = await bus.connect(
         common.nats_url, "linkflow-migrate", creds=common.nats_creds, forever=False
@@ -41,3 +60,14 @@ async def migrate_all(environ: Mapping[str, str]) -> None:
         )
     finally:
         await nc.drain()
+
+
+@contextlib.contextmanager
+def _database(url: str) -> Iterator[None]:
+    """A database that cannot be migrated is one line naming it."""
+    try:
+        yield
+    except (ValueError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise CommandError(
+            f"cannot migrate the database at {redact(url)}: {exc or type(exc).__name__}"
+        ) from None

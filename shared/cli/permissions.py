@@ -19,7 +19,7 @@ import json
 from typing import Final
 
 from shared import roster
-from shared.contracts import REDIRECTS_BUSY
+from shared.contracts import LINK_REFRESH, LINK_REFRESHED, REDIRECTS_BUSY
 from shared.jetstream import topology
 from shared.jetstream.topology import Consumer
 
@@ -105,8 +105,14 @@ def permissions() -> dict[str, dict[str, list[str]]]:
         },
         "click_recorder": {"publish": _worker(c.CLICK_RECORDER), "subscribe": [REDIRECTS_BUSY]},
         "cache_refresher": {
-            "publish": [*_worker(c.CACHE_REFRESHER), *_kv_write(c.KV_LINKS)],
-            "subscribe": [],
+            # It answers refresh requests (a links.* dead letter's replay) on
+            # reply subjects under LINK_REFRESHED, not in analytics' inbox.
+            "publish": [
+                *_worker(c.CACHE_REFRESHER),
+                *_kv_write(c.KV_LINKS),
+                f"{LINK_REFRESHED}.>",
+            ],
+            "subscribe": [LINK_REFRESH],
         },
         "analytics": {
             "publish": [
@@ -128,18 +134,23 @@ def permissions() -> dict[str, dict[str, list[str]]]:
                 f"{API}.CONSUMER.INFO.{c.CLICKS}.>",
                 f"$JS.ACK.{c.CLICKS}.>",
                 f"$JS.ACK.*.*.{c.CLICKS}.>",
+                # Its own letters, and DLQ operations: list, discard, put a
+                # letter back when its replay failed (the recorder's too).
                 f"dlq.{c.CLICKS}.*",
-                # DLQ operations: list, discard, and replay to the original subject.
                 f"{API}.STREAM.INFO.{c.DLQ}",
                 f"{API}.STREAM.MSG.GET.{c.DLQ}",
                 f"{API}.STREAM.MSG.DELETE.{c.DLQ}",
+                # Replaying a click letter republishes it: both click
+                # consumers filter clicks.>, so no narrower subject reaches
+                # one of them. A links.* letter is the cache-refresher's to
+                # replay (LINK_REFRESH): analytics publishes no links.*.
                 "clicks.>",
-                "links.updated",
-                "links.deleted",
+                LINK_REFRESH,
             ],
             # links.created feeds links-created-per-day; clicks.> the live
-            # stream; redirects.busy holds the consumer off during a spike.
-            "subscribe": ["links.created", "clicks.>", REDIRECTS_BUSY],
+            # stream; redirects.busy holds the consumer off during a spike;
+            # LINK_REFRESHED.> answers its refresh requests.
+            "subscribe": ["links.created", "clicks.>", REDIRECTS_BUSY, f"{LINK_REFRESHED}.>"],
         },
         ADMIN: {"publish": [">"], "subscribe": [">"]},
     }
@@ -153,7 +164,6 @@ def permissions() -> dict[str, dict[str, list[str]]]:
     ] + [
         f"$JS.ACK.{recorder.stream}.{recorder.name}.>",
         f"$JS.ACK.*.*.{recorder.stream}.{recorder.name}.>",
-        f"dlq.{recorder.stream}.{recorder.name}",
     ]
     for user, rule in rules.items():
         rule["publish"] = list(dict.fromkeys(rule["publish"]))
@@ -161,6 +171,11 @@ def permissions() -> dict[str, dict[str, list[str]]]:
         if user == ADMIN:
             rule["subscribe"] = [">"]
     return rules
+
+
+# Cluster routes: one identity that every node presents and expects (its
+# password, as a user's, in LINKFLOW_ROUTE_NATS_PASSWORD).
+ROUTE_USER: Final = "route"
 
 
 def password_variable(user: str) -> str:
@@ -194,5 +209,31 @@ def deploy_conf() -> str:
         "jetstream {\n"
         "  store_dir: /data\n"
         "  max_file_store: 10G\n"
-        "}\n" + authorization()
+        "}\n" + cluster() + authorization()
+    )
+
+
+def cluster() -> str:
+    """The ``cluster`` block of ``deploy/nats.conf``. A route is no user: no
+    permission applies to what it carries, so a container on the network
+    that could open one would undo every user above. Routes therefore
+    authenticate; the route URLs (compose's ``--routes``) carry the same
+    user and password, since nats-server sends none of its own to a route
+    it was given explicitly. The listen address is here too: a ``--cluster``
+    flag with no user in its URL would clear this authorization."""
+    return (
+        "# Routes authenticate (their URLs in compose.yaml carry the same password):\n"
+        "# a route is no user, no permission below applies to it. Across hosts or an\n"
+        "# untrusted network, also encrypt them: a tls block here with cert_file,\n"
+        '# key_file, ca_file and verify: true, and tls:// route URLs (README, "NATS\n'
+        '# identities").\n'
+        "cluster {\n"
+        "  name: linkflow\n"
+        "  listen: 0.0.0.0:6222\n"
+        "  authorization {\n"
+        f"    user: {ROUTE_USER}\n"
+        f"    password: ${password_variable(ROUTE_USER)}\n"
+        "    timeout: 2\n"
+        "  }\n"
+        "}\n"
     )

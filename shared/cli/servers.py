@@ -6,6 +6,7 @@ the same store (the fault tests rely on that)."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -15,8 +16,11 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
+from urllib.parse import quote
 
 from shared.cli.process import Process
+from shared.cli.roles import scram_verifier
 
 
 def write_private(path: Path, text: str) -> None:
@@ -137,15 +141,35 @@ class NatsServer(Process):
         return self
 
 
+# With a password (``linkflow up``): every local user can reach 127.0.0.1,
+# so over TCP nobody gets in without a password. The Unix socket is in the
+# data directory, which PostgreSQL keeps to its owner (mode 0700): whoever
+# can open it could read every table's files anyway.
+PG_HBA: Final = """\
+# Written at each start by linkflow (shared/cli/servers.py): edits are lost.
+local all all trust
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
+
+
 class PostgresServer(Process):
     """A PostgreSQL cluster in ``data_dir`` on 127.0.0.1, from pgserver's binaries.
 
     PostgreSQL refuses to run as root, so as root it runs as the ``pgserver``
-    system user, as pgserver itself does.
+    system user, as pgserver itself does. With a ``password`` its superuser
+    ``postgres`` needs it over TCP (:data:`PG_HBA`); without, any local user
+    may connect as anyone (the test suite's throwaway clusters).
     """
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, *, durable: bool = True, nice: int = 0
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        durable: bool = True,
+        nice: int = 0,
+        password: str | None = None,
     ) -> None:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         super().__init__(data_dir.parent / f"{data_dir.name}.log")
@@ -153,10 +177,12 @@ class PostgresServer(Process):
         self.port = port or free_port()
         self.durable = durable
         self.nice = nice
+        self.password = password
         self._user: str | None = None
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        secret = f":{quote(self.password, safe='')}" if self.password else ""
+        return f"postgresql://postgres{secret}@127.0.0.1:{self.port}/{database}"
 
     def _bin(self, name: str) -> str:
         return str(_pg_bin_path() / name)
@@ -164,7 +190,6 @@ class PostgresServer(Process):
     def _prepare_user(self) -> None:
         if os.geteuid() != 0:
             return
-        import pwd
         import stat
 
         POSTGRES_BIN_PATH = _pg_bin_path()
@@ -204,6 +229,14 @@ class PostgresServer(Process):
                 capture_output=True,
                 user=self._user,
             )
+        if self.password is not None:
+            # Before every start, as a cluster made before passwords were
+            # (by an older linkflow up) trusted every TCP connection.
+            hba = self.data_dir / "pg_hba.conf"
+            hba.write_text(PG_HBA)
+            if self._user is not None:
+                entry = pwd.getpwnam(self._user)
+                os.chown(hba, entry.pw_uid, entry.pw_gid)
         args = [
             self._bin("postgres"),
             "-D",
@@ -231,15 +264,39 @@ class PostgresServer(Process):
             ]
         self.spawn(args, user=self._user, nice=self.nice)
         wait_until(self._ready, timeout, "PostgreSQL")
+        if self.password is not None:
+            self._set_password(self.password)
         return self
+
+    def _set_password(self, password: str) -> None:
+        """The superuser's password, set through the socket (the one way in
+        without it). As a SCRAM verifier: the server never sees it in clear."""
+        done = subprocess.run(
+            [
+                self._bin("psql"),
+                *("-h", str(self.data_dir), "-p", str(self.port)),
+                *("-U", "postgres", "-d", "postgres", "-q", "-X", "-v", "ON_ERROR_STOP=1"),
+            ],
+            input=f"ALTER ROLE postgres PASSWORD '{scram_verifier(password)}';\n",
+            capture_output=True,
+            text=True,
+            check=False,
+            user=self._user,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"PostgreSQL: cannot set the password: {done.stderr.strip()}")
 
     def _ready(self) -> bool:
         if not self.running:
             raise RuntimeError(f"PostgreSQL exited; see {self.log_path}")
+        # With a password, through this server's own socket: another one
+        # that took the port first (a second linkflow up) answers on TCP.
+        host = str(self.data_dir) if self.password is not None else "127.0.0.1"
         done = subprocess.run(
-            [self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+            [self._bin("pg_isready"), "-h", host, "-p", str(self.port), "-U", "postgres"],
             capture_output=True,
             check=False,
+            user=self._user,
         )
         return done.returncode == 0
 

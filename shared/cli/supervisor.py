@@ -15,14 +15,15 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from shared import roster
 from shared.backoff import Backoff
-from shared.cli import permissions
-from shared.cli.migrate import migrate_all
+from shared.cli import permissions, roles
+from shared.cli.migrate import database_settings, migrate_all
 from shared.cli.probe import not_ready
 from shared.cli.process import Process
 from shared.cli.servers import NatsServer, PostgresServer, free_port, port_open, write_private
 from shared.http import keys
 from shared.jetstream import bus
 from shared.settings import Common, load
+from shared.urls import redact
 
 # A service that ran this long before dying starts again after the shortest delay.
 HEALTHY_AFTER = 60.0
@@ -31,6 +32,8 @@ RESTART = Backoff(initial=1.0, cap=30.0)
 SERVICES = tuple(s.name for s in roster.ALL)
 # After this long without every service ready, say which are not and why.
 NOT_READY_AFTER = 60.0
+# The embedded PostgreSQL's superuser: migrate's alone (the services' roles: shared.cli.roles).
+PG_OWNER = "postgres"
 
 
 class Child(Process):
@@ -103,12 +106,31 @@ class Supervisor:
                 f"embedded NATS at {self.nats.url} (store {self.nats.store_dir}); "
                 f"a user per service, passwords in {self.home / 'nats-passwords.json'}"
             )
+        # The database URLs linkflow up made, as the owner's (setting -> URL),
+        # and its roles' passwords: each service gets its own role's URL.
+        owned: dict[str, str] = {}
+        role_passwords: dict[str, str] = {}
         if "LINKFLOW_DATABASE_URL" not in env:
+            role_passwords = pg_passwords(self.home)
             # Only the workers use PostgreSQL: it yields the CPU with them.
-            self.pg = PostgresServer(self.home / "pg", _port(5432), nice=roster.BACKGROUND).start()
-            env["LINKFLOW_DATABASE_URL"] = self.pg.url("linkflow")
-            env.setdefault("LINKFLOW_ANALYTICS_DATABASE_URL", self.pg.url("linkflow_analytics"))
-            _say(f"embedded PostgreSQL at {self.pg.url('linkflow')} (data {self.pg.data_dir})")
+            self.pg = PostgresServer(
+                self.home / "pg",
+                _port(5432),
+                nice=roster.BACKGROUND,
+                password=role_passwords[PG_OWNER],
+            ).start()
+            owned["LINKFLOW_DATABASE_URL"] = self.pg.url("linkflow")
+            if "LINKFLOW_ANALYTICS_DATABASE_URL" not in env:
+                owned["LINKFLOW_ANALYTICS_DATABASE_URL"] = self.pg.url("linkflow_analytics")
+            env.update(owned)
+            # Migrate sets each role's password.
+            env.update({roles.password_variable(s): role_passwords[s] for s in roles.SERVICES})
+            write_private(self.home / "postgres.url", owned["LINKFLOW_DATABASE_URL"] + "\n")
+            _say(
+                f"embedded PostgreSQL at {redact(owned['LINKFLOW_DATABASE_URL'])} "
+                f"(data {self.pg.data_dir}); a role per service, passwords in "
+                f"{self.home / 'pg-passwords.json'}"
+            )
         for service in roster.ALL:
             env.setdefault(f"LINKFLOW_{service.name.upper()}_PORT", str(service.port))
         env.setdefault("LINKFLOW_LINK_SPOOL_DIR", str(self.home / "spool" / "link"))
@@ -124,7 +146,10 @@ class Supervisor:
         self._started = time.monotonic()
         for name in self.services:
             log = self.home / f"{name}.log" if self.log_to_files else None
-            child = Child(name, _child_env(env, name) if own_users else env, log)
+            child_env = _child_env(env, name) if own_users else env
+            if owned:
+                child_env = _database_env(child_env, name, owned, role_passwords[name])
+            child = Child(name, child_env, log)
             child.start()
             self.children.append(child)
         gateway = env["LINKFLOW_PUBLIC_URL"]
@@ -225,21 +250,31 @@ class Supervisor:
 
 
 def nats_passwords(home: Path) -> dict[str, str]:
-    """The embedded server's password for each user: made once, kept
-    owner-only under ``home`` so that a restart keeps them."""
-    path = home / "nats-passwords.json"
+    """The embedded NATS server's password for each user."""
+    return _kept_passwords(home / "nats-passwords.json", permissions.USERS)
+
+
+def pg_passwords(home: Path) -> dict[str, str]:
+    """The embedded PostgreSQL's: its superuser's and each service role's."""
+    return _kept_passwords(home / "pg-passwords.json", (PG_OWNER, *roles.SERVICES))
+
+
+def _kept_passwords(path: Path, users: tuple[str, ...]) -> dict[str, str]:
+    """A password for each of ``users``: made once, kept owner-only in
+    ``path`` (under linkflow up's home) so that a restart keeps them."""
     if path.exists():
         held: dict[str, str] = json.loads(path.read_text())
-        if set(held) >= set(permissions.USERS):
+        if set(held) >= set(users):
             return held
-    made = {user: secrets.token_urlsafe(24) for user in permissions.USERS}
+    made = {user: secrets.token_urlsafe(24) for user in users}
     write_private(path, json.dumps(made, indent=2) + "\n")
     return made
 
 
 def _as_user(url: str, user: str, password: str) -> str:
     parts = urlsplit(url)
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
+    where = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{where}"
     return urlunsplit(parts._replace(netloc=netloc))
 
 
@@ -247,6 +282,21 @@ def _child_env(env: dict[str, str], name: str) -> dict[str, str]:
     """A service's environment holds its own NATS identity and no other."""
     others = {f"LINKFLOW_{u.upper()}_NATS_URL" for u in permissions.SERVICES if u != name}
     return {k: v for k, v in env.items() if k != "LINKFLOW_NATS_URL" and k not in others}
+
+
+def _database_env(
+    env: dict[str, str], name: str, owned: dict[str, str], password: str
+) -> dict[str, str]:
+    """A service's environment holds its own role's URL to each database it
+    has rights in (of those ``linkflow up`` made: ``owned``), and neither
+    the owner's URL nor any role's password."""
+    hidden = {*owned, *(roles.password_variable(s) for s in roles.SERVICES)}
+    child = {k: v for k, v in env.items() if k not in hidden}
+    for setting in database_settings(name):
+        variable = f"LINKFLOW_{setting.upper()}"
+        if variable in owned:
+            child[variable] = _as_user(owned[variable], roles.role(name), password)
+    return child
 
 
 async def _create_admin_key(env: dict[str, str]) -> str:

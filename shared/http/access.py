@@ -22,7 +22,7 @@ from nats.js import JetStreamContext
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared import metrics
-from shared.http import keys
+from shared.http import docs, keys
 from shared.http.keys import KeyRing
 from shared.http.problems import Problem
 from shared.settings import Common, parse_rate
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 Policy = Callable[[str, str], str | None]
 # The OpenAPI documents and their viewer are public (SPEC, "Access").
-PUBLIC_PATHS: Final = frozenset({"/api/openapi.json", "/api/docs"})
+PUBLIC_PATHS: Final = frozenset({"/api/openapi.json", *docs.PATHS})
 READS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 KEYS_WAIT: Final = 5.0
 _BEARER = re.compile(r"^Bearer +(\S+) *$", re.IGNORECASE)

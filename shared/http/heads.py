@@ -1,24 +1,38 @@
-"""A cap on a request's head (request line and headers), enforced while it
-arrives: over 16 KiB, 431 and the connection closed, with no ASGI app called.
+"""Bounds on a request's head (request line and headers), enforced while it
+arrives, before any ASGI app is called:
 
-uvicorn's httptools protocol has no limit of its own: the parser keeps
+- over 16 KiB: 431, and the connection closed;
+- not complete within :data:`HEAD_TIMEOUT` of the connection opening or
+  the previous request being read: the connection closed (a head sent a
+  byte a minute would otherwise hold it for ever: uvicorn's keep-alive
+  timer only runs between requests);
+- more than :data:`PIPELINED` requests queued behind the one being
+  answered: the connection closed (one read of tiny pipelined requests
+  would otherwise queue thousands of request cycles).
+
+uvicorn's httptools protocol has no head limit of its own: the parser keeps
 appending a header's pieces until the line ends, so a 10 MiB header is read
-and copied in full (and the URL is re-joined per piece) before any
-application code could look at it. Here the bytes are counted per read:
-once a head still unfinished has taken more than the limit, the request is
-refused before the next read is parsed. A head that arrived whole in one
-read is measured from its parsed parts when it completes.
+and copied in full before any application code could look at it. Here the
+head is measured as it is parsed: the URL and headers the parser completes,
+plus, while a piece is still unfinished, every byte of a read in which
+nothing completed (all of it belongs to that piece). A read in which a
+piece completed is not counted beyond it, so the count never exceeds the
+head's true size, and a head over the limit is refused at most one read
+(256 KiB) after it crossed it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Final
+from typing import Any, Final
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # SPEC ("Limits"): a request whose header block exceeds 16 KiB gets 431.
 HEAD_LIMIT: Final = 16 * 1024
+HEAD_TIMEOUT: Final = 10.0
+PIPELINED: Final = 16
 
 _BODY: Final = json.dumps(
     {
@@ -37,24 +51,30 @@ REFUSAL: Final = (
 
 
 class BoundedHeads(HttpToolsProtocol):
-    """uvicorn's httptools protocol, refusing a head over :data:`HEAD_LIMIT`."""
+    """uvicorn's httptools protocol, with the bounds above."""
 
     _in_head = False  # between a message's start and its headers' end
-    _began = False  # a message began during the read being parsed
-    _unfinished = 0  # bytes of later reads taken while its head is unfinished
-    _parsed = 0  # bytes of its URL and headers as the parser handed them over
+    _completed = False  # a URL or header piece completed in the read being parsed
+    _unfinished = 0  # bytes of the piece the parser is still accumulating
+    _parsed = 0  # bytes of the URL and headers completed so far
     _refused = False
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._start_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_deadline()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
         unfinished = self._in_head
-        self._began = False
+        self._completed = False
         super().data_received(data)
-        # A read that began inside a head that is still unfinished is head
-        # from end to end. (One in which a message began is not counted: it
-        # may hold the previous message's body; the next read is.)
-        if unfinished and self._in_head and not self._began:
+        if unfinished and self._in_head and not self._completed:
             self._unfinished += len(data)
         if self._in_head and self._unfinished + self._parsed > HEAD_LIMIT:
             self._refuse()
@@ -65,18 +85,45 @@ class BoundedHeads(HttpToolsProtocol):
     def _refuse(self) -> None:
         self._refused = True
         self._in_head = False
+        self._stop_deadline()
+
+    def _start_deadline(self) -> None:
+        self._stop_deadline()
+        self._deadline = self.loop.call_later(HEAD_TIMEOUT, self._too_slow)
+
+    def _stop_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        # Only a head still arriving (or none begun on a connection that
+        # sent nothing yet) is cut; a request being answered is not.
+        if (self._in_head or (self.cycle is None and not self.pipeline)) and not (
+            self.transport.is_closing()
+        ):
+            self._refused = True
+            self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._began = True, True
+        self._in_head, self._completed = True, True
         self._unfinished = self._parsed = 0
+        if len(self.pipeline) >= PIPELINED:
+            self._refused = True
+            self.transport.close()
+        else:
+            self._start_deadline()
 
     def on_url(self, url: bytes) -> None:
+        self._completed, self._unfinished = True, 0
         self._parsed += len(url)
         if not self._refused:
             super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._completed, self._unfinished = True, 0
         self._parsed += len(name) + len(value) + 4  # ": " and CRLF
         if self._parsed > HEAD_LIMIT:
             self._refuse()
@@ -85,6 +132,7 @@ class BoundedHeads(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._stop_deadline()
         if not self._refused:
             super().on_headers_complete()
 

@@ -47,6 +47,13 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: _problem(status) for status in statuses}
 
 
+def problem(status: int, why: str) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for one status answered as problem+json, saying when:
+    it replaces the guard's own words for that status, so ``why`` says
+    theirs too where they apply."""
+    return {status: _problem(status, why)}
+
+
 def _problem(status: int, description: str | None = None) -> dict[str, Any]:
     return {
         "description": description or TITLES.get(status, "Error"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -109,6 +110,15 @@ def exception_handlers(validation_error: type[Exception]) -> dict[Any, Any]:
         assert isinstance(exc, HTTPException)
         return Problem(exc.status_code, str(exc.detail)).response()
 
+    async def timed_out(_: Request, exc: Exception) -> Response:
+        # A query an API call started, cancelled by its pool's statement
+        # timeout (SPEC, "Limits"): the caller asked for too much at once.
+        return Problem(
+            503,
+            "the query ran out of time (the statement timeout): ask for less at once",
+            headers={"Retry-After": "1"},
+        ).response()
+
     async def unexpected(_: Request, exc: Exception) -> Response:
         log.error("unhandled error", exc_info=exc)
         return Problem(500, "internal error").response()
@@ -117,5 +127,6 @@ def exception_handlers(validation_error: type[Exception]) -> dict[Any, Any]:
         Problem: problem,
         validation_error: invalid,
         HTTPException: http_error,
+        asyncpg.QueryCanceledError: timed_out,
         Exception: unexpected,
     }

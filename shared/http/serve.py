@@ -36,6 +36,8 @@ def uvicorn_server(
             host=host,
             port=port,
             http=BoundedHeads,
+            # No service speaks WebSocket: an Upgrade header is just a header.
+            ws="none",
             access_log=False,
             log_level="warning",
             timeout_graceful_shutdown=10,

@@ -164,7 +164,7 @@ async def provision(
     workers: dict[str, WorkerSettings],
     replicas: int = 1,
 ) -> None:
-    """Create or update every stream, consumer and the KV bucket; idempotent.
+    """Create or update every stream, consumer and KV bucket; idempotent.
     Replicas change in place (nats-server 2.10+ scales a stream up or down)."""
     for config in streams(clicks_max_age, replicas):
         try:
@@ -196,7 +196,20 @@ async def provision(
                 )
             )
             log.info("created KV bucket %s", bucket)
-        else:
-            if info.config.num_replicas != replicas:
-                # A bucket is a stream underneath; its replicas change the same way.
-                await js.update_stream(dataclasses.replace(info.config, num_replicas=replicas))
+            info = await js.stream_info(f"KV_{bucket}")
+        wanted = bucket_config(info.config, replicas)
+        if wanted != info.config:
+            # A bucket is a stream underneath: its replicas and rollups change
+            # in place, so an existing deployment gets them on its next migrate.
+            await js.update_stream(wanted)
+
+
+def bucket_config(config: StreamConfig, replicas: int) -> StreamConfig:
+    """A bucket's stream as linkflow keeps it. No rollups (nats-py creates
+    buckets with them allowed): every writer of a bucket could otherwise wipe
+    it whole with one ``Nats-Rollup: all`` message. linkflow never needs one:
+    it writes tombstones and deletes keys, never ``kv.purge``s. Message
+    deletes stay refused (nats-py's deny_delete); purging or deleting a
+    stream is the admin identity's alone, by its NATS permissions (a
+    deny_purge could never be taken back: the server refuses that update)."""
+    return dataclasses.replace(config, num_replicas=replicas, allow_rollup_hdrs=False)

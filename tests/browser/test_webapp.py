@@ -32,6 +32,11 @@ UNLABELLED = """[...document.querySelectorAll("input, select, textarea, button")
                && !e.getAttribute("aria-labelledby")
                && !(e.tagName === "BUTTON" && e.textContent.trim()))
   .map(e => e.outerHTML.slice(0, 80))"""
+# Every Content-Security-Policy refusal, said on the console as an error
+# (Chromium's own line about it can be a warning, or missing for a refused
+# inline style): added before any page script runs.
+REPORT_CSP = """document.addEventListener("securitypolicyviolation", e =>
+  console.error(`CSP violation: ${e.effectiveDirective} refused ${e.blockedURI || "inline"}`))"""
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
 PHONE = {"width": 390, "height": 844}
 
@@ -79,6 +84,10 @@ class Watch:
         self.page = page
         self.name = name
         self.errors: list[str] = []
+        # What the page's Content-Security-Policy refused, and every origin
+        # it asked anything of (its own, and the gateway's for the app).
+        self.csp: list[str] = []
+        self.origins: set[str] = set()
         self.shots: list[Path] = []
         # Refusals a step asks for on purpose: status -> how many (the
         # response, and Chromium's console line about it).
@@ -88,6 +97,7 @@ class Watch:
         page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
         page.on("requestfailed", self._failed)
         page.on("response", self._response)
+        page.on("request", self._request)
 
     def expect(self, status: int) -> None:
         self.expected[status] = self.expected.get(status, 0) + 2
@@ -98,7 +108,13 @@ class Watch:
             return True
         return False
 
+    def _request(self, request: Request) -> None:
+        if request.url.startswith(("http://", "https://")):
+            self.origins.add(re.sub(r"^(https?://[^/]+).*", r"\1", request.url))
+
     def _console(self, msg: ConsoleMessage) -> None:
+        if "CSP violation" in msg.text or "Content Security Policy" in msg.text:
+            self.csp.append(msg.text)
         if msg.type != "error":
             return
         refused = re.search(r"status of (\d{3})", msg.text)
@@ -141,6 +157,7 @@ async def test_a_user_walks_through_the_web_app(
 ) -> None:
     app, gateway, key = stack
     page = await browser.new_page()
+    await page.add_init_script(REPORT_CSP)
     watch = Watch(page, "webapp")
     try:
         await walk(page, watch, app, gateway, key, nc)
@@ -148,6 +165,8 @@ async def test_a_user_walks_through_the_web_app(
         await watch.shot("FAILED")
         raise
     assert watch.errors == [], watch.errors
+    assert watch.csp == [], watch.csp
+    assert watch.origins == {app.removesuffix("/app/"), gateway}, watch.origins
 
     # A key that may only read is offered no writing and no operations.
     viewer = await keys.create(nc.jetstream(), "viewer", (keys.LINKS_READ, keys.STATS_READ))
@@ -169,6 +188,7 @@ async def test_a_user_walks_through_the_web_app(
         assert r.json()["imported"] == 25, r.text
     context = await browser.new_context(permissions=["clipboard-read", "clipboard-write"])
     reader = await context.new_page()
+    await reader.add_init_script(REPORT_CSP)
     reader_watch = Watch(reader, "viewer")
     await reader.goto(app)
     await reader.get_by_label("API key").fill(viewer)
@@ -194,9 +214,11 @@ async def test_a_user_walks_through_the_web_app(
     await expect(reader.get_by_role("button", name="Delete")).to_have_count(0)
     await reader_watch.shot("read-only")
     assert reader_watch.errors == [], reader_watch.errors
+    assert reader_watch.csp == [], reader_watch.csp
 
     # The same app on a phone's screen: the links list fits, no sideways scroll.
     phone = await browser.new_page(viewport=PHONE)
+    await phone.add_init_script(REPORT_CSP)
     phone_watch = Watch(phone, "phone")
     await phone.goto(app)
     await phone.get_by_label("API key").fill(key)
@@ -207,11 +229,48 @@ async def test_a_user_walks_through_the_web_app(
     width = await phone.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], width
     assert phone_watch.errors == [], phone_watch.errors
+    assert phone_watch.csp == [], phone_watch.csp
+
+
+async def test_the_api_docs_run_under_the_csp(
+    browser: Browser, stack: tuple[str, str, str]
+) -> None:
+    """Both services' Swagger UI, from their own origin: nothing loaded from
+    anywhere else, nothing the Content-Security-Policy refuses."""
+    app, gateway, _ = stack
+    for name, origin in (("gateway", gateway), ("analytics", app.removesuffix("/app/"))):
+        page = await browser.new_page()
+        await page.add_init_script(REPORT_CSP)
+        watch = Watch(page, f"docs-{name}")
+        response = await page.goto(f"{origin}/api/docs")
+        assert response is not None
+        policy = await response.header_value("content-security-policy")
+        assert policy is not None
+        assert "script-src 'self';" in policy
+        await expect(page.locator(".swagger-ui .info .title")).to_contain_text(
+            f"linkflow {name}", timeout=15000
+        )
+        # An operation opens with its parameters: the UI works, not only draws.
+        await page.locator(".opblock-summary").first.click()
+        await expect(page.locator(".opblock-body").first).to_be_visible()
+        # Not watch.shot: Swagger UI's own controls are not the web app's to label.
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=ARTIFACTS / f"docs-{name}.png", full_page=True)
+        assert watch.errors == [], watch.errors
+        assert watch.csp == [], watch.csp
+        assert watch.origins == {origin}, watch.origins
+        await page.close()
 
 
 async def walk(page: Page, watch: Watch, app: str, gateway: str, key: str, nc: Client) -> None:
     # Sign in: a wrong key is refused with the API's reason.
-    await page.goto(app)
+    response = await page.goto(app)
+    # The page runs under a strict policy that lets it call the gateway.
+    assert response is not None
+    policy = await response.header_value("content-security-policy")
+    assert policy is not None
+    assert "script-src 'self';" in policy
+    assert f"connect-src 'self' {gateway};" in policy
     await expect(page.get_by_label("API key")).to_be_focused()
     await watch.shot("sign-in")
     watch.expect(401)

@@ -23,6 +23,7 @@ from services.link.wire import read_creds
 from shared.cli import permissions
 from shared.cli.servers import NatsServer
 from shared.cli.supervisor import Supervisor, nats_passwords
+from shared.contracts import LINK_REFRESH, LINK_REFRESHED
 from shared.http import keys
 from shared.jetstream import topology
 from shared.settings import Common, WorkerSettings
@@ -130,7 +131,17 @@ async def test_linkflow_works_under_the_permissions(up: Supervisor, db_url: str)
             (up.home / "nats-admin.url").read_text().strip(), inbox_prefix="_INBOX"
         )
         await admin.jetstream().publish("clicks.perm", b"not json")
+        # And a links.* letter, which the cache-refresher replays from the
+        # database when analytics asks it to (analytics publishes no links.*).
+        links_letter = await admin.jetstream().publish(
+            "dlq.LINKS.cache-refresher",
+            msgspec.json.encode({"code": "perm", "version": 2}),
+            headers={"Linkflow-Original-Subject": "links.updated"},
+        )
         await admin.drain()
+        r = await c.post(f"{analytics}/api/dlq/{links_letter.seq}/replay")
+        assert r.status_code == 200, r.text
+        assert r.json()["stream_seq"] is None
 
         async def dead() -> list[dict[str, object]]:
             items: list[dict[str, object]] = (await c.get(analytics + "/api/dlq")).json()["items"]
@@ -190,8 +201,11 @@ async def refused(nc: Client, errors: list[Exception], action: str, subject: str
     async def verdict() -> bool:
         return any("permissions violation" in str(e).lower() for e in errors)
 
+    # The server queues its -ERR before the flush's PONG, and nats-py awaits
+    # the error callback as it reads it: the verdict is in by now. The short
+    # wait is a margin, not the mechanism.
     with contextlib.suppress(AssertionError):
-        return await eventually(verdict, 2, f"a verdict on {action} {subject}")
+        return await eventually(verdict, 0.3, f"a verdict on {action} {subject}")
     return False
 
 
@@ -213,7 +227,12 @@ REFUSED = [
     ("analytics", "pub", "$JS.API.CONSUMER.DELETE.CLICKS.click-recorder"),
     ("analytics", "pub", "$JS.API.CONSUMER.MSG.NEXT.CLICKS.click-recorder"),
     ("analytics", "pub", "$JS.ACK.CLICKS.click-recorder.1.1.1.1.0"),
-    ("analytics", "pub", "dlq.CLICKS.click-recorder"),
+    # A links.* dead letter is replayed by the cache-refresher, not republished.
+    ("analytics", "pub", "links.updated"),
+    ("analytics", "pub", "links.deleted"),
+    ("link", "pub", LINK_REFRESH),
+    ("cache_refresher", "pub", "_INBOX_analytics.x"),
+    ("link", "sub", f"{LINK_REFRESHED}.>"),
     # Only a gateway may tell the workers to hold off.
     ("click_recorder", "pub", "redirects.busy"),
     ("analytics", "pub", "redirects.busy"),
@@ -231,6 +250,12 @@ ALLOWED = [
     ("link", "pub", "redirects.busy"),
     ("click_recorder", "sub", "redirects.busy"),
     ("analytics", "sub", "redirects.busy"),
+    ("analytics", "pub", LINK_REFRESH),
+    ("analytics", "sub", f"{LINK_REFRESHED}.x"),
+    ("cache_refresher", "sub", LINK_REFRESH),
+    ("cache_refresher", "pub", f"{LINK_REFRESHED}.x"),
+    # A recorder letter whose replay failed goes back to the DLQ.
+    ("analytics", "pub", "dlq.CLICKS.click-recorder"),
 ]
 
 

@@ -99,7 +99,9 @@ async def test_up_says_which_service_is_not_ready_and_why(
 ) -> None:
     """A setting the click-recorder refuses: it exits at each start, and
     ``linkflow up`` names it rather than saying "ready"."""
-    monkeypatch.setattr("shared.cli.supervisor.NOT_READY_AFTER", 2.0)
+    # Long enough for the recorder to have started and exited at least once
+    # (its interpreter's start alone took over 2 s on a loaded machine).
+    monkeypatch.setattr("shared.cli.supervisor.NOT_READY_AFTER", 8.0)
     recorder = next(c for c in linkflow.children if c.name == "click_recorder")
     await eventually(soon(lambda: bool(linkflow.not_ready)), 60, "the not-ready line")
     await eventually(soon(lambda: recorder.restarts >= 1), 30, "a restart")

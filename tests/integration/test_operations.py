@@ -218,7 +218,7 @@ async def test_dlq_replay_all_by_consumer(
     for c in clicks:
         await dead_letter_a_click(nc, c)
     r = await analytics.post("/api/dlq/replay", params={"consumer": "click-recorder"})
-    assert r.json() == {"replayed": 3}
+    assert r.json() == {"replayed": 3, "skipped": 0}
 
     async def recorded() -> bool:
         return await count(db_url, "SELECT count(*) FROM clicks WHERE code = 'again'") == 3

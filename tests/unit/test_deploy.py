@@ -134,7 +134,8 @@ def test_compose_names_only_settings_images_and_ports_that_exist() -> None:
             unknown = set(env) - setting_names(package)
             assert not unknown, f"{name} sets {sorted(unknown)}, which no setting reads"
         elif name == "migrate":
-            assert not set(env) - migrate_reads, name
+            passwords = {f"LINKFLOW_{s.name.upper()}_DATABASE_PASSWORD" for s in roster.ALL}
+            assert not set(env) - migrate_reads - passwords, name
         elif name.startswith("nats-"):
             for variable in env:
                 assert f"${variable}" in nats_conf, f"{name}: {variable} is not in nats.conf"
@@ -179,3 +180,112 @@ def test_compose_gives_the_redirect_the_cpu_first() -> None:
         shares = services[s.label].get("cpu_shares", 1024)
         assert (shares < 1024) == (s.nice > 0), s.label
     assert services["postgres"]["cpu_shares"] < 1024
+
+
+# What a service's database URL names: its own role, its own database.
+DATABASES = {"analytics": ("LINKFLOW_ANALYTICS_DATABASE_URL", "linkflow_analytics")}
+OWN_DATABASE = ("LINKFLOW_DATABASE_URL", "linkflow")
+
+
+def interpolated(value: str) -> str:
+    """A compose value with each ``${VAR:-default}`` as its default, and
+    each ``${VAR:?error}`` as ``VAR``."""
+    import re
+
+    value = re.sub(r"\$\{([A-Z_]+):-([^}]*)\}", r"\2", value)
+    return re.sub(r"\$\{([A-Z_]+):\?[^}]*\}", r"\1", value)
+
+
+def env_example() -> set[str]:
+    lines = (ROOT / "deploy/env.example").read_text().splitlines()
+    return {line.split("=", 1)[0] for line in lines if line and not line.startswith("#")}
+
+
+def test_each_service_connects_to_its_own_database_as_its_own_role() -> None:
+    """Only migrate holds the owner's URLs (and sets each role's password);
+    each service has one database URL: its own role's, to its own database."""
+    from urllib.parse import urlsplit
+
+    services = load("compose.yaml")["services"]
+    for s in roster.ALL:
+        env = services[s.label]["environment"]
+        urls = {k: v for k, v in env.items() if "DATABASE" in k}
+        setting, database = DATABASES.get(s.name, OWN_DATABASE)
+        assert set(urls) == {setting}, (s.label, sorted(urls))
+        url = urlsplit(interpolated(urls[setting]))
+        assert url.username == f"linkflow_{s.name}", s.label
+        assert url.password == f"LINKFLOW_{s.name.upper()}_DATABASE_PASSWORD", s.label
+        assert url.path == f"/{database}", s.label
+    migrate = services["migrate"]["environment"]
+    for setting, database in (OWN_DATABASE, *DATABASES.values()):
+        url = urlsplit(interpolated(migrate[setting]))
+        assert (url.username, url.path) == ("linkflow", f"/{database}")
+        assert url.username == services["postgres"]["environment"]["POSTGRES_USER"]
+    for s in roster.ALL:
+        variable = f"LINKFLOW_{s.name.upper()}_DATABASE_PASSWORD"
+        assert interpolated(migrate[variable]) == variable
+        assert variable in env_example()
+
+
+def test_nats_routes_authenticate() -> None:
+    """A route is no NATS user: unauthenticated, any container on the network
+    could join the cluster and read every subject past the users' rules."""
+    import re
+
+    conf = (ROOT / "deploy/nats.conf").read_text()
+    cluster = re.search(r"^cluster \{\n(.*?)^\}", conf, re.S | re.M)
+    assert cluster, "no cluster block in deploy/nats.conf"
+    auth = re.search(r"authorization \{(.*?)\}", cluster.group(1), re.S)
+    assert auth, "the cluster block has no authorization"
+    assert re.search(r"^\s*user: route$", auth.group(1), re.M)
+    assert re.search(r"^\s*password: \$LINKFLOW_ROUTE_NATS_PASSWORD$", auth.group(1), re.M)
+    assert "LINKFLOW_ROUTE_NATS_PASSWORD" in env_example()
+    services = load("compose.yaml")["services"]
+    nodes = [n for n in services if n.startswith("nats-") and n != "nats-exporter"]
+    assert len(nodes) == 3
+    for name in nodes:
+        node = services[name]
+        assert "LINKFLOW_ROUTE_NATS_PASSWORD" in node["environment"]
+        command = node["command"]
+        routes = interpolated(command[command.index("--routes") + 1]).split(",")
+        assert len(routes) == 3, name
+        for route in routes:
+            assert re.fullmatch(r"nats://route:LINKFLOW_ROUTE_NATS_PASSWORD@nats-\d:6222", route)
+        # No flag that would set the cluster's listen or auth beside the file's.
+        assert not {"--cluster", "--cluster_name"} & set(command), name
+
+
+def test_monitoring_ports_listen_on_localhost_by_default() -> None:
+    """Only the gateway and the web app face the network: Prometheus,
+    Grafana or a NATS monitoring port published would show the whole system."""
+    services = load("compose.yaml")["services"]
+    public = {"link", "analytics"}
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            parts = interpolated(str(port)).split(":")
+            if name in public:
+                continue
+            assert len(parts) == 3, f"{name} publishes {port} on every address"
+            assert parts[0] == "127.0.0.1", f"{name} publishes {port}"
+            assert "${LINKFLOW_MONITORING_BIND:-127.0.0.1}" in str(port), name
+    assert {"prometheus", "grafana"} <= {n for n, s in services.items() if s.get("ports")}
+    assert "LINKFLOW_MONITORING_BIND" in env_example()
+
+
+def test_grafana_needs_an_admin_password_from_env() -> None:
+    grafana = load("compose.yaml")["services"]["grafana"]
+    password = grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    # Required (":?"): compose refuses to start without it, no admin/admin.
+    assert password.startswith("${LINKFLOW_GRAFANA_ADMIN_PASSWORD:?"), password
+    assert "LINKFLOW_GRAFANA_ADMIN_PASSWORD" in env_example()
+    # As every variable compose requires: `cp deploy/env.example .env` names them all.
+    import re
+
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", (ROOT / "compose.yaml").read_text()))
+    assert required <= env_example(), sorted(required - env_example())
+
+
+def test_env_with_its_passwords_is_neither_committed_nor_in_the_image() -> None:
+    for name in (".gitignore", ".dockerignore"):
+        lines = (ROOT / name).read_text().splitlines()
+        assert ".env" in lines, name

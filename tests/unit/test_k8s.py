@@ -130,7 +130,8 @@ def test_nats_values_name_only_keys_the_chart_has() -> None:
         return found
 
     assert not unknown(ours, chart, "")
-    assert ours["config"]["cluster"] == {"enabled": True, "replicas": 3}
+    cluster = ours["config"]["cluster"]
+    assert {k: cluster[k] for k in ("enabled", "replicas")} == {"enabled": True, "replicas": 3}
     assert ours["config"]["jetstream"]["fileStore"]["enabled"] is True
     assert ours["promExporter"]["enabled"] is True
 
@@ -148,3 +149,62 @@ def test_the_gateway_is_scheduled_before_the_work_behind_it() -> None:
             background = classes[pod["priorityClassName"]]
             assert background["value"] < gateway["value"]
             assert background["preemptionPolicy"] == "Never"
+
+
+def secrets_example() -> dict[str, str]:
+    lines = (K8S / "secrets.env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_nats_routes_authenticate() -> None:
+    """The chart puts routeURLs' user and password in the cluster's
+    authorization block and in every route URL (files/config/cluster.yaml);
+    the password is given at install, never kept in the values file."""
+    values = (K8S / "values-nats.yaml").read_text()
+    routes = yaml.safe_load(values)["config"]["cluster"]["routeURLs"]
+    assert routes["user"] == "route"
+    assert not routes.get("password"), "a password in the values file"
+    assert "--set-string config.cluster.routeURLs.password=" in values
+
+
+def test_each_service_connects_to_its_own_database_as_its_own_role() -> None:
+    from urllib.parse import urlsplit
+
+    secrets = secrets_example()
+    deployments = {d["metadata"]["name"]: d for d in by_kind("Deployment")}
+    for s in roster.ALL:
+        (container,) = deployments[s.label]["spec"]["template"]["spec"]["containers"]
+        urls = {v["name"]: v for v in container["env"] if "DATABASE" in v["name"]}
+        setting, database = (
+            ("LINKFLOW_ANALYTICS_DATABASE_URL", "linkflow_analytics")
+            if s.name == "analytics"
+            else ("LINKFLOW_DATABASE_URL", "linkflow")
+        )
+        assert set(urls) == {setting}, (s.label, sorted(urls))
+        url = urlsplit(secrets[urls[setting]["valueFrom"]["secretKeyRef"]["key"]])
+        assert (url.username, url.path) == (f"linkflow_{s.name}", f"/{database}"), s.label
+        # The password migrate gives the role is the one in the service's URL.
+        assert url.password == secrets[f"LINKFLOW_{s.name.upper()}_DATABASE_PASSWORD"]
+    (job,) = by_kind("Job")
+    (migrate,) = job["spec"]["template"]["spec"]["containers"]
+    env = {
+        v["name"]: v["valueFrom"]["secretKeyRef"]["key"] for v in migrate["env"] if "valueFrom" in v
+    }
+    for setting in ("LINKFLOW_DATABASE_URL", "LINKFLOW_ANALYTICS_DATABASE_URL"):
+        assert urlsplit(secrets[env[setting]]).username == "linkflow", setting
+    for s in roster.ALL:
+        variable = f"LINKFLOW_{s.name.upper()}_DATABASE_PASSWORD"
+        assert env[variable] == variable
+
+
+def test_the_migrate_job_runs_as_confined_as_the_services() -> None:
+    deployment = by_kind("Deployment")[0]["spec"]["template"]["spec"]
+    (service,) = deployment["containers"]
+    job = by_kind("Job")[0]["spec"]["template"]["spec"]
+    (migrate,) = job["containers"]
+    assert job["securityContext"] == deployment["securityContext"]
+    assert migrate["securityContext"] == service["securityContext"]
+    assert migrate["securityContext"]["readOnlyRootFilesystem"] is True
+    assert migrate["securityContext"]["allowPrivilegeEscalation"] is False
+    mounts = {m["mountPath"]: m["name"] for m in migrate["volumeMounts"]}
+    assert mounts["/tmp"] in {v["name"] for v in job["volumes"]}

@@ -40,6 +40,21 @@ def test_an_international_gateway_host_is_matched_in_any_form() -> None:
         assert refusal(fields, url) == LOOP, url
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/x",
+        "http://127.1:8080/x",
+        "http://0x7f.0.0.1:8080/x",
+        "http://2130706433:8080/x",
+        "http://[::ffff:127.0.0.1]:8080/x",
+        "http://[::ffff:7f00:1]:8080/x",
+    ],
+)
+def test_every_spelling_of_a_gateway_address_is_a_loop(url: str) -> None:
+    assert refusal(LinkFields("http://127.0.0.1:8080"), url) == LOOP
+
+
 def test_a_percent_escaped_host_is_refused() -> None:
     # Browsers decode it to sho.rt: it would slip past the loop check.
     assert refusal(LinkFields("https://sho.rt"), "https://sho%2Ert/x") == (

@@ -137,10 +137,12 @@ async function overviewPage() {
   await guarded(async () => {
     const from = new Date(Date.now() - 7 * 86400e3).toISOString();
     const top = await stats.top({from, limit: 10});
+    if (!$("#total")) return;  // its page was left meanwhile
     $("#total").textContent = top.items.reduce((n, i) => n + i.count, 0);
     $("#top tbody").innerHTML = top.items.map(i => `<tr><td><a href="#/links/${encodeURIComponent(i.code)}">${esc(i.code)}</a></td><td class="num">${i.count}</td></tr>`).join("")
       || `<tr><td colspan="2" class="muted">no clicks yet</td></tr>`;
     const created = await stats.created({from: new Date(Date.now() - 30 * 86400e3).toISOString().slice(0, 10)});
+    if (!$("#created-total")) return;
     $("#created-total").textContent = created.days.reduce((n, d) => n + d.count, 0);
     chart($("#created-chart"), created.days.map(d => Date.parse(d.day) / 1000), [["links", created.days.map(d => d.count)]]);
   });
@@ -316,11 +318,14 @@ async function linkPage(code) {
     if (f.from.value) query.from = new Date(f.from.value).toISOString();
     if (f.to.value) query.to = new Date(f.to.value).toISOString();
     const s = await stats.link(code, query);
+    if (!$("#clicks")) return;  // its page was left meanwhile
     $("#clicks").textContent = s.total;
     $("#visitors").textContent = s.visitors;
     chart($("#chart"), s.series.map(p => Date.parse(p.ts) / 1000), [["clicks", s.series.map(p => p.count)], ["visitors", s.series.map(p => p.visitors)]]);
     $("#dims").innerHTML = [["referrers", "referrer"], ["countries", "country"], ["devices", "device"], ["browsers", "browser"], ["oses", "os"]]
-      .map(([name, field]) => `<div><h2>${name}</h2><table><tbody>${s[name].map(r => `<tr><td>${esc(r[field] ?? "(none)")}</td><td class="num">${r.count}</td></tr>`).join("") || `<tr><td class="muted">none</td></tr>`}</tbody></table></div>`).join("");
+      .map(([name, field]) => `<div><h2>${name}</h2><table><tbody>${s[name].map(r => `<tr><td>${esc(r[field] ?? "(none)")}</td><td class="num">${r.count}</td></tr>`).join("") || `<tr><td class="muted">none</td></tr>`}${
+        // The API lists the most clicked ten; the clicks of the rest, summed.
+        s.others?.[name] ? `<tr class="others"><td class="muted">others</td><td class="num">${s.others[name]}</td></tr>` : ""}</tbody></table></div>`).join("");
   }, range);
   range.addEventListener("submit", e => { e.preventDefault(); load(); });
   await load();
@@ -412,6 +417,7 @@ async function operationsPage() {
     <div class="table-wrap"><table id="backfills"><thead><tr><th>id</th><th>state</th><th class="num">progress</th><th class="hide-s">range</th><th></th></tr></thead><tbody></tbody></table></div>`);
   const refresh = () => guarded(async () => {
     const p = await ops.pipeline();
+    if (!$("#pipeline")) return;  // its page was left meanwhile
     // Redirects first: while a gateway says it is busy the click workers
     // hold off, so a growing lag is expected, up to their yield lag.
     const busy = p.redirects_busy;
@@ -429,11 +435,13 @@ async function operationsPage() {
       chart($(target), xs, names.map(n => [n, h.items.map(i => i.consumers[n]?.[field] ?? null)]), [now - 600, now]);
     }
     const d = await ops.dlq();
+    if (!$("#dlq")) return;
     $("#dlq tbody").innerHTML = d.items.map(m => `<tr><td>${m.seq}</td><td>${esc(m.consumer)}</td>
       <td class="hide-s">${esc(m.headers["Linkflow-Original-Subject"])}</td><td>${esc(m.headers["Linkflow-Error"])}</td>
       <td><button type="button" data-replay="${m.seq}">Replay</button> <button type="button" class="secondary" data-discard="${m.seq}">Discard</button></td></tr>`).join("")
       || `<tr><td colspan="5" class="muted">no dead letters</td></tr>`;
     const b = await ops.backfills();
+    if (!$("#backfills")) return;
     $("#backfills tbody").innerHTML = b.items.map(i => `<tr><td>${esc(i.id)}</td><td>${esc(i.state)}</td><td class="num">${i.processed}/${i.total}</td>
       <td class="hide-s">${esc(when(i.from))} – ${esc(when(i.to))}</td>
       <td>${["pending", "running"].includes(i.state) ? `<button type="button" class="secondary" data-cancel="${esc(i.id)}">Cancel</button>` : ""}</td></tr>`).join("")

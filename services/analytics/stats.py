@@ -1,0 +1,154 @@
+"""The stats API's reads, on the API's own pool.
+
+That pool is apart from the click consumer's (services/analytics/app.py),
+and its connections carry a statement timeout: however many calls a key
+makes and whatever they ask, they hold only these connections, each for
+at most that long, and the consumer never waits for one of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import date, datetime
+from typing import Any, Final
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from shared.http.problems import Problem
+
+# Each list of a stats answer: the dimension in click_stats -> its key.
+LISTS: Final = {
+    "referrer": ("referrers", "referrer"),
+    "country": ("countries", "country"),
+    "device": ("devices", "device"),
+    "browser": ("browsers", "browser"),
+    "os": ("oses", "os"),
+}
+
+# Buckets cover [start, end) at hour granularity; empty ones count 0.
+# Visitors are distinct per bucket: one seen in two of its hours is one.
+SERIES: Final = """
+SELECT b AS ts,
+       (SELECT coalesce(sum(s.count), 0)::bigint FROM click_stats s
+        WHERE s.code = $1 AND s.dim = 'total' AND ($5 OR NOT s.is_bot)
+          AND s.hour >= greatest(b, date_trunc('hour', $2::timestamptz, 'UTC'))
+          AND s.hour < least(b + ('1 ' || $4)::interval, $3::timestamptz)) AS count,
+       (SELECT count(DISTINCT v.visitor) FROM click_visitors v
+        WHERE v.code = $1 AND ($5 OR NOT v.is_bot)
+          AND v.hour >= greatest(b, date_trunc('hour', $2::timestamptz, 'UTC'))
+          AND v.hour < least(b + ('1 ' || $4)::interval, $3::timestamptz))
+           AS visitors
+FROM generate_series(date_trunc($4, $2::timestamptz, 'UTC'),
+                     $3::timestamptz - interval '1 microsecond',
+                     ('1 ' || $4)::interval) AS b
+ORDER BY b
+"""
+
+VISITORS: Final = """
+SELECT count(DISTINCT visitor) FROM click_visitors
+WHERE code = $1 AND hour >= date_trunc('hour', $2::timestamptz, 'UTC') AND hour < $3
+  AND ($4 OR NOT is_bot)
+"""
+
+# The first $5 values of each dimension, most clicked first, and one row
+# per dimension (value NULL) summing the rest: the database sends at most
+# limit + 1 rows a list, however many referrers visitors made up.
+DIMENSIONS: Final = """
+WITH d AS (
+    SELECT dim, value, sum(count)::bigint AS count FROM click_stats
+    WHERE code = $1 AND hour >= date_trunc('hour', $2::timestamptz, 'UTC') AND hour < $3
+      AND ($4 OR NOT is_bot)
+    GROUP BY dim, value
+), ranked AS (
+    SELECT dim, value, count, row_number() OVER (PARTITION BY dim ORDER BY count DESC, value) AS n
+    FROM d
+)
+SELECT dim, value, count, n FROM ranked WHERE n <= $5
+UNION ALL
+SELECT dim, NULL, sum(count)::bigint, NULL FROM ranked WHERE n > $5 GROUP BY dim
+ORDER BY dim, n
+"""
+
+
+class Stats:
+    def __init__(self, pool: asyncpg.Pool, wait: float) -> None:
+        self._pool = pool
+        self._wait = wait
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[PoolConnectionProxy]:
+        """One of the API pool's connections, or a 503 once every one has
+        been busy for ``wait`` seconds (calls queue no longer than a query
+        may run)."""
+        try:
+            conn = await self._pool.acquire(timeout=self._wait)
+        except TimeoutError:
+            raise Problem(
+                503, "every stats connection is busy; try again", headers={"Retry-After": "1"}
+            ) from None
+        try:
+            yield conn
+        finally:
+            await self._pool.release(conn)
+
+    async def link_stats(
+        self,
+        code: str,
+        start: datetime,
+        end: datetime,
+        interval: str,
+        include_bots: bool,
+        limit: int,
+    ) -> dict[str, Any]:
+        async with self._connection() as conn:
+            series = await conn.fetch(SERIES, code, start, end, interval, include_bots)
+            visitors = await conn.fetchval(VISITORS, code, start, end, include_bots)
+            dims = await conn.fetch(DIMENSIONS, code, start, end, include_bots, limit)
+        body: dict[str, Any] = {
+            "code": code,
+            "total": 0,
+            "visitors": visitors,
+            "series": [
+                {"ts": r["ts"], "count": r["count"], "visitors": r["visitors"]} for r in series
+            ],
+        }
+        others: dict[str, int] = {}
+        for name, _ in LISTS.values():
+            body[name] = []
+            others[name] = 0
+        for r in dims:
+            if r["dim"] == "total":
+                body["total"] = r["count"]
+            elif r["dim"] in LISTS:
+                name, key = LISTS[r["dim"]]
+                if r["value"] is None:
+                    others[name] = r["count"]
+                else:
+                    body[name].append({key: r["value"], "count": r["count"]})
+        body["others"] = others
+        return body
+
+    async def links_created(self, start: date, end: date) -> list[dict[str, Any]]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT d::date AS day, coalesce(l.count, 0) AS count "
+                "FROM generate_series($1::date, $2::date, '1 day') AS d "
+                "LEFT JOIN links_created_daily l ON l.day = d::date ORDER BY 1",
+                start,
+                end,
+            )
+        return [{"day": r["day"].isoformat(), "count": r["count"]} for r in rows]
+
+    async def top(self, start: datetime, end: datetime, limit: int) -> list[dict[str, Any]]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                "SELECT code, sum(count)::bigint AS count FROM click_stats WHERE dim = 'total' "
+                "AND NOT is_bot AND hour >= date_trunc('hour', $1::timestamptz, 'UTC') "
+                "AND hour < $2 GROUP BY code ORDER BY count DESC, code LIMIT $3",
+                start,
+                end,
+                limit,
+            )
+        return [{"code": r["code"], "count": r["count"]} for r in rows]
