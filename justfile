@@ -12,9 +12,11 @@ up:
 # suite against real servers the harness starts itself, two tests at a time
 # (each has its own nats-server and database: 158 s against 284 s one at a
 # time on a 2-core machine; 4 at a time starved timing-sensitive fault tests).
+# The browser, Prometheus and container tests have recipes of their own (which
+# install what they need, and which CI runs too): not run twice here.
 # Arguments go to pytest.
 test *args: lint
-    python3 -m pytest -n 2 -m "not container" {{args}}
+    python3 -m pytest -n 2 -m "not container and not browser and not prometheus" {{args}}
 
 # The image built and linkflow run as containers, and a reduced compose with a
 # scaled worker (Debian's docker.io, docker-compose and debootstrap, installed
