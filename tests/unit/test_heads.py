@@ -108,6 +108,17 @@ async def test_a_head_over_the_limit_gets_431_within_a_read_of_it(read: int) -> 
     protocol.connection_lost(None)
 
 
+@pytest.mark.parametrize("first", [17 * 1024, 60 * 1024])
+async def test_a_head_over_the_limit_split_after_most_of_it_gets_431(first: int) -> None:
+    protocol, transport = connection()
+    data = request(64 * 1024)
+    protocol.data_received(data[:first])
+    protocol.data_received(data[first:])
+    assert transport.written.startswith(b"HTTP/1.1 431 ")
+    assert protocol.cycle is None
+    protocol.connection_lost(None)
+
+
 async def test_many_small_headers_over_the_limit_get_431() -> None:
     protocol, transport = connection()
     many = b"".join(b"x-h%d: v\r\n" % i for i in range(3000))
