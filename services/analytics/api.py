@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
-import msgspec
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from nats.js import JetStreamContext
 from starlette.types import Receive, Scope, Send
 
-from services.analytics import params, pipeline
+from services.analytics import params, payloads, pipeline
 from services.analytics.backfill import Backfills
 from services.analytics.live import LiveClicks
 from services.analytics.stats import Stats
 from services.analytics.store import AnalyticsStore
 from shared.http import keys
 from shared.http.access import Access, is_api
-from shared.http.openapi import event_stream, problem, problems
-from shared.http.problems import FieldError, Problem
+from shared.http.bodies import answer
+from shared.http.openapi import route
 from shared.jetstream.yielding import BusyGateways
 
 router = APIRouter(prefix="/api")
-_encoder = msgspec.json.Encoder()
 
 
 _STATS = ("/api/stats/", "/api/stream/")
@@ -73,63 +71,116 @@ def deps(request: Request) -> Deps:
 Ctx = Annotated[Deps, Depends(deps)]
 
 
-def json(body: Any, status: int = 200) -> Response:
-    return Response(_encoder.encode(body), status_code=status, media_type="application/json")
-
-
 # Every stats call may answer 503: its query outran the statement timeout,
 # or every connection of the API's pool stayed busy as long.
-_STATS_ANSWERS = {
-    **problems(422),
-    **problem(
-        503,
-        "the query outran the statement timeout, or every stats connection stayed busy "
-        "as long, or the API keys are not loaded yet (Retry-After)",
-    ),
+_STATS_PROBLEMS: Final = {
+    422: "a parameter is invalid (errors names each)",
+    503: "the query outran the statement timeout, or every stats connection stayed busy "
+    "as long, or the API keys are not loaded yet (Retry-After)",
 }
+_TIME: Final = "an RFC 3339 date-time, or a date (YYYY-MM-DD: its midnight UTC)"
+From = Annotated[
+    str | None,
+    Query(alias="from", description=f"the range's start: {_TIME}; default: `to` - 7 days"),
+]
+To = Annotated[str | None, Query(description=f"the range's end (excluded): {_TIME}; default: now")]
 
 
-@router.get("/stats/links/{code}", responses=_STATS_ANSWERS)
-async def link_stats(code: str, ctx: Ctx, request: Request) -> Response:
-    q = request.query_params
-    interval = params.interval(q.get("interval", "day"))
-    start, end = params.series_range(q.get("from"), q.get("to"), interval)
-    limit = params.limit(q.get("limit"), params.LIST_LIMIT)
-    include_bots = q.get("include_bots", "false").lower()
-    if include_bots not in ("true", "false", "1", "0"):
-        raise Problem.invalid([FieldError("include_bots", "must be true or false")])
-    return json(
-        await ctx.stats.link_stats(code, start, end, interval, include_bots in ("true", "1"), limit)
-    )
+@router.get(
+    "/stats/links/{code}",
+    **route(
+        200,
+        payloads.LinkStats,
+        payloads.EXAMPLE_STATS,
+        says="the link's clicks over the range",
+        problems=_STATS_PROBLEMS,
+    ),
+)
+async def link_stats(
+    code: str,
+    ctx: Ctx,
+    from_: From = None,
+    to: To = None,
+    interval: Annotated[
+        str | None,
+        Query(
+            description="the series' buckets: `hour` (a range of at most 31 days) or `day` "
+            "(at most 3,660); default: day"
+        ),
+    ] = None,
+    limit: Annotated[
+        str | None,
+        Query(description=f"entries per list, 1 to 100; default: {params.LIST_LIMIT}"),
+    ] = None,
+    include_bots: Annotated[
+        str | None, Query(description="`true` counts bots' clicks too; default: false")
+    ] = None,
+) -> Response:
+    every = params.interval("day" if interval is None else interval)
+    start, end = params.series_range(from_, to, every)
+    n = params.limit(limit, params.LIST_LIMIT)
+    bots = params.include_bots(include_bots)
+    return answer(await ctx.stats.link_stats(code, start, end, every, bots, n))
 
 
-@router.get("/stats/links-created", responses=_STATS_ANSWERS)
-async def links_created(ctx: Ctx, request: Request) -> Response:
-    start, end = params.date_range(request.query_params.get("from"), request.query_params.get("to"))
-    return json({"days": await ctx.stats.links_created(start, end)})
+@router.get(
+    "/stats/links-created",
+    **route(
+        200,
+        payloads.LinksCreated,
+        payloads.EXAMPLE_CREATED,
+        says="links created per day, every day from `from` to `to`",
+        problems=_STATS_PROBLEMS,
+    ),
+)
+async def links_created(
+    ctx: Ctx,
+    from_: Annotated[
+        str | None,
+        Query(alias="from", description=f"the first day: {_TIME}; default: `to` - 30 days"),
+    ] = None,
+    to: Annotated[str | None, Query(description=f"the last day: {_TIME}; default: today")] = None,
+) -> Response:
+    start, end = params.date_range(from_, to)
+    return answer(await ctx.stats.links_created(start, end))
 
 
-@router.get("/stats/top", responses=_STATS_ANSWERS)
-async def top(ctx: Ctx, request: Request) -> Response:
-    q = request.query_params
+@router.get(
+    "/stats/top",
+    **route(
+        200,
+        payloads.TopLinks,
+        payloads.EXAMPLE_TOP,
+        says="the most clicked links of the range",
+        problems=_STATS_PROBLEMS,
+    ),
+)
+async def top(
+    ctx: Ctx,
+    from_: From = None,
+    to: To = None,
+    limit: Annotated[str | None, Query(description="links, 1 to 100; default: 10")] = None,
+) -> Response:
     # No series, but the same scan as a daily one: the same bound.
-    start, end = params.series_range(q.get("from"), q.get("to"), "day")
-    return json({"items": await ctx.stats.top(start, end, params.limit(q.get("limit"), 10))})
+    start, end = params.series_range(from_, to, "day")
+    return answer(await ctx.stats.top(start, end, params.limit(limit, 10)))
 
 
 @router.get(
     "/stream/clicks",
-    response_class=StreamingResponse,
-    responses={
-        **event_stream("one `click` event per click, live (Server-Sent Events)"),
-        **problem(
-            429,
-            "as many live streams are open as this key, or this server, may have; "
+    **route(
+        media={"text/event-stream": "one `click` event per click, live (Server-Sent Events)"},
+        problems={
+            429: "as many live streams are open as this key, or this server, may have; "
             "or too many failed authentications from this address (Retry-After)",
-        ),
-    },
+        },
+    ),
 )
-async def stream(ctx: Ctx, request: Request, code: str | None = None) -> StreamingResponse:
+async def stream(
+    ctx: Ctx,
+    request: Request,
+    code: Annotated[str | None, Query(description="only this link's clicks")] = None,
+) -> StreamingResponse:
     release = ctx.live.admit(request.state.api_key)
     # The key was checked when the stream opened; a revocation ends it.
     allowed = ctx.access.still_allows(request.state.api_key, keys.STATS_READ)
@@ -157,23 +208,41 @@ class _Stream(StreamingResponse):
             self._release()
 
 
-@router.get("/session")
+@router.get(
+    "/session",
+    **route(200, payloads.Session, payloads.EXAMPLE_SESSION, says="the presented key"),
+)
 async def session(ctx: Ctx, request: Request) -> Response:
     """The presented key's name and what it may do (the web app offers no more)."""
     name: str | None = request.state.api_key
-    return json({"name": name, "scopes": ctx.access.scopes(name)})
+    return answer(payloads.Session(name=name, scopes=ctx.access.scopes(name)))
 
 
-@router.get("/pipeline")
+@router.get(
+    "/pipeline",
+    **route(
+        200,
+        payloads.PipelineStatus,
+        payloads.EXAMPLE_PIPELINE,
+        says="each durable consumer's backlog and lag, the DLQ's depth, the gateways' load",
+    ),
+)
 async def pipeline_status(ctx: Ctx) -> Response:
-    view = await pipeline.status(ctx.js)
+    lags = await pipeline.status(ctx.js)
     # Why a lag grows during a spike: the click workers hold off for the gateways.
-    view["redirects_busy"] = ctx.yields.view()
-    return json(view)
+    return answer(lags.view(ctx.yields.view()))
 
 
-@router.get("/pipeline/history")
+@router.get(
+    "/pipeline/history",
+    **route(
+        200,
+        payloads.PipelineHistory,
+        payloads.EXAMPLE_HISTORY,
+        says="this replica's samples of the last minutes",
+    ),
+)
 async def pipeline_history(ctx: Ctx) -> Response:
     """Each consumer's pending messages and lag over the last minutes,
     sampled every ``every`` seconds (this replica's samples)."""
-    return json({"every": ctx.history.every, "items": ctx.history.items()})
+    return answer(ctx.history.view())

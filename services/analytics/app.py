@@ -131,6 +131,7 @@ def build(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # shared.http.docs: Swagger UI from this origin, under the CSP
         openapi_url="/api/openapi.json",
+        generate_unique_id_function=openapi.operation_id,
         redoc_url=None,
         exception_handlers=problems.exception_handlers(RequestValidationError),
     )

@@ -17,7 +17,6 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import msgspec
@@ -28,6 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from services.analytics.payloads import Backfill
 from services.analytics.store import AnalyticsStore
 from shared import useragent
 from shared.contracts import INVALID, Click
@@ -71,19 +71,19 @@ async def first_seq_at(nc: Client, at: datetime) -> int:
     return int(delivered or 0) + 1
 
 
-def _row(r: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": r["id"],
-        "status": r["state"],
-        "state": r["state"],
-        "from": r["from_ts"].isoformat(),
-        "to": r["to_ts"].isoformat(),
-        "processed": r["processed"],
-        "total": r["total"],
-        "error": r["error"],
-        "created_at": r["created_at"].isoformat(),
-        "updated_at": r["updated_at"].isoformat(),
-    }
+def _row(r: asyncpg.Record) -> Backfill:
+    return Backfill(
+        id=r["id"],
+        status=r["state"],
+        state=r["state"],
+        from_=r["from_ts"].isoformat(),
+        to=r["to_ts"].isoformat(),
+        processed=r["processed"],
+        total=r["total"],
+        error=r["error"],
+        created_at=r["created_at"].isoformat(),
+        updated_at=r["updated_at"].isoformat(),
+    )
 
 
 class _Replay:
@@ -188,9 +188,7 @@ class Backfills:
         self._settings = settings
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    async def create(
-        self, start: datetime, end: datetime, reclassify: bool = False
-    ) -> dict[str, Any]:
+    async def create(self, start: datetime, end: datetime, reclassify: bool = False) -> Backfill:
         # Each running backfill replays on the workers' pool beside the click
         # consumer: an ops key may keep only RUNNING of them busy at once.
         if len(self._tasks) >= RUNNING:
@@ -272,15 +270,15 @@ class Backfills:
         assert row is not None
         return row
 
-    async def get(self, backfill_id: str) -> dict[str, Any] | None:
+    async def get(self, backfill_id: str) -> Backfill | None:
         row = await self._api.fetchrow("SELECT * FROM backfills WHERE id = $1", backfill_id)
         return _row(row) if row else None
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def list(self) -> list[Backfill]:
         rows = await self._api.fetch("SELECT * FROM backfills ORDER BY created_at DESC")
         return [_row(r) for r in rows]
 
-    async def cancel(self, backfill_id: str) -> dict[str, Any] | None:
+    async def cancel(self, backfill_id: str) -> Backfill | None:
         await self._api.execute(
             "UPDATE backfills SET state = 'cancelled', updated_at = now() "
             "WHERE id = $1 AND state = ANY($2::text[])",

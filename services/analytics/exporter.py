@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import asyncpg
+from msgspec import UnsetType
 from nats.js import JetStreamContext
 
 from services.analytics import pipeline
@@ -21,16 +22,20 @@ log = logging.getLogger(__name__)
 
 
 async def refresh(js: JetStreamContext, pool: asyncpg.Pool, history: pipeline.History) -> None:
-    view = await pipeline.status(js)
-    history.add(view)
-    for c in view["consumers"]:
-        if "error" in c:
-            continue
-        labels = (c["stream"], c["consumer"])
-        metrics.CONSUMER_PENDING.labels(*labels).set(c["pending"])
-        metrics.CONSUMER_ACK_PENDING.labels(*labels).set(c["ack_pending"])
-        metrics.CONSUMER_LAG.labels(*labels).set(c["lag_seconds"])
-    depth: dict[str, int] = {c.name: 0 for c in topology.CONSUMERS} | view["dlq"]
+    lags = await pipeline.status(js)
+    history.add(lags)
+    for c in lags.consumers:
+        if (
+            isinstance(c.pending, UnsetType)
+            or isinstance(c.ack_pending, UnsetType)
+            or isinstance(c.lag_seconds, UnsetType)
+        ):
+            continue  # the consumer does not exist
+        labels = (c.stream, c.consumer)
+        metrics.CONSUMER_PENDING.labels(*labels).set(c.pending)
+        metrics.CONSUMER_ACK_PENDING.labels(*labels).set(c.ack_pending)
+        metrics.CONSUMER_LAG.labels(*labels).set(c.lag_seconds)
+    depth: dict[str, int] = {c.name: 0 for c in topology.CONSUMERS} | lags.dlq
     for consumer, n in depth.items():
         metrics.DLQ_DEPTH.labels(consumer).set(n)
     row = await pool.fetchrow(

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 import fastapi
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from services.analytics import params
-from services.analytics.api import Ctx, json
+from services.analytics import params, payloads
+from services.analytics.api import Ctx
+from services.analytics.backfill import RUNNING
 from shared.http import bodies
-from shared.http.openapi import problems
+from shared.http.bodies import answer
+from shared.http.openapi import route
 from shared.http.problems import FieldError, Problem
 from shared.jetstream import dlq, topology
 
@@ -21,39 +23,74 @@ router = APIRouter()
 Seq = Annotated[int, fastapi.Path(ge=1, le=2**64 - 1)]
 
 
-@router.post("/api/backfills", status_code=202, responses=problems(400, 413, 422, 429))
+_BACKFILL_FOUND: Final = {404: "no backfill has this id"}
+
+
+@router.post(
+    "/api/backfills",
+    **route(
+        202,
+        payloads.Backfill,
+        payloads.EXAMPLE_BACKFILL,
+        says="the backfill, pending (or done at once: nothing in the range)",
+        accepts=payloads.NewBackfill,
+        accepts_example=payloads.EXAMPLE_NEW_BACKFILL,
+        problems={
+            400: "the body is not JSON",
+            413: "the body is over 16 KiB",
+            422: "a field is invalid, `from` is after `to`, or a re-classifying one starts "
+            "before the oldest click CLICKS holds (errors names each)",
+            429: f"{RUNNING} backfills are running in this process, or writes by this key or "
+            "failed authentications from this address are over their rate (Retry-After)",
+        },
+    ),
+)
 async def create_backfill(request: Request, ctx: Ctx) -> Response:
-    body: Any = await bodies.read_json(request)
-    if not isinstance(body, dict) or not {"from", "to"} <= body.keys():
-        raise Problem.invalid([FieldError("body", "must be an object with 'from' and 'to'")])
-    if not all(isinstance(body[k], str) for k in ("from", "to")):
-        raise Problem.invalid([FieldError("from", "'from' and 'to' must be date-times")])
-    reclassify = body.get("reclassify", False)
-    if not isinstance(reclassify, bool):
-        raise Problem.invalid([FieldError("reclassify", "must be true or false")])
-    start, end = params.time_range(body["from"], body["to"])
-    return json(await ctx.backfills.create(start, end, reclassify), 202)
+    new = params.new_backfill(await bodies.read_json(request))
+    start, end = params.time_range(new.from_, new.to)
+    return answer(await ctx.backfills.create(start, end, new.reclassify), 202)
 
 
-@router.get("/api/backfills")
+@router.get(
+    "/api/backfills",
+    **route(200, payloads.BackfillList, payloads.EXAMPLE_BACKFILLS, says="every backfill"),
+)
 async def list_backfills(ctx: Ctx) -> Response:
-    return json({"items": await ctx.backfills.list()})
+    return answer(payloads.BackfillList(items=await ctx.backfills.list()))
 
 
-@router.get("/api/backfills/{backfill_id}", responses=problems(404))
+@router.get(
+    "/api/backfills/{backfill_id}",
+    **route(
+        200,
+        payloads.Backfill,
+        payloads.EXAMPLE_BACKFILL,
+        says="the backfill and its progress",
+        problems=_BACKFILL_FOUND,
+    ),
+)
 async def get_backfill(backfill_id: str, ctx: Ctx) -> Response:
     found = await ctx.backfills.get(backfill_id)
     if found is None:
         raise Problem(404, f"no backfill {backfill_id!r}")
-    return json(found)
+    return answer(found)
 
 
-@router.delete("/api/backfills/{backfill_id}", responses=problems(404))
+@router.delete(
+    "/api/backfills/{backfill_id}",
+    **route(
+        200,
+        payloads.Backfill,
+        payloads.EXAMPLE_BACKFILL,
+        says="the backfill, cancelled if it was pending or running",
+        problems=_BACKFILL_FOUND,
+    ),
+)
 async def cancel_backfill(backfill_id: str, ctx: Ctx) -> Response:
     found = await ctx.backfills.cancel(backfill_id)
     if found is None:
         raise Problem(404, f"no backfill {backfill_id!r}")
-    return json(found)
+    return answer(found)
 
 
 # The consumers whose letters the DLQ may hold: a name is checked against
@@ -71,26 +108,71 @@ def _consumer(name: str | None) -> str | None:
     return name
 
 
-@router.get("/api/dlq", responses=problems(422))
-async def list_dlq(ctx: Ctx, request: Request) -> Response:
-    q = request.query_params
-    n = params.limit(q.get("limit"), 50, 1, 1000)
-    letters = await dlq.list_(ctx.js, _consumer(q.get("consumer")), n)
-    return json({"items": [letter.as_json() for letter in letters]})
+_CONSUMER: Final = f"only this consumer's letters: one of {', '.join(sorted(_CONSUMERS))}"
+_LETTER_FOUND: Final = "no such letter: never there, or another call replayed or discarded it"
+
+
+@router.get(
+    "/api/dlq",
+    **route(
+        200,
+        payloads.LetterList,
+        payloads.EXAMPLE_LETTERS,
+        says="the oldest dead letters",
+        problems={422: "a parameter is invalid (errors names each)"},
+    ),
+)
+async def list_dlq(
+    ctx: Ctx,
+    consumer: Annotated[str | None, Query(description=_CONSUMER)] = None,
+    limit: Annotated[str | None, Query(description="letters, 1 to 1000; default: 50")] = None,
+) -> Response:
+    n = params.limit(limit, 50, 1, 1000)
+    letters = await dlq.list_(ctx.js, _consumer(consumer), n)
+    return answer(payloads.LetterList(items=[letter.as_letter() for letter in letters]))
 
 
 # Dead-letter calls are safe to repeat and to race (SPEC, "Limits"): a
 # letter another call just handled is a 404, never a 5xx.
-@router.post("/api/dlq/replay", responses=problems(422, 503))
-async def replay_all(ctx: Ctx, consumer: str | None = None) -> Response:
+@router.post(
+    "/api/dlq/replay",
+    **route(
+        200,
+        payloads.LettersReplayed,
+        payloads.EXAMPLE_REPLAYED_ALL,
+        says="the letters present when the call started, replayed or left",
+        problems={
+            422: "`consumer` is not one of the consumers",
+            503: "a replay did not happen (the cache-refresher did not answer, or the "
+            "republish failed); its letter is still in the DLQ",
+        },
+    ),
+)
+async def replay_all(
+    ctx: Ctx, consumer: Annotated[str | None, Query(description=_CONSUMER)] = None
+) -> Response:
     try:
         done = await dlq.replay_all(ctx.js, _consumer(consumer))
     except dlq.ReplayFailed as exc:
         raise Problem(503, str(exc)) from None
-    return json({"replayed": done.replayed, "skipped": done.skipped})
+    return answer(payloads.LettersReplayed(replayed=done.replayed, skipped=done.skipped))
 
 
-@router.post("/api/dlq/{seq}/replay", responses=problems(404, 422, 503))
+@router.post(
+    "/api/dlq/{seq}/replay",
+    **route(
+        200,
+        payloads.LetterReplayed,
+        payloads.EXAMPLE_REPLAYED,
+        says="the letter, replayed and gone from the DLQ",
+        problems={
+            404: _LETTER_FOUND,
+            422: "the letter cannot be replayed as it is (discard it), or `seq` is not a sequence",
+            503: "the replay did not happen (the cache-refresher did not answer, or the "
+            "republish failed); the letter is still in the DLQ",
+        },
+    ),
+)
 async def replay_one(seq: Seq, ctx: Ctx) -> Response:
     try:
         new_seq = await dlq.replay(ctx.js, seq)
@@ -100,10 +182,17 @@ async def replay_one(seq: Seq, ctx: Ctx) -> Response:
         raise Problem(422, str(exc)) from None
     except dlq.ReplayFailed as exc:
         raise Problem(503, str(exc)) from None
-    return json({"replayed": seq, "stream_seq": new_seq})
+    return answer(payloads.LetterReplayed(replayed=seq, stream_seq=new_seq))
 
 
-@router.delete("/api/dlq/{seq}", status_code=204, responses=problems(404, 422))
+@router.delete(
+    "/api/dlq/{seq}",
+    **route(
+        204,
+        says="discarded",
+        problems={404: _LETTER_FOUND, 422: "`seq` is not a sequence"},
+    ),
+)
 async def discard(seq: Seq, ctx: Ctx) -> Response:
     try:
         await dlq.discard(ctx.js, seq)

@@ -4,8 +4,9 @@ reported at once as a 422 problem+json."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
+from services.analytics.payloads import NewBackfill
 from shared.http.problems import FieldError, Problem
 
 INTERVALS: Final = ("hour", "day")
@@ -81,3 +82,23 @@ def limit(raw: str | None, default: int, low: int = 1, high: int = 100) -> int:
     if not low <= value <= high:
         raise Problem.invalid([FieldError("limit", f"must be between {low} and {high}")])
     return value
+
+
+def new_backfill(body: Any) -> NewBackfill:
+    """A ``POST /api/backfills`` body, checked (its times by ``time_range``)."""
+    if not isinstance(body, dict) or not {"from", "to"} <= body.keys():
+        raise Problem.invalid([FieldError("body", "must be an object with 'from' and 'to'")])
+    start, end = body["from"], body["to"]
+    if not isinstance(start, str) or not isinstance(end, str):
+        raise Problem.invalid([FieldError("from", "'from' and 'to' must be date-times")])
+    reclassify = body.get("reclassify", False)
+    if not isinstance(reclassify, bool):
+        raise Problem.invalid([FieldError("reclassify", "must be true or false")])
+    return NewBackfill(from_=start, to=end, reclassify=reclassify)
+
+
+def include_bots(value: str | None) -> bool:
+    flag = "false" if value is None else value.lower()
+    if flag not in ("true", "false", "1", "0"):
+        raise Problem.invalid([FieldError("include_bots", "must be true or false")])
+    return flag in ("true", "1")

@@ -4,12 +4,33 @@ from __future__ import annotations
 
 from collections import deque
 from datetime import UTC, datetime
-from typing import Any
+from typing import NamedTuple
 
+from msgspec import UnsetType
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from services.analytics.payloads import (
+    BusyState,
+    ConsumerSample,
+    ConsumerStatus,
+    PipelineHistory,
+    PipelineSample,
+    PipelineStatus,
+)
 from shared.jetstream import dlq, topology
+
+
+class Lags(NamedTuple):
+    """Each durable consumer's backlog, and the DLQ's depth by consumer."""
+
+    consumers: list[ConsumerStatus]
+    dlq: dict[str, int]
+
+    def view(self, busy: BusyState) -> PipelineStatus:
+        """``/api/pipeline``'s answer: these, and why a lag grows during a
+        spike (the click workers hold off for the gateways)."""
+        return PipelineStatus(consumers=self.consumers, dlq=self.dlq, redirects_busy=busy)
 
 
 async def _oldest_unacked(
@@ -24,20 +45,20 @@ async def _oldest_unacked(
     return raw.time
 
 
-async def status(js: JetStreamContext) -> dict[str, Any]:
+async def status(js: JetStreamContext) -> Lags:
     depth = await dlq.depth_by_consumer(js)
     now = datetime.now(UTC)
-    consumers: list[dict[str, Any]] = []
+    consumers: list[ConsumerStatus] = []
     for consumer in topology.CONSUMERS:
         try:
             info = await js.consumer_info(consumer.stream, consumer.name)
         except NotFoundError:
             consumers.append(
-                {
-                    "stream": consumer.stream,
-                    "consumer": consumer.name,
-                    "error": "consumer does not exist (run linkflow migrate)",
-                }
+                ConsumerStatus(
+                    stream=consumer.stream,
+                    consumer=consumer.name,
+                    error="consumer does not exist (run linkflow migrate)",
+                )
             )
             continue
         backlog = (info.num_pending or 0) + (info.num_ack_pending or 0)
@@ -46,19 +67,19 @@ async def status(js: JetStreamContext) -> dict[str, Any]:
             oldest = await _oldest_unacked(js, consumer, info.ack_floor.stream_seq or 0)
         last_active = info.delivered.last_active
         consumers.append(
-            {
-                "stream": consumer.stream,
-                "consumer": consumer.name,
-                "pending": info.num_pending or 0,
-                "ack_pending": info.num_ack_pending or 0,
-                "redelivered": info.num_redelivered or 0,
+            ConsumerStatus(
+                stream=consumer.stream,
+                consumer=consumer.name,
+                pending=info.num_pending or 0,
+                ack_pending=info.num_ack_pending or 0,
+                redelivered=info.num_redelivered or 0,
                 # Age of the oldest message not yet acknowledged: 0 when caught up.
-                "lag_seconds": round((now - oldest).total_seconds(), 3) if oldest else 0.0,
-                "last_active": last_active.isoformat() if last_active else None,
-                "dlq_depth": depth.get(consumer.name, 0),
-            }
+                lag_seconds=round((now - oldest).total_seconds(), 3) if oldest else 0.0,
+                last_active=last_active.isoformat() if last_active else None,
+                dlq_depth=depth.get(consumer.name, 0),
+            )
         )
-    return {"consumers": consumers, "dlq": depth}
+    return Lags(consumers, depth)
 
 
 class History:
@@ -69,19 +90,15 @@ class History:
 
     def __init__(self, minutes: float, every: float) -> None:
         self.every = every
-        self._samples: deque[dict[str, Any]] = deque(maxlen=max(int(minutes * 60 / every), 2))
+        self._samples: deque[PipelineSample] = deque(maxlen=max(int(minutes * 60 / every), 2))
 
-    def add(self, view: dict[str, Any]) -> None:
-        self._samples.append(
-            {
-                "ts": datetime.now(UTC).isoformat(),
-                "consumers": {
-                    c["consumer"]: {"pending": c["pending"], "lag_seconds": c["lag_seconds"]}
-                    for c in view["consumers"]
-                    if "error" not in c
-                },
-            }
-        )
+    def add(self, lags: Lags) -> None:
+        consumers: dict[str, ConsumerSample] = {}
+        for c in lags.consumers:
+            if isinstance(c.pending, UnsetType) or isinstance(c.lag_seconds, UnsetType):
+                continue  # the consumer does not exist
+            consumers[c.consumer] = ConsumerSample(pending=c.pending, lag_seconds=c.lag_seconds)
+        self._samples.append(PipelineSample(ts=datetime.now(UTC).isoformat(), consumers=consumers))
 
-    def items(self) -> list[dict[str, Any]]:
-        return list(self._samples)
+    def view(self) -> PipelineHistory:
+        return PipelineHistory(every=self.every, items=list(self._samples))

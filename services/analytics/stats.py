@@ -16,15 +16,29 @@ from typing import Any, Final
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from services.analytics.payloads import (
+    BrowserCount,
+    CountryCount,
+    DayCount,
+    DeviceCount,
+    LinksCreated,
+    LinkStats,
+    OsCount,
+    OtherCounts,
+    ReferrerCount,
+    SeriesPoint,
+    TopLink,
+    TopLinks,
+)
 from shared.http.problems import Problem
 
-# Each list of a stats answer: the dimension in click_stats -> its key.
-LISTS: Final = {
-    "referrer": ("referrers", "referrer"),
-    "country": ("countries", "country"),
-    "device": ("devices", "device"),
-    "browser": ("browsers", "browser"),
-    "os": ("oses", "os"),
+# Each list of a stats answer: the dimension in click_stats -> its entries' type.
+LISTS: Final[dict[str, type[Any]]] = {
+    "referrer": ReferrerCount,
+    "country": CountryCount,
+    "device": DeviceCount,
+    "browser": BrowserCount,
+    "os": OsCount,
 }
 
 # Buckets cover [start, end) at hour granularity; empty ones count 0.
@@ -101,36 +115,44 @@ class Stats:
         interval: str,
         include_bots: bool,
         limit: int,
-    ) -> dict[str, Any]:
+    ) -> LinkStats:
         async with self._connection() as conn:
             series = await conn.fetch(SERIES, code, start, end, interval, include_bots)
             visitors = await conn.fetchval(VISITORS, code, start, end, include_bots)
             dims = await conn.fetch(DIMENSIONS, code, start, end, include_bots, limit)
-        body: dict[str, Any] = {
-            "code": code,
-            "total": 0,
-            "visitors": visitors,
-            "series": [
-                {"ts": r["ts"], "count": r["count"], "visitors": r["visitors"]} for r in series
-            ],
-        }
-        others: dict[str, int] = {}
-        for name, _ in LISTS.values():
-            body[name] = []
-            others[name] = 0
+        total = 0
+        lists: dict[str, list[Any]] = {dim: [] for dim in LISTS}
+        others = dict.fromkeys(LISTS, 0)
         for r in dims:
             if r["dim"] == "total":
-                body["total"] = r["count"]
+                total = r["count"]
             elif r["dim"] in LISTS:
-                name, key = LISTS[r["dim"]]
                 if r["value"] is None:
-                    others[name] = r["count"]
+                    others[r["dim"]] = r["count"]
                 else:
-                    body[name].append({key: r["value"], "count": r["count"]})
-        body["others"] = others
-        return body
+                    lists[r["dim"]].append(LISTS[r["dim"]](r["value"], r["count"]))
+        return LinkStats(
+            code=code,
+            total=total,
+            visitors=visitors,
+            series=[
+                SeriesPoint(ts=r["ts"], count=r["count"], visitors=r["visitors"]) for r in series
+            ],
+            referrers=lists["referrer"],
+            countries=lists["country"],
+            devices=lists["device"],
+            browsers=lists["browser"],
+            oses=lists["os"],
+            others=OtherCounts(
+                referrers=others["referrer"],
+                countries=others["country"],
+                devices=others["device"],
+                browsers=others["browser"],
+                oses=others["os"],
+            ),
+        )
 
-    async def links_created(self, start: date, end: date) -> list[dict[str, Any]]:
+    async def links_created(self, start: date, end: date) -> LinksCreated:
         async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT d::date AS day, coalesce(l.count, 0) AS count "
@@ -139,9 +161,9 @@ class Stats:
                 start,
                 end,
             )
-        return [{"day": r["day"].isoformat(), "count": r["count"]} for r in rows]
+        return LinksCreated(days=[DayCount(day=r["day"], count=r["count"]) for r in rows])
 
-    async def top(self, start: datetime, end: datetime, limit: int) -> list[dict[str, Any]]:
+    async def top(self, start: datetime, end: datetime, limit: int) -> TopLinks:
         async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT code, sum(count)::bigint AS count FROM click_stats WHERE dim = 'total' "
@@ -151,4 +173,4 @@ class Stats:
                 end,
                 limit,
             )
-        return [{"code": r["code"], "count": r["count"]} for r in rows]
+        return TopLinks(items=[TopLink(code=r["code"], count=r["count"]) for r in rows])

@@ -138,6 +138,7 @@ def build(settings: Settings) -> Gateway:
         lifespan=lifespan,
         docs_url=None,  # shared.http.docs: Swagger UI from this origin, under the CSP
         openapi_url="/api/openapi.json",
+        generate_unique_id_function=openapi.operation_id,
         redoc_url=None,
     )
     app.include_router(api.router)

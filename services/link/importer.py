@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import msgspec
 
+from services.link.payloads import NewLink, RowError
 from services.link.store import Link, LinkStore
 from services.link.validation import LinkFields, generate_code
 from shared.http.problems import Problem
@@ -66,14 +67,9 @@ class Running:
             self._now -= 1
 
 
-class RowError(msgspec.Struct, frozen=True):
-    line: int
-    message: str
-
-
 class Row(msgspec.Struct, frozen=True):
     line: int
-    fields: dict[str, Any]
+    link: NewLink
 
 
 def _cells(raw: dict[str, str]) -> dict[str, Any]:
@@ -134,15 +130,15 @@ def parse(body: bytes, fields: LinkFields) -> tuple[list[Row], list[RowError]]:
                 errors.append(RowError(line, f"{extra} cell(s) more than the header names"))
                 continue
             try:
-                checked = fields.check(_cells(raw), creating=True)
+                checked = fields.create(_cells(raw))
             except Problem as problem:
                 errors.append(RowError(line, problem.detail))
                 continue
-            code = checked.get("code")
-            if code is not None and code in codes:
+            code = checked.code
+            if code is not msgspec.UNSET and code in codes:
                 errors.append(RowError(line, f"code {code!r} is already on line {codes[code]}"))
                 continue
-            if code is not None:
+            if code is not msgspec.UNSET:
                 codes[code] = line
             rows.append(Row(line, checked))
     except csv.Error as exc:
@@ -177,16 +173,17 @@ async def store(
             if not pending:
                 break
             for line, row in pending.items():
-                chosen[line] = row.fields.get("code") or generate_code()
+                code = row.link.code
+                chosen[line] = generate_code() if code is msgspec.UNSET else code
             by_code = {chosen[line]: row for line, row in pending.items()}
             made, taken = await links.create_many(
                 [
                     (
                         code,
-                        row.fields["url"],
-                        row.fields.get("redirect_type", 302),
-                        row.fields.get("tags", []),
-                        row.fields.get("expires_at"),
+                        row.link.url,
+                        row.link.redirect_type,
+                        row.link.tags,
+                        row.link.expires_at,
                     )
                     for code, row in by_code.items()
                 ],
@@ -197,9 +194,9 @@ async def store(
             retry: dict[int, Row] = {}
             for code, url in taken.items():
                 row = by_code[code]
-                if "code" not in row.fields:
+                if row.link.code is msgspec.UNSET:
                     retry[row.line] = row  # a generated code that happened to be taken
-                elif url == row.fields["url"]:
+                elif url == row.link.url:
                     out.skipped += 1  # imported before: nothing to do
                 else:
                     out.errors.append(RowError(row.line, f"code {code!r} is already taken"))

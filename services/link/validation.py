@@ -1,4 +1,6 @@
-"""The SPEC's rules for a link's fields; every violation is a FieldError."""
+"""The rules for a link's fields, checked on the JSON a caller sent: every
+violation is a FieldError named by its path (``rules[2].when.os``), all of
+them reported at once; what passes becomes a ``NewLink`` or ``LinkChanges``."""
 
 from __future__ import annotations
 
@@ -12,15 +14,13 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
-from shared.contracts import DEVICES, MAX_RULES, OSES, Rule, When
+from services.link.payloads import MAX_TAG, MAX_TAGS, MAX_URL, MAX_VISITS, LinkChanges, NewLink
+from shared.contracts import DEVICES, MAX_RULES, OSES, Rule, When, millis
 from shared.http.problems import FieldError, Problem
 
 CODE_RE: Final = re.compile(r"^[A-Za-z0-9_-]{3,64}$")
 RESERVED: Final = frozenset({"api", "healthz", "readyz", "metrics", "console"})
 REDIRECT_TYPES: Final = frozenset({301, 302, 307, 308})
-MAX_URL: Final = 2048
-MAX_TAGS: Final = 20
-MAX_TAG: Final = 64
 _ALPHABET: Final = string.ascii_letters + string.digits
 UPDATABLE: Final = frozenset(
     {"url", "redirect_type", "expires_at", "tags", "max_visits", "forward_query", "rules"}
@@ -41,7 +41,15 @@ class LinkFields:
     def __init__(self, public_url: str) -> None:
         self._own_hosts = {_host_port(public_url)}
 
-    def check(self, body: Any, *, creating: bool) -> dict[str, Any]:
+    def create(self, body: Any) -> NewLink:
+        """A ``POST /api/links`` body (or a CSV row as one), checked."""
+        return NewLink(**self._check(body, creating=True))
+
+    def change(self, body: Any) -> LinkChanges:
+        """A ``PATCH /api/links/{code}`` body, checked."""
+        return LinkChanges(**self._check(body, creating=False))
+
+    def _check(self, body: Any, *, creating: bool) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise Problem.invalid([FieldError("body", "must be a JSON object")])
         errors: list[FieldError] = []
@@ -229,8 +237,8 @@ def _max_visits(value: Any) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError("must be null or an integer of at least 1")
-    if value > 2**31 - 1:
-        raise ValueError("must be at most 2147483647")
+    if value > MAX_VISITS:
+        raise ValueError(f"must be at most {MAX_VISITS}")
     return value
 
 
@@ -294,9 +302,11 @@ def _when(value: Any, at: str, errors: list[FieldError]) -> When | None:
             elif name == "query":
                 found[name] = _query(raw)
             elif name in ("after", "before"):
-                if raw is None:
+                when = _expires_at(raw)
+                if when is None:
                     raise ValueError("must be an RFC 3339 date-time")
-                found[name] = _expires_at(raw)
+                # As every time on the wire: to the millisecond.
+                found[name] = millis(when)
             else:
                 raise ValueError(f"unknown condition (use {', '.join(_WHEN)})")
         except ValueError as exc:

@@ -68,7 +68,7 @@ async def _dlq(args: argparse.Namespace, common: Common) -> int:
         if args.verb == "list":
             letters = await dlq.list_(js, args.consumer, args.limit)
             if args.json:
-                print(msgspec.json.encode([x.as_json() for x in letters]).decode())
+                print(msgspec.json.encode([x.as_letter() for x in letters]).decode())
             elif not letters:
                 print("no dead letters")
             for x in [] if args.json else letters:

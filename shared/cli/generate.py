@@ -4,6 +4,7 @@ and ``deploy/nats.conf`` from the NATS permissions."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,17 @@ SCHEMAS = ROOT / "schemas"
 ASYNCAPI = ROOT / "asyncapi.yaml"
 
 
+# Where a schema's own definitions are (JSON Schema 2020-12's place for them).
+REF = "#/$defs/"
+# Every time on the wire, nested ones too (shared.contracts.encode).
+TIME = "RFC 3339 UTC with milliseconds"
+
+
 def json_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
-    (_ref,), components = msgspec.json.schema_components([struct], ref_template="#/$defs/{name}")
+    """``struct``'s schema, self-contained: every ``$ref`` points into its own
+    ``$defs``, which hold exactly the structs it reaches (a reader in any
+    language resolves it from this one file, with no base URI to fetch)."""
+    (_ref,), components = msgspec.json.schema_components([struct], ref_template=REF + "{name}")
     schema = dict(components[struct.__name__])
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://linkflow.dev/schemas/{struct.__name__}.json"
@@ -27,12 +37,48 @@ def json_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
     # Python's, which strips indentation since 3.13) disagree on the
     # whitespace: the description is the docstring's words, joined here.
     schema["description"] = " ".join((struct.__doc__ or struct.__name__).split())
-    # Times are RFC 3339 UTC with milliseconds on the wire (shared.contracts.encode).
+    _describe_times(schema, TIME)
+    defs: dict[str, Any] = {}
+    for name in _reached(schema, components):
+        sub = dict(components[name])
+        sub["description"] = " ".join(sub.get("description", name).split())
+        _describe_times(sub, TIME)
+        defs[name] = sub
+    if defs:
+        schema["$defs"] = defs
+    return schema
+
+
+def _refs(node: Any) -> Iterator[str]:
+    """The struct names that ``node``'s ``$ref``s point to, at any depth."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith(REF):
+            yield ref.removeprefix(REF)
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def _reached(schema: dict[str, Any], components: dict[str, Any]) -> list[str]:
+    """The components ``schema`` refers to, directly or through each other."""
+    seen: set[str] = set()
+    todo = list(_refs(schema))
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(_refs(components[name]))
+    return sorted(seen)
+
+
+def _describe_times(schema: dict[str, Any], description: str) -> None:
     for prop in schema.get("properties", {}).values():
         for option in prop.get("anyOf", [prop]):
             if option.get("format") == "date-time":
-                option["description"] = "RFC 3339 UTC with milliseconds"
-    return schema
+                option["description"] = description
 
 
 def json_schemas() -> dict[str, str]:
@@ -42,6 +88,16 @@ def json_schemas() -> dict[str, str]:
         f"{s.__name__}.json": json.dumps(json_schema(s), indent=2, sort_keys=True) + "\n"
         for s in sorted(structs, key=lambda s: s.__name__)
     }
+
+
+# The payload files are JSON Schema 2020-12 (their $schema says so), and the
+# document says that too, in a Multi Format Schema Object. AsyncAPI's default
+# format (its Schema Object, a superset of draft-07) would claim otherwise;
+# the official parser (@asyncapi/parser 3.6) parses a format it has no parser
+# for as it is, refs followed, with no error, and checks no v3 payload's
+# schema either way: the JSON Schema tests (tests/polyglot) check them, with
+# 2020-12 validators.
+SCHEMA_FORMAT = "application/schema+json;version=2020-12"
 
 
 def asyncapi() -> dict[str, Any]:
@@ -65,7 +121,10 @@ def asyncapi() -> dict[str, Any]:
         messages[name] = {
             "name": name,
             "contentType": "application/json",
-            "payload": {"$ref": f"./schemas/{name}.json"},
+            "payload": {
+                "schemaFormat": SCHEMA_FORMAT,
+                "schema": {"$ref": f"./schemas/{name}.json"},
+            },
         }
     channels["dlq"] = {
         "address": "dlq.{stream}.{consumer}",

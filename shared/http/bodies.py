@@ -1,5 +1,6 @@
-"""Reading a request's body with a bound: past it, 413 while it arrives (the
-rest is never buffered), for every HTTP service's JSON and CSV bodies."""
+"""Bodies of every HTTP service's API: a request's read with a bound (past
+it, 413 while it arrives: the rest is never buffered), an answer written
+from its declared type (``shared.http.openapi.route`` documents both)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from typing import Any, Final
 
 import msgspec
 from starlette.requests import Request
+from starlette.responses import Response
 
 from shared.contracts import INVALID
 from shared.http.problems import Problem
 
 # SPEC ("Gateway HTTP API"): bodies over 16 KiB get 413.
 MAX_BODY: Final = 16 * 1024
+_encoder: Final = msgspec.json.Encoder()
 
 
 async def read(request: Request, limit: int = MAX_BODY) -> bytes:
@@ -30,3 +33,8 @@ async def read_json(request: Request, limit: int = MAX_BODY) -> Any:
         return msgspec.json.decode(body)
     except INVALID as exc:
         raise Problem(400, f"malformed JSON: {exc}") from None
+
+
+def answer(body: msgspec.Struct, status: int = 200) -> Response:
+    """``body``, one of the API's declared types, as its JSON answer."""
+    return Response(_encoder.encode(body), status_code=status, media_type="application/json")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
@@ -22,6 +22,7 @@ TITLES = {
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
+    408: "Request Timeout",
     409: "Conflict",
     410: "Gone",
     413: "Content Too Large",
@@ -33,8 +34,22 @@ TITLES = {
 
 
 class FieldError(msgspec.Struct, frozen=True):
+    """One invalid field: its path (``rules[2].when.os``) and what is wrong."""
+
     field: str
     message: str
+
+
+class ProblemDetails(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """RFC 9457 problem details: every error answer of every linkflow API."""
+
+    type: Annotated[str, msgspec.Meta(description="a URI naming the kind of problem")]
+    title: str
+    status: int
+    detail: Annotated[str, msgspec.Meta(description="what went wrong, for a person")]
+    errors: Annotated[
+        list[FieldError], msgspec.Meta(description="one entry per invalid field (422)")
+    ] = []
 
 
 class Problem(Exception):
@@ -65,20 +80,18 @@ class Problem(Exception):
             code = f"{code[:_ECHO_MAX]}… ({len(code):,} characters)"
         return cls(404, f"no link with code {code!r}")
 
-    def body(self) -> dict[str, Any]:
+    def details(self) -> ProblemDetails:
         title = TITLES.get(self.status, "Error")
-        body: dict[str, Any] = {
-            "type": f"https://linkflow.dev/problems/{title.lower().replace(' ', '-')}",
-            "title": title,
-            "status": self.status,
-            "detail": self.detail,
-        }
-        if self.errors:
-            body["errors"] = [msgspec.structs.asdict(e) for e in self.errors]
-        return body
+        return ProblemDetails(
+            type=f"https://linkflow.dev/problems/{title.lower().replace(' ', '-')}",
+            title=title,
+            status=self.status,
+            detail=self.detail,
+            errors=self.errors,
+        )
 
     def response(self, head: bool = False) -> Response:
-        content = b"" if head else msgspec.json.encode(self.body())
+        content = b"" if head else msgspec.json.encode(self.details())
         return Response(
             content, status_code=self.status, media_type=PROBLEM_TYPE, headers=self.headers
         )

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 import nats.errors
@@ -93,7 +93,9 @@ def dlq_headers(
     # consumers may dead-letter the same click, and a message must land once
     # whether the worker dead-letters it, crashes between the DLQ publish and
     # the term, or the server's max-deliveries advisory reports it as well.
-    headers[HDR_MSG_ID] = f"{consumer.stream}.{consumer.name}.{failed.stream_seq}"
+    # SPEC: ``<consumer>:<stream seq>`` (consumer names are unique across
+    # streams), which another language's worker writes the same way.
+    headers[HDR_MSG_ID] = f"{consumer.name}:{failed.stream_seq}"
     error = " ".join(f"{type(exc).__name__}: {exc}".split())[:_MAX_ERROR]
     headers.update(
         {
@@ -166,21 +168,43 @@ class DeadLetter:
     def consumer(self) -> str:
         return self.subject.rsplit(".", 1)[-1]
 
-    def as_json(self) -> dict[str, Any]:
+    def as_letter(self) -> Letter:
+        """The letter as the API and ``linkflow dlq list --json`` show it."""
         try:
             payload: str = self.data.decode()
-            encoding = "utf-8"
+            encoding: Literal["utf-8", "base64"] = "utf-8"
         except UnicodeDecodeError:
             payload, encoding = base64.b64encode(self.data).decode(), "base64"
-        return {
-            "seq": self.seq,
-            "subject": self.subject,
-            "consumer": self.consumer,
-            "headers": self.headers,
-            "payload": payload,
-            "payload_encoding": encoding,
-            "stored_at": self.time.isoformat() if self.time else None,
-        }
+        return Letter(
+            seq=self.seq,
+            subject=self.subject,
+            consumer=self.consumer,
+            headers=self.headers,
+            payload=payload,
+            payload_encoding=encoding,
+            stored_at=self.time.isoformat() if self.time else None,
+        )
+
+
+class Letter(msgspec.Struct, kw_only=True, frozen=True):
+    """A dead letter: the failed message, and the DLQ's headers saying why."""
+
+    seq: Annotated[int, msgspec.Meta(ge=1, description="its sequence in the DLQ stream")]
+    subject: Annotated[str, msgspec.Meta(description="dlq.<stream>.<consumer>")]
+    consumer: Annotated[str, msgspec.Meta(description="the consumer that gave up on it")]
+    headers: dict[str, str]
+    payload: Annotated[str, msgspec.Meta(description="the message's data, as payload_encoding")]
+    payload_encoding: Literal["utf-8", "base64"]
+    stored_at: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                extra_json_schema={"format": "date-time"},
+                description="when the DLQ stored it, RFC 3339",
+            ),
+        ]
+        | None
+    )
 
 
 class NotInDlq(LookupError):
@@ -385,7 +409,7 @@ async def _put_back(js: JetStreamContext, letter: DeadLetter) -> None:
             letter.seq,
             letter.subject,
             exc,
-            letter.as_json(),
+            letter.as_letter(),
         )
         raise
     log.warning("DLQ message %d was not replayed; put back in the DLQ", letter.seq)

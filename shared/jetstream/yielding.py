@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Annotated
 
 import msgspec
 from nats.aio.client import Client
@@ -33,6 +33,21 @@ from shared.jetstream.loops import wait_or_stop
 
 log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder(RedirectsBusy).decode
+
+
+class BusyState(msgspec.Struct, kw_only=True, frozen=True):
+    """Whether a gateway says its redirects need the CPU (the click workers
+    then hold off, within ``yield_lag_seconds``), and the latest to say so."""
+
+    busy: bool
+    gateway: Annotated[str | None, msgspec.Meta(description="host:port of the gateway")]
+    load: Annotated[
+        float | None, msgspec.Meta(description="the share of one CPU its event loop wanted")
+    ]
+    yield_lag_seconds: Annotated[
+        float,
+        msgspec.Meta(description="how far behind a worker works again anyway; 0: never holds"),
+    ]
 
 
 class BusyGateways:
@@ -80,19 +95,19 @@ class BusyGateways:
     def busy(self) -> bool:
         return time.monotonic() < self._until
 
-    def view(self) -> dict[str, Any]:
+    def view(self) -> BusyState:
         """For ``/api/pipeline``: whether a gateway says it is busy (so the
         click workers hold off, within their yield lag), and of the gateways
         whose hold lasts, the latest to say so."""
         now = time.monotonic()
         holding = [busy for until, busy in self._gateways.values() if until > now]
         last = holding[-1] if holding else None
-        return {
-            "busy": last is not None,
-            "gateway": last.gateway if last else None,
-            "load": last.load if last else None,
-            "yield_lag_seconds": self.yield_lag,
-        }
+        return BusyState(
+            busy=last is not None,
+            gateway=last.gateway if last else None,
+            load=last.load if last else None,
+            yield_lag_seconds=self.yield_lag,
+        )
 
     def holds(self, behind_since: float) -> bool:
         """Whether a worker whose oldest unhandled click may be from

@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 
 from services.analytics.backfill import Backfills
 from services.analytics.migrations import MIGRATION as ANALYTICS
+from services.analytics.payloads import Backfill
 from services.analytics.store import AnalyticsStore
 from shared import db
 from shared.cli.servers import PostgresServer
@@ -44,30 +45,30 @@ async def test_backfill_killed_halfway_resumes_and_finishes(nc: Client, db_url: 
     try:
         first = Backfills(nc, store, batches_of(10))
         created = await first.create(start, end)
-        assert created["total"] == 1500
+        assert created.total == 1500
 
         async def halfway() -> bool:
-            state = await first.get(created["id"])
-            return state is not None and 0 < int(state["processed"]) < 1500
+            state = await first.get(created.id)
+            return state is not None and 0 < state.processed < 1500
 
         await eventually(halfway, what="the backfill to be under way")
         await first.stop()  # the service dies mid-backfill
-        stopped = await first.get(created["id"])
+        stopped = await first.get(created.id)
         assert stopped is not None
-        assert stopped["state"] == "running"
-        assert int(stopped["processed"]) < 1500
+        assert stopped.state == "running"
+        assert stopped.processed < 1500
 
         second = Backfills(nc, store, batches_of(200))  # the service restarted
         assert await second.resume() == 1
 
         async def done() -> bool:
-            state = await second.get(created["id"])
-            return state is not None and state["state"] == "done"
+            state = await second.get(created.id)
+            return state is not None and state.state == "done"
 
         await eventually(done, 30, "the resumed backfill to finish")
-        finished = await second.get(created["id"])
+        finished = await second.get(created.id)
         assert finished is not None
-        assert finished["processed"] == 1500
+        assert finished.processed == 1500
         assert (
             await count(db_url, "SELECT count(*) FROM counted_clicks WHERE code = 'resume'") == 1500
         )
@@ -95,11 +96,11 @@ async def test_backfill_holds_through_a_database_outage_and_finishes(
     backfills = Backfills(nc, AnalyticsStore(pool, Countries()), batches_of(10))
     try:
         created = await backfills.create(start, end)
-        consumer = f"backfill-{created['id']}"
+        consumer = f"backfill-{created.id}"
 
         async def under_way() -> bool:
-            state = await backfills.get(created["id"])
-            return state is not None and int(state["processed"]) > 0
+            state = await backfills.get(created.id)
+            return state is not None and state.processed > 0
 
         await eventually(under_way, what="the backfill to be under way")
         pg.stop()  # the database goes away mid-backfill
@@ -113,13 +114,13 @@ async def test_backfill_holds_through_a_database_outage_and_finishes(
         await eventually(holding, what="the backfill to hold its batch")
         pg.start()
 
-        async def done() -> dict[str, object] | None:
-            state = await backfills.get(created["id"])
-            return state if state is not None and state["state"] != "running" else None
+        async def done() -> Backfill | None:
+            state = await backfills.get(created.id)
+            return state if state is not None and state.state != "running" else None
 
         finished = await eventually(done, 60, "the backfill to finish")
-        assert finished["state"] == "done", finished
-        assert finished["processed"] == 4000
+        assert finished.state == "done", finished
+        assert finished.processed == 4000
         assert await count(url, "SELECT count(*) FROM counted_clicks WHERE code = 'outage'") == 4000
         total = "SELECT sum(count) FROM click_stats WHERE code = 'outage' AND dim = 'total'"
         assert await count(url, total) == 4000
@@ -137,10 +138,10 @@ async def test_cancelled_backfill_stops(nc: Client, db_url: str) -> None:
     try:
         backfills = Backfills(nc, AnalyticsStore(pool, Countries()), batches_of(5))
         created = await backfills.create(start, datetime.now(UTC) + timedelta(seconds=1))
-        cancelled = await backfills.cancel(created["id"])
+        cancelled = await backfills.cancel(created.id)
         assert cancelled is not None
-        assert cancelled["state"] == "cancelled"
-        assert int(cancelled["processed"]) < 1000
+        assert cancelled.state == "cancelled"
+        assert cancelled.processed < 1000
         assert await backfills.resume() == 0
     finally:
         await pool.close()

@@ -98,6 +98,8 @@ async def test_garbage_goes_to_dlq_and_next_click_is_recorded(
     assert headers["Linkflow-Attempts"] == "1"
     assert headers["Linkflow-Error"].startswith("PermanentError: invalid payload")
     assert headers["Linkflow-Original-Msg-Id"] == "garbage-1"
+    # <consumer>:<stream seq>, as a worker in any language writes it.
+    assert headers["Nats-Msg-Id"] == f"click-recorder:{first_seq}"
     assert headers["Linkflow-Failed-At"].endswith("Z")
     assert headers["Linkflow-First-Failed-At"].endswith("Z")
     second = dead[1].headers or {}

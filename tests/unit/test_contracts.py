@@ -85,3 +85,18 @@ def test_gateway_click_matches_the_contract() -> None:
     assert decoded.ip == "203.0.113.0"
     assert decoded.referrer is not None
     assert len(decoded.referrer) == 1024
+
+
+def test_times_keep_four_year_digits_and_decode_again() -> None:
+    """A link may expire in year 166 (any RFC 3339 date-time is accepted):
+    its KV entry must still decode, or every gateway ignores the link."""
+    from datetime import UTC, datetime
+
+    import msgspec
+
+    from shared.contracts import LinkEntry, encode, rfc3339
+
+    early = datetime(166, 6, 11, 4, 26, 26, 5000, tzinfo=UTC)
+    assert rfc3339(early) == "0166-06-11T04:26:26.005Z"
+    entry = LinkEntry(url="https://example.com", expires_at=early)
+    assert msgspec.json.decode(encode(entry), type=LinkEntry).expires_at == early

@@ -13,7 +13,7 @@ LOOP = "must not point at this gateway (redirect loop)"
 
 def refusal(fields: LinkFields, url: str) -> str | None:
     try:
-        fields.check({"url": url}, creating=True)
+        fields.create({"url": url})
     except Problem as problem:
         return "; ".join(e.message for e in problem.errors)
     return None

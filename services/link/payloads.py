@@ -1,0 +1,188 @@
+"""The link API's bodies: what each call takes and gives, as declared types.
+
+Validation (``services.link.validation``) produces ``NewLink`` and
+``LinkChanges``; the routes answer with the others. The OpenAPI document's
+schemas are generated from these Structs (``shared.http.openapi``), so a
+client generated from it reads exactly what is sent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from shared.contracts import MAX_RULES, Code, Rule, Timestamp, When, rfc3339
+
+MAX_URL: Final = 2048
+MAX_TAGS: Final = 20
+MAX_TAG: Final = 64
+MAX_VISITS: Final = 2**31 - 1
+
+Url = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_URL,
+        description="absolute http or https URL with a host, no credentials, not this gateway",
+    ),
+]
+RedirectType = Literal[301, 302, 307, 308]
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TAG)]
+Tags = Annotated[list[Tag], msgspec.Meta(max_length=MAX_TAGS)]
+MaxVisits = Annotated[
+    int,
+    msgspec.Meta(ge=1, le=MAX_VISITS, description="human clicks after which the link answers 410"),
+]
+Rules = Annotated[
+    list[Rule],
+    msgspec.Meta(
+        max_length=MAX_RULES,
+        description="the first rule whose every condition holds gives the target",
+    ),
+]
+# Times answered: RFC 3339 UTC with milliseconds, as on the bus.
+Instant = Annotated[
+    str, msgspec.Meta(extra_json_schema={"format": "date-time"}, description="RFC 3339 UTC")
+]
+
+
+class NewLink(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """``POST /api/links``: a new link (only ``url`` is required)."""
+
+    url: Url
+    code: (
+        Annotated[Code, msgspec.Meta(description="your own code; 7 random characters if absent")]
+        | UnsetType
+    ) = UNSET
+    redirect_type: RedirectType = 302
+    expires_at: Timestamp | None = None
+    tags: Tags = []
+    max_visits: MaxVisits | None = None
+    forward_query: Annotated[
+        bool, msgspec.Meta(description="append the visitor's query string to the target")
+    ] = False
+    rules: Rules = []
+
+
+class LinkChanges(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """``PATCH /api/links/{code}``: the fields to change (any of them; null
+    clears ``expires_at`` and ``max_visits``)."""
+
+    url: Url | UnsetType = UNSET
+    redirect_type: RedirectType | UnsetType = UNSET
+    expires_at: datetime | UnsetType | None = UNSET
+    tags: Tags | UnsetType = UNSET
+    max_visits: MaxVisits | UnsetType | None = UNSET
+    forward_query: bool | UnsetType = UNSET
+    rules: Rules | UnsetType = UNSET
+
+    def given(self) -> dict[str, Any]:
+        """The fields the caller sent, by column name."""
+        return {
+            name: value
+            for name in self.__struct_fields__
+            if (value := getattr(self, name)) is not UNSET
+        }
+
+
+class Link(msgspec.Struct, kw_only=True, frozen=True):
+    """A short link."""
+
+    code: Code
+    url: str
+    short_url: Annotated[str, msgspec.Meta(description="the public URL that redirects")]
+    redirect_type: RedirectType
+    tags: list[str]
+    expires_at: Instant | None
+    max_visits: int | None
+    forward_query: bool
+    rules: list[Rule]
+    version: Annotated[int, msgspec.Meta(ge=1, description="increases by one on every change")]
+    created_at: Instant
+    updated_at: Instant
+
+
+class LinkPage(msgspec.Struct, kw_only=True, frozen=True):
+    """One page of links, newest first."""
+
+    items: list[Link]
+    next_cursor: Annotated[
+        str | None, msgspec.Meta(description="pass as `cursor` for the next page; null: no more")
+    ]
+
+
+class LinkVersion(Link, kw_only=True, frozen=True):
+    """A link as it was after one change, and the key that made it."""
+
+    deleted_at: Instant | None
+    changed_by: Annotated[str | None, msgspec.Meta(description="the API key's name")]
+
+
+class LinkHistory(msgspec.Struct, kw_only=True, frozen=True):
+    """Every version of a link since it was created, newest first."""
+
+    items: list[LinkVersion]
+
+
+class RowError(msgspec.Struct, frozen=True):
+    """A CSV row not imported, and why."""
+
+    line: int
+    message: str
+
+
+class ImportedLink(msgspec.Struct, kw_only=True, frozen=True):
+    line: int
+    code: Code
+    short_url: str
+
+
+class ImportResult(msgspec.Struct, kw_only=True, frozen=True):
+    """What an import did: rows imported, rows already there, rows refused."""
+
+    imported: int
+    skipped: Annotated[int, msgspec.Meta(description="rows whose code already held the same URL")]
+    errors: list[RowError]
+    links: list[ImportedLink]
+
+
+def instant(t: datetime | None) -> str | None:
+    return rfc3339(t) if t is not None else None
+
+
+# The document's examples.
+_AT: Final = "2026-12-02T09:30:00.000Z"
+EXAMPLE_RULE: Final = Rule(when=When(device=["mobile"]), url="https://m.example.com/launch")
+EXAMPLE_NEW: Final = NewLink(
+    url="https://example.com/launch", code="launch", tags=["campaign"], rules=[EXAMPLE_RULE]
+)
+EXAMPLE_CHANGES: Final = LinkChanges(url="https://example.com/launch-v2", expires_at=None)
+EXAMPLE_LINK: Final = Link(
+    code="launch",
+    url="https://example.com/launch",
+    short_url="https://sho.rt/launch",
+    redirect_type=302,
+    tags=["campaign"],
+    expires_at=None,
+    max_visits=None,
+    forward_query=False,
+    rules=[EXAMPLE_RULE],
+    version=1,
+    created_at=_AT,
+    updated_at=_AT,
+)
+EXAMPLE_PAGE: Final = LinkPage(items=[EXAMPLE_LINK], next_cursor=None)
+EXAMPLE_HISTORY: Final = LinkHistory(
+    items=[
+        LinkVersion(**msgspec.structs.asdict(EXAMPLE_LINK), deleted_at=None, changed_by="marketing")
+    ]
+)
+EXAMPLE_IMPORT: Final = ImportResult(
+    imported=1,
+    skipped=0,
+    errors=[RowError(3, "url: must be an absolute http or https URL")],
+    links=[ImportedLink(line=2, code="launch", short_url="https://sho.rt/launch")],
+)
