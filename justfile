@@ -12,11 +12,18 @@ up:
 # suite against real servers the harness starts itself, two tests at a time
 # (each has its own nats-server and database: 158 s against 284 s one at a
 # time on a 2-core machine; 4 at a time starved timing-sensitive fault tests).
-# The browser, Prometheus and container tests have recipes of their own (which
-# install what they need, and which CI runs too): not run twice here.
+# The end-to-end, contract, browser, Prometheus and container tests have
+# recipes of their own (which install what they need, and which CI runs too):
+# not run twice here.
 # Arguments go to pytest.
 test *args: lint
-    python3 -m pytest -n 2 -m "not container and not browser and not prometheus and not polyglot" {{args}}
+    python3 -m pytest -n 2 -m "not e2e and not container and not browser and not prometheus and not polyglot" {{args}}
+
+# Every service as its own process (`linkflow up` and the fault suite: kill -9,
+# NATS and PostgreSQL outages, a cluster node's loss, scale-out): the slowest
+# tests, apart so that `just test` stays within ten minutes. CI runs it.
+e2e *args:
+    python3 -m pytest -n 2 -m "e2e and not container and not browser and not prometheus" {{args}}
 
 # The published contracts read as another language would: the JSON Schemas by
 # ajv and jsonschema, the AsyncAPI document by its official parser, clients
@@ -26,6 +33,11 @@ test *args: lint
 # tests/polyglot/package-lock.json. CI runs it.
 contracts *args:
     python3 -m pytest -n 2 -m polyglot {{args}}
+
+# The docs site (mkdocs.yml, docs/) built strictly into site/: a broken link,
+# a missing page or a bad reference fails it. CI runs it.
+docs *args:
+    python3 -m mkdocs build --strict --site-dir site {{args}}
 
 # The image built and linkflow run as containers, and a reduced compose with a
 # scaled worker (Debian's docker.io, docker-compose and debootstrap, installed
@@ -53,7 +65,9 @@ lint:
     python3 -m ruff format --check services shared tests
     python3 -m mypy
 
-# Redirect throughput against a bare ASGI baseline, and the recorder's drain rate.
+# Redirect throughput against a bare ASGI baseline, and the recorder's drain rate
+# (the lab in shared/bench/). Needs wrk on PATH (Debian: apt-get install wrk):
+# the bench installs nothing and says so in one line if it is missing.
 bench *args:
     python3 -m shared.cli bench {{args}}
 

@@ -45,86 +45,84 @@ def build(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        nc = await bus.connect(
-            settings.common.nats_url,
-            roster.ANALYTICS.label,
-            creds=settings.common.nats_creds,
-            user=roster.ANALYTICS.name,
-        )
-        js = nc.jetstream()
-        ring = await access.open(js)
-        # Two pools, so that no API call can hold a connection the click
-        # consumer waits for: the workers' (worker loops, backfill replays,
-        # visit limits, the exporter) and the API's, whose statements time out.
-        pool = await db.create_pool(
-            settings.common.analytics_database_url, max_size=settings.worker.workers + 5
-        )
-        api_pool = await db.create_pool(
-            settings.common.analytics_database_url,
-            max_size=settings.api_connections,
-            statement_timeout=settings.statement_timeout,
-        )
-        # GeoIP for clicks without a CDN country header: loaded off the loop.
-        store = AnalyticsStore(pool, await asyncio.to_thread(Countries().load))
-        limits = VisitLimits(
-            await js.key_value(topology.KV_LINKS), await js.key_value(topology.KV_VISITS), store
-        )
-        limits.start()
-        live = LiveClicks(nc, settings.streams, settings.streams_per_key)
-        created = await nc.subscribe("links.created", cb=CreatedCounter(store).on_message)
-        backfills = Backfills(nc, store, settings.worker, api=api_pool)
-        await backfills.resume()
-        # Backfills do not hold off: their clicks are older than any yield_lag.
-        yields = BusyGateways(settings.yield_lag)
-        await yields.start(nc)
-        worker = Worker(
-            nc,
-            topology.ANALYTICS_CLICKS,
-            settings.worker,
-            json_payload(Click),
-            ClickAggregator(store, limits).handle,
-            yields,
-            linger=settings.linger,
-        )
-        rescue = rescue_worker(nc, topology.ANALYTICS_CLICKS, settings.worker)
-        history = pipeline.History(PIPELINE_MINUTES, settings.pipeline_metrics_every)
-        loops = Loops(
-            roster.ANALYTICS.label,
-            [
-                *[worker.run] * settings.worker.workers,
-                rescue.run,
-                exporter(js, pool, history),
-                limits.repairer(settings.visit_repair_every),
-            ],
-        )
-        loops.start()
-        app.router.routes.extend(
-            health.routes(
-                {
-                    "nats": checks.nats_connected(nc),
-                    # A stranger's /readyz never takes one of the workers' connections.
-                    "database": checks.database(api_pool),
-                    "keys": access.check,
-                    "consumer": checks.consumer(js, topology.ANALYTICS_CLICKS),
-                    "visit_limits": checks.synced(limits.synced, "links with visit limits"),
-                }
+        # Each resource is entered as it is acquired, so a start that fails
+        # halfway releases what it had, and a stop releases all, in reverse:
+        # the order below is the shutdown's, read from the bottom up.
+        async with contextlib.AsyncExitStack() as stack:
+            # Two pools, so that no API call can hold a connection the click
+            # consumer waits for: the workers' (worker loops, backfill replays,
+            # visit limits, the exporter) and the API's, whose statements time
+            # out. Closed last; min_size 0, so nothing connects yet.
+            pool = await db.create_pool(
+                settings.common.analytics_database_url, max_size=settings.worker.workers + 5
             )
-        )
-        try:
+            stack.push_async_callback(pool.close)
+            api_pool = await db.create_pool(
+                settings.common.analytics_database_url,
+                max_size=settings.api_connections,
+                statement_timeout=settings.statement_timeout,
+            )
+            stack.push_async_callback(api_pool.close)
+            nc = await bus.service_connection(stack, settings.common, roster.ANALYTICS)
+            js = nc.jetstream()
+            # GeoIP for clicks without a CDN country header: loaded off the loop.
+            store = AnalyticsStore(pool, await asyncio.to_thread(Countries().load))
+            created = await nc.subscribe("links.created", cb=CreatedCounter(store).on_message)
+            stack.push_async_callback(created.unsubscribe)
+            ring = await access.open(js)
+            stack.push_async_callback(ring.stop)
+            limits = VisitLimits(
+                await js.key_value(topology.KV_LINKS), await js.key_value(topology.KV_VISITS), store
+            )
+            limits.start()
+            stack.push_async_callback(limits.stop)
+            live = LiveClicks(nc, settings.streams, settings.streams_per_key)
+            stack.push_async_callback(live.stop)
+            backfills = Backfills(nc, store, settings.worker, api=api_pool)
+            stack.push_async_callback(backfills.stop)
+            await backfills.resume()
+            # Backfills do not hold off: their clicks are older than any yield_lag.
+            yields = BusyGateways(settings.yield_lag)
+            await yields.start(nc)
+            stack.push_async_callback(yields.stop)
+            worker = Worker(
+                nc,
+                topology.ANALYTICS_CLICKS,
+                settings.worker,
+                json_payload(Click),
+                ClickAggregator(store, limits).handle,
+                yields,
+                linger=settings.linger,
+            )
+            rescue = rescue_worker(nc, topology.ANALYTICS_CLICKS, settings.worker)
+            history = pipeline.History(PIPELINE_MINUTES, settings.pipeline_metrics_every)
+            loops = Loops(
+                roster.ANALYTICS.label,
+                [
+                    *[worker.run] * settings.worker.workers,
+                    rescue.run,
+                    exporter(js, pool, history),
+                    limits.repairer(settings.visit_repair_every),
+                ],
+            )
+            loops.start()
+            stack.push_async_callback(loops.stop)
+            app.router.routes.extend(
+                health.routes(
+                    {
+                        "nats": checks.nats_connected(nc),
+                        # A stranger's /readyz never takes one of the workers' connections.
+                        "database": checks.database(api_pool),
+                        "keys": access.check,
+                        "consumer": checks.consumer(js, topology.ANALYTICS_CLICKS),
+                        "visit_limits": checks.synced(limits.synced, "links with visit limits"),
+                    }
+                )
+            )
             stats = Stats(api_pool, settings.statement_timeout)
+            # On exit the stack stops taking work, settles the batch in hand
+            # (the loops), then stops the rest and drains NATS.
             yield {"deps": api.Deps(store, js, live, backfills, access, history, yields, stats)}
-        finally:
-            # Stop taking work, settle the batch in hand, then drain.
-            await loops.stop()
-            await yields.stop()
-            await backfills.stop()
-            await live.stop()
-            await limits.stop()
-            await ring.stop()
-            await created.unsubscribe()
-            await bus.close(nc)
-            await api_pool.close()
-            await pool.close()
 
     app = FastAPI(
         title="linkflow analytics",

@@ -5,13 +5,12 @@ from __future__ import annotations
 import msgspec
 
 from shared import roster
-from shared.settings import Common, WorkerSettings
+from shared.settings import Common, Duration, Listen, WorkerSettings
 
 
-class Settings(msgspec.Struct, kw_only=True, frozen=True):
+class Settings(Listen, kw_only=True, frozen=True):
     common: Common = msgspec.field(default_factory=Common)
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     port: int = roster.CACHE_REFRESHER.port
-    host: str = "127.0.0.1"
     # How often PostgreSQL and KV are compared; also done once at start.
-    reconcile_every: float = 300.0
+    reconcile_every: Duration = 300.0

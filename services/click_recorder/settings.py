@@ -5,25 +5,24 @@ from __future__ import annotations
 import msgspec
 
 from shared import roster
-from shared.settings import Common, SettingsError, WorkerSettings
+from shared.settings import Common, Duration, Listen, SettingsError, WorkerSettings
 
 
-class Settings(msgspec.Struct, kw_only=True, frozen=True):
+class Settings(Listen, kw_only=True, frozen=True):
     common: Common = msgspec.field(default_factory=Common)
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
     port: int = roster.CLICK_RECORDER.port
-    host: str = "127.0.0.1"
     # How far behind the clicks this worker lets itself fall while a gateway
     # says redirects.busy (shared.jetstream.yielding), in seconds; 0 never
     # holds off.
-    yield_lag: float = 60.0
+    yield_lag: Duration = 60.0
     # Seconds between fetches once caught up (shared.jetstream.worker); 0: at once.
-    linger: float = 0.25
+    linger: Duration = 0.25
     # How long clicks stay in PostgreSQL (LINKFLOW_CLICK_RECORDER_RETENTION,
     # e.g. 400d); 0 keeps every click. Whole days go at once, once all of a
     # day (UTC) is older than this: a click stays up to a day longer.
     # Analytics' counts are in its own database and do not shrink.
-    retention: float = 0.0
+    retention: Duration = 0.0
 
     def __post_init__(self) -> None:
         # The partition function keeps the last day whoever asks (a stolen

@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.link.app import build
 from services.link.settings import Settings
 from shared import logs, roster
-from shared.http.serve import run_service, serve
+from shared.runner import run_service, serve
 from shared.settings import load_or_exit
 
 

@@ -48,67 +48,87 @@ def clicks_connected(clicks: ClickPublisher) -> health.Check:
     return check
 
 
+async def cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def build(settings: Settings) -> Gateway:
     if settings.common.bot_agents:
         useragent.add_bot_tokens(settings.common.bot_agents)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
-        nc = await bus.connect(
-            settings.common.nats_url,
-            roster.LINK.label,
-            creds=settings.common.nats_creds,
-            user=roster.LINK.name,
-        )
-        js = nc.jetstream()
-        kv = await js.key_value(topology.KV_LINKS)
-        ring = await access.open(js)
-        pool = await db.create_pool(
-            settings.common.database_url, statement_timeout=settings.statement_timeout
-        )
-        store = LinkStore(pool)
-        cache = LinkCache(kv, store.entry)
-        cache.start()
-        spool = Spool(settings.spool_path(), settings.spool_max_bytes)
-        # A PubAck per click until CLICKS is known to have one replica.
-        clicks = ClickPublisher(
-            settings.common.nats_url,
-            settings.click_publish_timeout,
-            spool,
-            max_group=1,
-            creds=settings.common.nats_creds,
-            inbox_prefix=bus.inbox_prefix(roster.LINK.name),
-        )
-        await replicas.check(js, clicks)
-        watch = asyncio.create_task(replicas.follow(js, clicks), name="clicks-replicas")
-        await clicks.start()
-        # Rules read GeoIP data and user agents; both are loaded before the
-        # first redirect (0.1 s each), off the event loop.
-        countries = await asyncio.to_thread(Countries().load)
-        await asyncio.to_thread(useragent.warm)
-        visitors = Visitors(await js.key_value(topology.KV_SALTS))
-        load = LoadReporter(nc, f"{socket.gethostname()}:{settings.port}", settings.busy_above)
-        background = Loops("gateway", [visitors.loop(), load.loop()])
-        background.start()
-        limits = Limits(await js.key_value(topology.KV_VISITS))
-        limits.start()
-        # Normally loaded before the first redirect; until then a limited
-        # link answers 503 (the others are redirected) and /readyz says so.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(limits.synced.wait(), 5)
-        gateway.attach(cache, clicks, countries, visitors, limits)
-        app.router.routes.extend(
-            health.routes(
-                {
-                    "nats": checks.nats_connected(nc),
-                    "clicks": clicks_connected(clicks),
-                    "database": checks.database(pool),
-                    "keys": access.check,
-                    "visit_counts": checks.synced(limits.synced, "visit counts"),
-                }
+        # Each resource is entered as it is acquired, so a start that fails
+        # halfway releases what it had, and a stop releases all, in reverse:
+        # the order below is the shutdown's, read from the bottom up.
+        async with contextlib.AsyncExitStack() as stack:
+            # Closed last: min_size 0, so nothing connects yet.
+            pool = await db.create_pool(
+                settings.common.database_url, statement_timeout=settings.statement_timeout
             )
-        )
-        try:
+            stack.push_async_callback(pool.close)
+            nc = await bus.service_connection(stack, settings.common, roster.LINK)
+            js = nc.jetstream()
+            spool = Spool(settings.spool_path(), settings.spool_max_bytes)
+            # A PubAck per click until CLICKS is known to have one replica.
+            clicks = ClickPublisher(
+                settings.common.nats_url,
+                settings.click_publish_timeout,
+                spool,
+                max_group=1,
+                creds=settings.common.nats_creds,
+                inbox_prefix=bus.inbox_prefix(roster.LINK.name),
+            )
+            await replicas.check(js, clicks)
+            # Entered before its start, which may fail after it connected:
+            # stop() is safe on a publisher that never started.
+            stack.push_async_callback(clicks.stop)
+            await clicks.start()
+            ring = await access.open(js)
+            stack.push_async_callback(ring.stop)
+            kv = await js.key_value(topology.KV_LINKS)
+            store = LinkStore(pool)
+            cache = LinkCache(kv, store.entry)
+            cache.start()
+            stack.push_async_callback(cache.stop)
+            limits = Limits(await js.key_value(topology.KV_VISITS))
+            limits.start()
+            stack.push_async_callback(limits.stop)
+            # Rules read GeoIP data and user agents; both are loaded before the
+            # first redirect (0.1 s each), off the event loop.
+            countries = await asyncio.to_thread(Countries().load)
+            await asyncio.to_thread(useragent.warm)
+            visitors = Visitors(await js.key_value(topology.KV_SALTS))
+            load = LoadReporter(nc, f"{socket.gethostname()}:{settings.port}", settings.busy_above)
+            background = Loops("gateway", [visitors.loop(), load.loop()])
+            background.start()
+            stack.push_async_callback(background.stop)
+            watch = asyncio.create_task(replicas.follow(js, clicks), name="clicks-replicas")
+            stack.push_async_callback(cancelled, watch)
+            # Normally loaded before the first redirect; until then a limited
+            # link answers 503 (the others are redirected) and /readyz says so.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(limits.synced.wait(), 5)
+            gateway.attach(cache, clicks, countries, visitors, limits)
+            app.router.routes.extend(
+                health.routes(
+                    {
+                        "nats": checks.nats_connected(nc),
+                        "clicks": clicks_connected(clicks),
+                        "database": checks.database(pool),
+                        "keys": access.check,
+                        "visit_counts": checks.synced(limits.synced, "visit counts"),
+                    }
+                )
+            )
+            # On exit, redirects in flight have finished (uvicorn waits for
+            # them); the stack then stops the replicas watch, the background
+            # loops, the visit counts, the cache and the key ring, drains the
+            # clicks (their acks and outstanding publishes), closes NATS and
+            # last the pool.
             yield {
                 "deps": api.Deps(
                     store,
@@ -118,19 +138,6 @@ def build(settings: Settings) -> Gateway:
                     cache,
                 )
             }
-        finally:
-            # Redirects in flight finish before this runs (uvicorn waits for
-            # them); drain then flushes their acks and outstanding publishes.
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
-            await background.stop()
-            await limits.stop()
-            await cache.stop()
-            await ring.stop()
-            await clicks.stop()
-            await bus.close(nc)
-            await pool.close()
 
     app = FastAPI(
         exception_handlers=problems.exception_handlers(RequestValidationError),

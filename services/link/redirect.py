@@ -53,6 +53,9 @@ class Gateway:
 
     def __init__(self, api: ASGIApp, anonymize_ip: bool) -> None:
         self._api = api
+        # The API app itself, for what reads its OpenAPI document without
+        # serving it (the docs site's build).
+        self.api = api
         self._anonymize_ip = anonymize_ip
         self._ready = False
         # Each link's rules compiled for the entry it holds now; recompiled

@@ -12,7 +12,8 @@ from pathlib import Path
 from shared import roster
 from shared.cli import admin
 from shared.errors import CommandError
-from shared.settings import SettingsError
+from shared.jetstream.bus import Unreachable
+from shared.settings import CommandSettings, SettingsError, load
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -39,15 +40,16 @@ def _schemas(_: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    # The benchmark lab is a package of its own (shared/bench/), loaded only here.
     if args.inserts:
-        from shared.cli.insert_bench import run_inserts
+        from shared.bench.inserts import run_inserts
 
         return run_inserts(args.rows, args.clicks, args.rounds, args.data)
     if args.system:
-        from shared.cli.system_bench import run_system
+        from shared.bench.system import run_system
 
         return run_system(args.duration, args.connections, args.step, args.sustained)
-    from shared.cli.bench import run
+    from shared.bench.redirects import run
 
     return run(args.duration, args.connections, args.clicks, args.rounds, args.pin)
 
@@ -75,7 +77,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "schemas", help="regenerate shared/schemas, shared/asyncapi.yaml and deploy/nats.conf"
     ).set_defaults(func=_schemas)
-    bench = sub.add_parser("bench", help="measure redirects and the click-recorder")
+    bench = sub.add_parser(
+        "bench",
+        help="measure redirects and the click-recorder (shared/bench/; needs wrk on PATH)",
+    )
     bench.add_argument("--duration", type=int, default=5, help="seconds per load run")
     bench.add_argument(
         "--rounds", type=int, default=4, help="baseline/linkflow load runs, alternated"
@@ -131,10 +136,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LINKFLOW_LOG_LEVEL", "WARNING"))
+    logging.basicConfig(level=load(CommandSettings).log_level)
     try:
         code: int = args.func(args)
         return code
-    except (CommandError, SettingsError) as exc:
+    except (CommandError, SettingsError, Unreachable) as exc:
         print(f"linkflow {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -25,7 +25,7 @@ from shared import metrics
 from shared.http import docs, keys
 from shared.http.keys import KeyRing
 from shared.http.problems import Problem
-from shared.settings import Common, parse_rate
+from shared.settings import Common, Rate
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +105,12 @@ class Access:
         self.ring: KeyRing | None = None
 
     @classmethod
-    def build(cls, policy: Policy, common: Common, write_rate: str) -> Access:
+    def build(cls, policy: Policy, common: Common, write_rate: Rate) -> Access:
         return cls(
             policy,
             enabled=common.auth,
-            write_rate=parse_rate(write_rate),
-            failure_rate=parse_rate(common.auth_failure_rate),
+            write_rate=write_rate.per_second,
+            failure_rate=common.auth_failure_rate.per_second,
             failure_burst=common.auth_failure_burst,
         )
 

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client
 
-from shared.errors import CommandError
+from shared.roster import Service
+from shared.settings import Common
 from shared.urls import redact
 
 log = logging.getLogger(__name__)
+
+
+class Unreachable(ConnectionError):
+    """A first connect with ``forever=False`` found no NATS server: what a
+    command-line tool says in its one line (shared.cli.main)."""
 
 
 def inbox_prefix(user: str) -> str:
@@ -36,7 +43,7 @@ async def connect(
     ``creds`` names a NATS credentials file (JWT and NKey seed); ``user`` is
     the identity whose inbox prefix replies use.
     With ``forever=False`` (command-line tools) a first connect that fails
-    raises a CommandError."""
+    raises :class:`Unreachable`."""
 
     connected: list[Client] = []
     waiting_said = False  # a first connect's failure, said once
@@ -100,7 +107,7 @@ async def connect(
             return nc
         except Exception as exc:  # NoServersError, OSError, timeouts
             if not forever:
-                raise CommandError(
+                raise Unreachable(
                     f"cannot reach NATS at {redact(url)}: {exc or type(exc).__name__}"
                 ) from None
             # nats-py reconnects forever only once connected: the first
@@ -120,3 +127,13 @@ async def close(nc: Client) -> None:
             log.warning("drain failed (%r); closing", exc)
     if not nc.is_closed:
         await nc.close()
+
+
+async def service_connection(
+    stack: contextlib.AsyncExitStack, common: Common, service: Service
+) -> Client:
+    """``service``'s connection for its life, drained and closed when
+    ``stack`` unwinds (a start failing later, or the shutdown)."""
+    nc = await connect(common.nats_url, service.label, creds=common.nats_creds, user=service.name)
+    stack.push_async_callback(close, nc)
+    return nc

@@ -27,7 +27,7 @@ from shared import db
 from shared.contracts import now
 from shared.http import keys
 from shared.jetstream import topology
-from shared.settings import Common
+from shared.settings import Common, Rate
 from tests.conftest import TEST_WORKER
 from tests.harness import bearer, eventually, serve
 from tests.servers import Servers
@@ -61,7 +61,7 @@ async def both(
     )
     await db.migrate(db_url, ANALYTICS.sql)
     gateway = build_gateway(
-        LinkSettings(common=base, spool_dir=str(tmp_path / "spool"), write_rate="5/s")
+        LinkSettings(common=base, spool_dir=str(tmp_path / "spool"), write_rate=Rate(5.0))
     )
     analytics = build_analytics(AnalyticsSettings(common=base, worker=TEST_WORKER))
     async with serve(gateway) as g, serve(analytics) as a:
@@ -236,7 +236,9 @@ async def test_failed_authentications_are_limited_per_address(
     servers: Servers, nc: Client, db_url: str, tmp_path: Path
 ) -> None:
     key = await keys.create(nc.jetstream(), "good", (keys.ADMIN,))
-    async with both(servers, db_url, tmp_path, auth_failure_rate="1/s", auth_failure_burst=3) as s:
+    async with both(
+        servers, db_url, tmp_path, auth_failure_rate=Rate(1.0), auth_failure_burst=3
+    ) as s:
         for _ in range(3):
             assert (await call(s.gateway, "GET", "/api/links", "lf_wrong")).status_code == 401
         r = await call(s.gateway, "GET", "/api/links", "lf_wrong")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from shared.cli.drain import bare
+from shared.bench.drain import bare
+from shared.bench.wrk import wrk
 from shared.cli.servers import free_port, port_open, wait_until
-from shared.cli.wrk import wrk
 
 
 def test_a_paced_load_sends_the_rate_asked(tmp_path: Path) -> None:

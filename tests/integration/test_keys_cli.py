@@ -57,7 +57,10 @@ async def test_mistakes_are_one_line(servers: Servers, nc: Client) -> None:
     for args, says in [
         (("revoke", "nobody"), "linkflow keys: no key named 'nobody'"),
         (("create", "bad name"), "linkflow keys: a key name is 1-64 of"),
-        (("create", "x", "--expires", "soon"), "linkflow keys: --expires: not a duration"),
+        (
+            ("create", "x", "--expires", "soon"),
+            "linkflow keys: --expires: 'soon' is not a duration (use e.g. 500ms",
+        ),
     ]:
         done = keys_cli(servers, *args)
         assert done.returncode == 1

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 from prometheus_client import REGISTRY
 
 from services.link.load import LoadReporter
@@ -60,6 +61,18 @@ class Handled:
         for d in batch:
             self.at[d.payload.id] = time.monotonic()
         return {}
+
+
+async def listened(nc: Client, subject: str) -> bool:
+    """Whether any subscription anywhere takes ``subject``: the server
+    answers a request "no responders" at once when none does."""
+    try:
+        await nc.request(subject, b"{}", timeout=2)
+    except NoRespondersError:
+        return False
+    except TimeoutError:
+        return True  # taken (nats-py raises a subclass), though nobody answers
+    return True
 
 
 async def held(consumer: str = CONSUMER) -> bool:
@@ -143,17 +156,24 @@ async def test_a_worker_yield_lag_behind_works_though_the_gateway_stays_busy(
 
 
 async def test_without_a_yield_lag_a_worker_never_holds_off(nc: Client) -> None:
+    """With ``yield_lag`` 0 nothing listens to ``redirects.busy`` at all: the
+    server finds no interest in the subject (a request gets "no responders"),
+    and the clicks are handled while a gateway says it is busy."""
     yields = BusyGateways(yield_lag=0)
     await yields.start(nc)
     handled = Handled()
     worker = Worker(
         nc, topology.CLICK_RECORDER, TEST_WORKER, json_payload(Click), handled.handle, yields
     )
-    async with running(worker.run), busy_gateway(nc):
-        for i in range(20):
-            await send(nc, "spike", f"n{i}")
-        await eventually(soon(lambda: len(handled.at) == 20), 10, "every click")
-    assert not yields.busy
+    try:
+        async with running(worker.run), busy_gateway(nc):
+            assert not await listened(nc, REDIRECTS_BUSY), "something subscribed"
+            for i in range(20):
+                await send(nc, "spike", f"n{i}")
+            await eventually(soon(lambda: len(handled.at) == 20), 10, "every click")
+            assert not await held()
+    finally:
+        await yields.stop()
 
 
 async def test_the_gateway_says_busy_while_its_event_loop_is_loaded(nc: Client) -> None:
@@ -187,6 +207,8 @@ async def test_busy_above_is_checked_at_start() -> None:
     from services.link.settings import Settings
     from shared.settings import SettingsError, load
 
-    with pytest.raises(SettingsError, match=r"busy_above: 1\.5 is not 0"):
+    with pytest.raises(
+        SettingsError, match=r"^LINKFLOW_LINK_BUSY_ABOVE='1\.5' is not a number from 0 to 1$"
+    ):
         load(Settings, "link", {"LINKFLOW_LINK_BUSY_ABOVE": "1.5"})
     assert load(Settings, "link", {}).busy_above == 0.85

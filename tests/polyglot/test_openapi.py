@@ -25,7 +25,7 @@ from services.link.app import build as build_gateway
 from services.link.settings import Settings as LinkSettings
 from shared import db
 from shared.http import keys
-from shared.settings import Common
+from shared.settings import Common, Rate
 from tests.conftest import TEST_WORKER
 from tests.harness import serve
 from tests.servers import Servers
@@ -91,12 +91,12 @@ async def test_schemathesis_finds_nothing(
     )
     if service == "gateway":
         app = build_gateway(
-            LinkSettings(common=common, spool_dir=str(tmp_path / "spool"), write_rate="100000/s")
+            LinkSettings(common=common, spool_dir=str(tmp_path / "spool"), write_rate=Rate(100_000))
         )
     else:
         await db.migrate(db_url, ANALYTICS.sql)
         app = build_analytics(
-            AnalyticsSettings(common=common, worker=TEST_WORKER, write_rate="100000/s")
+            AnalyticsSettings(common=common, worker=TEST_WORKER, write_rate=Rate(100_000))
         )
     async with serve(app) as base:
         async with httpx.AsyncClient() as c:

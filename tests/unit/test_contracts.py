@@ -16,24 +16,42 @@ def test_generated_files_match_the_code() -> None:
         assert path.read_text() == text, f"{path} drifted: run `linkflow schemas`"
 
 
+# The same docstring as each Python keeps it: 3.12 with the source's
+# indentation, 3.13 without. Written as strings, not docstrings: the
+# formatter re-indents a docstring, and 3.13 would strip it anyway, so two
+# docstrings in this file could never differ.
+INDENTED = "First line.\n\n        Second paragraph,\n        indented."
+FLUSH = "First line.\n\nSecond paragraph,\nindented."
+WORDS = "First line. Second paragraph, indented."
+
+
+class Indented(msgspec.Struct):
+    pass
+
+
+class Flush(msgspec.Struct):
+    pass
+
+
+class Holder(msgspec.Struct):
+    """Reaches both, so both are described again in its $defs."""
+
+    indented: Indented
+    flush: Flush
+
+
+Indented.__doc__ = INDENTED
+Flush.__doc__ = FLUSH
+
+
 def test_a_description_does_not_depend_on_how_the_docstring_is_indented() -> None:
     """msgspec 0.23 and Python 3.13 keep a docstring's indentation differently."""
-
-    class Indented(msgspec.Struct):
-        """First line.
-
-        Second paragraph,
-        indented."""
-
-    class Flush(msgspec.Struct):
-        """First line.
-
-        Second paragraph,
-        indented."""
-
-    expected = "First line. Second paragraph, indented."
-    assert json_schema(Indented)["description"] == expected
-    assert json_schema(Flush)["description"] == expected
+    assert Indented.__doc__ != Flush.__doc__  # the premise: two spellings
+    assert json_schema(Indented)["description"] == WORDS
+    assert json_schema(Flush)["description"] == WORDS
+    defs = json_schema(Holder)["$defs"]
+    assert defs["Indented"]["description"] == WORDS
+    assert defs["Flush"]["description"] == WORDS
 
 
 def test_times_are_rfc3339_utc_with_milliseconds() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import placement
+from shared.bench import placement
 
 pytestmark = pytest.mark.skipif(
     placement.split() is None, reason="needs Linux and at least two CPUs"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from shared.cli.wrk import _ms, cpu_seconds, rss_mb, tree_cpu_seconds
+from shared.bench.wrk import _ms, cpu_seconds, rss_mb, tree_cpu_seconds
 
 
 def test_latency_units() -> None:

@@ -26,12 +26,16 @@ export async function configure() {
   return gateway;
 }
 
-export function gatewayUrl(path) { return gateway + path; }
+export function gatewayUrl(path) {
+  return gateway + path;
+}
 
 async function call(url, {method = "GET", body, json, signal, raw} = {}) {
   const headers = {authorization: `Bearer ${key.get()}`};
-  if (json !== undefined) { headers["content-type"] = "application/json"; body = JSON.stringify(json); }
-  else if (typeof body === "string") headers["content-type"] = "text/csv";
+  if (json !== undefined) {
+    headers["content-type"] = "application/json";
+    body = JSON.stringify(json);
+  } else if (typeof body === "string") headers["content-type"] = "text/csv";
   const r = await fetch(url, {method, headers, body, signal});
   if (raw && r.ok) return r;
   if (r.status === 204) return null;
@@ -89,11 +93,14 @@ export async function follow(code, onClick, signal, onOpen = () => {}) {
       open = true;
       onOpen();
     }
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
+    for (let end = buffer.indexOf("\n\n"); end >= 0; end = buffer.indexOf("\n\n")) {
       const event = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
-      const data = event.split("\n").filter(l => l.startsWith("data:")).map(l => l.slice(5)).join("\n");
+      const data = event
+        .split("\n")
+        .filter(l => l.startsWith("data:"))
+        .map(l => l.slice(5))
+        .join("\n");
       if (/^event: *click$/m.test(event) && data) onClick(JSON.parse(data));
     }
   }

@@ -1,5 +1,6 @@
-"""The load generator of ``linkflow bench``: wrk, installed when missing, and
-the CPU the servers under its load spend per request."""
+"""The load generator of ``linkflow bench``: wrk, which must be on PATH (the
+bench never installs anything), and the CPU the servers under its load spend
+per request."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from shared.errors import CommandError
 
 BROWSER = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -34,16 +37,18 @@ class Load:
         return self.wrk_cpu_seconds / self.requests * 1e6 if self.requests else 0.0
 
 
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    print("bench: wrk not found; installing it from Debian's packages", flush=True)
-    subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
+# One line, printed as ``linkflow bench: ...`` with exit status 1.
+WRK_MISSING = (
+    "wrk not found on PATH: install it (Debian/Ubuntu: apt-get install wrk; "
+    "macOS: brew install wrk) and run the bench again"
+)
+
+
+def wrk_path() -> str:
+    """Where wrk is; a CommandError saying how to get it where it is not."""
     found = shutil.which("wrk")
     if not found:
-        raise RuntimeError("wrk could not be installed")
+        raise CommandError(WRK_MISSING)
     return found
 
 
@@ -89,7 +94,7 @@ def wrk(url: str, seconds: int, connections: int, rate: float | None = None) -> 
     about ``rate`` requests/s in all (as wrk2's ``-R``: the rate achieved is
     what the Load reports, lower only if the server cannot keep up)."""
     args = [
-        ensure_wrk(),
+        wrk_path(),
         "-t1",
         f"-c{connections}",
         f"-d{seconds}s",

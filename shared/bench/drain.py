@@ -24,14 +24,14 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> Process:
 
 
 def bare(port: int, env: dict[str, str], log: Path) -> Process:
-    """The bench's baseline: ``shared.cli.bench:bare_app`` under the same
+    """The bench's baseline: ``shared.bench.redirects:bare_app`` under the same
     uvicorn as the gateway (httptools, uvloop, no access log)."""
     return spawn(
         [
             sys.executable,
             "-m",
             "uvicorn",
-            "shared.cli.bench:bare_app",
+            "shared.bench.redirects:bare_app",
             "--port",
             str(port),
             "--http",

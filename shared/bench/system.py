@@ -27,21 +27,21 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
-
 from shared import roster
-from shared.cli.drain import bare, count_rows
+from shared.bench.client import Client
+from shared.bench.drain import bare, count_rows
+from shared.bench.wrk import rss_mb, tree_cpu_seconds, wrk, wrk_path
 from shared.cli.probe import not_ready
 from shared.cli.servers import free_ports, port_open, wait_until
 from shared.cli.supervisor import Supervisor
-from shared.cli.wrk import rss_mb, tree_cpu_seconds, wrk
 from shared.jetstream import bus, topology
 
 REDIRECTS = re.compile(r'^linkflow_redirects_total\{status="302"\} (\S+)$', re.M)
 
 
 def _served(gateway: str) -> int:
-    found = REDIRECTS.search(httpx.get(f"{gateway}/metrics", timeout=10).text)
+    with Client() as http:
+        found = REDIRECTS.search(http.get(f"{gateway}/metrics").text)
     return int(float(found.group(1))) if found else 0
 
 
@@ -85,6 +85,7 @@ def _exit_on_sigterm(signum: int, _: object) -> None:
 
 
 def run_system(seconds: int, connections: int, step_seconds: int, sustained: bool) -> int:
+    wrk_path()  # before any server starts: without wrk there is nothing to measure
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     home = Path(tempfile.mkdtemp(prefix="linkflow-system-bench-"))
     ports = free_ports(len(roster.ALL) + 1)
@@ -102,7 +103,7 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
         wait_until(lambda: all(port_open(p) for p in [*ports, bare_port]), 60, "the services")
         gateway = f"http://127.0.0.1:{env['LINKFLOW_LINK_PORT']}"
         key = (home / "admin.key").read_text().strip()
-        with httpx.Client(headers={"authorization": f"Bearer {key}"}, timeout=10) as http:
+        with Client(headers={"authorization": f"Bearer {key}"}) as http:
             for s in roster.ALL:
                 health = env[f"LINKFLOW_{s.name.upper()}_PORT"]
                 wait_until(lambda p=health: not_ready(p) is None, 60, f"{s.label} ready")
@@ -206,7 +207,7 @@ def _sustained(
     env: dict[str, str], gateway: str, peak: float, step_seconds: int, pids: dict[str, int]
 ) -> float:
     """The highest rate at which every consumer keeps up: a paced load
-    (shared.cli.wrk) steps up from a tenth of the bare app's peak by a
+    (shared.bench.wrk) steps up from a tenth of the bare app's peak by a
     twentieth; a step keeps up if the gateway served the rate asked (97%)
     and the backlog at its end exceeds the one at its start by less than one
     second of its traffic. After the first step that does not, one more step

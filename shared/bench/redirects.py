@@ -1,4 +1,4 @@
-"""``linkflow bench``: redirect throughput against a bare ASGI baseline measured
+"""``linkflow bench`` (the default run): redirect throughput against a bare ASGI baseline measured
 in the same run, and the click-recorder's drain rate.
 
 These machines are shared and noisy, so absolute numbers say little: the
@@ -20,10 +20,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from shared.cli import placement
-from shared.cli.drain import bare, drain, service
+from shared.bench import placement
+from shared.bench.client import Client
+from shared.bench.drain import bare, drain, service
+from shared.bench.wrk import Load, measured, wrk, wrk_path
 from shared.cli.migrate import migrate_all
 from shared.cli.process import Process
 from shared.cli.servers import (
@@ -33,7 +33,6 @@ from shared.cli.servers import (
     port_open,
     wait_until,
 )
-from shared.cli.wrk import Load, measured, wrk
 from shared.http import keys
 from shared.jetstream import bus, topology
 
@@ -67,7 +66,7 @@ async def _bench_key(nats_url: str) -> str:
 def propagation(gateways: list[str], updates: int, key: str) -> list[float]:
     """Seconds from a PATCH returning until every gateway redirects to the new URL."""
     delays: list[float] = []
-    with httpx.Client(headers={"authorization": f"Bearer {key}"}) as http:
+    with Client(headers={"authorization": f"Bearer {key}"}) as http:
         http.post(
             f"{gateways[0]}/api/links", json={"url": "https://example.com/v0", "code": "moving"}
         ).raise_for_status()
@@ -148,6 +147,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
     # A SIGTERM unwinds through the ``finally`` below like Ctrl-C does: the
     # servers it started run in sessions of their own and would outlive the
     # bench, and a stray nats-server or PostgreSQL skews every later bench.
+    wrk_path()  # before any server starts: without wrk there is nothing to measure
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     home = Path(tempfile.mkdtemp(prefix="linkflow-bench-"))
     nats = NatsServer(home / "nats").start()
@@ -172,24 +172,23 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
         procs.append(bare(bare_port, env, home / "bare.log"))
         wait_until(lambda: port_open(gw_port) and port_open(bare_port), 30, "the servers")
         gw = f"http://127.0.0.1:{gw_port}"
-        httpx.post(
-            f"{gw}/api/links",
-            json={"url": "https://example.com/", "code": "bench"},
-            headers={"authorization": f"Bearer {key}"},
-        ).raise_for_status()
-        assert httpx.get(f"{gw}/bench").status_code == 302  # warm: in the map, stream open
-        # The same redirect from a link with five rules, none of which holds
-        # for wrk's desktop browser: every condition kind evaluated, then the
-        # link's own target (the most a rule costs a redirect).
-        httpx.post(
-            f"{gw}/api/links",
-            json={"url": "https://example.com/", "code": "ruled", "rules": FIVE_RULES},
-            headers={"authorization": f"Bearer {key}"},
-        ).raise_for_status()
-        assert httpx.get(f"{gw}/ruled").status_code == 302
+        with Client(headers={"authorization": f"Bearer {key}"}) as http:
+            http.post(
+                f"{gw}/api/links", json={"url": "https://example.com/", "code": "bench"}
+            ).raise_for_status()
+            # Warm: in the map, stream open.
+            assert http.get(f"{gw}/bench").status_code == 302
+            # The same redirect from a link with five rules, none of which
+            # holds for wrk's desktop browser: every condition kind evaluated,
+            # then the link's own target (the most a rule costs a redirect).
+            http.post(
+                f"{gw}/api/links",
+                json={"url": "https://example.com/", "code": "ruled", "rules": FIVE_RULES},
+            ).raise_for_status()
+            assert http.get(f"{gw}/ruled").status_code == 302
         assert nats.proc is not None
         # One core for the server under test, the rest for everything else
-        # (shared.cli.placement says why); put back once the comparison is done.
+        # (shared.bench.placement says why); put back once the comparison is done.
         layout = placement.split() if pin else None
         if layout:
             placement.pin(layout.server, procs[0].pid, procs[1].pid)
