@@ -30,7 +30,7 @@ class Service:
 # scheduling autogroups (shared.cli.process): at 19 each gets about 1/70 of
 # the CPU the gateway gets when both want it. It still runs in every gap the
 # gateway leaves, so the workers also hold off while a gateway says
-# redirects.busy (shared.jetstream.yielding); README, "Spikes".
+# redirects.busy (shared.jetstream.yielding); docs/architecture.md, "The click pipeline".
 BACKGROUND: Final = 19
 LINK: Final = Service("link", "link", 8080)
 ANALYTICS: Final = Service("analytics", "analytics", 8081, nice=BACKGROUND)

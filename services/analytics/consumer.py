@@ -47,7 +47,7 @@ class ClickAggregator:
 class CreatedCounter:
     """Counts ``links.created`` per day. Core NATS, fire-and-forget by design:
     events published while analytics is down are not seen, and the daily
-    counts are then short by that many (documented in the README)."""
+    counts are then short by that many (docs/api/index.md, "Stats")."""
 
     def __init__(self, store: AnalyticsStore) -> None:
         self._store = store

@@ -153,7 +153,7 @@ def build(settings: Settings) -> Gateway:
     access = Access.build(api.policy, settings.common, settings.write_rate)
     app.add_middleware(Guard, access=access)
     # Outside the guard: a preflight carries no key. Only the web app's
-    # origin may call the API from a browser (README, "Web app").
+    # origin may call the API from a browser (docs/api/index.md, "The web app").
     app.add_middleware(
         CORSMiddleware,
         allow_origins=origins(settings.common.app_url),

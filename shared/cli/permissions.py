@@ -225,7 +225,7 @@ def cluster() -> str:
         "# Routes authenticate (their URLs in compose.yaml carry the same password):\n"
         "# a route is no user, no permission below applies to it. Across hosts or an\n"
         "# untrusted network, also encrypt them: a tls block here with cert_file,\n"
-        '# key_file, ca_file and verify: true, and tls:// route URLs (README, "NATS\n'
+        '# key_file, ca_file and verify: true, and tls:// route URLs (docs/security.md, "NATS\n'
         '# identities").\n'
         "cluster {\n"
         "  name: linkflow\n"

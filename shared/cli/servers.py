@@ -88,7 +88,7 @@ def go_procs() -> int:
     default (a P per core) spent a fifth of the server's time switching
     threads to hand messages between goroutines; one P cut its CPU per stored
     click by a quarter and raised the median bench ratio of the redirect from
-    0.54 to 0.59 (README, Benchmarks). ``GOMAXPROCS`` in the environment wins."""
+    0.54 to 0.59 (docs/benchmarks.md). ``GOMAXPROCS`` in the environment wins."""
     return max(1, (os.cpu_count() or 2) // 2)
 
 

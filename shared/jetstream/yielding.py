@@ -7,7 +7,7 @@ PostgreSQL share the CPUs with the gateway and nats-server. A lower CPU
 priority is not enough: a nice worker still runs in every gap the gateway
 leaves, and nats-server, at full priority, does the delivery and ack work
 for it while the gateway waits for its PubAcks (``linkflow bench --system``
-figures in the README, "Spikes").
+figures in docs/benchmarks.md).
 
 The price is analytics lag during a spike, and it is bounded: a worker that
 is ``yield_lag`` behind (the oldest click it may not have handled is that

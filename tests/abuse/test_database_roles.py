@@ -31,7 +31,7 @@ REFUSED = (asyncpg.InsufficientPrivilegeError, asyncpg.InvalidAuthorizationSpeci
 
 
 def as_role(url: str, service: str) -> str:
-    """``url`` with the service's role (README, "Database roles") and password."""
+    """``url`` with the service's role (docs/security.md, "Database roles") and password."""
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     netloc = f"linkflow_{service}:{quote(PASSWORD, safe='')}@{host}"

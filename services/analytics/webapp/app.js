@@ -1,4 +1,4 @@
-// linkflow's web app: plain modules, no build step (README, "Web app").
+// linkflow's web app: plain modules, no build step (docs/api/index.md, "The web app").
 // This one signs in and out and shows the page the address names; each
 // page is a module of its own (page-*.js), what they share is in shell.js,
 // dom.js (building elements), format.js, chart.js and api.js.
