@@ -15,9 +15,9 @@ from nats.aio.msg import Msg
 from services.link.visitors import Visitors
 from shared.contracts import Click
 from shared.jetstream import topology
+from tests.agents import IPHONE, WINDOWS
 from tests.harness import eventually
 from tests.integration.test_analytics import analytics_settled, human, publish, total
-from tests.integration.test_rules import IPHONE, WINDOWS
 
 
 async def test_a_visitor_has_one_id_per_link_and_day(

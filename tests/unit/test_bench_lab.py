@@ -4,7 +4,6 @@ run install (``pip install -c requirements.lock -e .``) lacks: without wrk
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import subprocess
@@ -13,6 +12,8 @@ from importlib.metadata import packages_distributions, requires
 from pathlib import Path
 
 import pytest
+
+from tests.unit.test_layout import imported
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,17 +47,6 @@ def test_without_wrk_the_bench_says_so_in_one_line(tmp_path: Path, mode: list[st
     assert list(tmp.iterdir()) == []
 
 
-def _imports(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return names
-
-
 def _source(module: str) -> Path | None:
     base = ROOT.joinpath(*module.split("."))
     for path in (base.with_suffix(".py"), base / "__init__.py"):
@@ -87,7 +77,7 @@ def test_the_lab_needs_only_the_run_install() -> None:
         if path in seen:
             continue
         seen.add(path)
-        for name in _imports(path):
+        for name in imported(path):
             top = name.split(".")[0]
             if top == "shared":
                 found = _source(name)

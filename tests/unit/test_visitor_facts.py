@@ -8,7 +8,7 @@ import pytest
 from services.link.rules import preferred_language, visitor_country
 from shared.geo import Countries
 from shared.useragent import Agent, agent
-from tests.integration.test_rules import IPAD, IPHONE, LINUX, MAC, PIXEL, WINDOWS
+from tests.agents import IPAD, IPHONE, LINUX, MAC, PIXEL, WINDOWS
 
 
 @pytest.mark.parametrize(
