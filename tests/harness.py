@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,39 @@ async def eventually(
             return last
         await asyncio.sleep(0.05)  # wait-ok: polling interval of a deadline wait
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+async def burst(
+    bases: list[str], path: str, total: int, headers: dict[str, str], at_once: int = 200
+) -> Counter[int]:
+    """``total`` GETs of ``path``, spread over the servers at ``bases``, at most
+    ``at_once`` in flight; the count of each status.
+
+    Each request has a connection of its own (``connection: close``), sent
+    as raw bytes: httpx's pool, with hundreds queued, spends quadratic time
+    choosing connections, and on a busy machine that starved the loop long
+    enough for a kept-alive connection to reach the server's idle timeout
+    just as the next request was written (a ReadError, not the server's
+    answer)."""
+    slots = asyncio.Semaphore(at_once)
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+
+    async def one(i: int) -> int:
+        host, port = bases[i % len(bases)].removeprefix("http://").rsplit(":", 1)
+        request = f"GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n{extra}\r\n"
+        async with slots:
+            reader, writer = await asyncio.open_connection(host, int(port))
+            try:
+                writer.write(request.encode())
+                line = await reader.readline()
+                await reader.read()  # to the server's close
+            finally:
+                writer.close()
+                await writer.wait_closed()
+        assert line.startswith(b"HTTP/1.1 "), line
+        return int(line.split(b" ")[1])
+
+    return Counter(await asyncio.gather(*(one(i) for i in range(total))))
 
 
 @contextlib.asynccontextmanager

@@ -27,7 +27,7 @@ from shared.contracts import Click, VisitCount, encode, now
 from shared.geo import Countries
 from shared.jetstream import topology
 from shared.settings import Common
-from tests.harness import bearer, count, eventually, serve
+from tests.harness import bearer, burst, count, eventually, serve
 from tests.integration.conftest import PUBLIC_URL, CacheRefresher, analytics_service
 from tests.integration.test_api import assert_problem
 from tests.servers import Servers
@@ -56,11 +56,7 @@ async def gateways(
 
 async def storm(clients: list[httpx.AsyncClient], code: str, total: int) -> Counter[int]:
     """``total`` clicks at once, spread over the gateways; their statuses."""
-
-    async def one(i: int) -> int:
-        return (await clients[i % len(clients)].get(f"/{code}", headers=HUMAN)).status_code
-
-    return Counter(await asyncio.gather(*(one(i) for i in range(total))))
+    return await burst([str(c.base_url).rstrip("/") for c in clients], f"/{code}", total, HUMAN)
 
 
 async def counted(db_url: str, code: str) -> int:
