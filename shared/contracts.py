@@ -69,7 +69,7 @@ def decode_rules(data: str | bytes) -> list[Rule]:
 
 
 class LinkCreated(msgspec.Struct, kw_only=True, frozen=True):
-    """``links.created``: core NATS, fire-and-forget fan-out."""
+    """``links.created``: published fire-and-forget (core NATS), kept by stream LINKS."""
 
     code: Code
     url: str
@@ -257,7 +257,11 @@ DLQ_HEADERS: Final = (
 
 # Subject -> payload contract, the table AsyncAPI and the schemas are built from.
 SUBJECTS: Final[dict[str, tuple[type[msgspec.Struct], str, str]]] = {
-    "links.created": (LinkCreated, "core NATS", "fire-and-forget fan-out of new links"),
+    "links.created": (
+        LinkCreated,
+        "core NATS, kept by stream LINKS",
+        "a new link, published without waiting for storage; kept for durable consumers",
+    ),
     "links.updated": (LinkUpdated, "stream LINKS", "a link changed; apply if version is newer"),
     "links.deleted": (LinkDeleted, "stream LINKS", "a link was deleted"),
     "clicks.{code}": (Click, "stream CLICKS", "one click on a short link"),

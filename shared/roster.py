@@ -23,6 +23,10 @@ class Service:
     # yields the CPU to it during a spike and catches up after, since
     # JetStream holds the backlog.
     nice: int = 0
+    # How it runs: "python" (``python -m services.<name>``) or "node" (a
+    # TypeScript service: ``node services/<name>/src/main.ts``, with the
+    # Node.js of the install, shared.node).
+    runtime: str = "python"
 
 
 # The niceness of the work behind the redirect (the workers, and the embedded
@@ -36,6 +40,13 @@ LINK: Final = Service("link", "link", 8080)
 ANALYTICS: Final = Service("analytics", "analytics", 8081, nice=BACKGROUND)
 CLICK_RECORDER: Final = Service("click_recorder", "click-recorder", 9101, nice=BACKGROUND)
 CACHE_REFRESHER: Final = Service("cache_refresher", "cache-refresher", 9103, nice=BACKGROUND)
+# Delivers link and click events to subscribers' URLs (TypeScript, built
+# from the published contracts alone).
+WEBHOOKS: Final = Service("webhooks", "webhooks", 8085, nice=BACKGROUND, runtime="node")
 # ``linkflow up`` stops them in this order: the gateway first, so no new
 # clicks arrive while the workers settle what they hold.
 ALL: Final = (LINK, ANALYTICS, CLICK_RECORDER, CACHE_REFRESHER)
+# What ``linkflow up`` runs, and who has a NATS user and a database role:
+# every service above and the webhooks service, which has no container,
+# compose or Kubernetes entry yet (so no deployment check lists it).
+RUN: Final = (*ALL, WEBHOOKS)

@@ -116,6 +116,9 @@ class Common(msgspec.Struct, kw_only=True, frozen=True):
     nats_creds: str = ""
     database_url: str = "postgresql://postgres@127.0.0.1:5432/linkflow"
     analytics_database_url: str = "postgresql://postgres@127.0.0.1:5432/linkflow_analytics"
+    # The webhooks service's own database (its role makes its tables there);
+    # empty: ``<database>_webhooks`` on the main database's server.
+    webhooks_database_url: str = ""
     public_url: str = f"http://127.0.0.1:{roster.LINK.port}"
     # Where people open the web app (analytics serves it at /app/): the
     # gateway allows cross-origin API calls from this origin and no other

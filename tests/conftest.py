@@ -99,6 +99,8 @@ async def db_url(servers: Servers) -> AsyncIterator[str]:
     conn = await asyncpg.connect(servers.pg_url("postgres"))
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # The webhooks service's, where a test made one (tests/e2e).
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}_webhooks" WITH (FORCE)')
     finally:
         await conn.close()
 

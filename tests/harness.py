@@ -158,11 +158,11 @@ def linkflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
     )
 
 
-SERVICES = tuple(s.name for s in roster.ALL)
+SERVICES = tuple(s.name for s in roster.RUN)
 
 
 def service_ports() -> dict[str, str]:
-    """``LINKFLOW_<SERVICE>_PORT`` for the four services, all distinct."""
+    """``LINKFLOW_<SERVICE>_PORT`` for every service ``linkflow up`` runs, all distinct."""
     return {
         f"LINKFLOW_{name.upper()}_PORT": str(port)
         for name, port in zip(SERVICES, free_ports(len(SERVICES)), strict=True)

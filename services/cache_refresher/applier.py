@@ -1,4 +1,8 @@
-"""Applying ``links.updated`` / ``links.deleted`` to KV, newest version wins."""
+"""Applying ``links.updated`` / ``links.deleted`` to KV, newest version wins.
+
+LINKS also keeps ``links.created`` (for durable consumers such as the
+webhooks service); the gateway wrote a new link's KV entry before it
+published that, so here it is acked with nothing to apply."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from shared.errors import PermanentError
 from shared.jetstream import linkcache
 from shared.jetstream.worker import NATS_UNAVAILABLE, Delivery, Unavailable
 
-LinkEvent = LinkUpdated | LinkDeleted
+LinkEvent = LinkUpdated | LinkDeleted | None
 _updated = msgspec.json.Decoder(LinkUpdated).decode
 _deleted = msgspec.json.Decoder(LinkDeleted).decode
 
@@ -23,10 +27,12 @@ def decode(msg: Msg) -> LinkEvent:
         return _updated(msg.data)
     if msg.subject == "links.deleted":
         return _deleted(msg.data)
+    if msg.subject == "links.created":
+        return None
     raise PermanentError(f"no contract for subject {msg.subject!r}")
 
 
-def entry_for(event: LinkEvent) -> LinkEntry:
+def entry_for(event: LinkUpdated | LinkDeleted) -> LinkEntry:
     if isinstance(event, LinkDeleted):
         # A tombstone keeps the version, so a late, older update stays stale.
         return LinkEntry(url="", version=event.version, deleted=True)
@@ -50,6 +56,8 @@ class Applier:
         failures: dict[int, Exception] = {}
         for i, delivery in enumerate(batch):
             event = delivery.payload
+            if event is None:
+                continue
             try:
                 await linkcache.put_if_newer(self._kv, event.code, entry_for(event))
             except NATS_UNAVAILABLE as exc:

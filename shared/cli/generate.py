@@ -12,6 +12,7 @@ import msgspec
 
 from shared.cli import permissions
 from shared.contracts import DLQ_HEADERS, SUBJECTS, LinkEntry, VisitCount
+from shared.http.keys import ApiKey
 
 # shared/: the generated contracts live beside contracts.py.
 ROOT = Path(__file__).parents[1]
@@ -83,7 +84,9 @@ def _describe_times(schema: dict[str, Any], description: str) -> None:
 
 def json_schemas() -> dict[str, str]:
     structs: set[type[msgspec.Struct]] = {s for s, _, _ in SUBJECTS.values()}
-    structs |= {LinkEntry, VisitCount}
+    # And the values of the KV buckets other languages read: links, visit
+    # counts, API keys.
+    structs |= {LinkEntry, VisitCount, ApiKey}
     return {
         f"{s.__name__}.json": json.dumps(json_schema(s), indent=2, sort_keys=True) + "\n"
         for s in sorted(structs, key=lambda s: s.__name__)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from importlib.metadata import entry_points
+from typing import Final
 
 import asyncpg
 
@@ -26,10 +27,26 @@ def migrations() -> list[db.Migration]:
     return [entry.load() for entry in sorted(declared, key=lambda e: (order.index(e.name), e.name))]
 
 
+# The settings naming a database a service keeps to itself (roles.own_database).
+OWN_DATABASES: Final = {roster.WEBHOOKS.name: "webhooks_database_url"}
+
+
+def own_database(common: Common, service: str) -> str:
+    """The URL of the database ``service`` keeps to itself: its setting, or
+    unset, ``<main database>_webhooks`` on the main database's server."""
+    given: str = getattr(common, OWN_DATABASES[service])
+    if given:
+        return given
+    main = db.database_name(common.database_url) or "linkflow"
+    return db.with_database(common.database_url, f"{main}_{service}")
+
+
 def database_settings(service: str) -> list[str]:
     """The settings (of :class:`Common`) naming the databases where
     ``service``'s role has rights: the URLs it needs, with its role."""
-    found = (m.url_setting for m in migrations() for s, _ in m.grants if s == service)
+    found = [m.url_setting for m in migrations() for s, _ in m.grants if s == service]
+    if service in OWN_DATABASES:
+        found.append(OWN_DATABASES[service])
     return list(dict.fromkeys(found))
 
 
@@ -50,6 +67,10 @@ async def migrate_all(environ: Mapping[str, str]) -> None:
         with _database(url):
             await roles.ensure(url, passwords)
             await db.migrate(url, roles.grants_sql(granted))
+    for service in OWN_DATABASES:
+        url = own_database(common, service)
+        with _database(url):
+            await roles.own_database(url, service)
     workers = {c.service: load(WorkerSettings, c.service, environ) for c in topology.CONSUMERS}
     nc = await bus.connect(
         common.nats_url, "linkflow-migrate", creds=common.nats_creds, forever=False

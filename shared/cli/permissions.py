@@ -23,7 +23,7 @@ from shared.contracts import LINK_REFRESH, LINK_REFRESHED, REDIRECTS_BUSY
 from shared.jetstream import topology
 from shared.jetstream.topology import Consumer
 
-SERVICES: Final = tuple(s.name for s in roster.ALL)
+SERVICES: Final = tuple(s.name for s in roster.RUN)
 ADMIN: Final = "admin"
 USERS: Final = (*SERVICES, ADMIN)
 API: Final = "$JS.API"
@@ -55,6 +55,23 @@ def _worker(c: Consumer) -> list[str]:
         f"dlq.{rescuer.stream}.{rescuer.name}",
         f"{API}.STREAM.MSG.GET.{c.stream}",
         f"{API}.STREAM.INFO.{c.stream}",
+    ]
+
+
+def _own_consumer(c: Consumer) -> list[str]:
+    """A consumer its service creates and deletes itself (the webhooks
+    service's), consumes, and dead-letters from."""
+    named = f"{c.stream}.{c.name}"
+    return [
+        *_consume(c),
+        # nats-server 2.10+'s create (with the filter as a last token), and
+        # the older durable create.
+        f"{API}.CONSUMER.CREATE.{named}",
+        f"{API}.CONSUMER.CREATE.{named}.>",
+        f"{API}.CONSUMER.DURABLE.CREATE.{named}",
+        f"{API}.CONSUMER.DELETE.{named}",
+        f"{API}.STREAM.INFO.{c.stream}",
+        f"dlq.{named}",
     ]
 
 
@@ -152,18 +169,35 @@ def permissions() -> dict[str, dict[str, list[str]]]:
             # LINK_REFRESHED.> answers its refresh requests.
             "subscribe": ["links.created", "clicks.>", REDIRECTS_BUSY, f"{LINK_REFRESHED}.>"],
         },
+        "webhooks": {
+            "publish": [
+                *_own_consumer(c.WEBHOOKS_LINKS),
+                *_own_consumer(c.WEBHOOKS_CLICKS),
+                *_api_keys(),
+                # A click's link's tags, for endpoints filtered by tag.
+                *_kv_read(c.KV_LINKS),
+                # The JetStream client's account check.
+                f"{API}.INFO",
+            ],
+            "subscribe": [],
+        },
         ADMIN: {"publish": [">"], "subscribe": [">"]},
     }
-    # Deny wins over allow: analytics' backfill rights stop at the recorder's
-    # consumer (it could otherwise delete it, or take and ack its clicks).
-    recorder = c.CLICK_RECORDER
+    # Deny wins over allow: analytics' backfill rights stop at the other
+    # services' click consumers (it could otherwise delete one, or take and
+    # ack its clicks).
     rules["analytics"]["deny"] = [
-        f"{API}.CONSUMER.{verb}.{recorder.stream}.{recorder.name}{tail}"
-        for verb in ("CREATE", "DELETE", "MSG.NEXT")
-        for tail in ("", ".>")
-    ] + [
-        f"$JS.ACK.{recorder.stream}.{recorder.name}.>",
-        f"$JS.ACK.*.*.{recorder.stream}.{recorder.name}.>",
+        rule
+        for other in (c.CLICK_RECORDER, c.WEBHOOKS_CLICKS)
+        for rule in [
+            *(
+                f"{API}.CONSUMER.{verb}.{other.stream}.{other.name}{tail}"
+                for verb in ("CREATE", "DELETE", "MSG.NEXT")
+                for tail in ("", ".>")
+            ),
+            f"$JS.ACK.{other.stream}.{other.name}.>",
+            f"$JS.ACK.*.*.{other.stream}.{other.name}.>",
+        ]
     ]
     for user, rule in rules.items():
         rule["publish"] = list(dict.fromkeys(rule["publish"]))

@@ -22,7 +22,7 @@ import asyncpg
 
 from shared import db, roster
 
-SERVICES: Final = tuple(s.name for s in roster.ALL)
+SERVICES: Final = tuple(s.name for s in roster.RUN)
 # Roles belong to the cluster, and an advisory lock to one database: role
 # changes take this lock in the maintenance database, so that migrators of
 # any database of the cluster (the test suite's, in parallel) take turns.
@@ -141,3 +141,28 @@ END $$;""",
         ]
     lines += [f"GRANT {what} TO {role(service)};" for service, what in granted]
     return "\n".join(lines) + "\n"
+
+
+async def own_database(url: str, service: str) -> None:
+    """A database of ``service``'s alone, where its role makes its own
+    tables (the webhooks service: it shares no code with the others, its
+    migrations included). Nobody else may connect; the role may create in
+    the public schema and so owns what it makes, and nothing more."""
+    await db.ensure_database(url)
+    name = role(service)
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "DO $$ BEGIN EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC',"
+                " current_database()); END $$;"
+            )
+            await conn.execute(
+                "DO $$ BEGIN EXECUTE format('GRANT CONNECT ON DATABASE %I TO "
+                + name
+                + "', current_database()); END $$;"
+            )
+            await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+            await conn.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {name}")
+    finally:
+        await conn.close()

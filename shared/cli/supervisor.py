@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from shared import roster
+from shared import node, roster
 from shared.backoff import Backoff
 from shared.cli import permissions, roles
-from shared.cli.migrate import database_settings, migrate_all
+from shared.cli.migrate import database_settings, migrate_all, own_database
 from shared.cli.probe import not_ready
 from shared.cli.process import Process
 from shared.cli.servers import NatsServer, PostgresServer, free_port, port_open, write_private
@@ -25,19 +25,32 @@ from shared.jetstream import bus
 from shared.settings import Common, load
 from shared.urls import redact
 
+# The services' packages (a source checkout: the TypeScript one runs from it).
+SERVICES_DIR = Path(__file__).parents[2] / "services"
 # A service that ran this long before dying starts again after the shortest delay.
 HEALTHY_AFTER = 60.0
 RESTART = Backoff(initial=1.0, cap=30.0)
 # Stopped in this order: the gateway first (shared.roster).
-SERVICES = tuple(s.name for s in roster.ALL)
+SERVICES = tuple(s.name for s in roster.ALL)  # the webhooks service joins once it runs
 # After this long without every service ready, say which are not and why.
 NOT_READY_AFTER = 60.0
 # The embedded PostgreSQL's superuser: migrate's alone (the services' roles: shared.cli.roles).
 PG_OWNER = "postgres"
 
 
+def command(service: roster.Service, env: dict[str, str]) -> list[str]:
+    """How ``service`` runs: ``python -m services.<name>``, or for a
+    TypeScript service, the install's Node on its entry point, its npm
+    packages installed first from its lock file (once)."""
+    if service.runtime == "node":
+        package = SERVICES_DIR / service.name
+        node.npm_ci(package, env)
+        return [str(node.NODE), str(package / "src" / "main.ts")]
+    return [sys.executable, "-m", f"services.{service.name}"]
+
+
 class Child(Process):
-    """A service under ``linkflow up``: ``python -m services.<name>``."""
+    """A service under ``linkflow up``, as :func:`command` runs it."""
 
     def __init__(self, name: str, env: dict[str, str], log_path: Path | None) -> None:
         super().__init__(log_path)
@@ -50,8 +63,8 @@ class Child(Process):
         self.exits: list[int] = []  # the status of each exit on its own
 
     def start(self) -> None:
-        nice = next(s.nice for s in roster.ALL if s.name == self.name)
-        self.spawn([sys.executable, "-m", f"services.{self.name}"], self.env, nice=nice)
+        service = next(s for s in roster.RUN if s.name == self.name)
+        self.spawn(command(service, self.env), self.env, nice=service.nice)
         self.started = time.monotonic()
         self.restart_at = None
 
@@ -122,6 +135,8 @@ class Supervisor:
             owned["LINKFLOW_DATABASE_URL"] = self.pg.url("linkflow")
             if "LINKFLOW_ANALYTICS_DATABASE_URL" not in env:
                 owned["LINKFLOW_ANALYTICS_DATABASE_URL"] = self.pg.url("linkflow_analytics")
+            if "LINKFLOW_WEBHOOKS_DATABASE_URL" not in env:
+                owned["LINKFLOW_WEBHOOKS_DATABASE_URL"] = self.pg.url("linkflow_webhooks")
             env.update(owned)
             # Migrate sets each role's password.
             env.update({roles.password_variable(s): role_passwords[s] for s in roles.SERVICES})
@@ -131,7 +146,12 @@ class Supervisor:
                 f"(data {self.pg.data_dir}); a role per service, passwords in "
                 f"{self.home / 'pg-passwords.json'}"
             )
-        for service in roster.ALL:
+        # The webhooks service reads its own database's URL, and only that.
+        env.setdefault(
+            "LINKFLOW_WEBHOOKS_DATABASE_URL",
+            own_database(load(Common, environ=env), roster.WEBHOOKS.name),
+        )
+        for service in roster.RUN:
             env.setdefault(f"LINKFLOW_{service.name.upper()}_PORT", str(service.port))
         env.setdefault("LINKFLOW_LINK_SPOOL_DIR", str(self.home / "spool" / "link"))
         # The gateway's and the web app's URLs follow the ports chosen: the

@@ -21,14 +21,14 @@ import secrets
 import string
 import time
 from datetime import datetime
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
-from shared.contracts import INVALID, now, rfc3339
+from shared.contracts import INVALID, Timestamp, now, rfc3339
 from shared.jetstream.kvwatch import Followed
 from shared.jetstream.topology import KV_KEYS, KV_USAGE
 
@@ -39,8 +39,11 @@ LINKS_READ: Final = "links:read"
 LINKS_WRITE: Final = "links:write"
 STATS_READ: Final = "stats:read"
 OPS: Final = "ops"
+# The webhooks service's API (a TypeScript service: it reads these records
+# from their published schema, shared/schemas/ApiKey.json).
+WEBHOOKS: Final = "webhooks"
 ADMIN: Final = "admin"
-SCOPES: Final = (LINKS_READ, LINKS_WRITE, STATS_READ, OPS, ADMIN)
+SCOPES: Final = (LINKS_READ, LINKS_WRITE, STATS_READ, OPS, WEBHOOKS, ADMIN)
 # Not a scope: what a policy returns for a call any valid key may make (the
 # web app asking what its key may do).
 ANY_KEY: Final = "any key"
@@ -57,15 +60,33 @@ USAGE_EVERY: Final = 60.0
 
 
 class ApiKey(msgspec.Struct, kw_only=True, frozen=True):
-    """Value of KV ``api_keys``: a key's name, scopes and lifetime, never the key."""
+    """Value of KV ``api_keys`` (its key: the name): a key's name, scopes and
+    lifetime, never the key. A service checks a bearer key by the SHA-256 of
+    its UTF-8 bytes, and refuses it when revoked or expired."""
 
-    name: str
-    prefix: str
-    sha256: str
-    scopes: tuple[str, ...]
-    created_at: datetime
-    expires_at: datetime | None = None
-    revoked_at: datetime | None = None
+    name: Annotated[str, msgspec.Meta(pattern=NAME_RE.pattern)]
+    prefix: Annotated[str, msgspec.Meta(description="the key's first characters, shown in lists")]
+    sha256: Annotated[
+        str,
+        msgspec.Meta(
+            pattern="^[0-9a-f]{64}$",
+            description="lowercase hex SHA-256 of the whole key string's UTF-8 bytes",
+        ),
+    ]
+    scopes: Annotated[
+        tuple[str, ...],
+        msgspec.Meta(
+            description="what the key may do: links:read, links:write (includes links:read), "
+            "stats:read, ops, webhooks, admin (includes every scope)"
+        ),
+    ]
+    created_at: Timestamp
+    expires_at: Annotated[
+        Timestamp | None, msgspec.Meta(description="refused from this time on; null: never")
+    ] = None
+    revoked_at: Annotated[
+        Timestamp | None, msgspec.Meta(description="refused from this time on; null: not revoked")
+    ] = None
 
     def allows(self, scope: str) -> bool:
         return any(s == scope or scope in _IMPLIES.get(s, ()) for s in self.scopes)

@@ -64,6 +64,11 @@ CLICK_RECORDER: Final = _consumer(CLICKS, "clicks.>", roster.CLICK_RECORDER)
 ANALYTICS_CLICKS: Final = _consumer(CLICKS, "clicks.>", roster.ANALYTICS)
 CACHE_REFRESHER: Final = _consumer(LINKS, "links.>", roster.CACHE_REFRESHER)
 CONSUMERS: Final = (CLICK_RECORDER, ANALYTICS_CLICKS, CACHE_REFRESHER)
+# The webhooks service's own consumers, which it creates itself (the clicks
+# one only while an endpoint wants link.clicked, so that webhooks cost the
+# click path nothing until used): here for its NATS permissions.
+WEBHOOKS_LINKS: Final = Consumer(LINKS, "webhooks-links", "links.>", roster.WEBHOOKS.name)
+WEBHOOKS_CLICKS: Final = Consumer(CLICKS, "webhooks-clicks", "clicks.>", roster.WEBHOOKS.name)
 
 # The server's advisories for messages that reached a consumer's max_deliver
 # (the worker crashed or timed out on the last delivery, so it never
@@ -87,7 +92,11 @@ def streams(clicks_max_age: float, replicas: int = 1) -> list[StreamConfig]:
     configs = [
         StreamConfig(
             name=LINKS,
-            subjects=["links.updated", "links.deleted"],
+            # links.created too: the gateway publishes it without waiting for
+            # a PubAck (fire-and-forget), and the stream keeps what arrives,
+            # so a durable consumer (webhooks' link.created) misses none
+            # published while it was down.
+            subjects=["links.created", "links.updated", "links.deleted"],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=30 * DAY,

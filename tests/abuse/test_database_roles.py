@@ -24,7 +24,7 @@ from shared.cli.migrate import migrate_all
 from shared.contracts import Click
 from tests.servers import Servers
 
-SERVICES = ("link", "click_recorder", "cache_refresher", "analytics")
+SERVICES = ("link", "click_recorder", "cache_refresher", "analytics", "webhooks")
 # The same for every test: a test setting its own would lock another out.
 PASSWORD = "abuse-suite-role-password"
 REFUSED = (asyncpg.InsufficientPrivilegeError, asyncpg.InvalidAuthorizationSpecificationError)
@@ -42,6 +42,7 @@ def as_role(url: str, service: str) -> str:
 class Databases:
     main: str  # the owner's URLs, as migrate has them
     analytics: str
+    webhooks: str
     env: dict[str, str]
 
     def role(self, service: str) -> str:
@@ -52,17 +53,19 @@ class Databases:
 async def databases(servers: Servers) -> AsyncIterator[Databases]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     main, analytics = servers.pg_url(name), servers.pg_url(f"{name}_analytics")
+    webhooks = servers.pg_url(f"{name}_webhooks")
     env = {
         "LINKFLOW_NATS_URL": servers.nats_url,
         "LINKFLOW_DATABASE_URL": main,
         "LINKFLOW_ANALYTICS_DATABASE_URL": analytics,
+        "LINKFLOW_WEBHOOKS_DATABASE_URL": webhooks,
         **{f"LINKFLOW_{s.upper()}_DATABASE_PASSWORD": PASSWORD for s in SERVICES},
     }
     await migrate_all(env)
-    yield Databases(main, analytics, env)
+    yield Databases(main, analytics, webhooks, env)
     conn = await asyncpg.connect(servers.pg_url("postgres"))
     try:
-        for db in (name, f"{name}_analytics"):
+        for db in (name, f"{name}_analytics", f"{name}_webhooks"):
             await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     finally:
         await conn.close()
@@ -217,6 +220,31 @@ async def test_migrate_takes_back_what_was_granted_by_hand(databases: Databases)
         assert await conn.fetchval("SELECT count(*) FROM links") == 0
     finally:
         await conn.close()
+
+
+async def test_the_webhooks_database_is_its_roles_alone(databases: Databases) -> None:
+    """The webhooks service (TypeScript) makes its own tables in a database
+    of its own: its role may create there, keeps what it made through the
+    next migrate, and connects nowhere else; no other role connects there."""
+    mine = as_role(databases.webhooks, "webhooks")
+    conn = await asyncpg.connect(mine)
+    try:
+        await conn.execute("CREATE TABLE endpoints (id text PRIMARY KEY)")
+        await conn.execute("INSERT INTO endpoints VALUES ('ep_1')")
+    finally:
+        await conn.close()
+    await migrate_all(databases.env)
+    conn = await asyncpg.connect(mine)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM endpoints") == 1
+    finally:
+        await conn.close()
+    for service in ("link", "click_recorder", "cache_refresher", "analytics"):
+        with pytest.raises(REFUSED):
+            await asyncpg.connect(as_role(databases.webhooks, service))
+    for other in (databases.main, databases.analytics):
+        with pytest.raises(REFUSED):
+            await asyncpg.connect(as_role(other, "webhooks"))
 
 
 async def test_the_recorders_partition_functions_are_bounded(databases: Databases) -> None:

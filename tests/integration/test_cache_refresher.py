@@ -195,3 +195,23 @@ async def test_reconciliation_loop_repairs_on_its_own(
         stop.set()
         await task
         await pool.close()
+
+
+async def test_links_created_is_kept_and_passed_over(
+    gateway: httpx.AsyncClient, nc: Client, cache_refresher: CacheRefresher
+) -> None:
+    """LINKS keeps links.created for durable readers (the webhooks
+    service); the cache-refresher takes it with nothing to do: acked, not
+    dead-lettered."""
+    r = await gateway.post("/api/links", json={"url": "https://example.com/", "code": "kept"})
+    assert r.status_code == 201, r.text
+    js = nc.jetstream()
+    stored = await js.get_last_msg(topology.LINKS, "links.created")
+    assert b'"code":"kept"' in stored.data
+
+    async def taken() -> bool:
+        info = await js.consumer_info(topology.LINKS, topology.CACHE_REFRESHER.name)
+        return info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq > 0
+
+    await eventually(taken, 10, "the cache-refresher to take links.created")
+    assert (await js.stream_info(topology.DLQ)).state.messages == 0

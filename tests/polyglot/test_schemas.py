@@ -43,6 +43,8 @@ from shared.contracts import (
     encode,
     now,
 )
+from shared.http import keys
+from shared.http.keys import ApiKey
 from shared.jetstream import dlq, topology
 from tests import node
 from tests.harness import eventually, running
@@ -62,7 +64,7 @@ IPHONE = (
 # What the AsyncAPI document must say the payloads are: what the files are.
 JSON_SCHEMA_2020_12 = "application/schema+json;version=2020-12"
 # The kinds of KV value, beside the subjects' payloads.
-KV_VALUES = {topology.KV_LINKS: LinkEntry, topology.KV_VISITS: VisitCount}
+KV_VALUES = {topology.KV_LINKS: LinkEntry, topology.KV_VISITS: VisitCount, topology.KV_KEYS: ApiKey}
 # Enough of one subject's messages (the busy gateway sends clicks by the hundred).
 KEEP = 200
 
@@ -125,7 +127,11 @@ def _examples() -> dict[str, dict[str, Any]]:
         RedirectsBusy(gateway="gw:8000", load=0.93, hold=1.0),
         VisitCount(since=t, visits=2),
     ]
-    return {f"{type(s).__name__}.json": json.loads(encode(s)) for s in structs}
+    found = {f"{type(s).__name__}.json": json.loads(encode(s)) for s in structs}
+    # An API key's record, as `linkflow keys` stores it (its own encoder).
+    _, record = keys.new_key("reporting", (keys.STATS_READ,), expires_at=t)
+    found["ApiKey.json"] = json.loads(keys.encode(record))
+    return found
 
 
 def _wrong_value(prop: dict[str, Any]) -> Any:
@@ -261,9 +267,15 @@ async def produce_everything(
         plain = await kv_value(nc, topology.KV_LINKS, "plain")
         gone = await kv_value(nc, topology.KV_LINKS, "gone")
         visits = await kv_value(nc, topology.KV_VISITS, "limited")
-        if not (plain and plain.get("rules") and gone and gone.get("deleted") and visits):
+        key = await kv_value(nc, topology.KV_KEYS, "admin")  # the test's key
+        if not (plain and plain.get("rules") and gone and gone.get("deleted") and visits and key):
             return None
-        return [("LinkEntry.json", plain), ("LinkEntry.json", gone), ("VisitCount.json", visits)]
+        return [
+            ("LinkEntry.json", plain),
+            ("LinkEntry.json", gone),
+            ("VisitCount.json", visits),
+            ("ApiKey.json", key),
+        ]
 
     values: list[tuple[str, dict[str, Any]]] = await eventually(kv_written, 20, "KV entries")
 
