@@ -76,17 +76,22 @@ class ClickPublisher:
             self._on_ack,
             self._lost,
             ping_interval=ping_interval,
+            # A connection being retired (its server in lame duck mode) is
+            # closed once its groups are answered, or by then spooled.
+            drain_timeout=timeout,
             creds=creds,
         )
         self._spool = spool
         self._replayer: asyncio.Task[None] | None = None
         self._timeout = timeout
-        # token -> (the group's future, its deadline, its number of clicks)
-        self._pending: dict[bytes, tuple[asyncio.Future[None], float, int]] = {}
+        # token -> (the group's future, its deadline, its number of clicks,
+        # the number of the connection it went out on)
+        self._pending: dict[bytes, tuple[asyncio.Future[None], float, int, int]] = {}
         # Groups past their deadline (their clicks spooled) whose PubAck has
         # not come: their clicks may still sit in the server's ingest queue,
-        # so they keep their room until it comes or the connection goes.
-        self._late: dict[bytes, int] = {}
+        # so they keep their room until it comes or their connection goes.
+        # token -> (number of clicks, connection number)
+        self._late: dict[bytes, tuple[int, int]] = {}
         self._max_in_flight = max_in_flight
         # Clicks one PubAck may stand for (1: every click has its own).
         self.max_group = max_group
@@ -104,6 +109,10 @@ class ClickPublisher:
         return self._link.connected
 
     @property
+    def connection(self) -> ClickConnection:
+        return self._link
+
+    @property
     def in_flight(self) -> int:
         """Clicks written to NATS whose PubAck has not come yet."""
         return self._in_flight
@@ -119,7 +128,7 @@ class ClickPublisher:
         """Wait for outstanding PubAcks (each has its deadline), then stop the
         background tasks and the connection and close the spool; what is left
         in it is replayed by the next start."""
-        outstanding = [future for future, _, _ in self._pending.values()]
+        outstanding = [future for future, _, _, _ in self._pending.values()]
         if outstanding:
             await asyncio.wait(outstanding, timeout=self._timeout + 1)
         for task in (self._replayer, self._sweeper):
@@ -249,10 +258,15 @@ class ClickPublisher:
         reach of a bare 302; groups stay small so that JetStream stores one
         while the gateway answers the one before.
         """
+        conn = self._link.current
+        if conn is None:
+            group.set_exception(NotConnected("no connection to NATS"))
+            return
         token = b"%d" % next(self._tokens)
         try:
             frames = bytearray()
-            reply = f" {self._inbox}.{token.decode()}"
+            # The connection's own inbox: the PubAck comes back on it.
+            reply = f" {conn.inbox}.{token.decode()}"
             last = len(batch) - 1
             for i, (code, headers, payload) in enumerate(batch):
                 frames += (
@@ -266,17 +280,18 @@ class ClickPublisher:
             log.exception("clicks could not be sent")
             group.set_exception(exc)
             return
-        self._pending[token] = (group, time.monotonic() + self._timeout, len(batch))
+        self._pending[token] = (group, time.monotonic() + self._timeout, len(batch), conn.number)
         self._in_flight += len(batch)
-        if not self._link.write(bytes(frames)):
-            self._lost()
+        conn.send(bytes(frames))
 
     def _on_ack(self, token: bytes, error: str | None) -> None:
         entry = self._pending.pop(token, None)
         if entry is None:  # late: its redirects have been answered from the spool
-            self._release(self._late.pop(token, 0))
+            late = self._late.pop(token, None)
+            if late is not None:
+                self._release(late[0])
             return
-        future, _, clicks = entry
+        future, _, clicks, _ = entry
         self._release(clicks)
         if future.done():
             return
@@ -285,12 +300,17 @@ class ClickPublisher:
         else:
             future.set_exception(Refused(error))
 
-    def _lost(self) -> None:
-        """The connection is gone: no PubAck will come for what is pending."""
-        pending, self._pending = self._pending, {}
-        self._release(sum(self._late.values()))
-        self._late.clear()
-        for future, _, clicks in pending.values():
+    def _lost(self, number: int) -> None:
+        """Connection ``number`` is gone: no PubAck will come for what was
+        written to it (groups on another connection, after a move away from
+        a server in lame duck mode, still wait for theirs)."""
+        for token, (clicks, on) in list(self._late.items()):
+            if on == number:
+                del self._late[token]
+                self._release(clicks)
+        gone = [token for token, entry in self._pending.items() if entry[3] == number]
+        for token in gone:
+            future, _, clicks, _ = self._pending.pop(token)
             self._release(clicks)
             if not future.done():
                 future.set_exception(NotConnected("lost the connection to NATS"))
@@ -300,10 +320,10 @@ class ClickPublisher:
             await asyncio.sleep(min(self._timeout / 4, 0.25))
             now = time.monotonic()
             # Insertion order is deadline order: stop at the first one still alive.
-            for token, (future, deadline, clicks) in list(self._pending.items()):
+            for token, (future, deadline, clicks, number) in list(self._pending.items()):
                 if deadline > now:
                     break
                 del self._pending[token]
-                self._late[token] = clicks
+                self._late[token] = (clicks, number)
                 if not future.done():
                     future.set_exception(TimeoutError("no PubAck in time"))

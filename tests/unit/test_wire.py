@@ -3,12 +3,13 @@ however the stream is cut into reads."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 
-from services.link.wire import Server, _Connection, parse_servers
+from services.link.wire import MAX_SERVERS, Server, _Connection, discovered, parse_servers
 
 
 def test_parse_servers() -> None:
@@ -121,3 +122,58 @@ async def test_a_lost_connection_says_so_at_once() -> None:
     assert conn.closed.done()
     # Lost before the server's INFO: the connect, waiting on that, gives up.
     assert isinstance(conn.greeted.exception(), ConnectionError)
+
+
+def test_discovered_servers_are_reached_as_the_one_that_named_them() -> None:
+    origin = Server("nats.internal", 4222, "u", "p")
+    pool = [origin, Server("10.0.0.1", 4222)]
+    urls = ["10.0.0.1:4222", "10.0.0.2:4222", "10.0.0.2:4222", "[::1]:5222", "10.0.0.3", 7, ":x"]
+    assert discovered(pool, origin, urls) == [
+        Server("10.0.0.2", 4222, "u", "p"),  # once, with origin's credentials
+        Server("::1", 5222, "u", "p"),
+        Server("10.0.0.3", 4222, "u", "p"),
+    ]
+    assert discovered(pool, origin, None) == []  # an INFO without connect_urls
+
+    # Over TLS, by name: an advertised address is checked against that name.
+    tls = Server("nats.internal", 4222, token="t", tls=True)
+    assert discovered([tls], tls, ["10.0.0.2:4222", "n2.internal:4222"]) == [
+        Server("10.0.0.2", 4222, token="t", tls=True, tls_name="nats.internal"),
+        Server("n2.internal", 4222, token="t", tls=True),
+    ]
+    by_ip = Server("10.0.0.1", 4222, tls=True)
+    assert discovered([by_ip], by_ip, ["10.0.0.2:4222"]) == [Server("10.0.0.2", 4222, tls=True)]
+
+
+def test_the_pool_is_bounded() -> None:
+    pool = [Server("h", 4222)]
+    found = discovered(pool, pool[0], [f"10.0.{i // 256}.{i % 256}:4222" for i in range(1000)])
+    assert len(pool) + len(found) == MAX_SERVERS
+
+
+async def test_later_infos_are_read_and_lame_duck_mode_is_noticed() -> None:
+    infos: list[dict[str, object]] = []
+    conn = _Connection(
+        Server("h", 4222), "n", "_INBOX.x", lambda t, e: None, ignore,
+        on_info=lambda c, info: infos.append(info),
+    )  # fmt: skip
+    conn.connection_made(Wire())  # type: ignore[arg-type]
+    conn.data_received(b'INFO {"connect_urls":["a:1"]} \r\nPONG\r\n')
+    assert conn.ready.done()
+    assert not conn.lame.done()
+    conn.data_received(b'INFO {"connect_urls":["b:1"],"ldm":true}\r\n')
+    assert conn.lame.done()
+    assert [i["connect_urls"] for i in infos] == [["a:1"], ["b:1"]]
+
+
+async def test_drained_once_every_group_is_answered() -> None:
+    conn = _Connection(Server("h", 4222), "n", "_INBOX.x.1", lambda t, e: None, ignore)
+    conn.connection_made(Wire())  # type: ignore[arg-type]
+    conn.send(b"group 1")
+    conn.send(b"group 2")
+    conn.drained = asyncio.get_running_loop().create_future()
+    conn.data_received(b"MSG _INBOX.x.1.1 1 2\r\n{}\r\n")
+    assert conn.unanswered == 1
+    assert not conn.drained.done()
+    conn.data_received(b"HMSG _INBOX.x.1.2 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\n")  # an answer too
+    assert conn.drained.done()
