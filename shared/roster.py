@@ -43,10 +43,8 @@ CACHE_REFRESHER: Final = Service("cache_refresher", "cache-refresher", 9103, nic
 # Delivers link and click events to subscribers' URLs (TypeScript, built
 # from the published contracts alone).
 WEBHOOKS: Final = Service("webhooks", "webhooks", 8085, nice=BACKGROUND, runtime="node")
-# ``linkflow up`` stops them in this order: the gateway first, so no new
-# clicks arrive while the workers settle what they hold.
-ALL: Final = (LINK, ANALYTICS, CLICK_RECORDER, CACHE_REFRESHER)
-# What ``linkflow up`` runs, and who has a NATS user and a database role:
-# every service above and the webhooks service, which has no container,
-# compose or Kubernetes entry yet (so no deployment check lists it).
-RUN: Final = (*ALL, WEBHOOKS)
+# Every service: what ``linkflow up`` runs, who has a NATS user and a
+# database role, what compose, Kubernetes and Prometheus deploy. Stopped in
+# this order: the gateway first, so no new clicks arrive while the workers
+# and the webhooks service settle what they hold.
+ALL: Final = (LINK, ANALYTICS, CLICK_RECORDER, CACHE_REFRESHER, WEBHOOKS)

@@ -124,6 +124,9 @@ class Common(msgspec.Struct, kw_only=True, frozen=True):
     # gateway allows cross-origin API calls from this origin and no other
     # (several, comma-separated: compose's analytics replicas).
     app_url: str = f"http://127.0.0.1:{roster.ANALYTICS.port}"
+    # Where people's browsers reach the webhooks service's API: the web app
+    # calls it cross-origin (its CSP allows it; the service allows app_url).
+    webhooks_url: str = f"http://127.0.0.1:{roster.WEBHOOKS.port}"
     log_level: str = "INFO"
     # JSON lines (SPEC) or "text" for reading in a terminal.
     log_format: str = "json"

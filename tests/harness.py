@@ -158,7 +158,7 @@ def linkflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
     )
 
 
-SERVICES = tuple(s.name for s in roster.RUN)
+SERVICES = tuple(s.name for s in roster.ALL)
 
 
 def service_ports() -> dict[str, str]:

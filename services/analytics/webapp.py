@@ -1,9 +1,11 @@
 """The web app (``/app/``): static modules served as they are, no build step.
 
-It calls the analytics API on its own origin and the gateway's API (links)
-cross-origin at ``public_url``; the gateway allows exactly ``app_url``'s
-origin (services/link/app.py). Served under a Content-Security-Policy that
-allows exactly that (shared/http/csp.py): no inline script or style.
+It calls the analytics API on its own origin, the gateway's API (links)
+cross-origin at ``public_url`` and the webhooks service's API at
+``webhooks_url``; both allow exactly ``app_url``'s origins
+(services/link/app.py, services/webhooks/src/api.ts). Served under a
+Content-Security-Policy that allows exactly that (shared/http/csp.py): no
+inline script or style.
 """
 
 from __future__ import annotations
@@ -30,9 +32,17 @@ def mount(app: FastAPI, common: Common) -> None:
 
     @router.get("/app/config.json")
     async def config() -> JSONResponse:
-        return JSONResponse({"gateway": common.public_url.rstrip("/")})
+        return JSONResponse(
+            {
+                "gateway": common.public_url.rstrip("/"),
+                "webhooks": common.webhooks_url.rstrip("/"),
+            }
+        )
 
     app.include_router(router)
-    # The page calls this origin and the gateway's, and loads nothing else.
-    policy = csp.policy([csp.origin(common.public_url)])
+    # The page calls this origin, the gateway's and the webhooks API's, and
+    # loads nothing else.
+    policy = csp.policy(
+        dict.fromkeys(csp.origin(url) for url in (common.public_url, common.webhooks_url))
+    )
     app.mount("/app", csp.Guarded(StaticFiles(directory=FILES, html=True), policy), name="app")

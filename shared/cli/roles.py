@@ -22,7 +22,7 @@ import asyncpg
 
 from shared import db, roster
 
-SERVICES: Final = tuple(s.name for s in roster.RUN)
+SERVICES: Final = tuple(s.name for s in roster.ALL)
 # Roles belong to the cluster, and an advisory lock to one database: role
 # changes take this lock in the maintenance database, so that migrators of
 # any database of the cluster (the test suite's, in parallel) take turns.

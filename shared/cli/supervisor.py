@@ -31,7 +31,7 @@ SERVICES_DIR = Path(__file__).parents[2] / "services"
 HEALTHY_AFTER = 60.0
 RESTART = Backoff(initial=1.0, cap=30.0)
 # Stopped in this order: the gateway first (shared.roster).
-SERVICES = tuple(s.name for s in roster.ALL)  # the webhooks service joins once it runs
+SERVICES = tuple(s.name for s in roster.ALL)
 # After this long without every service ready, say which are not and why.
 NOT_READY_AFTER = 60.0
 # The embedded PostgreSQL's superuser: migrate's alone (the services' roles: shared.cli.roles).
@@ -63,7 +63,7 @@ class Child(Process):
         self.exits: list[int] = []  # the status of each exit on its own
 
     def start(self) -> None:
-        service = next(s for s in roster.RUN if s.name == self.name)
+        service = next(s for s in roster.ALL if s.name == self.name)
         self.spawn(command(service, self.env), self.env, nice=service.nice)
         self.started = time.monotonic()
         self.restart_at = None
@@ -151,13 +151,15 @@ class Supervisor:
             "LINKFLOW_WEBHOOKS_DATABASE_URL",
             own_database(load(Common, environ=env), roster.WEBHOOKS.name),
         )
-        for service in roster.RUN:
+        for service in roster.ALL:
             env.setdefault(f"LINKFLOW_{service.name.upper()}_PORT", str(service.port))
         env.setdefault("LINKFLOW_LINK_SPOOL_DIR", str(self.home / "spool" / "link"))
-        # The gateway's and the web app's URLs follow the ports chosen: the
-        # app calls the gateway's API, which allows the app's origin only.
+        # The gateway's, the web app's and the webhooks API's URLs follow the
+        # ports chosen: the app calls the gateway's API and the webhooks
+        # API, which allow the app's origin only.
         env.setdefault("LINKFLOW_PUBLIC_URL", f"http://127.0.0.1:{env['LINKFLOW_LINK_PORT']}")
         env.setdefault("LINKFLOW_APP_URL", f"http://127.0.0.1:{env['LINKFLOW_ANALYTICS_PORT']}")
+        env.setdefault("LINKFLOW_WEBHOOKS_URL", f"http://127.0.0.1:{env['LINKFLOW_WEBHOOKS_PORT']}")
         asyncio.run(migrate_all(env))
         _say("migrated: tables, streams, consumers, KV buckets")
         self._admin_key(env)
@@ -178,7 +180,7 @@ class Supervisor:
         _say(f"{'gateway':<15} {gateway}  (API /api/links, docs /api/docs)")
         for name in self.services[1:]:
             port = env[f"LINKFLOW_{name.upper()}_PORT"]
-            where = "/api/docs" if name == "analytics" else "/metrics"
+            where = {"analytics": "/api/docs", "webhooks": "/api/webhooks"}.get(name, "/metrics")
             _say(f"{name:<15} http://127.0.0.1:{port}{where}")
         return env
 

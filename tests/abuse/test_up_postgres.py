@@ -102,11 +102,10 @@ async def test_up_gives_each_service_its_own_role(up_env: None, tmp_path: Path) 
     async with supervised(tmp_path) as sup:
         for child in sup.children:
             urls = database_urls(child)
-            setting = (
-                "LINKFLOW_ANALYTICS_DATABASE_URL"
-                if child.name == "analytics"
-                else "LINKFLOW_DATABASE_URL"
-            )
+            setting = {
+                "analytics": "LINKFLOW_ANALYTICS_DATABASE_URL",
+                "webhooks": "LINKFLOW_WEBHOOKS_DATABASE_URL",  # a database of its own
+            }.get(child.name, "LINKFLOW_DATABASE_URL")
             assert set(urls) == {setting}, (child.name, sorted(urls))
             assert urlsplit(urls[setting]).username == f"linkflow_{child.name}"
         passwords = set(json.loads((tmp_path / "pg-passwords.json").read_text()).values())

@@ -7,8 +7,14 @@ failed request on the way."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
+import hmac
+import http.server
 import re
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -41,15 +47,21 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture
-async def stack(
-    servers: Servers, nc: Client, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[str, str, str]]:
-    """``linkflow up`` on the test's servers: (app URL, gateway URL, admin
-    key). After ``nc``, whose set-up empties JetStream for the test."""
+@contextlib.asynccontextmanager
+async def linkflow_up(
+    servers: Servers,
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    extra: dict[str, str] | None = None,
+) -> AsyncIterator[tuple[str, str, str, str]]:
+    """``linkflow up`` on the test's servers: (app URL, gateway URL,
+    webhooks API URL, admin key). The webhooks API's URL is the one
+    ``linkflow up`` sets from its port (LINKFLOW_WEBHOOKS_URL)."""
     ports = service_ports()
     gateway = f"http://127.0.0.1:{ports['LINKFLOW_LINK_PORT']}"
     analytics = f"http://127.0.0.1:{ports['LINKFLOW_ANALYTICS_PORT']}"
+    webhooks = f"http://127.0.0.1:{ports['LINKFLOW_WEBHOOKS_PORT']}"
     env = {
         "LINKFLOW_NATS_URL": servers.nats_url,
         "LINKFLOW_DATABASE_URL": db_url,
@@ -57,14 +69,16 @@ async def stack(
         "LINKFLOW_PUBLIC_URL": gateway,
         "LINKFLOW_APP_URL": analytics,
         **ports,
+        **(extra or {}),
     }
+    monkeypatch.delenv("LINKFLOW_WEBHOOKS_URL", raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     async with supervised(tmp_path):
 
         async def ready() -> bool:
             async with httpx.AsyncClient(timeout=2) as c:
-                for url in (gateway, analytics):
+                for url in (gateway, analytics, webhooks):
                     try:
                         if (await c.get(f"{url}/readyz")).status_code != 200:
                             return False
@@ -74,7 +88,70 @@ async def stack(
 
         await eventually(ready, 60, "every service ready")
         key = (tmp_path / "admin.key").read_text().strip()
-        yield f"{analytics}/app/", gateway, key
+        yield f"{analytics}/app/", gateway, webhooks, key
+
+
+@pytest.fixture
+async def stack(
+    servers: Servers, nc: Client, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[str, str, str]]:
+    """``linkflow up`` on the test's servers: (app URL, gateway URL, admin
+    key). After ``nc``, whose set-up empties JetStream for the test."""
+    async with linkflow_up(servers, db_url, tmp_path, monkeypatch) as (app, gateway, _, key):
+        yield app, gateway, key
+
+
+@pytest.fixture
+async def webhooks_stack(
+    servers: Servers, nc: Client, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[str, str, str, str]]:
+    """``linkflow up`` whose webhooks may be delivered to this machine over
+    plain HTTP (the test's receiver): (app, gateway, webhooks API, admin key)."""
+    allow = {"LINKFLOW_WEBHOOKS_ALLOW_HTTP": "true", "LINKFLOW_WEBHOOKS_ALLOW_PRIVATE": "true"}
+    async with linkflow_up(servers, db_url, tmp_path, monkeypatch, allow) as up:
+        yield up
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver on this machine: answers 200, keeps what it got."""
+
+    got: list[tuple[dict[str, str], bytes]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    """(its URL, what it received)."""
+    got: list[tuple[dict[str, str], bytes]] = []
+    handler = type("Handler", (Receiver,), {"got": got})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", got
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def signed(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """Whether a delivery is signed with ``secret`` (Standard Webhooks)."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    content = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    mine = base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
+    return any(
+        hmac.compare_digest(s.split(",", 1)[-1], mine) for s in headers["webhook-signature"].split()
+    )
 
 
 class Watch:
@@ -197,6 +274,7 @@ async def test_a_user_walks_through_the_web_app(
     await expect(nav.get_by_role("link", name="Links")).to_be_visible()
     await expect(nav.get_by_role("link", name="Import")).to_be_hidden()
     await expect(nav.get_by_role("link", name="Operations")).to_be_hidden()
+    await expect(nav.get_by_role("link", name="Webhooks")).to_be_hidden()
     await nav.get_by_role("link", name="Links").click()
     rows = reader.locator("#links tbody tr")
     await expect(rows).to_have_count(20)  # newest first, a page of 20
@@ -230,6 +308,146 @@ async def test_a_user_walks_through_the_web_app(
     assert width <= PHONE["width"], width
     assert phone_watch.errors == [], phone_watch.errors
     assert phone_watch.csp == [], phone_watch.csp
+
+
+async def test_the_webhooks_page_manages_endpoints(
+    browser: Browser,
+    webhooks_stack: tuple[str, str, str, str],
+    receiver: tuple[str, list[tuple[dict[str, str], bytes]]],
+) -> None:
+    """The Webhooks page against the webhooks service's API, cross-origin:
+    an endpoint created (its secret shown once), a test event delivered to a
+    receiver on this machine and its attempt shown, then the endpoint
+    disabled, its secret rotated and the endpoint deleted."""
+    app, gateway, webhooks, key = webhooks_stack
+    hook, got = receiver
+    page = await browser.new_page()
+    await page.add_init_script(REPORT_CSP)
+    watch = Watch(page, "webhooks")
+    try:
+        response = await page.goto(app)
+        assert response is not None
+        policy = await response.header_value("content-security-policy")
+        assert policy is not None
+        assert f"connect-src 'self' {gateway} {webhooks};" in policy
+        await page.get_by_label("API key").fill(key)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.get_by_role("navigation").get_by_role("link", name="Webhooks").click()
+        await expect(page.get_by_role("heading", name="Webhooks", exact=True)).to_be_visible()
+        endpoints = page.locator("#endpoints tbody tr")
+        await expect(endpoints).to_have_text("no endpoints yet")
+
+        # No event chosen: the API's refusal is shown by the events.
+        await page.get_by_label("Endpoint URL").fill(hook)
+        await page.get_by_label("link.clicked").uncheck()
+        watch.expect(422)
+        await page.get_by_role("button", name="Create endpoint").click()
+        await expect(page.locator(".field-error")).to_contain_text("events")
+        await expect(page.get_by_role("alert")).to_be_visible()
+        await watch.shot("create-refused", alert=True)
+
+        # Created: its secret shown once, clearly marked.
+        await page.get_by_label("link.clicked").check()
+        await page.get_by_label("link.created").check()
+        await page.get_by_label("Codes").fill("promo, sale")
+        await page.get_by_label("Description").fill("browser test")
+        await page.get_by_role("button", name="Create endpoint").click()
+        box = page.locator("#secret")
+        await expect(box).to_contain_text("Shown once: store it now.")
+        secret = await page.locator("#secret-value").text_content()
+        assert secret is not None
+        assert re.fullmatch(r"whsec_[A-Za-z0-9+/=]{32,}", secret), secret
+        row = endpoints.filter(has_text=hook)
+        await expect(row).to_have_count(1)
+        await expect(row).to_contain_text("link.created, link.clicked")
+        await expect(row).to_contain_text("promo")
+        await expect(row).to_contain_text("enabled")
+        await watch.shot("created")
+        # Never again: not after a reload.
+        watch.reloading = True
+        await page.reload()
+        await expect(row).to_have_count(1)
+        watch.reloading = False
+        await expect(box).to_be_hidden()
+        assert secret not in await page.content()
+
+        # A test event, delivered to the receiver signed with that secret;
+        # the delivery shows as delivered, with its one attempt.
+        await row.get_by_role("button", name="Send test event").click()
+        await expect(page.get_by_role("status")).to_contain_text("Test event msg_")
+        deliveries = page.locator("#deliveries tbody tr")
+        await expect(deliveries).to_have_count(1)
+        await expect(deliveries.first).to_contain_text("webhook.test")
+        await expect(deliveries.first).to_contain_text("delivered", timeout=20000)
+        await expect(deliveries.first).to_contain_text("HTTP 200")
+        assert len(got) == 1, got
+        headers, body = got[0]
+        assert b'"type":"webhook.test"' in body
+        assert signed(secret, headers, body)
+        await deliveries.first.get_by_role("button", name="Attempts").click()
+        attempts = page.locator("#attempts tbody tr")
+        await expect(attempts).to_have_count(1)
+        await expect(attempts.first).to_contain_text("200")
+        await expect(page.locator("#delivery-summary")).to_contain_text("delivered")
+        await watch.shot("delivery")
+
+        # Filtered by status; retried on demand (delivered a second time).
+        await page.get_by_label("Status").select_option("failed")
+        await expect(deliveries).to_have_text("no deliveries")
+        await page.get_by_label("Status").select_option("")
+        await expect(deliveries).to_have_count(1)
+        await deliveries.first.get_by_role("button", name="Retry").click()
+        await expect(page.get_by_role("status")).to_contain_text("pending again")
+        # The list follows a pending delivery until it is done.
+        await expect(deliveries.first.locator("td.num")).to_have_text("2", timeout=20000)
+        await expect(deliveries.first).to_contain_text("delivered")
+        await eventually_received(got, 2)
+        await deliveries.first.get_by_role("button", name="Attempts").click()
+        await expect(attempts).to_have_count(2)
+
+        # Disabled, enabled again.
+        await row.get_by_role("button", name="Disable").click()
+        await expect(row).to_contain_text("disabled")
+        await row.get_by_role("button", name="Enable").click()
+        await expect(row).to_contain_text("enabled")
+
+        # A rotation asks first, then shows the new secret once.
+        page.once("dialog", lambda dialog: dialog.accept())
+        await row.get_by_role("button", name="Rotate secret").click()
+        await expect(box).to_contain_text("Rotated")
+        rotated = await page.locator("#secret-value").text_content()
+        assert rotated is not None
+        assert rotated.startswith("whsec_")
+        assert rotated != secret
+        await watch.shot("rotated")
+        await page.get_by_role("button", name="I have stored it").click()
+        await expect(box).to_be_hidden()
+
+        # Delete asks first: dismissed, nothing happens; accepted, it is gone.
+        page.once("dialog", lambda dialog: dialog.dismiss())
+        await row.get_by_role("button", name="Delete").click()
+        await expect(row).to_have_count(1)
+        page.once("dialog", lambda dialog: dialog.accept())
+        await row.get_by_role("button", name="Delete").click()
+        await expect(endpoints).to_have_text("no endpoints yet")
+        await expect(page.locator("#deliveries-section")).to_be_hidden()
+        await watch.shot("deleted")
+    except BaseException:
+        await watch.shot("FAILED")
+        raise
+    assert watch.errors == [], watch.errors
+    assert watch.csp == [], watch.csp
+    # This page's own origin and the webhooks API's (the overview, shown at
+    # sign-in, may ask the gateway too).
+    assert webhooks in watch.origins, watch.origins
+    assert watch.origins <= {app.removesuffix("/app/"), gateway, webhooks}, watch.origins
+
+
+async def eventually_received(got: list[tuple[dict[str, str], bytes]], n: int) -> None:
+    async def enough() -> bool:
+        return len(got) >= n
+
+    await eventually(enough, 10, f"{n} deliveries received")
 
 
 async def test_the_api_docs_run_under_the_csp(
@@ -270,7 +488,8 @@ async def walk(page: Page, watch: Watch, app: str, gateway: str, key: str, nc: C
     policy = await response.header_value("content-security-policy")
     assert policy is not None
     assert "script-src 'self';" in policy
-    assert f"connect-src 'self' {gateway};" in policy
+    # (and the webhooks API: test_the_webhooks_page_manages_endpoints).
+    assert f"connect-src 'self' {gateway} " in policy
     await expect(page.get_by_label("API key")).to_be_focused()
     await watch.shot("sign-in")
     watch.expect(401)
@@ -284,7 +503,8 @@ async def walk(page: Page, watch: Watch, app: str, gateway: str, key: str, nc: C
     assert await page.evaluate("sessionStorage.getItem('linkflow-key')") == key
     assert await page.evaluate("document.cookie") == ""
     assert key not in await page.content()
-    for section in ("Links", "Import", "Operations"):  # an admin key may do everything
+    # An admin key may do everything.
+    for section in ("Links", "Import", "Operations", "Webhooks"):
         await expect(
             page.get_by_role("navigation").get_by_role("link", name=section)
         ).to_be_visible()

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared import node
 from shared.cli.process import Process
 from shared.cli.servers import free_ports, wait_until
 from tests.harness import bearer
@@ -190,6 +191,9 @@ def image(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         capture_output=True,
         timeout=600,
     )
+    # The webhooks service's npm packages, likewise (node trusts only its
+    # own CAs inside the build).
+    node.prepare(ROOT / "services" / "webhooks", ROOT / "build" / "npm", os.environ)
     started = time.monotonic()
     docker(
         "build",

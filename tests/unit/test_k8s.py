@@ -13,7 +13,7 @@ import kubernetes_validate
 import yaml
 
 from shared import roster
-from tests.unit.test_deploy import setting_names
+from tests.unit.test_deploy import DATABASES, OWN_DATABASE, container_command, setting_names
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -80,7 +80,7 @@ def test_every_service_is_deployed_as_linkflow_expects() -> None:
     for s in roster.ALL:
         pod = deployments[s.label]["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        assert container["command"] == ["python", "-m", f"services.{s.name}"]
+        assert container["command"] == container_command(s)
         assert container["ports"] == [{"name": "http", "containerPort": s.port}]
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -92,11 +92,18 @@ def test_every_service_is_deployed_as_linkflow_expects() -> None:
         for var in container["env"]:
             assert var["name"] in known, f"{s.label}: {var['name']} is read by no setting"
             # URLs carry passwords: from the Secret, never a value here.
-            if var["name"].endswith("_URL"):
+            if var["name"].endswith("_URL") and "configMapKeyRef" not in var.get("valueFrom", {}):
                 ref = var["valueFrom"]["secretKeyRef"]
                 assert ref["name"] == "linkflow"
                 assert ref["key"] in secret_keys
-        assert set(config) <= known
+            # A service that reads only some of the shared settings takes those.
+            if "configMapKeyRef" in var.get("valueFrom", {}):
+                ref = var["valueFrom"]["configMapKeyRef"]
+                assert ref["name"] == "linkflow"
+                assert ref["key"] == var["name"]
+                assert ref["key"] in config
+        if {"configMapRef": {"name": "linkflow"}} in container.get("envFrom", []):
+            assert set(config) <= known, s.label
     (job,) = by_kind("Job")
     (migrate,) = job["spec"]["template"]["spec"]["containers"]
     assert migrate["command"] == ["linkflow", "migrate"]
@@ -175,11 +182,7 @@ def test_each_service_connects_to_its_own_database_as_its_own_role() -> None:
     for s in roster.ALL:
         (container,) = deployments[s.label]["spec"]["template"]["spec"]["containers"]
         urls = {v["name"]: v for v in container["env"] if "DATABASE" in v["name"]}
-        setting, database = (
-            ("LINKFLOW_ANALYTICS_DATABASE_URL", "linkflow_analytics")
-            if s.name == "analytics"
-            else ("LINKFLOW_DATABASE_URL", "linkflow")
-        )
+        setting, database = DATABASES.get(s.name, OWN_DATABASE)
         assert set(urls) == {setting}, (s.label, sorted(urls))
         url = urlsplit(secrets[urls[setting]["valueFrom"]["secretKeyRef"]["key"]])
         assert (url.username, url.path) == (f"linkflow_{s.name}", f"/{database}"), s.label
@@ -190,7 +193,7 @@ def test_each_service_connects_to_its_own_database_as_its_own_role() -> None:
     env = {
         v["name"]: v["valueFrom"]["secretKeyRef"]["key"] for v in migrate["env"] if "valueFrom" in v
     }
-    for setting in ("LINKFLOW_DATABASE_URL", "LINKFLOW_ANALYTICS_DATABASE_URL"):
+    for setting, _ in (OWN_DATABASE, *DATABASES.values()):
         assert urlsplit(secrets[env[setting]]).username == "linkflow", setting
     for s in roster.ALL:
         variable = f"LINKFLOW_{s.name.upper()}_DATABASE_PASSWORD"

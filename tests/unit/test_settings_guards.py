@@ -118,8 +118,18 @@ def test_the_guard_sees_a_read() -> None:
 
 def test_every_service_listens_where_the_probe_looks() -> None:
     """The probe's ports are the services' own: each service's Settings
-    extends Listen, and both read LINKFLOW_<SERVICE>_PORT, then LINKFLOW_PORT."""
+    extends Listen, and both read LINKFLOW_<SERVICE>_PORT, then LINKFLOW_PORT.
+    A TypeScript service's own settings are asked through Node."""
+    from tests.unit.test_deploy import service_port
+
     for s in roster.ALL:
+        if s.runtime == "node":
+            # Its settings read LINKFLOW_<SERVICE>_PORT alone, not yet the
+            # shared LINKFLOW_PORT the probe also honours.
+            for env in ({}, {f"LINKFLOW_{s.name.upper()}_PORT": "7002"}):
+                assert settings.port(s, env) == service_port(s, env), (s.name, env)
+            assert settings.port(s, {}) == s.port
+            continue
         cls = importlib.import_module(f"services.{s.name}.settings").Settings
         assert issubclass(cls, Listen)
         for env in ({}, {"LINKFLOW_PORT": "7001"}, {f"LINKFLOW_{s.name.upper()}_PORT": "7002"}):

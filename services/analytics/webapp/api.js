@@ -1,9 +1,11 @@
-// Calls to linkflow's two APIs with the session's key. Analytics is this
-// page's own origin; the gateway's API (links) is at config.gateway, which
-// allows this origin by CORS (LINKFLOW_APP_URL).
+// Calls to linkflow's APIs with the session's key. Analytics is this
+// page's own origin; the gateway's API (links) is at config.gateway and the
+// webhooks service's at config.webhooks, which both allow this origin by
+// CORS (LINKFLOW_APP_URL).
 
 const KEY = "linkflow-key";
 let gateway = "";
+let webhooksBase = "";
 
 export class ApiError extends Error {
   // A problem+json answer: detail for the page, errors by field for the form.
@@ -22,7 +24,9 @@ export const key = {
 
 export async function configure() {
   const r = await fetch("config.json");
-  gateway = (await r.json()).gateway;
+  const config = await r.json();
+  gateway = config.gateway;
+  webhooksBase = config.webhooks;
   return gateway;
 }
 
@@ -55,6 +59,20 @@ export const links = {
   history: code => call(gatewayUrl(`/api/links/${encodeURIComponent(code)}/history`)),
   qr: code => call(gatewayUrl(`/api/links/${encodeURIComponent(code)}/qr?format=svg&size=192`), {raw: true}),
   import: csv => call(gatewayUrl("/api/links/import"), {method: "POST", body: csv}),
+};
+
+// The webhooks service's API: endpoints and their deliveries.
+const hook = (id, path = "") => `${webhooksBase}/api/webhooks/${encodeURIComponent(id)}${path}`;
+export const webhooks = {
+  list: () => call(`${webhooksBase}/api/webhooks`),
+  create: body => call(`${webhooksBase}/api/webhooks`, {method: "POST", json: body}),
+  update: (id, body) => call(hook(id), {method: "PATCH", json: body}),
+  remove: id => call(hook(id), {method: "DELETE"}),
+  rotate: id => call(hook(id, "/secret"), {method: "POST"}),
+  test: id => call(hook(id, "/test"), {method: "POST"}),
+  deliveries: (id, params) => call(hook(id, `/deliveries?${new URLSearchParams(params)}`)),
+  delivery: (id, delivery) => call(hook(id, `/deliveries/${encodeURIComponent(delivery)}`)),
+  retry: (id, delivery) => call(hook(id, `/deliveries/${encodeURIComponent(delivery)}/retry`), {method: "POST"}),
 };
 
 // The analytics API (this origin).

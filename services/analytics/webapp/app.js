@@ -10,6 +10,7 @@ import {linkPage} from "./page-link.js";
 import {linksPage} from "./page-links.js";
 import {operationsPage} from "./page-operations.js";
 import {overviewPage} from "./page-overview.js";
+import {webhooksPage} from "./page-webhooks.js";
 import {alertBox, can, signedIn, signOut, stopPage} from "./shell.js";
 
 async function signIn(event) {
@@ -39,7 +40,7 @@ async function start() {
 }
 
 // #/overview, #/links[?q=…&tag=…], #/links/new, #/links/CODE[/edit],
-// #/import, #/operations; anything else is the overview.
+// #/import, #/operations, #/webhooks; anything else is the overview.
 function pageFor(parts) {
   const [section, code, action] = parts;
   if (section === "links") {
@@ -49,6 +50,7 @@ function pageFor(parts) {
   }
   if (section === "import") return importPage;
   if (section === "operations") return operationsPage;
+  if (section === "webhooks") return webhooksPage;
   return overviewPage;
 }
 

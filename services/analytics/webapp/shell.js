@@ -88,23 +88,23 @@ export function signOut(why = "") {
   $("#key").focus();
 }
 
-// A button that copies a short URL.
-export function copyButton(url, label = `copy ${url}`) {
+// A button that copies a short URL (or another text: what names it).
+export function copyButton(url, label = `copy ${url}`, what = "the short URL") {
   const button = h(
     "button",
-    {type: "button", class: "secondary copy", "aria-label": label, onclick: () => copy(button, url)},
+    {type: "button", class: "secondary copy", "aria-label": label, onclick: () => copy(button, url, what)},
     "Copy",
   );
   return button;
 }
 
-async function copy(button, url) {
+async function copy(button, url, what) {
   try {
     await navigator.clipboard.writeText(url);
     button.textContent = "Copied";
   } catch {
     // No clipboard (an insecure origin): select the text for the user instead.
-    prompt("Copy the short URL", url);
+    prompt(`Copy ${what}`, url);
   }
 }
 
