@@ -24,9 +24,10 @@ export class Logger {
   log(level: LogLevel, msg: string, fields: Fields = {}): void {
     if (ORDER[level] < threshold) return;
     const line: Record<string, unknown> = {
-      ts: new Date().toISOString(),
+      // As the Python services write them: +00:00, and the level in lower case.
+      ts: new Date().toISOString().replace("Z", "+00:00"),
       service: "webhooks",
-      level,
+      level: level.toLowerCase(),
       logger: `webhooks.${this.name}`,
       msg,
     };
