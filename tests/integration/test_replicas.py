@@ -22,8 +22,8 @@ from tests.integration.test_click_wire import click
 from tests.integration.test_gateway_faults import stored_click_ids
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[list[NatsServer]]:
+def three_nodes(tmp_path: Path, config: str = "") -> Iterator[list[NatsServer]]:
+    """A three-node JetStream cluster on free ports (each node with ``config``)."""
     cluster_ports = free_ports(3)
     routes = ",".join(f"nats://127.0.0.1:{port}" for port in cluster_ports)
     nodes: list[NatsServer] = []
@@ -31,11 +31,17 @@ def cluster(tmp_path: Path) -> Iterator[list[NatsServer]]:
         for i, port in enumerate(cluster_ports):
             args = ["-n", f"linkflow-{i}", "--cluster_name", "linkflow",
                     "--cluster", f"nats://127.0.0.1:{port}", "--routes", routes]  # fmt: skip
-            nodes.append(NatsServer(tmp_path / f"node{i}", extra_args=args).start())
+            node = NatsServer(tmp_path / f"node{i}", extra_args=args, config=config or None)
+            nodes.append(node.start())
         yield nodes
     finally:
         for node in nodes:
             node.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[NatsServer]]:
+    yield from three_nodes(tmp_path)
 
 
 def clicks_stream(num_replicas: int) -> StreamConfig:

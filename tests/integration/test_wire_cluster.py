@@ -19,12 +19,12 @@ from prometheus_client import REGISTRY
 from services.link.clicks import OutgoingClick
 from services.link.publisher import ClickPublisher
 from services.link.spool import Spool
-from shared.cli.servers import NatsServer, free_ports
+from shared.cli.servers import NatsServer
 from shared.jetstream import bus, topology
 from tests.harness import eventually, soon
 from tests.integration.test_click_wire import click
 from tests.integration.test_gateway_faults import stored_click_ids
-from tests.integration.test_replicas import clicks_stream, created
+from tests.integration.test_replicas import clicks_stream, created, three_nodes
 
 # The shortest lame duck the server accepts (30 s; the grace period must be
 # shorter): it announces lame duck mode, waits out the grace period, then
@@ -34,19 +34,7 @@ LAME_DUCK = 'lame_duck_duration: "30s"\nlame_duck_grace_period: "3s"\n'
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[NatsServer]]:
-    cluster_ports = free_ports(3)
-    routes = ",".join(f"nats://127.0.0.1:{port}" for port in cluster_ports)
-    nodes: list[NatsServer] = []
-    try:
-        for i, port in enumerate(cluster_ports):
-            args = ["-n", f"linkflow-{i}", "--cluster_name", "linkflow",
-                    "--cluster", f"nats://127.0.0.1:{port}", "--routes", routes]  # fmt: skip
-            node = NatsServer(tmp_path / f"node{i}", extra_args=args, config=LAME_DUCK)
-            nodes.append(node.start())
-        yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
+    yield from three_nodes(tmp_path, LAME_DUCK)
 
 
 async def clicks_on(nodes: list[NatsServer], replicas: int) -> int:
