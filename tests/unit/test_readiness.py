@@ -37,7 +37,7 @@ class _Readyz(BaseHTTPRequestHandler):
 def readyz() -> Iterator[tuple[int, type[_Readyz]]]:
     handler = type("Readyz", (_Readyz,), {"reasons": {}})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield server.server_address[1], handler

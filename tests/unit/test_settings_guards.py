@@ -6,7 +6,6 @@ errors for the command line to word."""
 from __future__ import annotations
 
 import ast
-import asyncio
 import importlib
 import threading
 from collections.abc import Iterator
@@ -150,7 +149,7 @@ class _Healthz(BaseHTTPRequestHandler):
 @pytest.fixture
 def healthz() -> Iterator[int]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Healthz)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     try:
         yield server.server_address[1]
     finally:
@@ -187,13 +186,13 @@ def test_the_probe_reads_the_environment_through_the_loader(
 
 
 def test_the_bus_raises_its_own_error_not_the_commands() -> None:
-    url = f"nats://127.0.0.1:{free_port()}"
-    with pytest.raises(bus.Unreachable) as exc:
-        asyncio.run(bus.connect(url, "guard", forever=False))
-    assert not isinstance(exc.value, CommandError)
-    assert str(exc.value).startswith(f"cannot reach NATS at {url}: ")
+    # The bus is shared by services that know nothing of the command: its
+    # error is its own, and the command turns it into its one line (below,
+    # through a real refused connection).
+    assert not issubclass(bus.Unreachable, CommandError)
     source = (ROOT / "shared/jetstream/bus.py").read_text()
     assert "CommandError" not in source
+    assert "raise Unreachable(" in source
 
 
 def test_the_command_says_an_unreachable_nats_in_one_line(
