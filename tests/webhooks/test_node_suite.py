@@ -5,7 +5,8 @@ makes them, the packages from the lock file, ``tsc --noEmit`` first.
 The service connects as NATS user ``webhooks`` with the permissions linkflow
 deploys for it (shared.cli.permissions): a missing one fails the suite, and
 the server must log no permission violation. The suite itself connects as
-an admin user to publish events and inspect streams."""
+an admin user to publish events and inspect streams. Part of `just test`:
+the service is linkflow's as much as the Python ones are."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import subprocess
 from pathlib import Path
 
 import nats
-import pytest
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import NotFoundError
 
@@ -25,8 +25,6 @@ from shared import node
 from shared.cli import permissions
 from shared.cli.servers import NatsServer, PostgresServer
 from shared.jetstream.topology import streams
-
-pytestmark = pytest.mark.polyglot
 
 SERVICE = Path(__file__).resolve().parents[2] / "services" / "webhooks"
 
