@@ -62,6 +62,31 @@ class Rule(msgspec.Struct, kw_only=True, frozen=True):
 
 _rules_decoder = msgspec.json.Decoder(list[Rule])
 
+# A short domain's host: lower case, IDNA form, no port.
+_LABEL: Final = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+HOST_PATTERN: Final = rf"^{_LABEL}(?:\.{_LABEL})*$"
+DomainHost = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=253,
+        pattern=HOST_PATTERN,
+        description="the link's short domain (its host); null: the default domain",
+    ),
+]
+
+
+def link_key(domain: str | None, code: str) -> str:
+    """A link's key in KV ``links`` and ``link_visits``: its code on the
+    default domain, ``<host>/<code>`` on another (a code holds no ``/``)."""
+    return code if domain is None else f"{domain}/{code}"
+
+
+def split_link_key(key: str) -> tuple[str | None, str]:
+    """``(domain, code)`` of a :func:`link_key`."""
+    domain, _, code = key.rpartition("/")
+    return domain or None, code
+
 
 def decode_rules(data: str | bytes) -> list[Rule]:
     """Rules stored as JSON (the links table's jsonb column, as asyncpg hands it over)."""
@@ -72,6 +97,7 @@ class LinkCreated(msgspec.Struct, kw_only=True, frozen=True):
     """``links.created``: published fire-and-forget (core NATS), kept by stream LINKS."""
 
     code: Code
+    domain: DomainHost | None = None
     url: str
     created_at: Timestamp
     tags: list[str] = []
@@ -81,6 +107,7 @@ class LinkUpdated(msgspec.Struct, kw_only=True, frozen=True):
     """``links.updated`` on stream ``LINKS``: must be delivered."""
 
     code: Code
+    domain: DomainHost | None = None
     url: str
     redirect_type: RedirectType
     expires_at: Timestamp | None
@@ -101,6 +128,7 @@ class LinkDeleted(msgspec.Struct, kw_only=True, frozen=True):
     """``links.deleted`` on stream ``LINKS``: must be delivered."""
 
     code: Code
+    domain: DomainHost | None = None
     version: Version
     deleted_at: Timestamp
 
@@ -124,6 +152,7 @@ class Click(msgspec.Struct, kw_only=True, frozen=True):
         msgspec.Meta(min_length=1, max_length=64, description="Unique click id, also Nats-Msg-Id"),
     ]
     code: Code
+    domain: DomainHost | None = None
     ts: Timestamp
     referrer: str | None = None
     user_agent: str | None = None
@@ -155,7 +184,8 @@ class Click(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class LinkEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """Value of the KV bucket ``links`` (key: the code).
+    """Value of the KV bucket ``links`` (key: :func:`link_key`, the code on
+    the default domain).
 
     A deleted link stays as a tombstone with its version so that a late,
     older ``links.updated`` can be recognised as stale and ignored.
@@ -204,6 +234,55 @@ class RedirectsBusy(msgspec.Struct, kw_only=True, frozen=True):
     hold: Annotated[float, msgspec.Meta(gt=0, le=10, description="seconds the signal lasts")]
 
 
+ORPHAN_VISITS: Final = "visits.orphan"
+# What an orphan visit was (SPEC, "Subjects and streams"): a visit to ``/``,
+# a path that cannot be a code, a code no link has (or had: deleted).
+BASE_URL: Final = "base_url"
+INVALID_CODE: Final = "invalid_code"
+NOT_FOUND: Final = "not_found"
+ORPHAN_KINDS: Final = (BASE_URL, INVALID_CODE, NOT_FOUND)
+# The longest path an orphan visit carries, and the path that sums the
+# visits past a gateway's 1,000 paths of one second.
+ORPHAN_PATH_CUT: Final = 256
+ORPHAN_OTHERS: Final = "*"
+
+
+class OrphanVisits(msgspec.Struct, kw_only=True, frozen=True):
+    """``visits.orphan``: core NATS, fire-and-forget. Requests a gateway
+    answered with no link, summed per second and ``(domain, kind, path)``:
+    at most one message per key and second, at most 1,000 paths a second
+    (the rest under path ``*``)."""
+
+    domain: (
+        Annotated[str, msgspec.Meta(description="the request's domain; null: the default domain")]
+        | None
+    )
+    kind: Annotated[
+        str,
+        msgspec.Meta(
+            pattern="^(base_url|invalid_code|not_found)$",
+            description="base_url: `/`; invalid_code: a path that is not a code; "
+            "not_found: an unknown or deleted code",
+        ),
+    ]
+    path: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=ORPHAN_PATH_CUT,
+            description="the request's path (no query), cut to 256 characters; "
+            "`*`: the visits past the gateway's 1,000 paths of that second",
+        ),
+    ]
+    count: Annotated[int, msgspec.Meta(ge=1, description="visits in [from, to)")]
+    from_: Annotated[
+        datetime, msgspec.Meta(tz=True, description="the counting window's start, RFC 3339 UTC")
+    ] = msgspec.field(name="from")
+    to: Annotated[
+        datetime, msgspec.Meta(tz=True, description="the counting window's end (excluded)")
+    ]
+
+
 # A links.* dead letter is replayed by the cache-refresher re-reading the
 # link from PostgreSQL: nobody but the gateway publishes links.*. The
 # request is answered on a subject under LINK_REFRESHED (one per request),
@@ -218,6 +297,7 @@ class LinkRefresh(msgspec.Struct, kw_only=True, frozen=True):
     KV entry from its PostgreSQL row, never to an older version."""
 
     code: Code
+    domain: DomainHost | None = None
 
 
 class LinkRefreshed(msgspec.Struct, kw_only=True, frozen=True):
@@ -227,6 +307,7 @@ class LinkRefreshed(msgspec.Struct, kw_only=True, frozen=True):
 
     code: Code
     version: Version | None
+    domain: DomainHost | None = None
 
 
 # DLQ headers added to the original ones (SPEC, "Subjects and streams").
@@ -266,6 +347,11 @@ SUBJECTS: Final[dict[str, tuple[type[msgspec.Struct], str, str]]] = {
     "links.deleted": (LinkDeleted, "stream LINKS", "a link was deleted"),
     "clicks.{code}": (Click, "stream CLICKS", "one click on a short link"),
     REDIRECTS_BUSY: (RedirectsBusy, "core NATS", "a gateway near its capacity: workers hold off"),
+    ORPHAN_VISITS: (
+        OrphanVisits,
+        "core NATS",
+        "requests that matched no link, summed per gateway, second and (domain, kind, path)",
+    ),
     LINK_REFRESH: (
         LinkRefresh,
         "core NATS request",
@@ -318,7 +404,17 @@ def encode(struct: msgspec.Struct) -> bytes:
     for name in _holding_structs(type(struct)):
         if out[name]:
             out[name] = _times(msgspec.to_builtins(out[name], builtin_types=(datetime,)))
+    # A field named as Python cannot (OrphanVisits' ``from``) goes out by its wire name.
+    for name, wire in _renamed(type(struct)):
+        out[wire] = out.pop(name)
     return _encoder.encode(out)
+
+
+@functools.cache
+def _renamed(cls: type[msgspec.Struct]) -> tuple[tuple[str, str], ...]:
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return tuple((f.name, f.encode_name) for f in info.fields if f.name != f.encode_name)
 
 
 @functools.cache

@@ -120,9 +120,19 @@ CLICK_PUBLISH_FAILURES: Final = Counter(
     "linkflow_click_publish_failures_total",
     "Clicks whose publish failed or timed out",
 )
+# Added once a second (services/link/orphans.py), not per request.
+ORPHAN_VISITS: Final = Counter(
+    "linkflow_orphan_visits_total",
+    "Requests the gateway answered with no link, by kind (base_url, invalid_code, not_found)",
+    ["kind"],
+)
 LINK_CACHE_SIZE: Final = Gauge(
     "linkflow_link_cache_entries",
     "Links held in the gateway's in-process map",
+)
+DOMAINS: Final = Gauge(
+    "linkflow_domains",
+    "Domain records (KV domains) held by the gateway",
 )
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import urllib.parse
+from typing import Final
+
+from shared.contracts import HOST_PATTERN
 
 
 def redact(url: str) -> str:
@@ -42,3 +47,31 @@ def origins(urls: str) -> list[str]:
     if name in _LOOPBACK:
         return [f"{parts.scheme}://{other}{suffix}" for other in _LOOPBACK]
     return [f"{parts.scheme}://{name}{suffix}"]
+
+
+def default_host(public_url: str) -> str:
+    """The default short domain: ``LINKFLOW_PUBLIC_URL``'s host, spelt as a
+    request's ``Host`` is read (lower case, no port or trailing dot, IDNA)."""
+    host = (urllib.parse.urlsplit(public_url).hostname or "").lower().rstrip(".")
+    if not host.isascii():
+        with contextlib.suppress(UnicodeError):
+            host = host.encode("idna").decode("ascii")
+    return host
+
+
+MAX_HOST: Final = 253
+_HOST: Final = re.compile(HOST_PATTERN)
+
+
+def host_name(value: str) -> str:
+    """``value`` as a short domain's host: lower case, no trailing dot, IDNA
+    (punycode) form; ValueError when it is not a host name."""
+    host = value.strip().lower().rstrip(".")
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError("is not a valid host name") from None
+    if len(host) > MAX_HOST or not _HOST.match(host):
+        raise ValueError("must be a host name such as go.example.com (no scheme, port or path)")
+    return host

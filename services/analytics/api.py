@@ -15,10 +15,12 @@ from services.analytics.backfill import Backfills
 from services.analytics.live import LiveClicks
 from services.analytics.stats import Stats
 from services.analytics.store import AnalyticsStore
+from shared.contracts import link_key
 from shared.http import keys
 from shared.http.access import Access, is_api
 from shared.http.bodies import answer
 from shared.http.openapi import route
+from shared.http.problems import Problem
 from shared.jetstream.yielding import BusyGateways
 
 router = APIRouter(prefix="/api")
@@ -71,6 +73,12 @@ def deps(request: Request) -> Deps:
 Ctx = Annotated[Deps, Depends(deps)]
 
 
+def _seen(request: Request) -> frozenset[str] | None:
+    """The only domains (hosts) the calling key sees; None: every domain."""
+    seen: frozenset[str] | None = getattr(request.state, "api_key_domains", None)
+    return seen
+
+
 # Every stats call may answer 503: its query outran the statement timeout,
 # or every connection of the API's pool stayed busy as long.
 _STATS_PROBLEMS: Final = {
@@ -84,6 +92,10 @@ From = Annotated[
     Query(alias="from", description=f"the range's start: {_TIME}; default: `to` - 7 days"),
 ]
 To = Annotated[str | None, Query(description=f"the range's end (excluded): {_TIME}; default: now")]
+OnDomain = Annotated[
+    str | None,
+    Query(description="the link's domain (its host); absent: the default domain"),
+]
 
 
 @router.get(
@@ -98,6 +110,7 @@ To = Annotated[str | None, Query(description=f"the range's end (excluded): {_TIM
 )
 async def link_stats(
     code: str,
+    request: Request,
     ctx: Ctx,
     from_: From = None,
     to: To = None,
@@ -115,12 +128,17 @@ async def link_stats(
     include_bots: Annotated[
         str | None, Query(description="`true` counts bots' clicks too; default: false")
     ] = None,
+    domain: OnDomain = None,
 ) -> Response:
     every = params.interval("day" if interval is None else interval)
     start, end = params.series_range(from_, to, every)
     n = params.limit(limit, params.LIST_LIMIT)
     bots = params.include_bots(include_bots)
-    return answer(await ctx.stats.link_stats(code, start, end, every, bots, n))
+    link = ctx.stats.link(code, params.domain(domain))
+    seen = ctx.stats.seen(link[0] or ctx.stats.default_host, _seen(request))
+    if not seen:  # another domain's link than the key sees: as unknown to it as none
+        raise Problem(404, f"no link {code!r} this key sees")
+    return answer(await ctx.stats.link_stats(link, start, end, every, bots, n))
 
 
 @router.get(
@@ -130,10 +148,11 @@ async def link_stats(
         payloads.LinksCreated,
         payloads.EXAMPLE_CREATED,
         says="links created per day, every day from `from` to `to`",
-        problems=_STATS_PROBLEMS,
+        problems={**_STATS_PROBLEMS, 403: "the key is limited to domains"},
     ),
 )
 async def links_created(
+    request: Request,
     ctx: Ctx,
     from_: Annotated[
         str | None,
@@ -141,6 +160,9 @@ async def links_created(
     ] = None,
     to: Annotated[str | None, Query(description=f"the last day: {_TIME}; default: today")] = None,
 ) -> Response:
+    if _seen(request) is not None:
+        # Counted for every domain at once: a key limited to domains has no share of it.
+        raise Problem(403, "links created per day covers every domain: this key sees some")
     start, end = params.date_range(from_, to)
     return answer(await ctx.stats.links_created(start, end))
 
@@ -156,6 +178,7 @@ async def links_created(
     ),
 )
 async def top(
+    request: Request,
     ctx: Ctx,
     from_: From = None,
     to: To = None,
@@ -163,7 +186,33 @@ async def top(
 ) -> Response:
     # No series, but the same scan as a daily one: the same bound.
     start, end = params.series_range(from_, to, "day")
-    return answer(await ctx.stats.top(start, end, params.limit(limit, 10)))
+    seen = ctx.stats.seen(None, _seen(request))
+    return answer(await ctx.stats.top(start, end, params.limit(limit, 10), seen))
+
+
+@router.get(
+    "/stats/orphans",
+    **route(
+        200,
+        payloads.OrphanStats,
+        payloads.EXAMPLE_ORPHANS,
+        says="requests that matched no link: counts per kind and the most requested paths",
+        problems=_STATS_PROBLEMS,
+    ),
+)
+async def orphans(
+    request: Request,
+    ctx: Ctx,
+    from_: From = None,
+    to: To = None,
+    domain: Annotated[
+        str | None,
+        Query(description="only this domain's (its host); default: every domain"),
+    ] = None,
+) -> Response:
+    # Hourly rows, the bound of a daily series (as /stats/top).
+    start, end = params.series_range(from_, to, "day")
+    return answer(await ctx.stats.orphans(start, end, params.domain(domain), _seen(request)))
 
 
 @router.get(
@@ -180,13 +229,18 @@ async def stream(
     ctx: Ctx,
     request: Request,
     code: Annotated[str | None, Query(description="only this link's clicks")] = None,
+    domain: OnDomain = None,
 ) -> StreamingResponse:
     release = ctx.live.admit(request.state.api_key)
     # The key was checked when the stream opened; a revocation ends it.
     allowed = ctx.access.still_allows(request.state.api_key, keys.STATS_READ)
     return _Stream(
         release,
-        ctx.live.events(code, allowed),
+        ctx.live.events(
+            None if code is None else link_key(*ctx.stats.link(code, params.domain(domain))),
+            allowed,
+            ctx.stats.seen(None, _seen(request)),
+        ),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )

@@ -16,6 +16,7 @@ from services.analytics.consumer import ClickAggregator, CreatedCounter
 from services.analytics.exporter import exporter
 from services.analytics.limits import VisitLimits
 from services.analytics.live import LiveClicks
+from services.analytics.orphans import OrphanCounts
 from services.analytics.settings import Settings
 from services.analytics.stats import Stats
 from services.analytics.store import AnalyticsStore
@@ -29,6 +30,7 @@ from shared.jetstream.loops import Loops
 from shared.jetstream.rescue import rescue_worker
 from shared.jetstream.worker import Worker, json_payload
 from shared.jetstream.yielding import BusyGateways
+from shared.urls import default_host
 
 # How far back the web app's pipeline chart reaches.
 PIPELINE_MINUTES = 10
@@ -69,6 +71,11 @@ def build(settings: Settings) -> FastAPI:
             store = AnalyticsStore(pool, await asyncio.to_thread(Countries().load))
             created = await nc.subscribe("links.created", cb=CreatedCounter(store).on_message)
             stack.push_async_callback(created.unsubscribe)
+            orphans = OrphanCounts(pool)
+            # Unsubscribed first, then the loops stop, then what is held is written.
+            stack.push_async_callback(orphans.close)
+            orphan_sub = await orphans.subscribe(nc)
+            stack.push_async_callback(orphan_sub.unsubscribe)
             ring = await access.open(js)
             stack.push_async_callback(ring.stop)
             limits = VisitLimits(
@@ -103,6 +110,7 @@ def build(settings: Settings) -> FastAPI:
                     rescue.run,
                     exporter(js, pool, history),
                     limits.repairer(settings.visit_repair_every),
+                    orphans.loop(),
                 ],
             )
             loops.start()
@@ -119,7 +127,9 @@ def build(settings: Settings) -> FastAPI:
                     }
                 )
             )
-            stats = Stats(api_pool, settings.statement_timeout)
+            stats = Stats(
+                api_pool, settings.statement_timeout, default_host(settings.common.public_url)
+            )
             # On exit the stack stops taking work, settles the batch in hand
             # (the loops), then stops the rest and drains NATS.
             yield {"deps": api.Deps(store, js, live, backfills, access, history, yields, stats)}

@@ -10,7 +10,7 @@ from nats.aio.msg import Msg
 
 from services.analytics.limits import VisitLimits
 from services.analytics.store import AnalyticsStore
-from shared.contracts import Click, LinkCreated
+from shared.contracts import Click, LinkCreated, link_key
 from shared.db import UNAVAILABLE, write_batch
 from shared.jetstream.worker import NATS_UNAVAILABLE, Delivery, Unavailable
 
@@ -28,7 +28,7 @@ class ClickAggregator:
             # Counting before the limited links are known would miss visits.
             raise Unavailable("links with visit limits not loaded yet")
         clicks = [d.payload for d in batch]
-        limited = self._limits.limited({c.code for c in clicks if not c.is_bot})
+        limited = self._limits.limited({link_key(c.domain, c.code) for c in clicks if not c.is_bot})
 
         async def record(rows: Sequence[Click]) -> None:
             await self._store.record(rows, limited)

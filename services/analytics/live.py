@@ -24,7 +24,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from shared.contracts import Click
+from shared.contracts import Click, link_key
 from shared.http.problems import Problem
 
 _decode = msgspec.json.Decoder(Click).decode
@@ -46,7 +46,9 @@ class LiveClicks:
         self._per_key = per_key
         self._open = 0
         self._by_key: Counter[str] = Counter()
-        self._listeners: set[tuple[str | None, asyncio.Queue[bytes]]] = set()
+        # (the link's key or None: every link, the domains seen as the table
+        # keeps them ('' the default) or None: every domain, the queue)
+        self._listeners: set[tuple[str | None, frozenset[str] | None, asyncio.Queue[bytes]]] = set()
         self._sub: Subscription | None = None
         self._lock = asyncio.Lock()
 
@@ -113,18 +115,25 @@ class LiveClicks:
             click = _decode(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
-        for code, queue in self._listeners:
-            if code is None or code == click.code:
+        for code, domains, queue in self._listeners:
+            if (code is None or code == link_key(click.domain, click.code)) and (
+                domains is None or (click.domain or "") in domains
+            ):
                 if queue.full():
                     queue.get_nowait()
                 queue.put_nowait(msg.data)
 
     async def events(
-        self, code: str | None, allowed: Callable[[], bool] = lambda: True
+        self,
+        code: str | None,
+        allowed: Callable[[], bool] = lambda: True,
+        domains: frozenset[str] | None = None,
     ) -> AsyncIterator[bytes]:
         """Server-Sent Events for one client until it disconnects, or until
-        ``allowed`` says its key no longer may (revoked, expired)."""
-        listener = (code, asyncio.Queue[bytes](QUEUE_SIZE))
+        ``allowed`` says its key no longer may (revoked, expired); only the
+        clicks of ``code`` (a link's key) and ``domains`` ('' the default),
+        where given."""
+        listener = (code, domains, asyncio.Queue[bytes](QUEUE_SIZE))
         self._listeners.add(listener)
         try:
             await self._watched()
@@ -132,7 +141,7 @@ class LiveClicks:
             idle = 0.0
             while allowed():
                 try:
-                    data = await asyncio.wait_for(listener[1].get(), RECHECK)
+                    data = await asyncio.wait_for(listener[2].get(), RECHECK)
                 except TimeoutError:
                     idle += RECHECK
                     if idle >= KEEPALIVE:

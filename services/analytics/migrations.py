@@ -9,6 +9,10 @@ from shared.db import Migration
 MIGRATION: Final = Migration(
     "analytics_database_url",
     """
+-- A link is named by its key in every table here (code columns): its code
+-- on the default domain, <host>/<code> on another (shared.contracts.link_key;
+-- a code holds no "/"), so rows from before domains are the default domain's.
+
 -- Every click counted once: the ledger is what makes redelivery and
 -- overlapping backfills harmless (a click id already here adds nothing).
 CREATE TABLE IF NOT EXISTS counted_clicks (
@@ -72,6 +76,17 @@ CREATE TABLE IF NOT EXISTS link_visits (
     since  timestamptz NOT NULL,
     visits bigint NOT NULL
 );
+
+-- Orphan visits (SPEC: visits.orphan) per hour, domain ('' for the default
+-- domain), kind and path, summed from the gateways' per-second messages.
+CREATE TABLE IF NOT EXISTS orphan_visits (
+    hour   timestamptz NOT NULL,
+    domain text NOT NULL,
+    kind   text NOT NULL,
+    path   text NOT NULL,
+    count  bigint NOT NULL,
+    PRIMARY KEY (hour, domain, kind, path)
+);
 """,
     # Its rows come and go (a re-classifying backfill deletes its range's);
     # its tables stay as migrate made them.
@@ -84,6 +99,7 @@ CREATE TABLE IF NOT EXISTS link_visits (
             "links_created_daily",
             "backfills",
             "link_visits",
+            "orphan_visits",
         )
     ),
 )

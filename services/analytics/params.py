@@ -102,3 +102,14 @@ def include_bots(value: str | None) -> bool:
     if flag not in ("true", "false", "1", "0"):
         raise Problem.invalid([FieldError("include_bots", "must be true or false")])
     return flag in ("true", "1")
+
+
+def domain(value: str | None) -> str | None:
+    """A ``domain`` filter: a host as a request's ``Host`` names it (lower
+    case, no trailing dot); None: every domain."""
+    if value is None:
+        return None
+    host = value.strip().lower().rstrip(".")
+    if not host or len(host) > 253 or "/" in host:
+        raise Problem.invalid([FieldError("domain", "must be a host name")])
+    return host

@@ -85,6 +85,7 @@ class LinkStats(msgspec.Struct, kw_only=True, frozen=True):
     most frequent values of each dimension (at most ``limit`` each)."""
 
     code: str
+    domain: Annotated[str | None, msgspec.Meta(description="the link's domain; null: the default")]
     total: Count
     visitors: Annotated[Count, msgspec.Meta(description="distinct visitors over the range")]
     series: list[SeriesPoint]
@@ -109,6 +110,7 @@ class LinksCreated(msgspec.Struct, kw_only=True, frozen=True):
 
 class TopLink(msgspec.Struct, kw_only=True, frozen=True):
     code: str
+    domain: Annotated[str | None, msgspec.Meta(description="the link's domain; null: the default")]
     count: Count
 
 
@@ -116,6 +118,38 @@ class TopLinks(msgspec.Struct, kw_only=True, frozen=True):
     """The most clicked links of the range (human clicks), most first."""
 
     items: list[TopLink]
+
+
+class OrphanKinds(msgspec.Struct, kw_only=True, frozen=True):
+    """Orphan visits by kind."""
+
+    base_url: Annotated[Count, msgspec.Meta(description="visits to `/`")]
+    invalid_code: Annotated[Count, msgspec.Meta(description="paths that cannot be a code")]
+    not_found: Annotated[Count, msgspec.Meta(description="unknown or deleted codes")]
+
+
+class OrphanPath(msgspec.Struct, kw_only=True, frozen=True):
+    path: Annotated[str, msgspec.Meta(description="as requested, cut to 256 characters")]
+    kind: Literal["base_url", "invalid_code", "not_found"]
+    count: Count
+
+
+class OrphanStats(msgspec.Struct, kw_only=True, frozen=True):
+    """Requests that matched no link over ``[from, to)`` (by hour): counts
+    per kind, and the most requested paths (at most 20). Visits a gateway
+    summed under path ``*`` (past its 1,000 paths of a second) count in
+    ``total`` and ``kinds``, not in ``top_paths``."""
+
+    from_: Annotated[datetime, msgspec.Meta(description="the range's start")] = msgspec.field(
+        name="from"
+    )
+    to: Annotated[datetime, msgspec.Meta(description="the range's end (excluded)")]
+    domain: Annotated[
+        str | None, msgspec.Meta(description="the domain asked for; null: every domain")
+    ]
+    total: Count
+    kinds: OrphanKinds
+    top_paths: list[OrphanPath]
 
 
 # --- /api/session ---------------------------------------------------------------
@@ -243,6 +277,7 @@ _AT: Final = "2026-12-02T09:30:00.123000+00:00"
 _HOUR: Final = datetime(2026, 12, 2, 9, tzinfo=UTC)
 EXAMPLE_STATS: Final = LinkStats(
     code="launch",
+    domain=None,
     total=42,
     visitors=30,
     series=[
@@ -260,7 +295,22 @@ EXAMPLE_CREATED: Final = LinksCreated(
     days=[DayCount(day=date(2026, 12, 1), count=3), DayCount(day=date(2026, 12, 2), count=5)]
 )
 EXAMPLE_TOP: Final = TopLinks(
-    items=[TopLink(code="launch", count=42), TopLink(code="docs", count=7)]
+    items=[
+        TopLink(code="launch", domain=None, count=42),
+        TopLink(code="docs", domain="go.example.com", count=7),
+    ]
+)
+EXAMPLE_ORPHANS: Final = OrphanStats(
+    from_=datetime(2026, 11, 15, tzinfo=UTC),
+    to=datetime(2026, 11, 22, tzinfo=UTC),
+    domain=None,
+    total=1370,
+    kinds=OrphanKinds(base_url=120, invalid_code=1100, not_found=150),
+    top_paths=[
+        OrphanPath(path="/wp-login.php", kind="invalid_code", count=640),
+        OrphanPath(path="/", kind="base_url", count=120),
+        OrphanPath(path="/summer-sale", kind="not_found", count=95),
+    ],
 )
 EXAMPLE_SESSION: Final = Session(name="dashboard", scopes=["links:read", "stats:read", "ops"])
 EXAMPLE_PIPELINE: Final = PipelineStatus(

@@ -23,6 +23,9 @@ from services.analytics.payloads import (
     DeviceCount,
     LinksCreated,
     LinkStats,
+    OrphanKinds,
+    OrphanPath,
+    OrphanStats,
     OsCount,
     OtherCounts,
     ReferrerCount,
@@ -30,6 +33,7 @@ from services.analytics.payloads import (
     TopLink,
     TopLinks,
 )
+from shared.contracts import link_key, split_link_key
 from shared.http.problems import Problem
 
 # Each list of a stats answer: the dimension in click_stats -> its entries' type.
@@ -85,11 +89,30 @@ SELECT dim, NULL, sum(count)::bigint, NULL FROM ranked WHERE n > $5 GROUP BY dim
 ORDER BY dim, n
 """
 
+# Orphan visits of a range, all domains ($3 NULL) or one ('' the default):
+# the sums by kind, then the most requested paths (not the gateways' `*`).
+ORPHAN_KINDS: Final = """
+SELECT kind, sum(count)::bigint AS count FROM orphan_visits
+WHERE hour >= date_trunc('hour', $1::timestamptz, 'UTC') AND hour < $2
+  AND ($3::text[] IS NULL OR domain = ANY($3))
+GROUP BY kind
+"""
+ORPHAN_PATHS: Final = """
+SELECT path, kind, sum(count)::bigint AS count FROM orphan_visits
+WHERE hour >= date_trunc('hour', $1::timestamptz, 'UTC') AND hour < $2
+  AND ($3::text[] IS NULL OR domain = ANY($3)) AND path <> '*'
+GROUP BY path, kind ORDER BY count DESC, path, kind LIMIT $4
+"""
+TOP_PATHS: Final = 20
+
 
 class Stats:
-    def __init__(self, pool: asyncpg.Pool, wait: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, wait: float, default_host: str = "") -> None:
         self._pool = pool
         self._wait = wait
+        # The default domain (LINKFLOW_PUBLIC_URL's host): its orphan
+        # visits are stored with domain ''.
+        self.default_host = default_host
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[PoolConnectionProxy]:
@@ -107,19 +130,41 @@ class Stats:
         finally:
             await self._pool.release(conn)
 
+    def stored(self, hosts: frozenset[str] | None) -> frozenset[str] | None:
+        """Domains (hosts) as this database keeps them: '' for the default."""
+        if hosts is None:
+            return None
+        return frozenset("" if h == self.default_host else h for h in hosts)
+
+    def seen(self, domain: str | None, seen: frozenset[str] | None) -> frozenset[str] | None:
+        """The domains a call covers: the one it names (None: every one),
+        narrowed to those its key sees (None: no limit)."""
+        hosts = None if domain is None else frozenset({domain})
+        if seen is not None:
+            hosts = seen if hosts is None else hosts & seen
+        return self.stored(hosts)
+
+    def link(self, code: str, domain: str | None) -> tuple[str | None, str]:
+        """The link a ``{code}?domain=`` call names: (None for the default
+        domain, code)."""
+        return (None if domain in (None, self.default_host) else domain), code
+
     async def link_stats(
         self,
-        code: str,
+        link: tuple[str | None, str],
         start: datetime,
         end: datetime,
         interval: str,
         include_bots: bool,
         limit: int,
     ) -> LinkStats:
+        # Counted under the link's key: its code, or host/code on another
+        # domain than the default (services.analytics.migrations).
+        key = link_key(*link)
         async with self._connection() as conn:
-            series = await conn.fetch(SERIES, code, start, end, interval, include_bots)
-            visitors = await conn.fetchval(VISITORS, code, start, end, include_bots)
-            dims = await conn.fetch(DIMENSIONS, code, start, end, include_bots, limit)
+            series = await conn.fetch(SERIES, key, start, end, interval, include_bots)
+            visitors = await conn.fetchval(VISITORS, key, start, end, include_bots)
+            dims = await conn.fetch(DIMENSIONS, key, start, end, include_bots, limit)
         total = 0
         lists: dict[str, list[Any]] = {dim: [] for dim in LISTS}
         others = dict.fromkeys(LISTS, 0)
@@ -132,7 +177,8 @@ class Stats:
                 else:
                     lists[r["dim"]].append(LISTS[r["dim"]](r["value"], r["count"]))
         return LinkStats(
-            code=code,
+            code=link[1],
+            domain=link[0],
             total=total,
             visitors=visitors,
             series=[
@@ -163,14 +209,52 @@ class Stats:
             )
         return LinksCreated(days=[DayCount(day=r["day"], count=r["count"]) for r in rows])
 
-    async def top(self, start: datetime, end: datetime, limit: int) -> TopLinks:
+    async def top(
+        self, start: datetime, end: datetime, limit: int, domains: frozenset[str] | None = None
+    ) -> TopLinks:
+        """``domains``: only their links ('' the default domain; None: every link)."""
         async with self._connection() as conn:
             rows = await conn.fetch(
                 "SELECT code, sum(count)::bigint AS count FROM click_stats WHERE dim = 'total' "
                 "AND NOT is_bot AND hour >= date_trunc('hour', $1::timestamptz, 'UTC') "
-                "AND hour < $2 GROUP BY code ORDER BY count DESC, code LIMIT $3",
+                "AND hour < $2 AND ($4::text[] IS NULL OR "
+                "(CASE WHEN strpos(code, '/') > 0 THEN split_part(code, '/', 1) ELSE '' END) "
+                "= ANY($4)) "
+                "GROUP BY code ORDER BY count DESC, code LIMIT $3",
                 start,
                 end,
                 limit,
+                None if domains is None else sorted(domains),
             )
-        return TopLinks(items=[TopLink(code=r["code"], count=r["count"]) for r in rows])
+        items = []
+        for r in rows:
+            domain, code = split_link_key(r["code"])
+            items.append(TopLink(code=code, domain=domain, count=r["count"]))
+        return TopLinks(items=items)
+
+    async def orphans(
+        self,
+        start: datetime,
+        end: datetime,
+        domain: str | None,
+        seen: frozenset[str] | None = None,
+    ) -> OrphanStats:
+        """``domain`` None: every domain's the key sees (``seen``; None: all)."""
+        covered = self.seen(domain, seen)
+        stored = None if covered is None else sorted(covered)
+        async with self._connection() as conn:
+            kinds = await conn.fetch(ORPHAN_KINDS, start, end, stored)
+            paths = await conn.fetch(ORPHAN_PATHS, start, end, stored, TOP_PATHS)
+        by_kind = {r["kind"]: r["count"] for r in kinds}
+        return OrphanStats(
+            from_=start,
+            to=end,
+            domain=domain,
+            total=sum(by_kind.values()),
+            kinds=OrphanKinds(
+                base_url=by_kind.get("base_url", 0),
+                invalid_code=by_kind.get("invalid_code", 0),
+                not_found=by_kind.get("not_found", 0),
+            ),
+            top_paths=[OrphanPath(path=r["path"], kind=r["kind"], count=r["count"]) for r in paths],
+        )

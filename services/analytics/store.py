@@ -11,7 +11,7 @@ import asyncpg
 import msgspec
 
 from services.analytics import dimensions
-from shared.contracts import Click, VisitCount, millis
+from shared.contracts import Click, VisitCount, link_key, millis
 from shared.geo import Countries
 from shared.useragent import agent
 
@@ -107,7 +107,8 @@ class AnalyticsStore:
             rows.append(
                 _Row(
                     id=c.id,
-                    code=c.code,
+                    # The link's key: its code, or host/code on another domain.
+                    code=link_key(c.domain, c.code),
                     ts=c.ts,
                     referrer=dimensions.referrer_host(c.referrer),
                     # The CDN's header, else GeoIP on the address the click

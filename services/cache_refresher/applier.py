@@ -12,7 +12,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
-from shared.contracts import LinkDeleted, LinkEntry, LinkUpdated
+from shared.contracts import LinkDeleted, LinkEntry, LinkUpdated, link_key
 from shared.errors import PermanentError
 from shared.jetstream import linkcache
 from shared.jetstream.worker import NATS_UNAVAILABLE, Delivery, Unavailable
@@ -59,7 +59,8 @@ class Applier:
             if event is None:
                 continue
             try:
-                await linkcache.put_if_newer(self._kv, event.code, entry_for(event))
+                key = link_key(event.domain, event.code)
+                await linkcache.put_if_newer(self._kv, key, entry_for(event))
             except NATS_UNAVAILABLE as exc:
                 raise Unavailable(f"KV unavailable: {exc!r}") from exc
             except Exception as exc:  # retried with backoff, then dead-lettered

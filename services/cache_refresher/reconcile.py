@@ -11,7 +11,7 @@ import msgspec
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from shared.contracts import INVALID, LinkEntry, decode_rules, encode, millis
+from shared.contracts import INVALID, LinkEntry, decode_rules, encode, link_key, millis
 from shared.jetstream import linkcache
 from shared.jetstream.loops import Loop, periodic
 from shared.metrics import CACHE_REPAIRS
@@ -41,8 +41,8 @@ async def snapshot(kv: KeyValue) -> dict[str, tuple[LinkEntry | None, int]]:
 
 # A link's row as KV holds it (the applier's entry_for, from the database).
 LINK_ROWS: Final = (
-    "SELECT code, url, redirect_type, expires_at, max_visits, forward_query, rules, version, "
-    "created_at, deleted_at IS NOT NULL AS deleted FROM links"
+    "SELECT domain, code, url, redirect_type, expires_at, max_visits, forward_query, rules, "
+    "version, created_at, deleted_at IS NOT NULL AS deleted FROM links"
 )
 
 
@@ -63,7 +63,10 @@ def entry_of(row: asyncpg.Record) -> LinkEntry:
 
 
 async def truth(pool: asyncpg.Pool) -> dict[str, LinkEntry]:
-    return {r["code"]: entry_of(r) for r in await pool.fetch(LINK_ROWS)}
+    """Every link's entry by its KV key."""
+    return {
+        link_key(r["domain"] or None, r["code"]): entry_of(r) for r in await pool.fetch(LINK_ROWS)
+    }
 
 
 def _kind(held: LinkEntry | None, want: LinkEntry) -> str | None:

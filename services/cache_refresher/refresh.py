@@ -24,6 +24,7 @@ from shared.contracts import (
     LinkRefresh,
     LinkRefreshed,
     encode,
+    link_key,
 )
 from shared.jetstream import linkcache
 from shared.jetstream.loops import Loop
@@ -33,17 +34,18 @@ log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder(LinkRefresh).decode
 
 
-async def refresh(kv: KeyValue, pool: asyncpg.Pool, code: str) -> LinkRefreshed:
-    """Write ``code``'s row to KV unless KV holds that version or a newer
+async def refresh(kv: KeyValue, pool: asyncpg.Pool, domain: str | None, code: str) -> LinkRefreshed:
+    """Write the link's row to KV unless KV holds that version or a newer
     one (as the applier does: never backward; a deleted link becomes its
     tombstone). No row: nothing is written (the reconciliation removes a KV
     entry that has no link)."""
-    row = await pool.fetchrow(f"{LINK_ROWS} WHERE code = $1", code)
+    row = await pool.fetchrow(f"{LINK_ROWS} WHERE domain = $1 AND code = $2", domain or "", code)
     if row is None:
-        return LinkRefreshed(code=code, version=None)
-    await linkcache.put_if_newer(kv, code, entry_of(row))
-    held, _ = await linkcache.read(kv, code)
-    return LinkRefreshed(code=code, version=held.version if held else None)
+        return LinkRefreshed(code=code, domain=domain, version=None)
+    key = link_key(domain, code)
+    await linkcache.put_if_newer(kv, key, entry_of(row))
+    held, _ = await linkcache.read(kv, key)
+    return LinkRefreshed(code=code, domain=domain, version=held.version if held else None)
 
 
 def responder(nc: Client, kv: KeyValue, pool: asyncpg.Pool) -> Loop:
@@ -57,7 +59,8 @@ def responder(nc: Client, kv: KeyValue, pool: asyncpg.Pool) -> Loop:
             log.warning("refresh request with reply subject %r ignored", msg.reply)
             return
         try:
-            answer = await refresh(kv, pool, _decode(msg.data).code)
+            asked = _decode(msg.data)
+            answer = await refresh(kv, pool, asked.domain, asked.code)
         except INVALID as exc:
             await nc.publish(msg.reply, b"", headers={HDR_ERROR: f"malformed request: {exc}"})
             return

@@ -53,6 +53,8 @@ CREATE INDEX IF NOT EXISTS clicks_code_ts ON clicks (code, ts);
 ALTER TABLE clicks ADD COLUMN IF NOT EXISTS rule smallint;
 -- The visitor id (SPEC): a hash whose salt lived one day; no IP in it.
 ALTER TABLE clicks ADD COLUMN IF NOT EXISTS visitor text;
+-- The link's short domain (SPEC: Domains), null for the default one.
+ALTER TABLE clicks ADD COLUMN IF NOT EXISTS domain text;
 
 -- Every day from first's to last's (UTC) gets its partition, clicks_pYYYYMMDD.
 -- Returns how many it created. Both functions run as their owner (the

@@ -19,10 +19,10 @@ from shared.jetstream.worker import Delivery, Unavailable
 # recorder 5 µs of its CPU per click; encoding the array costs 1 µs.)
 INSERT: Final = """
 INSERT INTO clicks (
-    id, code, ts, referrer, user_agent, ip, country, is_bot, request_id, rule, visitor)
-SELECT id, code, ts, referrer, user_agent, ip, country, is_bot, request_id, rule, visitor
+    id, code, domain, ts, referrer, user_agent, ip, country, is_bot, request_id, rule, visitor)
+SELECT id, code, domain, ts, referrer, user_agent, ip, country, is_bot, request_id, rule, visitor
 FROM json_to_recordset($1::json) AS t(
-    id text, code text, ts timestamptz, referrer text, user_agent text, ip text,
+    id text, code text, domain text, ts timestamptz, referrer text, user_agent text, ip text,
     country text, is_bot boolean, request_id text, rule smallint, visitor text)
 ON CONFLICT (id, ts) DO NOTHING
 """

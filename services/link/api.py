@@ -8,6 +8,7 @@ import binascii
 import logging
 from datetime import datetime
 from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request
@@ -16,6 +17,7 @@ from msgspec import UNSET
 
 from services.link import importer, payloads, qr
 from services.link.cache import LinkCache
+from services.link.domains import Domains
 from services.link.events import LinkEvents
 from services.link.payloads import instant
 from services.link.store import CodeTaken, Link, LinkStore
@@ -26,6 +28,7 @@ from shared.http.access import READS, is_api
 from shared.http.bodies import answer
 from shared.http.openapi import raw, route
 from shared.http.problems import FieldError, Problem
+from shared.urls import host_name
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +54,55 @@ class Deps:
         fields: LinkFields,
         public_url: str,
         cache: LinkCache,
+        domains: Domains,
     ) -> None:
         self.cache = cache
+        self.domains = domains
         self.store = store
         self.events = events
         self.fields = fields
         self.public_url = public_url.rstrip("/")
+        self._scheme = urlsplit(public_url).scheme
         self.imports = importer.Running()
 
-    def short_url(self, code: str) -> str:
-        return f"{self.public_url}/{code}"
+    def short_url(self, domain: str | None, code: str) -> str:
+        """On the default domain, under ``LINKFLOW_PUBLIC_URL``; on another,
+        at its host with the public URL's scheme."""
+        if domain is None:
+            return f"{self.public_url}/{code}"
+        return f"{self._scheme}://{domain}/{code}"
+
+    def domain(self, value: str | None) -> str | None:
+        """A ``?domain=`` parameter: None for the default domain (absent,
+        empty or named); a host that cannot be a domain has no link."""
+        if not value:
+            return None
+        try:
+            host = host_name(value)
+        except ValueError:
+            raise Problem.invalid([FieldError("domain", "is not a host name")]) from None
+        return None if host == self.domains.default_host else host
+
+    def sees(self, request: Request, domain: str | None) -> bool:
+        """Whether the calling key sees ``domain``'s links (a key limited to
+        domains sees theirs alone)."""
+        allowed: frozenset[str] | None = getattr(request.state, "api_key_domains", None)
+        return allowed is None or (domain or self.domains.default_host) in allowed
+
+    def on(self, request: Request, value: str | None, code: str) -> str | None:
+        """The domain of the link a ``{code}?domain=`` call names; another
+        domain's than the key sees is as unknown to it as no link at all."""
+        domain = self.domain(value)
+        if not self.sees(request, domain):
+            raise Problem.not_found(code)
+        return domain
 
     def render(self, link: Link) -> payloads.Link:
         return payloads.Link(
             code=link.code,
+            domain=link.domain,
             url=link.url,
-            short_url=self.short_url(link.code),
+            short_url=self.short_url(link.domain, link.code),
             redirect_type=link.redirect_type,  # type: ignore[arg-type]  # checked when written
             tags=link.tags,
             expires_at=instant(link.expires_at),
@@ -77,6 +113,15 @@ class Deps:
             created_at=rfc3339(link.created_at),
             updated_at=rfc3339(link.updated_at),
         )
+
+
+OnDomain = Annotated[
+    str | None,
+    Query(
+        max_length=253,
+        description="the link's domain (its host); absent: the default domain",
+    ),
+]
 
 
 def deps(request: Request) -> Deps:
@@ -101,15 +146,16 @@ def _possible(code: str) -> None:
 
 
 def _encode_cursor(link: Link) -> str:
-    raw = f"{link.created_at.isoformat()}|{link.code}".encode()
+    raw = f"{link.created_at.isoformat()}|{link.code}|{link.domain or ''}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+def _decode_cursor(cursor: str) -> tuple[datetime, str, str]:
+    """(created_at, code, domain as the table keeps it) of the page's last link."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, code = raw.split("|", 1)
-        return datetime.fromisoformat(created), code
+        created, code, domain = [*raw.split("|", 2), ""][:3]
+        return datetime.fromisoformat(created), code, domain
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise Problem.invalid([FieldError("cursor", "is not a valid cursor")]) from None
 
@@ -144,9 +190,13 @@ _CREATED_LINKS: Final = {
 )
 async def create_link(request: Request, ctx: Ctx) -> Response:
     new = ctx.fields.create(await bodies.read_json(request))
+    if not ctx.sees(request, new.domain):
+        host = new.domain or ctx.domains.default_host
+        raise Problem(403, f"API key {_actor(request)!r} may not make links on {host}")
     for _ in range(5):
         try:
             link = await ctx.store.create(
+                new.domain,
                 generate_code() if new.code is UNSET else new.code,
                 new.url,
                 new.redirect_type,
@@ -160,12 +210,13 @@ async def create_link(request: Request, ctx: Ctx) -> Response:
             break
         except CodeTaken:
             if new.code is not UNSET:
-                raise Problem(409, f"code {new.code!r} is already taken") from None
+                on = f" on {new.domain}" if new.domain else ""
+                raise Problem(409, f"code {new.code!r} is already taken{on}") from None
     else:  # five random 7-character codes taken in a row: not chance
         raise Problem(503, "could not find a free code, try again")
     await ctx.events.created(link, request.headers.get("x-request-id"))
     # This gateway redirects at once, without waiting for its own KV watch.
-    ctx.cache.apply(link.code, link.entry())
+    ctx.cache.apply(link.key, link.entry())
     return answer(ctx.render(link), 201)
 
 
@@ -209,6 +260,13 @@ async def _import(request: Request, ctx: Ctx) -> Response:
         raise Problem(408, f"the CSV did not arrive within {importer.READ_TIMEOUT:.0f} s") from None
     # In a thread: redirects keep being answered while a big file is checked.
     rows, refused = await asyncio.to_thread(importer.parse, body, ctx.fields)
+    unseen = [row for row in rows if not ctx.sees(request, row.link.domain)]
+    if unseen:  # a key limited to domains makes links on theirs alone
+        rows = [row for row in rows if ctx.sees(request, row.link.domain)]
+        refused += [
+            payloads.RowError(row.line, f"domain: this key may not make links on {row.link.domain}")
+            for row in unseen
+        ]
     request_id = request.headers.get("x-request-id")
 
     async def announce(link: Link) -> None:
@@ -218,7 +276,7 @@ async def _import(request: Request, ctx: Ctx) -> Response:
             # The row is stored: a redirect that misses KV reads the database,
             # and the cache-refresher's reconciliation writes the entry.
             log.warning("import: %s stored but not announced (%s)", link.code, exc)
-        ctx.cache.apply(link.code, link.entry())
+        ctx.cache.apply(link.key, link.entry())
 
     outcome = await importer.store(rows, ctx.store, announce, _actor(request))
     return answer(
@@ -227,7 +285,12 @@ async def _import(request: Request, ctx: Ctx) -> Response:
             skipped=outcome.skipped,
             errors=sorted([*refused, *outcome.errors], key=lambda e: e.line),
             links=[
-                payloads.ImportedLink(line=line, code=link.code, short_url=ctx.short_url(link.code))
+                payloads.ImportedLink(
+                    line=line,
+                    code=link.code,
+                    domain=link.domain,
+                    short_url=ctx.short_url(link.domain, link.code),
+                )
                 for line, link in outcome.imported
             ],
         )
@@ -245,19 +308,29 @@ async def _import(request: Request, ctx: Ctx) -> Response:
     ),
 )
 async def list_links(
+    request: Request,
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the page before")] = None,
     tag: Annotated[str | None, Query(description="only links with this tag")] = None,
     q: Annotated[str | None, Query(max_length=200, description="in the code or URL")] = None,
+    domain: Annotated[
+        str | None,
+        Query(max_length=253, description="only this domain's links (absent: every domain's)"),
+    ] = None,
 ) -> Response:
     after = _decode_cursor(cursor) if cursor else None
+    domains = None if domain is None else [ctx.domain(domain)]
+    allowed: frozenset[str] | None = getattr(request.state, "api_key_domains", None)
+    if allowed is not None:  # a key limited to domains lists theirs alone
+        seen = [None if h == ctx.domains.default_host else h for h in sorted(allowed)]
+        domains = [d for d in (seen if domains is None else domains) if d in seen]
     if tag is not None:
         try:
             tag = tag_value(tag)
         except ValueError as exc:
             raise Problem.invalid([FieldError("tag", str(exc))]) from None
-    links = await ctx.store.page(limit + 1, after, tag, q)
+    links = await ctx.store.page(limit + 1, after, tag, q, domains)
     more = len(links) > limit
     links = links[:limit]
     return answer(
@@ -272,9 +345,9 @@ async def list_links(
     "/{code}",
     **route(200, payloads.Link, payloads.EXAMPLE_LINK, says="the link", problems=_FOUND),
 )
-async def get_link(code: str, ctx: Ctx) -> Response:
+async def get_link(code: str, request: Request, ctx: Ctx, domain: OnDomain = None) -> Response:
     _possible(code)
-    link = await ctx.store.get(code)
+    link = await ctx.store.get(ctx.on(request, domain, code), code)
     if link is None:
         raise Problem.not_found(code)
     return answer(ctx.render(link))
@@ -290,12 +363,12 @@ async def get_link(code: str, ctx: Ctx) -> Response:
         problems=_FOUND,
     ),
 )
-async def link_history(code: str, ctx: Ctx) -> Response:
+async def link_history(code: str, request: Request, ctx: Ctx, domain: OnDomain = None) -> Response:
     """Every version of the link, newest first: its create, each change and
     its delete (``deleted_at`` set), with the key that made it. A deleted
     link keeps its history, so "where did it point on 3 March" has an answer."""
     _possible(code)
-    versions = await ctx.store.history(code)
+    versions = await ctx.store.history(ctx.on(request, domain, code), code)
     if not versions:
         raise Problem.not_found(code)
     return answer(
@@ -322,6 +395,7 @@ async def link_history(code: str, ctx: Ctx) -> Response:
 )
 async def link_qr(
     code: str,
+    request: Request,
     ctx: Ctx,
     format: Annotated[  # the SPEC's parameter name, shadowing a builtin
         Literal["svg", "png"], Query(description="svg or png")
@@ -329,12 +403,14 @@ async def link_qr(
     size: Annotated[
         int, Query(ge=qr.MIN_SIZE, le=qr.MAX_SIZE, description="width and height in pixels")
     ] = qr.DEFAULT_SIZE,
+    domain: OnDomain = None,
 ) -> Response:
     """The short URL as a QR code (``format`` svg or png, ``size`` in pixels)."""
     _possible(code)
-    if await ctx.store.get(code) is None:
+    on = ctx.on(request, domain, code)
+    if await ctx.store.get(on, code) is None:
         raise Problem.not_found(code)
-    image = await asyncio.to_thread(qr.render, ctx.short_url(code), format, size)
+    image = await asyncio.to_thread(qr.render, ctx.short_url(on, code), format, size)
     # The image follows the code, not the target: it never changes.
     return Response(
         image,
@@ -360,13 +436,14 @@ async def link_qr(
         },
     ),
 )
-async def update_link(code: str, request: Request, ctx: Ctx) -> Response:
+async def update_link(code: str, request: Request, ctx: Ctx, domain: OnDomain = None) -> Response:
     _possible(code)
+    on = ctx.on(request, domain, code)
     changes = ctx.fields.change(await bodies.read_json(request)).given()
     if not changes:
-        link = await ctx.store.get(code)
+        link = await ctx.store.get(on, code)
     else:
-        link = await ctx.store.update(code, changes, _actor(request))
+        link = await ctx.store.update(on, code, changes, _actor(request))
         if link is not None:
             await ctx.events.updated(link, request.headers.get("x-request-id"))
     if link is None:
@@ -375,11 +452,12 @@ async def update_link(code: str, request: Request, ctx: Ctx) -> Response:
 
 
 @router.delete("/{code}", **route(204, says="deleted", problems=_FOUND))
-async def delete_link(code: str, request: Request, ctx: Ctx) -> Response:
+async def delete_link(code: str, request: Request, ctx: Ctx, domain: OnDomain = None) -> Response:
     _possible(code)
-    deleted = await ctx.store.delete(code, _actor(request))
+    on = ctx.on(request, domain, code)
+    deleted = await ctx.store.delete(on, code, _actor(request))
     if deleted is None:
         raise Problem.not_found(code)
     version, at = deleted
-    await ctx.events.deleted(code, version, at, request.headers.get("x-request-id"))
+    await ctx.events.deleted(on, code, version, at, request.headers.get("x-request-id"))
     return Response(status_code=204)

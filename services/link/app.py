@@ -13,11 +13,13 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 
-from services.link import api, replicas
+from services.link import api, domain_api, replicas
 from services.link.cache import LinkCache
+from services.link.domains import Domains
 from services.link.events import LinkEvents
 from services.link.limits import Limits
 from services.link.load import LoadReporter
+from services.link.orphans import Orphans
 from services.link.publisher import ClickPublisher
 from services.link.redirect import Gateway
 from services.link.settings import Settings
@@ -31,7 +33,7 @@ from shared.http import checks, docs, health, openapi, problems
 from shared.http.access import Access, Guard
 from shared.jetstream import bus, topology
 from shared.jetstream.loops import Loops
-from shared.urls import origins
+from shared.urls import default_host, origins
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,11 @@ def build(settings: Settings) -> Gateway:
             cache = LinkCache(kv, store.entry)
             cache.start()
             stack.push_async_callback(cache.stop)
+            domains = Domains(
+                await js.key_value(topology.KV_DOMAINS), default_host(settings.common.public_url)
+            )
+            domains.start()
+            stack.push_async_callback(domains.stop)
             limits = Limits(await js.key_value(topology.KV_VISITS))
             limits.start()
             stack.push_async_callback(limits.stop)
@@ -103,7 +110,10 @@ def build(settings: Settings) -> Gateway:
             await asyncio.to_thread(useragent.warm)
             visitors = Visitors(await js.key_value(topology.KV_SALTS))
             load = LoadReporter(nc, f"{socket.gethostname()}:{settings.port}", settings.busy_above)
-            background = Loops("gateway", [visitors.loop(), load.loop()])
+            # The last second's orphan visits go out after the loops stop,
+            # before NATS drains.
+            stack.push_async_callback(orphans.flush, nc)
+            background = Loops("gateway", [visitors.loop(), load.loop(), orphans.loop(nc)])
             background.start()
             stack.push_async_callback(background.stop)
             watch = asyncio.create_task(replicas.follow(js, clicks), name="clicks-replicas")
@@ -111,8 +121,10 @@ def build(settings: Settings) -> Gateway:
             # Normally loaded before the first redirect; until then a limited
             # link answers 503 (the others are redirected) and /readyz says so.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(limits.synced.wait(), 5)
-            gateway.attach(cache, clicks, countries, visitors, limits)
+                await asyncio.wait_for(
+                    asyncio.gather(limits.synced.wait(), domains.synced.wait()), 5
+                )
+            gateway.attach(cache, clicks, countries, visitors, limits, domains)
             app.router.routes.extend(
                 health.routes(
                     {
@@ -121,6 +133,7 @@ def build(settings: Settings) -> Gateway:
                         "database": checks.database(pool),
                         "keys": access.check,
                         "visit_counts": checks.synced(limits.synced, "visit counts"),
+                        "domains": checks.synced(domains.synced, "domains"),
                     }
                 )
             )
@@ -133,9 +146,10 @@ def build(settings: Settings) -> Gateway:
                 "deps": api.Deps(
                     store,
                     LinkEvents(nc, js, kv),
-                    LinkFields(settings.common.public_url),
+                    LinkFields(settings.common.public_url, domains),
                     settings.common.public_url,
                     cache,
+                    domains,
                 )
             }
 
@@ -149,6 +163,7 @@ def build(settings: Settings) -> Gateway:
         redoc_url=None,
     )
     app.include_router(api.router)
+    app.include_router(domain_api.router)
     app.router.routes.extend(docs.routes(app.openapi_url, app.title))
     access = Access.build(api.policy, settings.common, settings.write_rate)
     app.add_middleware(Guard, access=access)
@@ -163,5 +178,6 @@ def build(settings: Settings) -> Gateway:
     )
     app.openapi = openapi.documented(app.openapi, api.policy)  # type: ignore[method-assign]
 
-    gateway = Gateway(app, settings.anonymize_ip)
+    orphans = Orphans()
+    gateway = Gateway(app, settings.anonymize_ip, orphans)
     return gateway

@@ -24,14 +24,15 @@ from nats.js.kv import KeyValue
 
 from services.link.validation import CODE_RE
 from shared import metrics
-from shared.contracts import INVALID, LinkEntry
+from shared.contracts import INVALID, LinkEntry, split_link_key
 from shared.jetstream.kvwatch import Followed
 
 log = logging.getLogger(__name__)
 
 _decode = msgspec.json.Decoder(LinkEntry).decode
 
-Loader = Callable[[str], Awaitable[LinkEntry | None]]
+# (domain, code) -> the link's entry from the database.
+Loader = Callable[[str | None, str], Awaitable[LinkEntry | None]]
 MISSING_TTL = 1.0
 MISSING_MAX = 10_000
 # How long a miss waits for its code to arrive by the watch: well above a
@@ -68,14 +69,15 @@ class LinkCache(Followed):
             arrived.set()
 
     async def lookup(self, code: str) -> LinkEntry | None:
-        """A miss in the map: the code's arrival by the watch while it is
-        current, else KV and then the database.
+        """A miss in the map (``code``: a link's key, ``<host>/<code>`` on
+        another domain than the default): its arrival by the watch while it
+        is current, else KV and then the database.
 
         Codes that cannot exist are refused without waiting or I/O; without
         a current watch, a code found nowhere is remembered as missing for a
         second, so a scan of random paths costs one KV get and one query per
         code and second, not per request."""
-        if not CODE_RE.match(code):
+        if not CODE_RE.match(split_link_key(code)[1]):
             return None
         if self.current:
             return await self._arrival(code)
@@ -121,7 +123,7 @@ class LinkCache(Followed):
                 self.apply(code, entry)
                 metrics.LINK_LOOKUPS.labels("kv").inc()
                 return entry
-        entry = await self._load_from_db(code)
+        entry = await self._load_from_db(*split_link_key(code))
         if entry is not None:
             self.apply(code, entry)
         metrics.LINK_LOOKUPS.labels("database" if entry else "nowhere").inc()

@@ -11,7 +11,7 @@ import msgspec
 
 from services.link.visitors import Visitors
 from shared import useragent
-from shared.contracts import click_id, rfc3339
+from shared.contracts import click_id, link_key, rfc3339
 
 # Referrer and user agent are cut to this length: a click stays small however
 # large the visitor's headers are.
@@ -70,6 +70,7 @@ class OutgoingClick(msgspec.Struct, frozen=True, gc=False):
 
     id: str
     code: str
+    domain: str | None
     ts: str
     referrer: str | None
     user_agent: str | None
@@ -84,6 +85,7 @@ class OutgoingClick(msgspec.Struct, frozen=True, gc=False):
 def new_click(
     code: str,
     *,
+    domain: str | None = None,
     referrer: str | None,
     user_agent: str | None,
     ip: str | None,
@@ -99,6 +101,7 @@ def new_click(
     return OutgoingClick(
         id=cid,
         code=code,
+        domain=domain,
         ts=ts,
         referrer=referrer[:MAX_FIELD] if referrer else None,
         user_agent=user_agent[:MAX_FIELD] if user_agent else None,
@@ -108,5 +111,8 @@ def new_click(
         request_id=request_id or cid,
         rule=rule,
         # From the full address, before it is anonymized (SPEC).
-        visitor=visitors.visitor(ts[:10], ip, user_agent, code) if visitors else None,
+        # Per link: its code on the default domain, host/code on another.
+        visitor=(
+            visitors.visitor(ts[:10], ip, user_agent, link_key(domain, code)) if visitors else None
+        ),
     )

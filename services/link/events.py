@@ -19,6 +19,7 @@ from shared.contracts import (
     LinkDeleted,
     LinkUpdated,
     encode,
+    link_key,
     now,
     rfc3339,
 )
@@ -46,19 +47,24 @@ class LinkEvents:
     async def created(self, link: Link, request_id: str | None) -> None:
         # KV first, so that a redirect on any gateway finds the link as soon as
         # the API has answered; links.created is fan-out for analytics only.
-        await linkcache.put_if_newer(self._kv, link.code, link.entry())
+        await linkcache.put_if_newer(self._kv, link.key, link.entry())
         event = LinkCreated(
-            code=link.code, url=link.url, created_at=link.created_at, tags=link.tags
+            code=link.code,
+            domain=link.domain,
+            url=link.url,
+            created_at=link.created_at,
+            tags=link.tags,
         )
         await self._nc.publish(
             "links.created",
             encode(event),
-            headers=_headers(f"{link.code}.{link.version}", request_id),
+            headers=_headers(f"{link.key}.{link.version}", request_id),
         )
 
     async def updated(self, link: Link, request_id: str | None) -> None:
         event = LinkUpdated(
             code=link.code,
+            domain=link.domain,
             url=link.url,
             redirect_type=link.redirect_type,
             expires_at=link.expires_at,
@@ -75,14 +81,16 @@ class LinkEvents:
             "links.updated",
             encode(event),
             stream="LINKS",
-            headers=_headers(f"{link.code}.{link.version}", request_id),
+            headers=_headers(f"{link.key}.{link.version}", request_id),
         )
 
-    async def deleted(self, code: str, version: int, at: datetime, request_id: str | None) -> None:
-        event = LinkDeleted(code=code, version=version, deleted_at=at)
+    async def deleted(
+        self, domain: str | None, code: str, version: int, at: datetime, request_id: str | None
+    ) -> None:
+        event = LinkDeleted(code=code, domain=domain, version=version, deleted_at=at)
         await self._js.publish(
             "links.deleted",
             encode(event),
             stream="LINKS",
-            headers=_headers(f"{code}.{version}", request_id),
+            headers=_headers(f"{link_key(domain, code)}.{version}", request_id),
         )

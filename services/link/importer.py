@@ -27,7 +27,7 @@ from shared.http.problems import Problem
 # What a create does after its insert: KV, links.created, the local map.
 Announce = Callable[[Link], Awaitable[None]]
 
-COLUMNS: Final = ("url", "code", "redirect_type", "expires_at", "tags")
+COLUMNS: Final = ("url", "code", "domain", "redirect_type", "expires_at", "tags")
 # Far over the API's 16 KiB: 10,000 links of ~100 bytes fit ten times over.
 MAX_IMPORT: Final = 10 * 1024 * 1024
 # The longest a CSV may take to arrive (10 MiB at 200 KB/s): past it, 408.
@@ -121,7 +121,7 @@ def parse(body: bytes, fields: LinkFields) -> tuple[list[Row], list[RowError]]:
         raise Problem(400, "not a CSV file: the body holds NUL bytes")
     rows: list[Row] = []
     errors: list[RowError] = []
-    codes: dict[str, int] = {}
+    codes: dict[tuple[str | None, str], int] = {}
     try:
         for line, raw, extra in _rows(text):
             if len(rows) + len(errors) >= MAX_ROWS:
@@ -135,11 +135,12 @@ def parse(body: bytes, fields: LinkFields) -> tuple[list[Row], list[RowError]]:
                 errors.append(RowError(line, problem.detail))
                 continue
             code = checked.code
-            if code is not msgspec.UNSET and code in codes:
-                errors.append(RowError(line, f"code {code!r} is already on line {codes[code]}"))
-                continue
             if code is not msgspec.UNSET:
-                codes[code] = line
+                if (checked.domain, code) in codes:
+                    at = codes[checked.domain, code]
+                    errors.append(RowError(line, f"code {code!r} is already on line {at}"))
+                    continue
+                codes[checked.domain, code] = line
             rows.append(Row(line, checked))
     except csv.Error as exc:
         raise Problem(400, f"not a CSV file: {exc}") from None
@@ -175,25 +176,26 @@ async def store(
             for line, row in pending.items():
                 code = row.link.code
                 chosen[line] = generate_code() if code is msgspec.UNSET else code
-            by_code = {chosen[line]: row for line, row in pending.items()}
+            by_key = {(row.link.domain, chosen[line]): row for line, row in pending.items()}
             made, taken = await links.create_many(
                 [
                     (
+                        domain,
                         code,
                         row.link.url,
                         row.link.redirect_type,
                         row.link.tags,
                         row.link.expires_at,
                     )
-                    for code, row in by_code.items()
+                    for (domain, code), row in by_key.items()
                 ],
                 actor,
             )
-            out.imported += [(by_code[link.code].line, link) for link in made]
+            out.imported += [(by_key[link.domain, link.code].line, link) for link in made]
             chunk_made += made
             retry: dict[int, Row] = {}
-            for code, url in taken.items():
-                row = by_code[code]
+            for (domain, code), url in taken.items():
+                row = by_key[domain, code]
                 if row.link.code is msgspec.UNSET:
                     retry[row.line] = row  # a generated code that happened to be taken
                 elif url == row.link.url:

@@ -52,17 +52,37 @@ ALTER TABLE link_versions ADD COLUMN IF NOT EXISTS max_visits integer;
 ALTER TABLE link_versions ADD COLUMN IF NOT EXISTS forward_query boolean NOT NULL DEFAULT false;
 ALTER TABLE link_versions ADD COLUMN IF NOT EXISTS rules jsonb NOT NULL DEFAULT '[]';
 
+-- Short domains (SPEC: Domains): a code is unique per domain. '' is the
+-- default domain (null in the API and on the bus): a key column cannot be
+-- null. Links from before domains are the default domain's.
+ALTER TABLE links ADD COLUMN IF NOT EXISTS domain text NOT NULL DEFAULT '';
+ALTER TABLE link_versions ADD COLUMN IF NOT EXISTS domain text NOT NULL DEFAULT '';
+DO $d$
+BEGIN
+    IF (SELECT array_length(conkey, 1) FROM pg_constraint
+        WHERE conrelid = 'links'::regclass AND contype = 'p') = 1 THEN
+        ALTER TABLE links DROP CONSTRAINT links_pkey, ADD PRIMARY KEY (domain, code);
+    END IF;
+    IF (SELECT array_length(conkey, 1) FROM pg_constraint
+        WHERE conrelid = 'link_versions'::regclass AND contype = 'p') = 2 THEN
+        ALTER TABLE link_versions DROP CONSTRAINT link_versions_pkey,
+            ADD PRIMARY KEY (domain, code, version);
+    END IF;
+END $d$;
+-- Whether a domain still has links (a domain is removed only without).
+CREATE INDEX IF NOT EXISTS links_live_domain ON links (domain) WHERE deleted_at IS NULL;
+
 CREATE OR REPLACE FUNCTION linkflow_link_version() RETURNS trigger
 LANGUAGE plpgsql AS $f$
 BEGIN
-    INSERT INTO link_versions (code, version, url, redirect_type, tags, expires_at,
+    INSERT INTO link_versions (domain, code, version, url, redirect_type, tags, expires_at,
                                max_visits, forward_query, rules,
                                created_at, changed_at, deleted_at, changed_by)
-    VALUES (NEW.code, NEW.version, NEW.url, NEW.redirect_type, NEW.tags, NEW.expires_at,
-            NEW.max_visits, NEW.forward_query, NEW.rules,
+    VALUES (NEW.domain, NEW.code, NEW.version, NEW.url, NEW.redirect_type, NEW.tags,
+            NEW.expires_at, NEW.max_visits, NEW.forward_query, NEW.rules,
             NEW.created_at, NEW.updated_at, NEW.deleted_at,
             nullif(current_setting('linkflow.actor', true), ''))
-    ON CONFLICT (code, version) DO NOTHING;
+    ON CONFLICT (domain, code, version) DO NOTHING;
     RETURN NULL;
 END $f$;
 
@@ -70,12 +90,12 @@ CREATE OR REPLACE TRIGGER links_versions AFTER INSERT OR UPDATE ON links
     FOR EACH ROW EXECUTE FUNCTION linkflow_link_version();
 
 -- Links from before history was kept: their current version, at least.
-INSERT INTO link_versions (code, version, url, redirect_type, tags, expires_at,
+INSERT INTO link_versions (domain, code, version, url, redirect_type, tags, expires_at,
                            max_visits, forward_query, rules, created_at, changed_at, deleted_at)
-SELECT code, version, url, redirect_type, tags, expires_at, max_visits, forward_query, rules,
-       created_at, updated_at, deleted_at
+SELECT domain, code, version, url, redirect_type, tags, expires_at, max_visits, forward_query,
+       rules, created_at, updated_at, deleted_at
 FROM links
-ON CONFLICT (code, version) DO NOTHING;
+ON CONFLICT (domain, code, version) DO NOTHING;
 
 -- API keys live in the NATS KV bucket api_keys (shared.http.keys), which every
 -- service watches; this table was planned for them and never written.

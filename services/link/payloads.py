@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from shared.contracts import MAX_RULES, Code, Rule, Timestamp, When, rfc3339
+from shared.contracts import MAX_RULES, Code, DomainHost, Rule, Timestamp, When, rfc3339
 
 MAX_URL: Final = 2048
 MAX_TAGS: Final = 20
@@ -57,6 +57,7 @@ class NewLink(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=T
         Annotated[Code, msgspec.Meta(description="your own code; 7 random characters if absent")]
         | UnsetType
     ) = UNSET
+    domain: DomainHost | None = None
     redirect_type: RedirectType = 302
     expires_at: Timestamp | None = None
     tags: Tags = []
@@ -92,6 +93,7 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
     """A short link."""
 
     code: Code
+    domain: DomainHost | None
     url: str
     short_url: Annotated[str, msgspec.Meta(description="the public URL that redirects")]
     redirect_type: RedirectType
@@ -137,6 +139,7 @@ class RowError(msgspec.Struct, frozen=True):
 class ImportedLink(msgspec.Struct, kw_only=True, frozen=True):
     line: int
     code: Code
+    domain: DomainHost | None = None
     short_url: str
 
 
@@ -147,6 +150,57 @@ class ImportResult(msgspec.Struct, kw_only=True, frozen=True):
     skipped: Annotated[int, msgspec.Meta(description="rows whose code already held the same URL")]
     errors: list[RowError]
     links: list[ImportedLink]
+
+
+Host = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=253,
+        description="a host name (lower case, IDNA form), no scheme, port or path",
+    ),
+]
+DomainRedirect = Annotated[
+    Url,
+    msgspec.Meta(description="an absolute http or https URL, not on this domain; null: a 404"),
+]
+
+
+class NewDomain(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """``POST /api/domains``: a short domain whose DNS points at the gateway."""
+
+    host: Host
+    base_url_redirect: DomainRedirect | None = None
+    not_found_redirect: DomainRedirect | None = None
+
+
+class DomainChanges(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """``PATCH /api/domains/{host}``: the redirects to change (null: none)."""
+
+    base_url_redirect: DomainRedirect | UnsetType | None = UNSET
+    not_found_redirect: DomainRedirect | UnsetType | None = UNSET
+
+
+class Domain(msgspec.Struct, kw_only=True, frozen=True):
+    """A short domain and where a visit that finds no link on it goes."""
+
+    host: Host
+    is_default: Annotated[bool, msgspec.Meta(description="the host of LINKFLOW_PUBLIC_URL")]
+    base_url_redirect: Annotated[
+        str | None, msgspec.Meta(description="where a visit to / goes (302); null: 404")
+    ]
+    not_found_redirect: Annotated[
+        str | None,
+        msgspec.Meta(description="where a visit to an unknown or deleted code goes (302)"),
+    ]
+    created_at: Instant | None
+    updated_at: Instant | None
+
+
+class DomainList(msgspec.Struct, kw_only=True, frozen=True):
+    """Every domain, the default first."""
+
+    items: list[Domain]
 
 
 def instant(t: datetime | None) -> str | None:
@@ -162,6 +216,7 @@ EXAMPLE_NEW: Final = NewLink(
 EXAMPLE_CHANGES: Final = LinkChanges(url="https://example.com/launch-v2", expires_at=None)
 EXAMPLE_LINK: Final = Link(
     code="launch",
+    domain=None,
     url="https://example.com/launch",
     short_url="https://sho.rt/launch",
     redirect_type=302,
@@ -184,5 +239,30 @@ EXAMPLE_IMPORT: Final = ImportResult(
     imported=1,
     skipped=0,
     errors=[RowError(3, "url: must be an absolute http or https URL")],
-    links=[ImportedLink(line=2, code="launch", short_url="https://sho.rt/launch")],
+    links=[ImportedLink(line=2, code="launch", domain=None, short_url="https://sho.rt/launch")],
+)
+EXAMPLE_NEW_DOMAIN: Final = NewDomain(
+    host="go.example.com", not_found_redirect="https://example.com/not-found"
+)
+EXAMPLE_DOMAIN_CHANGES: Final = DomainChanges(base_url_redirect="https://example.com/")
+EXAMPLE_DOMAIN: Final = Domain(
+    host="go.example.com",
+    is_default=False,
+    base_url_redirect=None,
+    not_found_redirect="https://example.com/not-found",
+    created_at=_AT,
+    updated_at=_AT,
+)
+EXAMPLE_DOMAINS: Final = DomainList(
+    items=[
+        Domain(
+            host="sho.rt",
+            is_default=True,
+            base_url_redirect=None,
+            not_found_redirect=None,
+            created_at=None,
+            updated_at=None,
+        ),
+        EXAMPLE_DOMAIN,
+    ]
 )

@@ -16,13 +16,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.link.cache import LinkCache
 from services.link.clicks import new_click
+from services.link.domains import Domain, Domains, request_host
 from services.link.limits import Limits
+from services.link.orphans import Orphans
 from services.link.publisher import ClickPublisher
 from services.link.rules import LinkRules, forward
-from services.link.validation import RESERVED
+from services.link.validation import CODE_RE, RESERVED
 from services.link.visitors import Visitors
 from shared import metrics
-from shared.contracts import HDR_REQUEST_ID, REQUEST_ID_CUT, LinkEntry
+from shared.contracts import (
+    BASE_URL,
+    HDR_REQUEST_ID,
+    INVALID_CODE,
+    NOT_FOUND,
+    REQUEST_ID_CUT,
+    LinkEntry,
+)
 from shared.geo import Countries
 from shared.http.problems import Problem
 
@@ -50,9 +59,11 @@ class Gateway:
     _countries: Countries
     _visitors: Visitors
     _limits: Limits
+    _domains: Domains
 
-    def __init__(self, api: ASGIApp, anonymize_ip: bool) -> None:
+    def __init__(self, api: ASGIApp, anonymize_ip: bool, orphans: Orphans) -> None:
         self._api = api
+        self._orphan = orphans.count
         # The API app itself, for what reads its OpenAPI document without
         # serving it (the docs site's build).
         self.api = api
@@ -72,12 +83,14 @@ class Gateway:
         countries: Countries,
         visitors: Visitors,
         limits: Limits,
+        domains: Domains,
     ) -> None:
         self._cache = cache
         self._clicks = clicks
         self._countries = countries
         self._visitors = visitors
         self._limits = limits
+        self._domains = domains
         self._ready = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -89,12 +102,31 @@ class Gateway:
                 await self._redirect(scope, send, code)
                 self._observe(perf_counter() - started)
                 return
+            if not code:
+                self._orphan(self._on(scope), BASE_URL, path)
+                domain = self._serving(scope)
+                if domain is not None and domain.base_url_redirect:
+                    await self._elsewhere(send, domain.base_url_redirect)
+                    return
+            elif code.partition("/")[0] not in RESERVED:
+                # /a/b: no code and no route of the API app (all under a
+                # reserved first segment), which answers it 404.
+                self._orphan(self._on(scope), INVALID_CODE, path)
         await self._api(scope, receive, send)
 
     async def _redirect(self, scope: Scope, send: Send, code: str) -> None:
         head = scope["method"] == "HEAD"
-        entry = self._cache.get(code) or await self._cache.lookup(code)
+        # The link is (domain, code); its key in the map is the code alone on
+        # the default domain, where every request is until a domain is added.
+        on = self._on(scope) if self._domains.others else None
+        key = code if on is None else f"{on}/{code}"
+        entry = self._cache.get(key) or await self._cache.lookup(key)
         if entry is None or entry.deleted:
+            self._orphan(on, NOT_FOUND if CODE_RE.match(code) else INVALID_CODE, scope["path"])
+            domain = self._serving(scope)
+            if domain is not None and domain.not_found_redirect:
+                await self._elsewhere(send, domain.not_found_redirect)
+                return
             await self._problem(scope, send, Problem.not_found(code), head)
             return
         if entry.expires_at is not None and entry.expires_at <= datetime.now(UTC):
@@ -116,11 +148,11 @@ class Gateway:
         ip = client[0] if client else None
         target, rule = entry.url, None
         if entry.rules:
-            held = self._rules.get(code)
+            held = self._rules.get(key)
             if held is None or held[0] is not entry:
                 if len(self._rules) >= RULED:
                     self._rules.clear()
-                held = self._rules[code] = (entry, LinkRules(entry.rules))
+                held = self._rules[key] = (entry, LinkRules(entry.rules))
             rules = held[1]
             rule = rules.choose(
                 user_agent, language, country, ip, scope["query_string"], self._countries
@@ -131,6 +163,7 @@ class Gateway:
             target = forward(target, scope["query_string"])
         click = new_click(
             code,
+            domain=on,
             referrer=referrer,
             user_agent=user_agent,
             ip=ip,
@@ -148,15 +181,15 @@ class Gateway:
             if not self._limits.synced.is_set():
                 await self._problem(scope, send, Problem(503, _NO_COUNTS), head)
                 return
-            if not self._limits.admit(code, entry, limit, not click.is_bot):
+            if not self._limits.admit(key, entry, limit, not click.is_bot):
                 await self._problem(scope, send, Problem(410, _OUT_OF_VISITS % code), head)
                 return
         try:
             await self._clicks.publish(click)
         except Exception as exc:
             if limit is not None and not click.is_bot:
-                self._limits.give_back(code, entry)
-            log.error("click for %s not stored: %r", code, exc)
+                self._limits.give_back(key, entry)
+            log.error("click for %s not stored: %r", key, exc)
             await self._problem(scope, send, Problem(503, "click could not be recorded"), head)
             return
         status = entry.redirect_type
@@ -181,6 +214,34 @@ class Gateway:
                     _NO_STORE,
                     (b"content-length", b"0"),
                 ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+    def _on(self, scope: Scope) -> str | None:
+        """The domain a request is on, by its ``Host``: None for the default."""
+        for name, value in scope["headers"]:
+            if name == b"host":
+                return self._domains.of(request_host(value))
+        return None
+
+    def _serving(self, scope: Scope) -> Domain | None:
+        """The record of the domain a request is for (by its ``Host``; an
+        unregistered host is the default domain), if it has one."""
+        for name, value in scope["headers"]:
+            if name == b"host":
+                return self._domains.serving(request_host(value))
+        return self._domains.serving(self._domains.default_host)
+
+    async def _elsewhere(self, send: Send, url: str) -> None:
+        """A domain's own redirect for a visit that found no link: a 302
+        with no click (the visit is an orphan, counted as one)."""
+        self._count(302)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 302,
+                "headers": [(b"location", url.encode()), _NO_STORE, (b"content-length", b"0")],
             }
         )
         await send({"type": "http.response.body", "body": b""})

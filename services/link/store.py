@@ -1,4 +1,7 @@
-"""The ``links`` table: the gateway is its only writer."""
+"""The ``links`` table: the gateway is its only writer.
+
+A link is ``(domain, code)``: ``domain`` None is the default domain, kept
+as ``''`` in the table (a key column cannot be null)."""
 
 from __future__ import annotations
 
@@ -11,16 +14,16 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
-from shared.contracts import LinkEntry, Rule, decode_rules, millis
+from shared.contracts import LinkEntry, Rule, decode_rules, link_key, millis
 
 _COLUMNS: Final = (
-    "code, url, redirect_type, tags, expires_at, max_visits, forward_query, rules, "
+    "domain, code, url, redirect_type, tags, expires_at, max_visits, forward_query, rules, "
     "version, created_at, updated_at"
 )
 # A code whose link was deleted may be taken again; its version goes on from
 # the deleted one so that readers never see a version repeat. A live code
 # conflicts: no row comes back.
-_REVIVE: Final = """ON CONFLICT (code) DO UPDATE SET
+_REVIVE: Final = """ON CONFLICT (domain, code) DO UPDATE SET
     url = EXCLUDED.url, redirect_type = EXCLUDED.redirect_type,
     tags = EXCLUDED.tags, expires_at = EXCLUDED.expires_at,
     max_visits = EXCLUDED.max_visits, forward_query = EXCLUDED.forward_query,
@@ -30,7 +33,13 @@ _REVIVE: Final = """ON CONFLICT (code) DO UPDATE SET
 WHERE links.deleted_at IS NOT NULL"""
 
 
+def column(domain: str | None) -> str:
+    """A domain as the table keeps it."""
+    return domain or ""
+
+
 class Link(msgspec.Struct, kw_only=True, frozen=True):
+    domain: str | None = None
     code: str
     url: str
     redirect_type: int
@@ -42,6 +51,11 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
     version: int
     created_at: datetime
     updated_at: datetime
+
+    @property
+    def key(self) -> str:
+        """Its key in KV ``links`` (and the gateway's map)."""
+        return link_key(self.domain, self.code)
 
     def entry(self) -> LinkEntry:
         return LinkEntry(
@@ -58,6 +72,7 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
 
 def _link(row: asyncpg.Record) -> Link:
     return Link(
+        domain=row["domain"] or None,
         code=row["code"],
         url=row["url"],
         redirect_type=row["redirect_type"],
@@ -102,6 +117,7 @@ class LinkStore:
 
     async def create(
         self,
+        domain: str | None,
         code: str,
         url: str,
         redirect_type: int,
@@ -116,9 +132,9 @@ class LinkStore:
         async with self._as(actor) as conn:
             row = await conn.fetchrow(
                 f"""
-                INSERT INTO links (code, url, redirect_type, tags, expires_at,
+                INSERT INTO links (domain, code, url, redirect_type, tags, expires_at,
                                    max_visits, forward_query, rules)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+                VALUES ($9, $1, $2, $3, $4, $5, $6, $7, $8::jsonb)
                 {_REVIVE}
                 RETURNING {_COLUMNS}
                 """,
@@ -130,66 +146,90 @@ class LinkStore:
                 max_visits,
                 forward_query,
                 encode_rules(rules or []),
+                column(domain),
             )
         if row is None:
             raise CodeTaken(code)
         return _link(row)
 
     async def create_many(
-        self, rows: list[tuple[str, str, int, list[str], datetime | None]], actor: str | None = None
-    ) -> tuple[list[Link], dict[str, str]]:
-        """(code, url, redirect_type, tags, expires_at) rows in one statement,
-        each as :meth:`create` would: the links made, and for every code that
-        was taken, the URL it holds. Codes must be distinct."""
-        codes = [r[0] for r in rows]
+        self,
+        rows: list[tuple[str | None, str, str, int, list[str], datetime | None]],
+        actor: str | None = None,
+    ) -> tuple[list[Link], dict[tuple[str | None, str], str]]:
+        """(domain, code, url, redirect_type, tags, expires_at) rows in one
+        statement, each as :meth:`create` would: the links made, and for every
+        (domain, code) that was taken, the URL it holds. Each must be distinct."""
         async with self._as(actor) as conn:
             made = await conn.fetch(
                 f"""
-                INSERT INTO links (code, url, redirect_type, tags, expires_at)
-                SELECT r.code, r.url, r.redirect_type,
+                INSERT INTO links (domain, code, url, redirect_type, tags, expires_at)
+                SELECT r.domain, r.code, r.url, r.redirect_type,
                        ARRAY(SELECT jsonb_array_elements_text(r.tags::jsonb)), r.expires_at
-                FROM unnest($1::text[], $2::text[], $3::smallint[], $4::text[],
-                            $5::timestamptz[]) AS r(code, url, redirect_type, tags, expires_at)
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::text[],
+                            $6::timestamptz[])
+                     AS r(domain, code, url, redirect_type, tags, expires_at)
                 {_REVIVE}
                 RETURNING {_COLUMNS}
                 """,
-                codes,
+                [column(r[0]) for r in rows],
                 [r[1] for r in rows],
                 [r[2] for r in rows],
+                [r[3] for r in rows],
                 # A text[] per row would flatten in unnest: each travels as JSON.
-                [msgspec.json.encode(r[3]).decode() for r in rows],
-                [r[4] for r in rows],
+                [msgspec.json.encode(r[4]).decode() for r in rows],
+                [r[5] for r in rows],
             )
             links = [_link(row) for row in made]
-            made_codes = {link.code for link in links}
+            made_keys = {(link.domain, link.code) for link in links}
+            rest = [r for r in rows if (r[0], r[1]) not in made_keys]
             taken = await conn.fetch(
-                "SELECT code, url FROM links WHERE code = ANY($1) AND deleted_at IS NULL",
-                [c for c in codes if c not in made_codes],
+                "SELECT l.domain, l.code, l.url FROM links l "
+                "JOIN unnest($1::text[], $2::text[]) AS r(domain, code) "
+                "ON l.domain = r.domain AND l.code = r.code WHERE l.deleted_at IS NULL",
+                [column(r[0]) for r in rest],
+                [r[1] for r in rest],
             )
-        return links, {row["code"]: row["url"] for row in taken}
+        return links, {(row["domain"] or None, row["code"]): row["url"] for row in taken}
 
-    async def get(self, code: str) -> Link | None:
+    async def get(self, domain: str | None, code: str) -> Link | None:
         row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM links WHERE code = $1 AND deleted_at IS NULL", code
+            f"SELECT {_COLUMNS} FROM links WHERE domain = $1 AND code = $2 AND deleted_at IS NULL",
+            column(domain),
+            code,
         )
         return _link(row) if row else None
 
-    async def entry(self, code: str) -> LinkEntry | None:
-        link = await self.get(code)
+    async def entry(self, domain: str | None, code: str) -> LinkEntry | None:
+        link = await self.get(domain, code)
         return link.entry() if link else None
+
+    async def has_links(self, domain: str) -> bool:
+        """Whether ``domain`` has a link that is not deleted."""
+        found: bool = await self._pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM links WHERE domain = $1 AND deleted_at IS NULL)", domain
+        )
+        return found
 
     async def page(
         self,
         limit: int,
-        after: tuple[datetime, str] | None,
+        after: tuple[datetime, str, str] | None,
         tag: str | None,
         search: str | None = None,
+        domains: list[str | None] | None = None,
     ) -> list[Link]:
+        """Live links, newest first; ``domains``: only theirs (None: every
+        domain's)."""
         args: list[Any] = [limit]
         where = ["deleted_at IS NULL"]
+        if domains is not None:
+            args.append([column(d) for d in domains])
+            where.append(f"domain = ANY(${len(args)})")
         if after is not None:
-            args += [after[0], after[1]]
-            where.append(f"(created_at, code) < (${len(args) - 1}, ${len(args)})")
+            args += list(after)
+            n = len(args)
+            where.append(f"(created_at, code, domain) < (${n - 2}, ${n - 1}, ${n})")
         if tag is not None:
             args.append(tag)
             where.append(f"${len(args)} = ANY(tags)")
@@ -201,46 +241,54 @@ class LinkStore:
             where.append(f"(code ILIKE ${len(args)} OR url ILIKE ${len(args)})")
         rows = await self._pool.fetch(
             f"SELECT {_COLUMNS} FROM links WHERE {' AND '.join(where)} "
-            "ORDER BY created_at DESC, code DESC LIMIT $1",
+            "ORDER BY created_at DESC, code DESC, domain DESC LIMIT $1",
             *args,
         )
         return [_link(r) for r in rows]
 
     async def update(
-        self, code: str, changes: dict[str, Any], actor: str | None = None
+        self, domain: str | None, code: str, changes: dict[str, Any], actor: str | None = None
     ) -> Link | None:
         if "rules" in changes:
             changes = {**changes, "rules": encode_rules(changes["rules"])}
         sets = [
             f"{name} = ${i}" + ("::jsonb" if name == "rules" else "")
-            for i, name in enumerate(changes, start=2)
+            for i, name in enumerate(changes, start=3)
         ]
         sets += ["version = version + 1", "updated_at = now()"]
         async with self._as(actor) as conn:
             row = await conn.fetchrow(
-                f"UPDATE links SET {', '.join(sets)} WHERE code = $1 AND deleted_at IS NULL "
+                f"UPDATE links SET {', '.join(sets)} "
+                "WHERE domain = $1 AND code = $2 AND deleted_at IS NULL "
                 f"RETURNING {_COLUMNS}",
+                column(domain),
                 code,
                 *changes.values(),
             )
         return _link(row) if row else None
 
-    async def delete(self, code: str, actor: str | None = None) -> tuple[int, datetime] | None:
+    async def delete(
+        self, domain: str | None, code: str, actor: str | None = None
+    ) -> tuple[int, datetime] | None:
         async with self._as(actor) as conn:
             row = await conn.fetchrow(
                 "UPDATE links SET version = version + 1, deleted_at = now(), updated_at = now() "
-                "WHERE code = $1 AND deleted_at IS NULL RETURNING version, deleted_at",
+                "WHERE domain = $1 AND code = $2 AND deleted_at IS NULL "
+                "RETURNING version, deleted_at",
+                column(domain),
                 code,
             )
         return (row["version"], row["deleted_at"]) if row else None
 
-    async def history(self, code: str) -> list[Version]:
-        """Every version of ``code``, newest first; empty if it never existed."""
+    async def history(self, domain: str | None, code: str) -> list[Version]:
+        """Every version of the link, newest first; empty if it never existed."""
         rows = await self._pool.fetch(
-            "SELECT code, url, redirect_type, tags, expires_at, max_visits, forward_query, rules, "
+            "SELECT domain, code, url, redirect_type, tags, expires_at, max_visits, forward_query, "
+            "rules, "
             "version, created_at, changed_at AS updated_at, deleted_at, changed_by "
             "FROM link_versions "
-            "WHERE code = $1 ORDER BY version DESC",
+            "WHERE domain = $1 AND code = $2 ORDER BY version DESC",
+            column(domain),
             code,
         )
         return [

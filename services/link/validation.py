@@ -14,9 +14,11 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
+from services.link.domains import Domains
 from services.link.payloads import MAX_TAG, MAX_TAGS, MAX_URL, MAX_VISITS, LinkChanges, NewLink
 from shared.contracts import DEVICES, MAX_RULES, OSES, Rule, When, millis
 from shared.http.problems import FieldError, Problem
+from shared.urls import default_host, host_name
 
 CODE_RE: Final = re.compile(r"^[A-Za-z0-9_-]{3,64}$")
 RESERVED: Final = frozenset({"api", "healthz", "readyz", "metrics", "console"})
@@ -38,8 +40,10 @@ def generate_code() -> str:
 class LinkFields:
     """Checks a JSON object's link fields, collecting every error at once."""
 
-    def __init__(self, public_url: str) -> None:
+    def __init__(self, public_url: str, domains: Domains | None = None) -> None:
         self._own_hosts = {_host_port(public_url)}
+        self._default_host = default_host(public_url)
+        self._domains = domains
 
     def create(self, body: Any) -> NewLink:
         """A ``POST /api/links`` body (or a CSV row as one), checked."""
@@ -53,7 +57,7 @@ class LinkFields:
         if not isinstance(body, dict):
             raise Problem.invalid([FieldError("body", "must be a JSON object")])
         errors: list[FieldError] = []
-        allowed = UPDATABLE | ({"code"} if creating else set())
+        allowed = UPDATABLE | ({"code", "domain"} if creating else set())
         for name in body:
             if name not in allowed:
                 errors.append(FieldError(name, "unknown or read-only field"))
@@ -61,8 +65,9 @@ class LinkFields:
         if creating and "url" not in body:
             errors.append(FieldError("url", "is required"))
         checks = {
-            "url": self._url,
+            "url": self.target,
             "code": _code,
+            "domain": self._domain,
             "redirect_type": _redirect_type,
             "expires_at": _expires_at,
             "tags": _tags,
@@ -80,6 +85,19 @@ class LinkFields:
         if errors:
             raise Problem.invalid(errors)
         return out
+
+    def _domain(self, value: Any) -> str | None:
+        """A new link's domain: None for the default one (named or not)."""
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError("must be a domain's host or null")
+        host = host_name(value)
+        if host == self._default_host:
+            return None
+        if self._domains is None or self._domains.get(host) is None:
+            raise ValueError(f"{host} is not a domain of this linkflow (POST /api/domains adds it)")
+        return host
 
     def _rules(self, value: Any, errors: list[FieldError]) -> list[Rule]:
         """Each bad rule, condition or value named by its path, e.g.
@@ -100,7 +118,7 @@ class LinkFields:
                 errors.append(FieldError(f"{at}.{key}", "unknown field (a rule has when and url)"))
             url = None
             try:
-                url = self._url(raw.get("url"))
+                url = self.target(raw.get("url"))
             except ValueError as exc:
                 errors.append(FieldError(f"{at}.url", str(exc)))
             when = _when(raw.get("when"), f"{at}.when", errors)
@@ -108,7 +126,9 @@ class LinkFields:
                 rules.append(Rule(when=when, url=url))
         return rules
 
-    def _url(self, value: Any) -> str:
+    def target(self, value: Any) -> str:
+        """A target URL (a link's, a rule's, a domain's redirect), checked and
+        normalised."""
         if not isinstance(value, str) or not value:
             raise ValueError("must be a non-empty string")
         if len(value) > MAX_URL:
@@ -142,7 +162,10 @@ class LinkFields:
             netloc = host if port is None else f"{host}:{port}"
             scheme, _, rest = value.partition("//")
             value = f"{scheme}//{netloc}{rest[len(parts.netloc) :]}"
-        if (_same_host(host), port or _default_port(parts.scheme)) in self._own_hosts:
+        same = _same_host(host)
+        if (same, port or _default_port(parts.scheme)) in self._own_hosts or (
+            self._domains is not None and self._domains.get(same) is not None
+        ):
             raise ValueError("must not point at this gateway (redirect loop)")
         # The path, query and fragment: percent-encoded, once, here.
         return _NON_ASCII.sub(lambda m: quote(m.group()), value)

@@ -21,6 +21,7 @@ from shared.errors import CommandError
 from shared.http import keys
 from shared.jetstream import bus, dlq
 from shared.settings import Common, SettingsError, load, parse_duration
+from shared.urls import host_name
 
 # Written by ``linkflow up`` beside its data: the embedded server's admin URL.
 ADMIN_URL = Path(".linkflow/nats-admin.url")
@@ -114,6 +115,13 @@ def add_keys(cmd: argparse.ArgumentParser) -> None:
         help="a scope the key grants (repeatable; default admin)",
     )
     create.add_argument("--expires", help="lifetime, e.g. 30d, 12h (default: never)")
+    create.add_argument(
+        "--domain",
+        action="append",
+        metavar="HOST",
+        help="the only short domain whose links and stats the key sees (repeatable; "
+        "default: every domain)",
+    )
     verbs.add_parser("list", help="every key's name, prefix, scopes, use and expiry")
     revoke = verbs.add_parser("revoke", help="revoke a key on every service within 2 s")
     revoke.add_argument("name")
@@ -135,14 +143,19 @@ async def _keys(args: argparse.Namespace, common: Common) -> int:
     try:
         if args.verb == "create":
             scopes = tuple(args.scope or [keys.ADMIN])
-            key = await keys.create(js, args.name, scopes, expires)
-            print(f"key {args.name!r}: scopes {', '.join(scopes)}, expires {_when(expires)}")
+            try:
+                domains = tuple(dict.fromkeys(host_name(d) for d in args.domain or ()))
+            except ValueError as exc:
+                raise CommandError(f"a domain {exc}: {args.domain}") from None
+            key = await keys.create(js, args.name, scopes, expires, domains)
+            only = f", domains {', '.join(domains)}" if domains else ""
+            print(f"key {args.name!r}: scopes {', '.join(scopes)}{only}, expires {_when(expires)}")
             print("it is shown this once; keep it now:")
             print(key)
         elif args.verb == "list":
             print(
                 f"{'name':<20} {'prefix':<10} {'scopes':<24} {'created':<20} "
-                f"{'last used':<20} {'expires':<20} state"
+                f"{'last used':<20} {'expires':<20} {'state':<8} domains"
             )
             for record, used in await keys.list_(js):
                 state = (
@@ -153,7 +166,7 @@ async def _keys(args: argparse.Namespace, common: Common) -> int:
                 print(
                     f"{record.name:<20} {record.prefix:<10} {','.join(record.scopes):<24} "
                     f"{_when(record.created_at):<20} {_when(used):<20} "
-                    f"{_when(record.expires_at):<20} {state}"
+                    f"{_when(record.expires_at):<20} {state:<8} {','.join(record.domains) or '*'}"
                 )
         else:
             await keys.revoke(js, args.name)

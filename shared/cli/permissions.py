@@ -19,7 +19,7 @@ import json
 from typing import Final
 
 from shared import roster
-from shared.contracts import LINK_REFRESH, LINK_REFRESHED, REDIRECTS_BUSY
+from shared.contracts import LINK_REFRESH, LINK_REFRESHED, ORPHAN_VISITS, REDIRECTS_BUSY
 from shared.jetstream import topology
 from shared.jetstream.topology import Consumer
 
@@ -109,10 +109,12 @@ def permissions() -> dict[str, dict[str, list[str]]]:
                 "clicks.>",
                 *_kv_write(c.KV_LINKS),
                 *_kv_write(c.KV_SALTS),
+                *_kv_write(c.KV_DOMAINS),
                 *_kv_read(c.KV_VISITS),
                 *_api_keys(),
                 f"{API}.STREAM.INFO.{c.CLICKS}",  # its replicas decide click grouping
                 REDIRECTS_BUSY,
+                ORPHAN_VISITS,
             ],
             "subscribe": [],
         },
@@ -162,8 +164,15 @@ def permissions() -> dict[str, dict[str, list[str]]]:
             ],
             # links.created feeds links-created-per-day; clicks.> the live
             # stream; redirects.busy holds the consumer off during a spike;
-            # LINK_REFRESHED.> answers its refresh requests.
-            "subscribe": ["links.created", "clicks.>", REDIRECTS_BUSY, f"{LINK_REFRESHED}.>"],
+            # LINK_REFRESHED.> answers its refresh requests; ORPHAN_VISITS
+            # feeds the orphan visit counts.
+            "subscribe": [
+                "links.created",
+                "clicks.>",
+                REDIRECTS_BUSY,
+                f"{LINK_REFRESHED}.>",
+                ORPHAN_VISITS,
+            ],
         },
         # The TypeScript service: exactly what it was seen to need (its
         # suite runs it as this user and fails on any violation).
@@ -171,7 +180,7 @@ def permissions() -> dict[str, dict[str, list[str]]]:
             "publish": [
                 *_own_consumer(c.WEBHOOKS_LINKS),
                 *_own_consumer(c.WEBHOOKS_CLICKS),
-                *_kv_read(c.KV_KEYS),
+                *_api_keys(),
             ],
             "subscribe": [],
         },

@@ -140,6 +140,12 @@ class Access:
             return list(keys.SCOPES)
         return [s for s in keys.SCOPES if record is not None and record.allows(s)]
 
+    def domains(self, name: str | None) -> frozenset[str] | None:
+        """The only domains (hosts) the key named ``name`` sees; None: every
+        domain (a key without a limit, or authentication off)."""
+        record = self.ring.record(name) if self.enabled and self.ring and name else None
+        return frozenset(record.domains) if record is not None and record.domains else None
+
     async def check(self) -> str | None:
         """Readiness: a guard without its keys answers every call 503."""
         if self.enabled and (self.ring is None or not self.ring.synced.is_set()):
@@ -198,5 +204,8 @@ class Guard:
                 metrics.API_REFUSED.labels(str(problem.status)).inc()
                 await problem.response(scope["method"] == "HEAD")(scope, receive, send)
                 return
-            scope.setdefault("state", {})["api_key"] = name
+            state = scope.setdefault("state", {})
+            state["api_key"] = name
+            # The routes narrow what they show to these (SPEC: keys limited to domains).
+            state["api_key_domains"] = self._access.domains(name)
         await self._app(scope, receive, send)

@@ -28,9 +28,10 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
-from shared.contracts import INVALID, Timestamp, now, rfc3339
+from shared.contracts import INVALID, DomainHost, Timestamp, now, rfc3339
 from shared.jetstream.kvwatch import Followed
 from shared.jetstream.topology import KV_KEYS, KV_USAGE
+from shared.urls import host_name
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,13 @@ class ApiKey(msgspec.Struct, kw_only=True, frozen=True):
     revoked_at: Annotated[
         Timestamp | None, msgspec.Meta(description="refused from this time on; null: not revoked")
     ] = None
+    domains: Annotated[
+        tuple[DomainHost, ...],
+        msgspec.Meta(
+            description="the only short domains (hosts) whose links and stats the key sees; "
+            "empty: every domain"
+        ),
+    ] = ()
 
     def allows(self, scope: str) -> bool:
         return any(s == scope or scope in _IMPLIES.get(s, ()) for s in self.scopes)
@@ -106,13 +114,22 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def new_key(name: str, scopes: tuple[str, ...], expires_at: datetime | None) -> tuple[str, ApiKey]:
+def new_key(
+    name: str,
+    scopes: tuple[str, ...],
+    expires_at: datetime | None,
+    domains: tuple[str, ...] = (),
+) -> tuple[str, ApiKey]:
     """A fresh secret and the record that may be stored for it."""
     if not NAME_RE.match(name):
         raise ValueError(f"a key name is 1-64 of A-Z a-z 0-9 _ -, not {name!r}")
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown:
         raise ValueError(f"unknown scope {unknown[0]!r} (one of {', '.join(SCOPES)})")
+    try:
+        hosts = tuple(dict.fromkeys(host_name(d) for d in domains))
+    except ValueError as exc:
+        raise ValueError(f"a domain {exc}") from None
     key = mint()
     record = ApiKey(
         name=name,
@@ -121,6 +138,7 @@ def new_key(name: str, scopes: tuple[str, ...], expires_at: datetime | None) -> 
         scopes=tuple(dict.fromkeys(scopes)),
         created_at=now(),
         expires_at=expires_at,
+        domains=hosts,
     )
     return key, record
 
@@ -235,10 +253,14 @@ async def _held(bucket: KeyValue, name: str) -> KeyValue.Entry | None:
 
 
 async def create(
-    js: JetStreamContext, name: str, scopes: tuple[str, ...], expires_at: datetime | None = None
+    js: JetStreamContext,
+    name: str,
+    scopes: tuple[str, ...],
+    expires_at: datetime | None = None,
+    domains: tuple[str, ...] = (),
 ) -> str:
     """Store a new key and return it: the only time it exists outside the caller."""
-    key, record = new_key(name, scopes, expires_at)
+    key, record = new_key(name, scopes, expires_at, domains)
     bucket, _ = await buckets(js)
     held = await _held(bucket, name)
     if held is None or held.value is None:

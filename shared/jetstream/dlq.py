@@ -38,6 +38,7 @@ from shared.contracts import (
     LINK_REFRESH,
     LINK_REFRESHED,
     Code,
+    DomainHost,
     LinkRefresh,
     LinkRefreshed,
     encode,
@@ -222,6 +223,7 @@ class ReplayFailed(RuntimeError):
 
 class _LinkRef(msgspec.Struct):
     code: Code
+    domain: DomainHost | None = None
 
 
 _link_ref = msgspec.json.Decoder(_LinkRef).decode
@@ -292,8 +294,8 @@ def _client(js: JetStreamContext) -> Client:
     return nc
 
 
-async def refresh_link(nc: Client, code: str) -> LinkRefreshed:
-    """Ask the cache-refresher to rewrite ``code``'s KV entry from the database.
+async def refresh_link(nc: Client, code: str, domain: str | None = None) -> LinkRefreshed:
+    """Ask the cache-refresher to rewrite the link's KV entry from the database.
 
     The answer comes on a subject of this request's own under LINK_REFRESHED
     (not an inbox: only the cache-refresher may publish there, so its
@@ -301,7 +303,8 @@ async def refresh_link(nc: Client, code: str) -> LinkRefreshed:
     reply = f"{LINK_REFRESHED}.{secrets.token_hex(12)}"
     sub = await nc.subscribe(reply)
     try:
-        await nc.publish(LINK_REFRESH, encode(LinkRefresh(code=code)), reply=reply)
+        request = LinkRefresh(code=code, domain=domain)
+        await nc.publish(LINK_REFRESH, encode(request), reply=reply)
         try:
             answer = await sub.next_msg(REFRESH_TIMEOUT)
         except nats.errors.TimeoutError:
@@ -354,10 +357,10 @@ async def _refresh(js: JetStreamContext, letter: DeadLetter) -> None:
     database's version, never an older one), so this order loses nothing:
     a call that loses the race to delete refreshed a link for nothing."""
     try:
-        code = _link_ref(letter.data).code
+        ref = _link_ref(letter.data)
     except INVALID as exc:
         raise NotReplayable(f"DLQ message {letter.seq} names no link ({exc}): discard it") from None
-    await refresh_link(_client(js), code)
+    await refresh_link(_client(js), ref.code, ref.domain)
     await discard(js, letter.seq)
 
 

@@ -41,7 +41,10 @@ KV_USAGE: Final = "api_key_usage"
 KV_SALTS: Final = "visitor_salts"
 # Human clicks counted per link with a visit limit (SPEC: max_visits).
 KV_VISITS: Final = "link_visits"
-BUCKETS: Final = (KV_LINKS, KV_KEYS, KV_USAGE, KV_SALTS, KV_VISITS)
+# Short domains other than the default, by host (services.link.domains):
+# written and read by gateways only.
+KV_DOMAINS: Final = "domains"
+BUCKETS: Final = (KV_LINKS, KV_KEYS, KV_USAGE, KV_SALTS, KV_VISITS, KV_DOMAINS)
 
 DAY: Final = 86400.0
 # The server's Nats-Msg-Id window: a publish retried within it is stored once.

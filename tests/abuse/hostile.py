@@ -2,7 +2,8 @@
 sending costs the server under test nothing but what the server does with
 them): ``python -m tests.abuse.hostile HOST PORT PATH COUNT HEADER SIZE
 [CONNECTIONS]`` sends COUNT ``GET PATH`` requests, each with header HEADER
-holding SIZE bytes that differ from request to request, over CONNECTIONS
+holding SIZE bytes that differ from request to request (and ``{i}`` in
+PATH replaced by the request's number: a path of its own), over CONNECTIONS
 connections, and prints one JSON line: how many answers of each status, and
 how many connections the server closed or reset instead."""
 
@@ -46,7 +47,8 @@ async def main(
             tag = f"Mozilla/5.0 (Windows NT 10.0) hostile/{i} ".encode()
             value = (tag + b"x" * size)[:size] if size > len(tag) else tag
             request = (
-                f"GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n".encode()
+                f"GET {path.replace('{i}', str(i))} HTTP/1.1\r\n"
+                f"host: {host}\r\nconnection: close\r\n".encode()
                 + header.encode()
                 + b": "
                 + value

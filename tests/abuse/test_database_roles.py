@@ -112,11 +112,13 @@ async def test_each_role_does_its_services_work(databases: Databases) -> None:
 
     async def gateway(pool: asyncpg.Pool) -> None:
         store = LinkStore(pool)
-        await store.create("roles", "https://example.com", 302, [], None, actor="abuse")
-        assert await store.update("roles", {"url": "https://example.org"}, actor="abuse")
-        assert await store.delete("roles", actor="abuse")
-        assert [v.changed_by for v in await store.history("roles")] == ["abuse"] * 3
-        await store.create("kept", "https://example.net", 301, ["a"], None)
+        await store.create(None, "roles", "https://example.com", 302, [], None, actor="abuse")
+        assert await store.update(None, "roles", {"url": "https://example.org"}, actor="abuse")
+        assert await store.delete(None, "roles", actor="abuse")
+        assert [v.changed_by for v in await store.history(None, "roles")] == ["abuse"] * 3
+        await store.create(None, "kept", "https://example.net", 301, ["a"], None)
+        await store.create("go.example.com", "kept", "https://example.org", 301, [], None)
+        assert await store.has_links("go.example.com")
 
     await with_pool(databases.role("link"), gateway)
 

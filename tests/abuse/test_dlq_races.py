@@ -252,10 +252,10 @@ async def test_a_refresh_never_moves_a_link_backward(nc: Client, db_url: str) ->
         kv = await nc.jetstream().key_value(topology.KV_LINKS)
         ahead = LinkEntry(url="https://new.example/", version=3)
         await kv.put("newer", encode(ahead))
-        answer = await refresh.refresh(kv, conn, "newer")
+        answer = await refresh.refresh(kv, conn, None, "newer")
         assert answer.version == 3
         assert await kv_entry(nc, "newer") == ahead
-        assert (await refresh.refresh(kv, conn, "nosuch")).version is None
+        assert (await refresh.refresh(kv, conn, None, "nosuch")).version is None
         assert await kv_entry(nc, "nosuch") is None
     finally:
         await conn.close()

@@ -167,6 +167,7 @@ WRITERS = [
     ("link", f"$KV.{topology.KV_SALTS}.x"),
     ("link", f"$KV.{topology.KV_USAGE}.x"),
     ("analytics", f"$KV.{topology.KV_USAGE}.x"),
+    ("webhooks", f"$KV.{topology.KV_USAGE}.x"),
     ("link", "clicks.x"),
     ("click_recorder", "dlq.CLICKS.click-recorder"),
 ]

@@ -237,6 +237,9 @@ REFUSED = [
     ("click_recorder", "pub", "redirects.busy"),
     ("analytics", "pub", "redirects.busy"),
     ("cache_refresher", "pub", "redirects.busy"),
+    # Only a gateway counts orphan visits; only analytics reads them.
+    ("analytics", "pub", "visits.orphan"),
+    ("click_recorder", "sub", "visits.orphan"),
 ]
 ALLOWED = [
     ("link", "pub", "clicks.x"),
@@ -256,6 +259,8 @@ ALLOWED = [
     ("cache_refresher", "pub", f"{LINK_REFRESHED}.x"),
     # A recorder letter whose replay failed goes back to the DLQ.
     ("analytics", "pub", "dlq.CLICKS.click-recorder"),
+    ("link", "pub", "visits.orphan"),
+    ("analytics", "sub", "visits.orphan"),
 ]
 
 

@@ -84,6 +84,31 @@ async def _have(receiver: Receiver, kind: str, n: int) -> bool:
 
 
 @pytest.mark.parametrize("linkflow", [LOCAL], indirect=True)
+async def test_an_endpoint_for_one_domain_gets_that_domains_events_alone(
+    linkflow: Supervisor,
+) -> None:
+    go = "go.example.com"
+    with receiving(Receiver()) as receiver:
+        async with gateway(linkflow) as gw:
+            await eventually(lambda: ready(gateway_url()), 30, "the gateway ready")
+            r = await gw.post("/api/domains", json={"host": go})
+            assert r.status_code == 201, r.text
+            await subscribe(
+                linkflow, receiver, ["link.created", "link.clicked"], domains=["GO.example.com"]
+            )
+            for domain in (None, go):
+                link = {"url": "https://example.com/", "code": "same", "domain": domain}
+                r = await gw.post("/api/links", json=link)
+                assert r.status_code == 201, r.text
+            for host in ("localhost", go):
+                assert (await gw.get("/same", headers={**HUMAN, "host": host})).status_code == 302
+            await eventually(lambda: _have(receiver, "link.clicked", 1), 60, "the click's delivery")
+            # The default domain's link was created and clicked first: nothing of it came.
+            assert [e["data"]["domain"] for e in receiver.of_type("link.created")] == [go]
+            assert [e["data"]["domain"] for e in receiver.of_type("link.clicked")] == [go]
+
+
+@pytest.mark.parametrize("linkflow", [LOCAL], indirect=True)
 async def test_a_failing_receiver_gets_the_event_again_until_it_succeeds(
     linkflow: Supervisor,
 ) -> None:

@@ -38,8 +38,9 @@ WITHOUT = {
     keys.LINKS_WRITE: keys.LINKS_READ,
     keys.STATS_READ: keys.LINKS_WRITE,
     keys.OPS: keys.STATS_READ,
+    keys.ADMIN: keys.OPS,
 }
-PATH_PARAMS = {"{code}": "abc", "{seq}": "1", "{backfill_id}": "nope"}
+PATH_PARAMS = {"{code}": "abc", "{seq}": "1", "{backfill_id}": "nope", "{host}": "go.example.com"}
 
 
 class Services:

@@ -88,7 +88,7 @@ async def test_humans_and_bots_are_counted_apart(analytics: httpx.AsyncClient, n
     ).json()
     assert {"device": "bot", "count": 3} in with_bots["devices"]
     top = (await analytics.get("/api/stats/top")).json()["items"]
-    assert top[0] == {"code": "stat", "count": 8}
+    assert top[0] == {"code": "stat", "domain": None, "count": 8}
 
 
 async def test_redelivered_clicks_do_not_count_twice(

@@ -39,7 +39,7 @@ async def test_create_list_revoke(servers: Servers, nc: Client) -> None:
     row = next(line for line in listed.stdout.splitlines() if line.startswith("ci "))
     assert key[:9] in row
     assert "links:read" in row
-    assert row.endswith("active")
+    assert row.split()[-2:] == ["active", "*"]  # every domain
 
     again = keys_cli(servers, "create", "ci")
     assert again.returncode == 1
@@ -48,7 +48,9 @@ async def test_create_list_revoke(servers: Servers, nc: Client) -> None:
     gone = keys_cli(servers, "revoke", "ci")
     assert gone.returncode == 0
     listed = keys_cli(servers, "list")
-    assert next(x for x in listed.stdout.splitlines() if x.startswith("ci ")).endswith("revoked")
+    assert (
+        next(x for x in listed.stdout.splitlines() if x.startswith("ci ")).split()[-2] == "revoked"
+    )
     # A revoked key's name may be given to a new key.
     assert keys_cli(servers, "create", "ci").returncode == 0
 
@@ -81,3 +83,22 @@ def test_no_nats_is_one_line() -> None:
     )
     assert "hunter2" not in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+async def test_a_key_limited_to_domains(servers: Servers, nc: Client) -> None:
+    made = keys_cli(
+        servers, "create", "brand", "--scope", "links:write", "--domain", "Go.Example.com.",
+        "--domain", "links.example",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "domains go.example.com, links.example" in made.stdout
+    held = keys.decode(
+        (await (await nc.jetstream().key_value(topology.KV_KEYS)).get("brand")).value or b""
+    )
+    assert held.domains == ("go.example.com", "links.example")
+    row = next(x for x in keys_cli(servers, "list").stdout.splitlines() if x.startswith("brand "))
+    assert row.split()[-1] == "go.example.com,links.example"
+    bad = keys_cli(servers, "create", "bad", "--domain", "https://go.example.com/")
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("linkflow keys: a domain must be a host name")
+    assert bad.stderr.count("\n") == 1

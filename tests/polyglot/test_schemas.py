@@ -35,6 +35,7 @@ from shared.contracts import (
     LinkRefresh,
     LinkRefreshed,
     LinkUpdated,
+    OrphanVisits,
     RedirectsBusy,
     Rule,
     VisitCount,
@@ -125,6 +126,7 @@ def _examples() -> dict[str, dict[str, Any]]:
         LinkRefresh(code="abc"),
         LinkRefreshed(code="abc", version=2),
         RedirectsBusy(gateway="gw:8000", load=0.93, hold=1.0),
+        OrphanVisits(domain=None, kind="not_found", path="/gone", count=3, from_=t, to=t),
         VisitCount(since=t, visits=2),
     ]
     found = {f"{type(s).__name__}.json": json.loads(encode(s)) for s in structs}
@@ -262,6 +264,8 @@ async def produce_everything(
     # A click by the rule, and a counted visit (a person's browser).
     assert (await gateway.get("/plain?a=b", headers={"user-agent": IPHONE})).status_code == 302
     assert (await gateway.get("/limited", headers={"user-agent": CHROME})).status_code == 302
+    # An orphan visit (visits.orphan, sent within a second).
+    assert (await gateway.get("/no-such-link")).status_code == 404
 
     async def kv_written() -> list[tuple[str, dict[str, Any]]] | None:
         plain = await kv_value(nc, topology.KV_LINKS, "plain")

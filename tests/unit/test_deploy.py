@@ -355,3 +355,15 @@ def test_env_with_its_passwords_is_neither_committed_nor_in_the_image() -> None:
     for name in (".gitignore", ".dockerignore"):
         lines = (ROOT / name).read_text().splitlines()
         assert ".env" in lines, name
+
+
+def test_the_webhooks_readme_lists_the_rights_its_user_is_given() -> None:
+    """services/webhooks/README.md says what its NATS user may publish, for
+    an operator writing their own nats-server configuration: exactly the
+    generated permissions, no right more or less."""
+    from shared.cli import permissions
+
+    text = (ROOT / "services" / "webhooks" / "README.md").read_text()
+    block = text.split("Publish:\n\n", 1)[1].split("\n\nSubscribe:", 1)[0]
+    listed = [line.strip() for line in block.splitlines() if line.strip()]
+    assert listed == permissions.permissions()["webhooks"]["publish"]

@@ -11,7 +11,6 @@ the service is linkflow's as much as the Python ones are."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import subprocess
@@ -22,29 +21,10 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import NotFoundError
 
 from shared import node
-from shared.cli import permissions
 from shared.cli.servers import NatsServer, PostgresServer
+from shared.jetstream import topology
 from shared.jetstream.topology import streams
-
-SERVICE = Path(__file__).resolve().parents[2] / "services" / "webhooks"
-
-
-def _config(admin: str, webhooks: str) -> str:
-    rules = permissions.permissions()["webhooks"]
-    users = [
-        {"user": "admin", "password": admin},
-        {
-            "user": "webhooks",
-            "password": webhooks,
-            # Its user as linkflow deploys it (deploy/nats.conf, linkflow up).
-            "permissions": {
-                "publish": {"allow": rules["publish"]},
-                "subscribe": {"allow": rules["subscribe"]},
-            },
-        },
-    ]
-    # JSON is valid nats-server configuration syntax.
-    return json.dumps({"accounts": {"LF": {"jetstream": "enabled", "users": users}}})
+from tests.webhooks.service import SERVICE, nats_config
 
 
 async def _topology(url: str) -> None:
@@ -58,7 +38,7 @@ async def _topology(url: str) -> None:
                 await js.add_stream(config)
             else:
                 await js.update_stream(config)
-        for bucket in ("api_keys", "links"):
+        for bucket in (topology.KV_KEYS, topology.KV_USAGE, topology.KV_LINKS):
             await js.create_key_value(
                 KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE)
             )
@@ -74,7 +54,7 @@ def _run(args: list[str], env: dict[str, str], timeout: float) -> subprocess.Com
 
 def test_webhooks_node_suite(tmp_path: Path) -> None:
     admin, webhooks = secrets.token_hex(16), secrets.token_hex(16)
-    nats_server = NatsServer(tmp_path / "nats", config=_config(admin, webhooks)).start()
+    nats_server = NatsServer(tmp_path / "nats", config=nats_config(admin, webhooks)).start()
     pg = PostgresServer(tmp_path / "pg" / "data", durable=False).start()
     try:
         host = f"127.0.0.1:{nats_server.port}"

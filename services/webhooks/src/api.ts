@@ -308,17 +308,16 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       const errors: FieldError[] = [];
       checkUrl(req.body.url, errors);
       if (errors.length) return send(reply, invalid(errors));
-      if ((await store.countEndpoints()) >= settings.maxEndpoints) {
-        return send(reply, invalid([{ field: "body", message: `at most ${settings.maxEndpoints} endpoints` }]));
-      }
-      const { endpoint, secret } = await store.createEndpoint({
+      const made = await store.createEndpoint({
         url: req.body.url,
         events: req.body.events,
         codes: req.body.codes ?? [],
         tags: req.body.tags ?? [],
         domains: normDomains(req.body.domains) ?? [],
         description: req.body.description ?? "",
-      });
+      }, settings.maxEndpoints);
+      if (!made) return send(reply, invalid([{ field: "body", message: `at most ${settings.maxEndpoints} endpoints` }]));
+      const { endpoint, secret } = made;
       await deps.endpointsChanged();
       log.info(`endpoint ${endpoint.id} created`, { request_id: String(req.id), endpoint: endpoint.id });
       return reply.code(201).send({ ...endpoint, secret });

@@ -1,4 +1,8 @@
 // API keys: the KV bucket api_keys, watched, indexed by the SHA-256 of the key.
+// When a key was last used goes to the bucket api_key_usage (key: the key's
+// name, value: an RFC 3339 UTC time), as every linkflow HTTP service writes it
+// (shared/http/keys.py): at most once a minute per key and process, after the
+// answer's decision and never delaying it; a failed write is only logged.
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Kvm, type KV } from "@nats-io/kv";
@@ -7,7 +11,10 @@ import { logger } from "./log.ts";
 
 const log = logger("keys");
 export const KEYS_BUCKET = "api_keys";
+export const USAGE_BUCKET = "api_key_usage";
 export const SCOPE = "webhooks";
+/** Last use is written at most this often per key and process (USAGE_EVERY in shared/http/keys.py). */
+export const USAGE_EVERY_MS = 60_000;
 
 export interface ApiKey {
   name: string;
@@ -17,6 +24,8 @@ export interface ApiKey {
   created_at?: string | null;
   expires_at?: string | null;
   revoked_at?: string | null;
+  /** The only short domains whose links the key sees; absent or empty: every domain. */
+  domains?: string[];
 }
 
 export function sha256Hex(key: string): string {
@@ -46,6 +55,9 @@ export class KeyRing {
   loaded = false;
   private stopped = false;
   private iter: { stop(): void } | null = null;
+  private nc: NatsConnection | null = null;
+  private usage: Promise<KV> | null = null; // api_key_usage, bound on the first write
+  private used = new Map<string, number>(); // name -> when its use was last written (monotonic ms)
 
   /** Adds or replaces a record (tests use it directly). */
   put(name: string, value: unknown): void {
@@ -64,6 +76,7 @@ export class KeyRing {
     if (old) {
       this.byName.delete(name);
       if (this.byHash.get(old.sha256) === old) this.byHash.delete(old.sha256);
+      this.used.delete(old.name);
     }
   }
 
@@ -80,11 +93,40 @@ export class KeyRing {
     if (!rec.scopes.includes(SCOPE) && !rec.scopes.includes("admin")) {
       return { ok: false, status: 403, detail: `this API key lacks the scope '${SCOPE}'` };
     }
+    // An endpoint receives events of every domain it does not filter out:
+    // a key that sees some domains only cannot be trusted with one.
+    if (rec.domains && rec.domains.length > 0) {
+      return { ok: false, status: 403, detail: "a key limited to domains cannot manage webhooks" };
+    }
+    this.noteUse(rec.name);
     return { ok: true, key: rec };
+  }
+
+  /** Starts writing `name`'s last use unless it was written within USAGE_EVERY_MS; never waits for it. */
+  private noteUse(name: string): void {
+    const nc = this.nc;
+    if (!nc) return;
+    const at = performance.now();
+    const last = this.used.get(name);
+    if (last !== undefined && at - last < USAGE_EVERY_MS) return;
+    this.used.set(name, at);
+    void this.writeUse(nc, name);
+  }
+
+  private async writeUse(nc: NatsConnection, name: string): Promise<void> {
+    try {
+      this.usage ??= new Kvm(nc).open(USAGE_BUCKET);
+      await (await this.usage).put(name, new Date().toISOString());
+    } catch (e) {
+      this.usage = null; // bound again by the next write
+      // Last use is informative: never fail a call for it.
+      log.warn(`could not note the use of API key ${JSON.stringify(name)}`, { error: e as Error });
+    }
   }
 
   /** Watches the bucket until stop(): initial values, then every change. Retries while it is missing. */
   async watch(nc: NatsConnection): Promise<void> {
+    this.nc = nc;
     const kvm = new Kvm(nc);
     while (!this.stopped) {
       try {

@@ -7,6 +7,7 @@ import { newId, newSecret } from "./ids.ts";
 const SCHEMA = readFileSync(join(import.meta.dirname, "schema.sql"), "utf8");
 const SCHEMA_LOCK = 0x6c66_7768; // "lfwh"
 const CLICKS_LOCK = 0x6c66_7763; // serialises the clicks consumer's reconcile
+const ENDPOINTS_LOCK = 0x6c66_7765; // serialises creations against the endpoint cap
 
 export interface EndpointRow {
   id: string;
@@ -22,34 +23,11 @@ export interface EndpointRow {
   updated_at: Date;
 }
 
-export interface Endpoint {
-  id: string;
-  url: string;
-  events: string[];
-  codes: string[];
-  tags: string[];
-  domains: string[];
-  description: string;
-  enabled: boolean;
-  disabled_reason: string | null;
-  created_at: string;
-  updated_at: string;
-}
+/** An endpoint as the API shows it: its row, times as RFC 3339 strings. */
+export type Endpoint = Omit<EndpointRow, "created_at" | "updated_at"> & { created_at: string; updated_at: string };
 
 export function endpointJson(r: EndpointRow): Endpoint {
-  return {
-    id: r.id,
-    url: r.url,
-    events: r.events,
-    codes: r.codes,
-    tags: r.tags,
-    domains: r.domains,
-    description: r.description,
-    enabled: r.enabled,
-    disabled_reason: r.disabled_reason,
-    created_at: r.created_at.toISOString(),
-    updated_at: r.updated_at.toISOString(),
-  };
+  return { ...r, created_at: r.created_at.toISOString(), updated_at: r.updated_at.toISOString() };
 }
 
 const EP_COLS = "id, url, events, codes, tags, domains, description, enabled, disabled_reason, created_at, updated_at";
@@ -120,8 +98,22 @@ export interface Attempt {
 
 export const DISABLE_AFTER = 100;
 
-function iso(d: Date | null): string | null {
-  return d ? d.toISOString() : null;
+const DELIVERY_COLS = "id, event_type, status, attempts, last_status_code, last_error, next_attempt_at, created_at";
+
+type DeliveryRow = Omit<DeliveryItem, "next_attempt_at" | "created_at"> & { next_attempt_at: Date | null; created_at: Date };
+
+/** A delivery as the API shows it (a next attempt only while pending). */
+function deliveryJson(d: DeliveryRow): DeliveryItem {
+  return {
+    id: d.id,
+    event_type: d.event_type,
+    status: d.status,
+    attempts: d.attempts,
+    last_status_code: d.last_status_code,
+    last_error: d.last_error,
+    next_attempt_at: d.status === "pending" && d.next_attempt_at ? d.next_attempt_at.toISOString() : null,
+    created_at: d.created_at.toISOString(),
+  };
 }
 
 export class Store {
@@ -194,20 +186,23 @@ export class Store {
 
   // ---- endpoints ----
 
-  async countEndpoints(): Promise<number> {
-    const r = await this.pool.query("SELECT count(*)::int AS n FROM endpoints");
-    return r.rows[0].n;
-  }
-
-  async createEndpoint(e: NewEndpoint): Promise<{ endpoint: Endpoint; secret: string }> {
+  /** A new endpoint and its secret; null when `max` exist already. Counted
+   *  and inserted under one lock: creations at once (from any replica)
+   *  cannot pass the cap together. */
+  async createEndpoint(e: NewEndpoint, max: number): Promise<{ endpoint: Endpoint; secret: string } | null> {
     const id = newId("ep");
     const secret = newSecret();
-    const r = await this.pool.query(
-      `INSERT INTO endpoints (id, url, events, codes, tags, domains, description, secret)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ${EP_COLS}`,
-      [id, e.url, e.events, e.codes, e.tags, e.domains, e.description, secret],
-    );
-    return { endpoint: endpointJson(r.rows[0]), secret };
+    return this.tx(async (c) => {
+      await c.query("SELECT pg_advisory_xact_lock($1)", [ENDPOINTS_LOCK]);
+      const held = await c.query("SELECT count(*)::int AS n FROM endpoints");
+      if (held.rows[0].n >= max) return null;
+      const r = await c.query(
+        `INSERT INTO endpoints (id, url, events, codes, tags, domains, description, secret)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ${EP_COLS}`,
+        [id, e.url, e.events, e.codes, e.tags, e.domains, e.description, secret],
+      );
+      return { endpoint: endpointJson(r.rows[0]), secret };
+    });
   }
 
   async listEndpoints(): Promise<Endpoint[]> {
@@ -479,8 +474,7 @@ export class Store {
       where += ` AND (created_at, id) < (to_timestamp(0) + make_interval(secs => $${args.length - 1}::numeric / 1000000), $${args.length})`;
     }
     const r = await this.pool.query(
-      `SELECT id, event_type, status, attempts, last_status_code, last_error, next_attempt_at, created_at,
-              ((extract(epoch FROM created_at) * 1000000)::bigint)::text AS us
+      `SELECT ${DELIVERY_COLS}, ((extract(epoch FROM created_at) * 1000000)::bigint)::text AS us
        FROM deliveries WHERE ${where} ORDER BY created_at DESC, id DESC LIMIT $2`,
       args,
     );
@@ -488,24 +482,14 @@ export class Store {
     const more = r.rows.length > limit;
     const last = rows[rows.length - 1];
     return {
-      items: rows.map((d) => ({
-        id: d.id,
-        event_type: d.event_type,
-        status: d.status,
-        attempts: d.attempts,
-        last_status_code: d.last_status_code,
-        last_error: d.last_error,
-        next_attempt_at: d.status === "pending" ? iso(d.next_attempt_at) : null,
-        created_at: d.created_at.toISOString(),
-      })),
+      items: rows.map(deliveryJson),
       next: more && last ? { us: BigInt(last.us), id: last.id } : null,
     };
   }
 
   async getDelivery(endpointId: string, id: string): Promise<(DeliveryItem & { attempts_list: Attempt[] }) | null> {
     const r = await this.pool.query(
-      `SELECT id, event_type, status, attempts, last_status_code, last_error, next_attempt_at, created_at
-       FROM deliveries WHERE endpoint_id = $1 AND id = $2`,
+      `SELECT ${DELIVERY_COLS} FROM deliveries WHERE endpoint_id = $1 AND id = $2`,
       [endpointId, id],
     );
     const d = r.rows[0];
@@ -515,14 +499,7 @@ export class Store {
       [id],
     );
     return {
-      id: d.id,
-      event_type: d.event_type,
-      status: d.status,
-      attempts: d.attempts,
-      last_status_code: d.last_status_code,
-      last_error: d.last_error,
-      next_attempt_at: d.status === "pending" ? iso(d.next_attempt_at) : null,
-      created_at: d.created_at.toISOString(),
+      ...deliveryJson(d),
       attempts_list: a.rows.map((x) => ({ n: x.n, at: x.at.toISOString(), duration_ms: x.duration_ms, status_code: x.status_code, error: x.error })),
     };
   }

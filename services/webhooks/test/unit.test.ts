@@ -184,6 +184,13 @@ test("API keys: hash lookup, scopes, revoked, expired, invalid records", () => {
   assert.match(r.detail, /webhooks/);
   ring.put("k", rec(["admin"]));
   assert.equal(ring.check("Bearer secret-1").ok, true);
+  // A key limited to domains would see every domain's events through an endpoint.
+  ring.put("k", rec(["admin"], { domains: ["go.example.com"] }));
+  const limited = ring.check("Bearer secret-1") as { status: number; detail: string };
+  assert.equal(limited.status, 403);
+  assert.match(limited.detail, /limited to domains/);
+  ring.put("k", rec(["admin"], { domains: [] }));
+  assert.equal(ring.check("Bearer secret-1").ok, true);
   ring.put("k", rec(["admin"], { revoked_at: "2026-01-01T00:00:00.000Z" }));
   assert.equal((ring.check("Bearer secret-1") as { status: number }).status, 401);
   ring.put("k", rec(["admin"], { expires_at: "2000-01-01T00:00:00.000Z" }));
