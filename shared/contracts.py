@@ -27,6 +27,10 @@ Timestamp = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 UTC"
 RuleIndex = Annotated[
     int, msgspec.Meta(ge=0, description="Index of the redirect rule that matched")
 ]
+DestinationIndex = Annotated[
+    int,
+    msgspec.Meta(ge=0, description="Index of the A/B destination drawn; null: none was drawn"),
+]
 
 # What decoding bytes from outside can raise: msgspec's DecodeError (its
 # ValidationError included). The locked msgspec (0.23) reports bytes that are
@@ -38,6 +42,10 @@ INVALID: Final = (msgspec.DecodeError, UnicodeDecodeError)
 DEVICES: Final = ("mobile", "tablet", "desktop")
 OSES: Final = ("ios", "android", "windows", "macos", "linux")
 MAX_RULES: Final = 20
+# A/B destinations (SPEC: destinations): 2 to 10, weights 1 to 1000.
+MIN_DESTINATIONS: Final = 2
+MAX_DESTINATIONS: Final = 10
+MAX_WEIGHT: Final = 1000
 
 
 class When(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
@@ -58,6 +66,22 @@ class Rule(msgspec.Struct, kw_only=True, frozen=True):
 
     when: When
     url: str
+
+
+class Destination(msgspec.Struct, kw_only=True, frozen=True):
+    """``{url, weight}``: one side of an A/B split, drawn by weight when no
+    rule matched (the same for one visitor all day)."""
+
+    url: str
+    weight: Annotated[int, msgspec.Meta(ge=1, le=MAX_WEIGHT)]
+
+
+_destinations_decoder = msgspec.json.Decoder(list[Destination] | None)
+
+
+def decode_destinations(data: str | bytes | None) -> list[Destination] | None:
+    """Destinations stored as JSON (a jsonb column); None: not split."""
+    return None if data is None else _destinations_decoder.decode(data)
 
 
 _rules_decoder = msgspec.json.Decoder(list[Rule])
@@ -122,6 +146,7 @@ class LinkUpdated(msgspec.Struct, kw_only=True, frozen=True):
     # When the link was created (or its code taken again): the generation
     # that visit counts belong to.
     created_at: Timestamp | None = None
+    destinations: list[Destination] | None = None
 
 
 class LinkDeleted(msgspec.Struct, kw_only=True, frozen=True):
@@ -161,6 +186,7 @@ class Click(msgspec.Struct, kw_only=True, frozen=True):
     is_bot: bool = False
     request_id: str | None = None
     rule: RuleIndex | None = None
+    destination: DestinationIndex | None = None
     visitor: (
         Annotated[
             str,
@@ -202,6 +228,7 @@ class LinkEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     # The link's generation (a code deleted and taken again starts a new
     # one): a VisitCount applies only to the generation it names.
     created_at: datetime | None = None
+    destinations: list[Destination] | None = None
 
 
 class VisitCount(msgspec.Struct, kw_only=True, frozen=True):

@@ -241,6 +241,9 @@ class Backfills:
             await conn.execute(
                 "DELETE FROM click_visitors WHERE hour >= $1 AND hour < $2", start, end
             )
+            await conn.execute(
+                "DELETE FROM destination_visitors WHERE hour >= $1 AND hour < $2", start, end
+            )
             await conn.execute("DELETE FROM counted_clicks WHERE ts >= $1 AND ts < $2", start, end)
             return await self._insert(start, end, start_seq, end_seq, reclassify=True, conn=conn)
 

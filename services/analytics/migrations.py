@@ -45,6 +45,18 @@ CREATE TABLE IF NOT EXISTS click_visitors (
     PRIMARY KEY (code, hour, is_bot, visitor)
 );
 
+-- The visitor ids per link, hour and A/B destination (SPEC: stats give each
+-- destination's clicks and visitors; the clicks are click_stats' dim
+-- 'destination', value the destination's index).
+CREATE TABLE IF NOT EXISTS destination_visitors (
+    code        text NOT NULL,
+    hour        timestamptz NOT NULL,
+    destination smallint NOT NULL,
+    is_bot      boolean NOT NULL,
+    visitor     text NOT NULL,
+    PRIMARY KEY (code, hour, destination, is_bot, visitor)
+);
+
 CREATE TABLE IF NOT EXISTS links_created_daily (
     day   date PRIMARY KEY,
     count bigint NOT NULL
@@ -96,6 +108,7 @@ CREATE TABLE IF NOT EXISTS orphan_visits (
             "counted_clicks",
             "click_stats",
             "click_visitors",
+            "destination_visitors",
             "links_created_daily",
             "backfills",
             "link_visits",

@@ -70,6 +70,14 @@ class OsCount(msgspec.Struct, frozen=True):
     count: Count
 
 
+class DestinationCount(msgspec.Struct, kw_only=True, frozen=True):
+    """One side of an A/B split: its clicks and distinct visitors."""
+
+    destination: Annotated[int, msgspec.Meta(ge=0, description="its index in `destinations`")]
+    count: Count
+    visitors: Count
+
+
 class OtherCounts(msgspec.Struct, kw_only=True, frozen=True):
     """By list: the clicks of the values past its ``limit`` entries."""
 
@@ -95,6 +103,10 @@ class LinkStats(msgspec.Struct, kw_only=True, frozen=True):
     browsers: list[BrowserCount]
     oses: list[OsCount]
     others: OtherCounts
+    destinations: Annotated[
+        list[DestinationCount],
+        msgspec.Meta(description="each A/B destination's clicks and visitors; empty: no split"),
+    ] = []
 
 
 class DayCount(msgspec.Struct, kw_only=True, frozen=True):
@@ -290,6 +302,10 @@ EXAMPLE_STATS: Final = LinkStats(
     browsers=[BrowserCount("Chrome", 30), BrowserCount("Firefox", 12)],
     oses=[OsCount("Android", 20), OsCount("Windows", 14)],
     others=OtherCounts(referrers=2, countries=0, devices=0, browsers=0, oses=8),
+    destinations=[
+        DestinationCount(destination=0, count=10, visitors=8),
+        DestinationCount(destination=1, count=32, visitors=22),
+    ],
 )
 EXAMPLE_CREATED: Final = LinksCreated(
     days=[DayCount(day=date(2026, 12, 1), count=3), DayCount(day=date(2026, 12, 2), count=5)]

@@ -20,6 +20,7 @@ from services.analytics.payloads import (
     BrowserCount,
     CountryCount,
     DayCount,
+    DestinationCount,
     DeviceCount,
     LinksCreated,
     LinkStats,
@@ -87,6 +88,21 @@ SELECT dim, value, count, n FROM ranked WHERE n <= $5
 UNION ALL
 SELECT dim, NULL, sum(count)::bigint, NULL FROM ranked WHERE n > $5 GROUP BY dim
 ORDER BY dim, n
+"""
+
+# Each A/B destination's clicks and distinct visitors over the range.
+DESTINATIONS: Final = """
+SELECT d.destination, d.count, coalesce(v.visitors, 0)::bigint AS visitors
+FROM (SELECT value::smallint AS destination, sum(count)::bigint AS count FROM click_stats
+      WHERE code = $1 AND dim = 'destination'
+        AND hour >= date_trunc('hour', $2::timestamptz, 'UTC') AND hour < $3
+        AND ($4 OR NOT is_bot)
+      GROUP BY value) d
+LEFT JOIN (SELECT destination, count(DISTINCT visitor) AS visitors FROM destination_visitors
+           WHERE code = $1 AND hour >= date_trunc('hour', $2::timestamptz, 'UTC') AND hour < $3
+             AND ($4 OR NOT is_bot)
+           GROUP BY destination) v USING (destination)
+ORDER BY d.destination
 """
 
 # Orphan visits of a range, all domains ($3 NULL) or one ('' the default):
@@ -165,6 +181,7 @@ class Stats:
             series = await conn.fetch(SERIES, key, start, end, interval, include_bots)
             visitors = await conn.fetchval(VISITORS, key, start, end, include_bots)
             dims = await conn.fetch(DIMENSIONS, key, start, end, include_bots, limit)
+            split = await conn.fetch(DESTINATIONS, key, start, end, include_bots)
         total = 0
         lists: dict[str, list[Any]] = {dim: [] for dim in LISTS}
         others = dict.fromkeys(LISTS, 0)
@@ -196,6 +213,12 @@ class Stats:
                 browsers=others["browser"],
                 oses=others["os"],
             ),
+            destinations=[
+                DestinationCount(
+                    destination=r["destination"], count=r["count"], visitors=r["visitors"]
+                )
+                for r in split
+            ],
         )
 
     async def links_created(self, start: date, end: date) -> LinksCreated:

@@ -28,7 +28,7 @@ WITH input AS (
     SELECT DISTINCT ON (id) *
     FROM json_to_recordset($1::json)
          AS t(id text, code text, ts timestamptz, referrer text, country text, device text,
-              browser text, os text, is_bot boolean, visitor text)
+              browser text, os text, is_bot boolean, visitor text, destination smallint)
 ), fresh AS (
     INSERT INTO counted_clicks (id, code, ts)
     SELECT id, code, ts FROM input
@@ -40,6 +40,12 @@ WITH input AS (
     INSERT INTO click_visitors (code, hour, is_bot, visitor)
     SELECT DISTINCT code, hour, is_bot, visitor FROM counted WHERE visitor IS NOT NULL
     ORDER BY code, hour, is_bot, visitor
+    ON CONFLICT DO NOTHING
+), split AS (
+    INSERT INTO destination_visitors (code, hour, destination, is_bot, visitor)
+    SELECT DISTINCT code, hour, destination, is_bot, visitor FROM counted
+    WHERE visitor IS NOT NULL AND destination IS NOT NULL
+    ORDER BY code, hour, destination, is_bot, visitor
     ON CONFLICT DO NOTHING
 ), limits AS (
     SELECT * FROM json_to_recordset($2::json) AS l(code text, since timestamptz)
@@ -63,6 +69,8 @@ WITH input AS (
     UNION ALL SELECT code, hour, 'device', device, is_bot FROM counted
     UNION ALL SELECT code, hour, 'browser', browser, is_bot FROM counted
     UNION ALL SELECT code, hour, 'os', os, is_bot FROM counted
+    UNION ALL SELECT code, hour, 'destination', destination::text, is_bot FROM counted
+        WHERE destination IS NOT NULL
 )
 INSERT INTO click_stats (code, hour, dim, value, is_bot, count)
 SELECT code, hour, dim, value, is_bot, count(*) FROM dims
@@ -86,6 +94,7 @@ class _Row(msgspec.Struct, frozen=True, gc=False):
     os: str
     is_bot: bool
     visitor: str | None
+    destination: int | None
 
 
 _encode = msgspec.json.Encoder().encode
@@ -119,6 +128,7 @@ class AnalyticsStore:
                     os=found.os,
                     is_bot=c.is_bot,
                     visitor=c.visitor,
+                    destination=c.destination,
                 )
             )
         limits = [{"code": c, "since": t} for c, t in (limited or {}).items()]

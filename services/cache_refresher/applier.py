@@ -45,6 +45,7 @@ def entry_for(event: LinkUpdated | LinkDeleted) -> LinkEntry:
         forward_query=event.forward_query,
         rules=event.rules,
         created_at=event.created_at,
+        destinations=event.destinations,
     )
 
 

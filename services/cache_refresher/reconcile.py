@@ -11,7 +11,15 @@ import msgspec
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from shared.contracts import INVALID, LinkEntry, decode_rules, encode, link_key, millis
+from shared.contracts import (
+    INVALID,
+    LinkEntry,
+    decode_destinations,
+    decode_rules,
+    encode,
+    link_key,
+    millis,
+)
 from shared.jetstream import linkcache
 from shared.jetstream.loops import Loop, periodic
 from shared.metrics import CACHE_REPAIRS
@@ -42,7 +50,7 @@ async def snapshot(kv: KeyValue) -> dict[str, tuple[LinkEntry | None, int]]:
 # A link's row as KV holds it (the applier's entry_for, from the database).
 LINK_ROWS: Final = (
     "SELECT domain, code, url, redirect_type, expires_at, max_visits, forward_query, rules, "
-    "version, created_at, deleted_at IS NOT NULL AS deleted FROM links"
+    "destinations, version, created_at, deleted_at IS NOT NULL AS deleted FROM links"
 )
 
 
@@ -59,6 +67,7 @@ def entry_of(row: asyncpg.Record) -> LinkEntry:
         forward_query=row["forward_query"],
         rules=decode_rules(row["rules"]),
         created_at=millis(row["created_at"]),
+        destinations=decode_destinations(row["destinations"]),
     )
 
 

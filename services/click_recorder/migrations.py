@@ -55,6 +55,8 @@ ALTER TABLE clicks ADD COLUMN IF NOT EXISTS rule smallint;
 ALTER TABLE clicks ADD COLUMN IF NOT EXISTS visitor text;
 -- The link's short domain (SPEC: Domains), null for the default one.
 ALTER TABLE clicks ADD COLUMN IF NOT EXISTS domain text;
+-- The A/B destination drawn (SPEC: destinations), null for none.
+ALTER TABLE clicks ADD COLUMN IF NOT EXISTS destination smallint;
 
 -- Every day from first's to last's (UTC) gets its partition, clicks_pYYYYMMDD.
 -- Returns how many it created. Both functions run as their owner (the
@@ -131,8 +133,9 @@ SELECT linkflow_click_partitions(now(), now() + interval '7 days');
 """,
     grants=(
         # Inserting through the parent: a partition's own rights are not asked.
-        # ON CONFLICT (id, ts) reads those two columns; no other is readable.
-        ("click_recorder", "SELECT (id, ts), INSERT ON clicks"),
+        # It reads every column: ON CONFLICT (id, ts), and the raw clicks'
+        # export (GET /api/clicks). Neither updates nor deletes.
+        ("click_recorder", "SELECT, INSERT ON clicks"),
         *(
             ("click_recorder", f"EXECUTE ON FUNCTION {f}")
             for f in (

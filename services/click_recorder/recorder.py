@@ -19,11 +19,14 @@ from shared.jetstream.worker import Delivery, Unavailable
 # recorder 5 µs of its CPU per click; encoding the array costs 1 µs.)
 INSERT: Final = """
 INSERT INTO clicks (
-    id, code, domain, ts, referrer, user_agent, ip, country, is_bot, request_id, rule, visitor)
-SELECT id, code, domain, ts, referrer, user_agent, ip, country, is_bot, request_id, rule, visitor
+    id, code, domain, ts, referrer, user_agent, ip, country, is_bot, request_id, rule,
+    destination, visitor)
+SELECT id, code, domain, ts, referrer, user_agent, ip, country, is_bot, request_id, rule,
+       destination, visitor
 FROM json_to_recordset($1::json) AS t(
     id text, code text, domain text, ts timestamptz, referrer text, user_agent text, ip text,
-    country text, is_bot boolean, request_id text, rule smallint, visitor text)
+    country text, is_bot boolean, request_id text, rule smallint, destination smallint,
+    visitor text)
 ON CONFLICT (id, ts) DO NOTHING
 """
 _encode = msgspec.json.Encoder().encode

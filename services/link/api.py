@@ -109,6 +109,7 @@ class Deps:
             max_visits=link.max_visits,
             forward_query=link.forward_query,
             rules=link.rules,
+            destinations=link.destinations,
             version=link.version,
             created_at=rfc3339(link.created_at),
             updated_at=rfc3339(link.updated_at),
@@ -206,6 +207,7 @@ async def create_link(request: Request, ctx: Ctx) -> Response:
                 max_visits=new.max_visits,
                 forward_query=new.forward_query,
                 rules=new.rules,
+                destinations=new.destinations,
             )
             break
         except CodeTaken:

@@ -9,9 +9,10 @@ from typing import Final
 
 import msgspec
 
+from services.link.splits import draw
 from services.link.visitors import Visitors
 from shared import useragent
-from shared.contracts import click_id, link_key, rfc3339
+from shared.contracts import Destination, click_id, link_key, rfc3339
 
 # Referrer and user agent are cut to this length: a click stays small however
 # large the visitor's headers are.
@@ -79,6 +80,7 @@ class OutgoingClick(msgspec.Struct, frozen=True, gc=False):
     is_bot: bool
     request_id: str
     rule: int | None
+    destination: int | None
     visitor: str | None
 
 
@@ -95,9 +97,15 @@ def new_click(
     anonymize_ip: bool,
     rule: int | None = None,
     visitors: Visitors | None = None,
+    destinations: list[Destination] | None = None,
 ) -> OutgoingClick:
     cid = click_id()
     ts = _clock.now()
+    # From the full address, before it is anonymized (SPEC); per link: its
+    # code on the default domain, host/code on another.
+    visitor = (
+        visitors.visitor(ts[:10], ip, user_agent, link_key(domain, code)) if visitors else None
+    )
     return OutgoingClick(
         id=cid,
         code=code,
@@ -110,9 +118,6 @@ def new_click(
         is_bot=is_bot(user_agent, head),
         request_id=request_id or cid,
         rule=rule,
-        # From the full address, before it is anonymized (SPEC).
-        # Per link: its code on the default domain, host/code on another.
-        visitor=(
-            visitors.visitor(ts[:10], ip, user_agent, link_key(domain, code)) if visitors else None
-        ),
+        destination=draw(destinations, visitor) if destinations else None,
+        visitor=visitor,
     )

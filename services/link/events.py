@@ -75,6 +75,7 @@ class LinkEvents:
             forward_query=link.forward_query,
             rules=link.rules,
             created_at=link.created_at,
+            destinations=link.destinations,
         )
         # Applied to KV by the cache-refresher; every gateway sees it through its watch.
         await self._js.publish(

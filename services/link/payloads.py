@@ -14,7 +14,18 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from shared.contracts import MAX_RULES, Code, DomainHost, Rule, Timestamp, When, rfc3339
+from shared.contracts import (
+    MAX_DESTINATIONS,
+    MAX_RULES,
+    MIN_DESTINATIONS,
+    Code,
+    Destination,
+    DomainHost,
+    Rule,
+    Timestamp,
+    When,
+    rfc3339,
+)
 
 MAX_URL: Final = 2048
 MAX_TAGS: Final = 20
@@ -43,6 +54,15 @@ Rules = Annotated[
         description="the first rule whose every condition holds gives the target",
     ),
 ]
+Destinations = Annotated[
+    list[Destination],
+    msgspec.Meta(
+        min_length=MIN_DESTINATIONS,
+        max_length=MAX_DESTINATIONS,
+        description="an A/B split: when no rule matched, the target is drawn by weight, "
+        "the same for one visitor all day; null: none",
+    ),
+]
 # Times answered: RFC 3339 UTC with milliseconds, as on the bus.
 Instant = Annotated[
     str, msgspec.Meta(extra_json_schema={"format": "date-time"}, description="RFC 3339 UTC")
@@ -66,6 +86,7 @@ class NewLink(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=T
         bool, msgspec.Meta(description="append the visitor's query string to the target")
     ] = False
     rules: Rules = []
+    destinations: Destinations | None = None
 
 
 class LinkChanges(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -79,6 +100,7 @@ class LinkChanges(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     max_visits: MaxVisits | UnsetType | None = UNSET
     forward_query: bool | UnsetType = UNSET
     rules: Rules | UnsetType = UNSET
+    destinations: Destinations | UnsetType | None = UNSET
 
     def given(self) -> dict[str, Any]:
         """The fields the caller sent, by column name."""
@@ -102,6 +124,7 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
     max_visits: int | None
     forward_query: bool
     rules: list[Rule]
+    destinations: list[Destination] | None
     version: Annotated[int, msgspec.Meta(ge=1, description="increases by one on every change")]
     created_at: Instant
     updated_at: Instant
@@ -225,6 +248,7 @@ EXAMPLE_LINK: Final = Link(
     max_visits=None,
     forward_query=False,
     rules=[EXAMPLE_RULE],
+    destinations=None,
     version=1,
     created_at=_AT,
     updated_at=_AT,

@@ -159,8 +159,6 @@ class Gateway:
             )
             if rule is not None:
                 target = rules.url(rule)
-        if entry.forward_query:
-            target = forward(target, scope["query_string"])
         click = new_click(
             code,
             domain=on,
@@ -173,7 +171,13 @@ class Gateway:
             anonymize_ip=self._anonymize_ip,
             rule=rule,
             visitors=self._visitors,
+            # An A/B split decides only where no rule did.
+            destinations=entry.destinations if rule is None else None,
         )
+        if click.destination is not None and entry.destinations:
+            target = entry.destinations[click.destination].url
+        if entry.forward_query:
+            target = forward(target, scope["query_string"])
         limit = entry.max_visits
         if limit is not None:
             # Counts not loaded yet (a gateway just started, KV unreachable):

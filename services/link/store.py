@@ -14,10 +14,19 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
-from shared.contracts import LinkEntry, Rule, decode_rules, link_key, millis
+from shared.contracts import (
+    Destination,
+    LinkEntry,
+    Rule,
+    decode_destinations,
+    decode_rules,
+    link_key,
+    millis,
+)
 
 _COLUMNS: Final = (
     "domain, code, url, redirect_type, tags, expires_at, max_visits, forward_query, rules, "
+    "destinations, "
     "version, created_at, updated_at"
 )
 # A code whose link was deleted may be taken again; its version goes on from
@@ -27,7 +36,7 @@ _REVIVE: Final = """ON CONFLICT (domain, code) DO UPDATE SET
     url = EXCLUDED.url, redirect_type = EXCLUDED.redirect_type,
     tags = EXCLUDED.tags, expires_at = EXCLUDED.expires_at,
     max_visits = EXCLUDED.max_visits, forward_query = EXCLUDED.forward_query,
-    rules = EXCLUDED.rules,
+    rules = EXCLUDED.rules, destinations = EXCLUDED.destinations,
     version = links.version + 1, created_at = now(), updated_at = now(),
     deleted_at = NULL
 WHERE links.deleted_at IS NOT NULL"""
@@ -48,6 +57,7 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
     max_visits: int | None = None
     forward_query: bool = False
     rules: list[Rule] = []
+    destinations: list[Destination] | None = None
     version: int
     created_at: datetime
     updated_at: datetime
@@ -67,6 +77,7 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
             forward_query=self.forward_query,
             rules=self.rules,
             created_at=millis(self.created_at),
+            destinations=self.destinations,
         )
 
 
@@ -81,6 +92,7 @@ def _link(row: asyncpg.Record) -> Link:
         max_visits=row["max_visits"],
         forward_query=row["forward_query"],
         rules=decode_rules(row["rules"]),
+        destinations=decode_destinations(row["destinations"]),
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -89,6 +101,10 @@ def _link(row: asyncpg.Record) -> Link:
 
 def encode_rules(rules: list[Rule]) -> str:
     return msgspec.json.encode(rules).decode()
+
+
+def encode_destinations(destinations: list[Destination] | None) -> str | None:
+    return None if destinations is None else msgspec.json.encode(destinations).decode()
 
 
 class Version(msgspec.Struct, kw_only=True, frozen=True):
@@ -128,13 +144,14 @@ class LinkStore:
         max_visits: int | None = None,
         forward_query: bool = False,
         rules: list[Rule] | None = None,
+        destinations: list[Destination] | None = None,
     ) -> Link:
         async with self._as(actor) as conn:
             row = await conn.fetchrow(
                 f"""
                 INSERT INTO links (domain, code, url, redirect_type, tags, expires_at,
-                                   max_visits, forward_query, rules)
-                VALUES ($9, $1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+                                   max_visits, forward_query, rules, destinations)
+                VALUES ($9, $1, $2, $3, $4, $5, $6, $7, $8::jsonb, $10::jsonb)
                 {_REVIVE}
                 RETURNING {_COLUMNS}
                 """,
@@ -147,6 +164,7 @@ class LinkStore:
                 forward_query,
                 encode_rules(rules or []),
                 column(domain),
+                encode_destinations(destinations),
             )
         if row is None:
             raise CodeTaken(code)
@@ -251,8 +269,10 @@ class LinkStore:
     ) -> Link | None:
         if "rules" in changes:
             changes = {**changes, "rules": encode_rules(changes["rules"])}
+        if "destinations" in changes:
+            changes = {**changes, "destinations": encode_destinations(changes["destinations"])}
         sets = [
-            f"{name} = ${i}" + ("::jsonb" if name == "rules" else "")
+            f"{name} = ${i}" + ("::jsonb" if name in ("rules", "destinations") else "")
             for i, name in enumerate(changes, start=3)
         ]
         sets += ["version = version + 1", "updated_at = now()"]
@@ -284,7 +304,7 @@ class LinkStore:
         """Every version of the link, newest first; empty if it never existed."""
         rows = await self._pool.fetch(
             "SELECT domain, code, url, redirect_type, tags, expires_at, max_visits, forward_query, "
-            "rules, "
+            "rules, destinations, "
             "version, created_at, changed_at AS updated_at, deleted_at, changed_by "
             "FROM link_versions "
             "WHERE domain = $1 AND code = $2 ORDER BY version DESC",

@@ -16,7 +16,18 @@ from urllib.parse import quote, urlsplit
 
 from services.link.domains import Domains
 from services.link.payloads import MAX_TAG, MAX_TAGS, MAX_URL, MAX_VISITS, LinkChanges, NewLink
-from shared.contracts import DEVICES, MAX_RULES, OSES, Rule, When, millis
+from shared.contracts import (
+    DEVICES,
+    MAX_DESTINATIONS,
+    MAX_RULES,
+    MAX_WEIGHT,
+    MIN_DESTINATIONS,
+    OSES,
+    Destination,
+    Rule,
+    When,
+    millis,
+)
 from shared.http.problems import FieldError, Problem
 from shared.urls import default_host, host_name
 
@@ -25,7 +36,16 @@ RESERVED: Final = frozenset({"api", "healthz", "readyz", "metrics", "console"})
 REDIRECT_TYPES: Final = frozenset({301, 302, 307, 308})
 _ALPHABET: Final = string.ascii_letters + string.digits
 UPDATABLE: Final = frozenset(
-    {"url", "redirect_type", "expires_at", "tags", "max_visits", "forward_query", "rules"}
+    {
+        "url",
+        "redirect_type",
+        "expires_at",
+        "tags",
+        "max_visits",
+        "forward_query",
+        "rules",
+        "destinations",
+    }
 )
 _LANGUAGE: Final = re.compile(r"^[a-z]{2,3}$")
 _COUNTRY: Final = re.compile(r"^[A-Z]{2}$")
@@ -82,6 +102,8 @@ class LinkFields:
                     errors.append(FieldError(name, str(exc)))
         if "rules" in body:
             out["rules"] = self._rules(body["rules"], errors)
+        if "destinations" in body:
+            out["destinations"] = self._destinations(body["destinations"], errors)
         if errors:
             raise Problem.invalid(errors)
         return out
@@ -98,6 +120,40 @@ class LinkFields:
         if self._domains is None or self._domains.get(host) is None:
             raise ValueError(f"{host} is not a domain of this linkflow (POST /api/domains adds it)")
         return host
+
+    def _destinations(self, value: Any, errors: list[FieldError]) -> list[Destination] | None:
+        """An A/B split: null, or 2 to 10 ``{url, weight}``, each problem
+        named by its path (``destinations[1].weight``)."""
+        if value is None:
+            return None
+        if not isinstance(value, list) or not (MIN_DESTINATIONS <= len(value) <= MAX_DESTINATIONS):
+            errors.append(
+                FieldError(
+                    "destinations",
+                    f"must be null or a list of {MIN_DESTINATIONS} to {MAX_DESTINATIONS} "
+                    "{url, weight} objects",
+                )
+            )
+            return None
+        out: list[Destination] = []
+        for i, raw in enumerate(value):
+            at = f"destinations[{i}]"
+            if not isinstance(raw, dict) or set(raw) - {"url", "weight"}:
+                errors.append(FieldError(at, "must be an object with url and weight alone"))
+                continue
+            try:
+                url = self.target(raw.get("url"))
+            except ValueError as exc:
+                errors.append(FieldError(f"{at}.url", str(exc)))
+                continue
+            weight = raw.get("weight")
+            if type(weight) is not int or not 1 <= weight <= MAX_WEIGHT:
+                errors.append(
+                    FieldError(f"{at}.weight", f"must be an integer from 1 to {MAX_WEIGHT}")
+                )
+                continue
+            out.append(Destination(url=url, weight=weight))
+        return out
 
     def _rules(self, value: Any, errors: list[FieldError]) -> list[Rule]:
         """Each bad rule, condition or value named by its path, e.g.

@@ -10,6 +10,8 @@ command's ``shared.cli.servers``) and measures:
   redirect with PostgreSQL down, a link change's propagation, and the
   workers' drain rate (``drain``);
 - ``system``: ``--system``, everything as ``linkflow up`` runs it;
+- ``webhooks``: ``--webhooks``, the same with a local receiver (``receiver``):
+  deliveries/s, and the spike with an endpoint on ``link.clicked`` against none;
 - ``inserts``: ``--inserts``, the recorder's INSERT into a full table.
 
 It needs only what the run install brings (``pip install -c

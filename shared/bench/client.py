@@ -86,6 +86,9 @@ class Client:
     def patch(self, url: str, json: Any = None) -> Response:
         return self.request("PATCH", url, json)
 
+    def delete(self, url: str) -> Response:
+        return self.request("DELETE", url)
+
     def close(self) -> None:
         for conn in self._conns.values():
             conn.close()

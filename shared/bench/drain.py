@@ -17,21 +17,21 @@ from shared.contracts import HDR_MSG_ID, Click, encode, now
 from shared.jetstream import bus, topology
 
 
-def spawn(args: list[str], env: dict[str, str], log: Path) -> Process:
+def spawn(args: list[str], env: dict[str, str], log: Path, nice: int = 0) -> Process:
     proc = Process(log)
-    proc.spawn(args, env)
+    proc.spawn(args, env, nice=nice)
     return proc
 
 
-def bare(port: int, env: dict[str, str], log: Path) -> Process:
-    """The bench's baseline: ``shared.bench.redirects:bare_app`` under the same
-    uvicorn as the gateway (httptools, uvloop, no access log)."""
+def asgi(app: str, port: int, env: dict[str, str], log: Path, nice: int = 0) -> Process:
+    """``app`` (``module:attribute``) under the same uvicorn as the gateway
+    (httptools, uvloop, no access log)."""
     return spawn(
         [
             sys.executable,
             "-m",
             "uvicorn",
-            "shared.bench.redirects:bare_app",
+            app,
             "--port",
             str(port),
             "--http",
@@ -46,7 +46,13 @@ def bare(port: int, env: dict[str, str], log: Path) -> Process:
         ],
         env,
         log,
+        nice,
     )
+
+
+def bare(port: int, env: dict[str, str], log: Path) -> Process:
+    """The bench's baseline: ``shared.bench.redirects:bare_app``."""
+    return asgi("shared.bench.redirects:bare_app", port, env, log)
 
 
 def service(module: str, env: dict[str, str], log: Path, port: int | None = None) -> Process:

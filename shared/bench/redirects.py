@@ -122,6 +122,16 @@ FIVE_RULES = [
 ]
 
 
+# An A/B split of two equal halves: the draw from the visitor id, every time.
+SPLIT = [
+    {"url": "https://example.com/a", "weight": 1},
+    {"url": "https://example.com/b", "weight": 1},
+]
+# A second short domain in every gateway's map, as a deployment with its own
+# domains has: the redirect then reads the request's Host for its domain.
+SECOND_DOMAIN = "go.example.com"
+
+
 def _targets(median: float, p99_ms: float, recorder_rate: float) -> None:
     """The figures linkflow holds itself to on a 2-core machine, met or not
     (issue 14: the gateway alone at 0.7 of the bare app, median of the rounds)."""
@@ -173,9 +183,12 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
         wait_until(lambda: port_open(gw_port) and port_open(bare_port), 30, "the servers")
         gw = f"http://127.0.0.1:{gw_port}"
         with Client(headers={"authorization": f"Bearer {key}"}) as http:
-            http.post(
-                f"{gw}/api/links", json={"url": "https://example.com/", "code": "bench"}
-            ).raise_for_status()
+            http.post(f"{gw}/api/domains", json={"host": SECOND_DOMAIN}).raise_for_status()
+            for domain in (None, SECOND_DOMAIN):
+                http.post(
+                    f"{gw}/api/links",
+                    json={"url": "https://example.com/", "code": "bench", "domain": domain},
+                ).raise_for_status()
             # Warm: in the map, stream open.
             assert http.get(f"{gw}/bench").status_code == 302
             # The same redirect from a link with five rules, none of which
@@ -186,6 +199,11 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
                 json={"url": "https://example.com/", "code": "ruled", "rules": FIVE_RULES},
             ).raise_for_status()
             assert http.get(f"{gw}/ruled").status_code == 302
+            http.post(
+                f"{gw}/api/links",
+                json={"url": "https://example.com/", "code": "split", "destinations": SPLIT},
+            ).raise_for_status()
+            assert http.get(f"{gw}/split").status_code == 302
         assert nats.proc is not None
         # One core for the server under test, the rest for everything else
         # (shared.bench.placement says why); put back once the comparison is done.
@@ -196,7 +214,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
             placement.pin(layout.rest, nats.proc.pid, os.getpid())
         print(
             f"bench: redirects, {seconds}s per run, {connections} connections, wrk -t1, "
-            f"baseline and linkflow alternated {rounds} times; "
+            f"baseline and linkflow alternated {rounds} times, a second domain in the map; "
             + (layout.describe() if layout else "every process placed by the OS"),
             flush=True,
         )
@@ -208,23 +226,26 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
         wrk(f"http://127.0.0.1:{bare_port}/bench", 2, connections)
         wrk(f"{gw}/bench", 2, connections)
         wrk(f"{gw}/ruled", 2, connections)
+        wrk(f"{gw}/split", 2, connections)
         gateway_pids = {"gateway": procs[0].pid, "nats-server": nats.proc.pid}
         sides = {
             "a": (f"http://127.0.0.1:{bare_port}/bench", {"app": procs[1].pid}),
             "b": (f"{gw}/bench", gateway_pids),
             "c": (f"{gw}/ruled", gateway_pids),
+            "d": (f"{gw}/split", gateway_pids),
         }
-        runs: dict[str, list[tuple[Load, dict[str, float]]]] = {"a": [], "b": [], "c": []}
+        runs: dict[str, list[tuple[Load, dict[str, float]]]] = {s: [] for s in sides}
         for _ in range(rounds):
             for side, (url, pids) in sides.items():
                 runs[side].append(measured(url, seconds, connections, pids))
-        (a, a_cpu), (b, b_cpu), (c, c_cpu) = (
-            max(runs[s], key=lambda r: r[0].rps) for s in ("a", "b", "c")
+        (a, a_cpu), (b, b_cpu), (c, c_cpu), (d, d_cpu) = (
+            max(runs[s], key=lambda r: r[0].rps) for s in ("a", "b", "c", "d")
         )
         for name, r, cpu in (
             ("(a) bare ASGI 302", a, a_cpu),
             ("(b) linkflow redirect", b, b_cpu),
             ("(c) ... with five rules", c, c_cpu),
+            ("(d) ... with an A/B split", d, d_cpu),
         ):
             per_request = ", ".join(f"{k} {v:.1f} µs" for k, v in cpu.items())
             print(
@@ -233,7 +254,7 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
                 flush=True,
             )
         medians: dict[str, float] = {}
-        for side in ("b", "c"):
+        for side in ("b", "c", "d"):
             ratios = [
                 lb.rps / la.rps for (la, _), (lb, _) in zip(runs["a"], runs[side], strict=True)
             ]
@@ -246,15 +267,16 @@ def run(seconds: int, connections: int, clicks: int, rounds: int = 4, pin: bool 
             )
         # Per round, as the ratios: (b) and (c) ran minutes apart at most, and
         # a difference of two best runs carries the noise of both.
-        drop = statistics.median(
-            (lb.rps - lc.rps) / la.rps
-            for (la, _), (lb, _), (lc, _) in zip(runs["a"], runs["b"], runs["c"], strict=True)
-        )
-        print(
-            f"  five rules cost {drop:+.3f} of the bare app's rate, median of the rounds "
-            f"(target: at most 0.03: {'met' if drop <= 0.03 else 'MISSED'})",
-            flush=True,
-        )
+        for side, what in (("c", "five rules"), ("d", "an A/B split")):
+            drop = statistics.median(
+                (lb.rps - lx.rps) / la.rps
+                for (la, _), (lb, _), (lx, _) in zip(runs["a"], runs["b"], runs[side], strict=True)
+            )
+            print(
+                f"  {what} cost {drop:+.3f} of the bare app's rate, median of the rounds "
+                f"(target: at most 0.03: {'met' if drop <= 0.03 else 'MISSED'})",
+                flush=True,
+            )
         procs.pop().stop()  # the baseline
         if layout:
             placement.pin(layout.everywhere, procs[0].pid, nats.proc.pid, os.getpid())

@@ -18,6 +18,7 @@ In one run, against a bare ASGI 302 served on the same machine:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -25,7 +26,11 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+from nats.js.errors import NotFoundError
 
 from shared import roster
 from shared.bench.client import Client
@@ -39,27 +44,38 @@ from shared.jetstream import bus, topology
 REDIRECTS = re.compile(r'^linkflow_redirects_total\{status="302"\} (\S+)$', re.M)
 
 
-def _served(gateway: str) -> int:
+def redirects_served(gateway: str) -> int:
     with Client() as http:
         found = REDIRECTS.search(http.get(f"{gateway}/metrics").text)
     return int(float(found.group(1))) if found else 0
 
 
+# The webhooks service's consumers, which it makes itself: webhooks-clicks
+# only while an endpoint wants link.clicked.
+OWN_CONSUMERS = (topology.WEBHOOKS_LINKS, topology.WEBHOOKS_CLICKS)
+
+
 async def _backlog(nats_url: str) -> int:
-    """Messages every durable consumer has yet to settle."""
+    """Messages every durable consumer has yet to settle: linkflow's, and the
+    webhooks service's where they exist."""
     nc = await bus.connect(nats_url, "bench-backlog", forever=False)
     try:
         js = nc.jetstream()
         total = 0
-        for c in topology.CONSUMERS:
-            info = await js.consumer_info(c.stream, c.name)
+        for c in (*topology.CONSUMERS, *OWN_CONSUMERS):
+            try:
+                info = await js.consumer_info(c.stream, c.name)
+            except NotFoundError:
+                if c in OWN_CONSUMERS:
+                    continue
+                raise
             total += (info.num_pending or 0) + (info.num_ack_pending or 0)
         return total
     finally:
         await nc.close()
 
 
-def _caught_up(env: dict[str, str], served: int) -> bool:
+def caught_up(env: dict[str, str], served: int) -> bool:
     return (
         asyncio.run(_backlog(env["LINKFLOW_NATS_URL"])) == 0
         and asyncio.run(count_rows(env["LINKFLOW_DATABASE_URL"], "clicks")) >= served
@@ -84,7 +100,27 @@ def _exit_on_sigterm(signum: int, _: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def run_system(seconds: int, connections: int, step_seconds: int, sustained: bool) -> int:
+@dataclass(frozen=True)
+class System:
+    """linkflow as ``linkflow up`` runs it, with the bench's link ``bench``
+    created, and the bare app beside it."""
+
+    env: dict[str, str]
+    home: Path
+    sup: Supervisor
+    gateway: str  # http://127.0.0.1:<port>, the gateway's
+    bare: str  # the bare app's URL of /bench
+    key: str  # the admin key
+
+    def service_url(self, service: roster.Service) -> str:
+        return f"http://127.0.0.1:{self.env[f'LINKFLOW_{service.name.upper()}_PORT']}"
+
+
+@contextlib.contextmanager
+def running(extra_env: dict[str, str] | None = None) -> Iterator[System]:
+    """Start everything as ``linkflow up`` does (with ``extra_env`` in every
+    service's environment), wait until each service is ready, create the
+    link ``bench``; stop it all and remove its files on leaving."""
     wrk_path()  # before any server starts: without wrk there is nothing to measure
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     home = Path(tempfile.mkdtemp(prefix="linkflow-system-bench-"))
@@ -95,6 +131,7 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
     os.environ.setdefault("LINKFLOW_LOG_LEVEL", "WARNING")
     # The bench's own key PATCHes nothing, but creates its link at once.
     os.environ["LINKFLOW_LINK_WRITE_RATE"] = "100000/s"
+    os.environ.update(extra_env or {})
     sup = Supervisor(home, log_to_files=True)
     baseline = None
     try:
@@ -111,6 +148,17 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
                 f"{gateway}/api/links", json={"url": "https://example.com/", "code": "bench"}
             ).raise_for_status()
             assert http.get(f"{gateway}/bench").status_code == 302
+        yield System(env, home, sup, gateway, f"http://127.0.0.1:{bare_port}/bench", key)
+    finally:
+        if baseline is not None:
+            baseline.stop()
+        sup.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run_system(seconds: int, connections: int, step_seconds: int, sustained: bool) -> int:
+    with running() as system:
+        env, sup, gateway = system.env, system.sup, system.gateway
         children = {c.name: c.pid for c in sup.children}
         assert sup.nats is not None
         assert sup.pg is not None
@@ -128,17 +176,17 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
             f"{seconds}s",
             flush=True,
         )
-        bare_load = wrk(f"http://127.0.0.1:{bare_port}/bench", seconds, connections)
+        bare_load = wrk(system.bare, seconds, connections)
         print(f"  (a) bare ASGI 302     {bare_load.rps:8.0f} req/s  p99 {bare_load.p99_ms:6.2f} ms")
 
         before = _cpu(pids)
-        served_before = _served(gateway)
+        served_before = redirects_served(gateway)
         rss = _PeakRss({k: v for k, v in pids.items() if k not in ("nats-server", "postgresql")})
         rss.start()
         spike = wrk(f"{gateway}/bench", seconds, connections)
         ended = time.monotonic()
         rss.done.set()
-        served = _served(gateway)
+        served = redirects_served(gateway)
         clicks = served - served_before
         ratio = spike.rps / bare_load.rps
         print(
@@ -146,7 +194,7 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
             f"ratio b/a {ratio:.2f}; {clicks} clicks",
             flush=True,
         )
-        wait_until(lambda: _caught_up(env, served), 600, "every consumer to catch up")
+        wait_until(lambda: caught_up(env, served), 600, "every consumer to catch up")
         drained = time.monotonic() - ended
         print(f"  caught up {drained:.1f} s after the spike (pending 0, rows == served)")
         costs = _per_click(before, _cpu(pids), clicks)
@@ -180,11 +228,6 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
         verdicts = "; ".join(f"{text}: {'met' if ok else 'MISSED'}" for text, ok in checks)
         print(f"bench --system: targets: {verdicts}", flush=True)
         return 0
-    finally:
-        if baseline is not None:
-            baseline.stop()
-        sup.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def _cpu(pids: dict[str, int]) -> dict[str, float | None]:
@@ -216,12 +259,12 @@ def _sustained(
     while fraction <= 0.8:
         target = peak * fraction
         start = asyncio.run(_backlog(env["LINKFLOW_NATS_URL"]))
-        cpu, served_before = _cpu(pids), _served(gateway)
+        cpu, served_before = _cpu(pids), redirects_served(gateway)
         load = wrk(f"{gateway}/bench", step_seconds, 50, rate=target)
         growth = asyncio.run(_backlog(env["LINKFLOW_NATS_URL"])) - start
         # The CPU of the step per click served in it: a click's cost at a
         # steady rate (a step that falls behind leaves some for later).
-        costs = _per_click(cpu, _cpu(pids), _served(gateway) - served_before)
+        costs = _per_click(cpu, _cpu(pids), redirects_served(gateway) - served_before)
         cost = f"{sum(costs.values()):.0f} µs" if len(costs) == len(pids) else "n/a"
         served = load.rps >= 0.97 * target
         keeps_up = served and growth < load.rps

@@ -45,6 +45,10 @@ def _bench(args: argparse.Namespace) -> int:
         from shared.bench.inserts import run_inserts
 
         return run_inserts(args.rows, args.clicks, args.rounds, args.data)
+    if args.webhooks:
+        from shared.bench.webhooks import run_webhooks
+
+        return run_webhooks(args.duration, args.connections, args.rounds, args.deliveries)
     if args.system:
         from shared.bench.system import run_system
 
@@ -110,6 +114,19 @@ def parser() -> argparse.ArgumentParser:
         dest="sustained",
         action="store_false",
         help="skip the sustained-rate search (--system)",
+    )
+    bench.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="everything as `linkflow up` runs it: deliveries/s to a local receiver from one "
+        "endpoint on link.clicked, and the spike ratio with that endpoint against none "
+        "(--rounds rounds, alternated)",
+    )
+    bench.add_argument(
+        "--deliveries",
+        type=int,
+        default=20_000,
+        help="clicks driven in one second for the deliveries/s measurement (--webhooks)",
     )
     bench.add_argument(
         "--inserts",

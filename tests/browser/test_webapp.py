@@ -14,13 +14,14 @@ import hmac
 import http.server
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from nats.aio.client import Client
-from playwright.async_api import Browser, ConsoleMessage, Page, Request, expect
+from playwright.async_api import Browser, ConsoleMessage, Locator, Page, Request, expect
 
 from shared.http import keys
 from tests.harness import eventually, service_ports, supervised
@@ -212,8 +213,9 @@ class Watch:
         if status >= 400 and not self._expected(status):
             self.errors.append(f"HTTP {status}: {getattr(response, 'url', '')}")
 
-    async def shot(self, step: str, alert: bool = False) -> None:
-        """A screenshot of the page; unless ``alert``, it shows no error."""
+    async def shot(self, step: str, alert: bool = False, part: Locator | None = None) -> None:
+        """A screenshot of the page (or of ``part`` of it); unless ``alert``,
+        it shows no error."""
         if step != "FAILED":
             if not alert:
                 await expect(self.page.locator("#alert")).to_be_hidden()
@@ -222,8 +224,59 @@ class Watch:
             assert unlabelled == [], (step, unlabelled)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{self.name}-{len(self.shots) + 1:02d}-{step}.png"
-        await self.page.screenshot(path=path, full_page=True)
+        if part is None:
+            await self.page.screenshot(path=path, full_page=True)
+        else:
+            await part.screenshot(path=path)
         self.shots.append(path)
+
+
+async def watched(
+    browser: Browser,
+    name: str,
+    app: str,
+    gateway: str,
+    steps: Callable[[Page, Watch], Awaitable[None]],
+) -> None:
+    """``steps`` on a new page, watched (a screenshot when one fails): no
+    console error, no failed request, nothing the CSP refuses, no origin
+    asked but the app's and the gateway's."""
+    page = await browser.new_page()
+    await page.add_init_script(REPORT_CSP)
+    watch = Watch(page, name)
+    try:
+        await steps(page, watch)
+    except BaseException:
+        await watch.shot("FAILED")
+        raise
+    assert watch.errors == [], watch.errors
+    assert watch.csp == [], watch.csp
+    assert watch.origins == {app.removesuffix("/app/"), gateway}, watch.origins
+
+
+async def new_key(nc: Client, app: str, name: str, scopes: tuple[str, ...]) -> str:
+    """A new API key, once analytics knows it."""
+    made = await keys.create(nc.jetstream(), name, scopes)
+    api = app.removesuffix("/app/")
+
+    async def known() -> bool:  # every service follows the keys' bucket: a moment
+        async with httpx.AsyncClient(headers={"authorization": f"Bearer {made}"}) as c:
+            return (await c.get(f"{api}/api/session")).status_code == 200
+
+    # Analytics runs at nice 19 (redirects first): with the other test
+    # process keeping both CPUs busy, its moment can be seconds.
+    await eventually(known, 30, "analytics to know the new key")
+    return made
+
+
+async def signed_in(page: Page, name: str, app: str, key: str) -> Watch:
+    """``page`` watched, signed in to the app with ``key``."""
+    await page.add_init_script(REPORT_CSP)
+    watch = Watch(page, name)
+    await page.goto(app)
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    return watch
 
 
 async def test_a_user_walks_through_the_web_app(
@@ -233,29 +286,10 @@ async def test_a_user_walks_through_the_web_app(
     db_url: str,
 ) -> None:
     app, gateway, key = stack
-    page = await browser.new_page()
-    await page.add_init_script(REPORT_CSP)
-    watch = Watch(page, "webapp")
-    try:
-        await walk(page, watch, app, gateway, key, nc)
-    except BaseException:
-        await watch.shot("FAILED")
-        raise
-    assert watch.errors == [], watch.errors
-    assert watch.csp == [], watch.csp
-    assert watch.origins == {app.removesuffix("/app/"), gateway}, watch.origins
+    await watched(browser, "webapp", app, gateway, lambda p, w: walk(p, w, app, gateway, key, nc))
 
     # A key that may only read is offered no writing and no operations.
-    viewer = await keys.create(nc.jetstream(), "viewer", (keys.LINKS_READ, keys.STATS_READ))
-    api = app.removesuffix("/app/")
-
-    async def known() -> bool:  # every service follows the keys' bucket: a moment
-        async with httpx.AsyncClient(headers={"authorization": f"Bearer {viewer}"}) as c:
-            return (await c.get(f"{api}/api/session")).status_code == 200
-
-    # Analytics runs at nice 19 (redirects first): with the other test
-    # process keeping both CPUs busy, its moment can be seconds.
-    await eventually(known, 30, "analytics to know the new key")
+    viewer = await new_key(nc, app, "viewer", (keys.LINKS_READ, keys.STATS_READ))
     # 25 more links (through the API), so that the list has a second page.
     csv = "url,code\n" + "".join(f"https://example.com/p{i},page{i:02d}\n" for i in range(25))
     async with httpx.AsyncClient(headers={"authorization": f"Bearer {key}"}) as c:
@@ -265,16 +299,13 @@ async def test_a_user_walks_through_the_web_app(
         assert r.json()["imported"] == 25, r.text
     context = await browser.new_context(permissions=["clipboard-read", "clipboard-write"])
     reader = await context.new_page()
-    await reader.add_init_script(REPORT_CSP)
-    reader_watch = Watch(reader, "viewer")
-    await reader.goto(app)
-    await reader.get_by_label("API key").fill(viewer)
-    await reader.get_by_role("button", name="Sign in").click()
+    reader_watch = await signed_in(reader, "viewer", app, viewer)
     nav = reader.get_by_role("navigation")
     await expect(nav.get_by_role("link", name="Links")).to_be_visible()
     await expect(nav.get_by_role("link", name="Import")).to_be_hidden()
     await expect(nav.get_by_role("link", name="Operations")).to_be_hidden()
     await expect(nav.get_by_role("link", name="Webhooks")).to_be_hidden()
+    await expect(nav.get_by_role("link", name="Domains")).to_be_hidden()
     await nav.get_by_role("link", name="Links").click()
     rows = reader.locator("#links tbody tr")
     await expect(rows).to_have_count(20)  # newest first, a page of 20
@@ -296,11 +327,7 @@ async def test_a_user_walks_through_the_web_app(
 
     # The same app on a phone's screen: the links list fits, no sideways scroll.
     phone = await browser.new_page(viewport=PHONE)
-    await phone.add_init_script(REPORT_CSP)
-    phone_watch = Watch(phone, "phone")
-    await phone.goto(app)
-    await phone.get_by_label("API key").fill(key)
-    await phone.get_by_role("button", name="Sign in").click()
+    phone_watch = await signed_in(phone, "phone", app, key)
     await phone.get_by_role("link", name="Links").click()
     await expect(phone.locator("#links tbody tr")).to_have_count(20)
     await phone_watch.shot("links")
@@ -441,6 +468,199 @@ async def test_the_webhooks_page_manages_endpoints(
     # sign-in, may ask the gateway too).
     assert webhooks in watch.origins, watch.origins
     assert watch.origins <= {app.removesuffix("/app/"), gateway, webhooks}, watch.origins
+
+
+GO = "go.example.com"
+
+
+async def test_an_admin_serves_links_on_a_domain_of_their_own(
+    browser: Browser, stack: tuple[str, str, str], nc: Client
+) -> None:
+    """Short domains and orphan visits: a domain added on the Domains page
+    (a bad host refused by its field, its redirects edited), a link created
+    on it with the picker (its short URL on that domain, its clicks counted
+    live and in its stats by domain), the list filtered by domain, the
+    domain's deletion refused while it has links (the gateway's reason
+    shown); then visits that match no link, on the overview. A key that may
+    write links but not list domains sees no Domains page and no picker."""
+    app, gateway, key = stack
+    await watched(
+        browser, "domains", app, gateway, lambda p, w: domains_walk(p, w, app, gateway, key)
+    )
+
+    # Links, no admin: no Domains page, no picker, and no call refused.
+    writer = await new_key(nc, app, "writer", (keys.LINKS_WRITE, keys.STATS_READ))
+    other = await browser.new_page()
+    other_watch = await signed_in(other, "writer", app, writer)
+    nav = other.get_by_role("navigation")
+    await expect(nav.get_by_role("link", name="Import")).to_be_visible()
+    await expect(nav.get_by_role("link", name="Domains")).to_be_hidden()
+    await nav.get_by_role("link", name="Links").click()
+    await expect(other.locator("#links tbody tr")).to_have_count(2)
+    await expect(other.get_by_label("Domain")).to_be_hidden()
+    await other.get_by_role("link", name="New link").click()
+    await expect(other.get_by_label("Target URL")).to_be_visible()
+    await expect(other.get_by_label("Domain")).to_be_hidden()
+    assert other_watch.errors == [], other_watch.errors
+    assert other_watch.csp == [], other_watch.csp
+
+
+async def domains_walk(page: Page, watch: Watch, app: str, gateway: str, key: str) -> None:
+    default = httpx.URL(gateway).host
+    await page.goto(app)
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("navigation").get_by_role("link", name="Domains").click()
+    await expect(page.get_by_role("heading", name="Domains", exact=True)).to_be_visible()
+    domains = page.locator("#domains tbody tr")
+    await expect(domains).to_have_count(1)
+    await expect(domains.first).to_contain_text(f"{default} default")
+    await expect(domains.first.get_by_role("button", name="Delete")).to_have_count(0)
+
+    # A host that cannot be one is refused by its field; a good one added.
+    new = page.locator("#new-domain")
+    await new.get_by_label("Host").fill("not a host")
+    watch.expect(422)
+    await new.get_by_role("button", name="Add domain").click()
+    await expect(new.locator(".field-error")).to_contain_text("host")
+    await expect(page.get_by_role("alert")).to_be_visible()
+    await new.get_by_label("Host").fill(GO)
+    await new.get_by_label("Base URL redirect").fill("https://example.com/home")
+    await new.get_by_role("button", name="Add domain").click()
+    await expect(page.get_by_role("status")).to_have_text(f"Domain {GO} added.")
+    await expect(new.locator(".field-error")).to_have_count(0)
+    go = domains.filter(has_text=GO)
+    await expect(go).to_contain_text("https://example.com/home")
+    await expect(domains).to_have_count(2)
+    # Its redirects edited: a visit to a code with no link goes elsewhere too.
+    await page.get_by_role("button", name=f"edit the redirects of {GO}").click()
+    edit = page.locator("#edit-domain")
+    await expect(edit.get_by_label("Base URL redirect")).to_have_value("https://example.com/home")
+    await edit.get_by_label("Not-found redirect").fill("https://example.com/lost")
+    await edit.get_by_role("button", name="Save redirects").click()
+    await expect(edit).to_be_hidden()
+    await expect(go).to_contain_text("https://example.com/lost")
+    await watch.shot("domains")
+
+    # A link on it, with the create form's picker (the default domain first).
+    await page.get_by_role("navigation").get_by_role("link", name="Links").click()
+    await page.get_by_role("link", name="New link").click()
+    picker = page.get_by_label("Domain")
+    await expect(picker.locator("option")).to_have_text([f"{default} (default)", GO])
+    await expect(picker).to_have_value("")
+    await picker.select_option(GO)
+    await page.get_by_label("Target URL").fill("https://example.com/sale")
+    await page.get_by_label("Code").fill("sale")
+    await page.get_by_role("button", name="Create").click()
+    await expect(page.get_by_role("heading", name="sale")).to_be_visible()
+    assert page.url.endswith(f"#/links/sale?domain={GO}"), page.url
+    short = f"http://{GO}/sale"
+    await expect(page.get_by_role("link", name=short)).to_be_visible()
+    await expect(page.locator("#qr")).to_have_js_property("complete", True)
+    # Its clicks, by its domain: live, then in its stats.
+    await expect(page.locator("#live-state")).to_have_text("live, since this page opened")
+    async with httpx.AsyncClient(base_url=gateway, headers={"host": GO}) as visitor:
+        r = await visitor.get(
+            "/sale", headers={"user-agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"}
+        )
+        assert r.status_code == 302, r.text
+        assert r.headers["location"] == "https://example.com/sale"
+    await expect(page.locator("#live")).to_have_text("1", timeout=15000)
+    await expect(page.locator("#clicks")).to_have_text("1", timeout=20000)
+    # Edited on its domain; its history is its own.
+    await page.get_by_role("link", name="Edit").click()
+    assert page.url.endswith(f"#/links/sale/edit?domain={GO}"), page.url
+    await page.get_by_label("Target URL").fill("https://example.com/big-sale")
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator("#summary")).to_contain_text("https://example.com/big-sale")
+    await expect(page.locator("#history tbody tr")).to_have_count(2)
+    # The same code on the default domain is another link.
+    async with httpx.AsyncClient(headers={"authorization": f"Bearer {key}"}) as c:
+        r = await c.post(
+            f"{gateway}/api/links", json={"url": "https://example.com/other", "code": "sale"}
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["short_url"] == f"{gateway}/sale"
+
+    # The list: every domain's links, or one domain's.
+    await page.get_by_role("navigation").get_by_role("link", name="Links").click()
+    rows = page.locator("#links tbody tr")
+    await expect(rows).to_have_count(2)
+    await expect(rows.filter(has_text=GO)).to_contain_text("https://example.com/big-sale")
+    await page.get_by_label("Domain").select_option(GO)
+    await page.get_by_role("button", name="Filter").click()
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("https://example.com/big-sale")
+    await expect(page.get_by_label("Domain")).to_have_value(GO)
+    await expect(rows.first.get_by_role("button", name=f"copy {short}")).to_be_visible()
+    await watch.shot("links-on-domain")
+    await page.get_by_label("Domain").select_option(default)
+    await page.get_by_role("button", name="Filter").click()
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("https://example.com/other")
+    # Each one's page is its own: the default domain's has no click.
+    await rows.first.get_by_role("link", name="sale").click()
+    await expect(page.get_by_role("link", name=f"{gateway}/sale")).to_be_visible()
+    await expect(page.locator("#clicks")).to_have_text("0")
+
+    # A domain with links cannot be deleted: the gateway says why.
+    await page.get_by_role("navigation").get_by_role("link", name="Domains").click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    watch.expect(409)
+    await page.get_by_role("button", name=f"delete {GO}").click()
+    await expect(page.get_by_role("alert")).to_have_text(f"{GO} still has links: delete them first")
+    await expect(domains).to_have_count(2)
+    await watch.shot("domain-delete-refused", alert=True)
+
+    # Visits that match no link (from here, with the Host a browser would
+    # send): / and a missing code on the domain, a path that cannot be a
+    # code on the default one.
+    async def visit() -> None:
+        async with httpx.AsyncClient(base_url=gateway) as visitor:
+            on_go = {"host": GO}
+            r = await visitor.get("/", headers=on_go)
+            assert r.headers["location"] == "https://example.com/home", r.status_code
+            r = await visitor.get("/no-such-code", headers=on_go)
+            assert r.headers["location"] == "https://example.com/lost", r.status_code
+            assert (await visitor.get("/wp-admin/setup.php")).status_code == 404
+
+    api = app.removesuffix("/app/")
+
+    async def stored() -> dict[str, Any] | None:
+        """The orphan visits once analytics has whole rounds of them."""
+        async with httpx.AsyncClient(headers={"authorization": f"Bearer {key}"}) as c:
+            body: dict[str, Any] = (await c.get(f"{api}/api/stats/orphans")).json()
+        rounds = body["total"] // 3
+        whole = set(body["kinds"].values()) == {rounds} and rounds > 0
+        return body if whole else None
+
+    # The gateway sends them once a second over core NATS, fire-and-forget
+    # by design: when analytics' connection drops (a starved machine can
+    # make its client drop it), that second's visits are lost. Then the
+    # same visits again, not a longer wait.
+    lost = None
+    for _ in range(3):
+        await visit()
+        with contextlib.suppress(AssertionError):
+            lost = await eventually(stored, 15, "the orphan visits stored")
+            break
+    assert lost is not None, "the orphan visits were never stored"
+    rounds = str(lost["total"] // 3)
+    await page.get_by_role("navigation").get_by_role("link", name="Overview").click()
+    orphans = page.locator("#orphans")
+    await expect(orphans.locator("#orphans-total")).to_have_text(str(lost["total"]))
+    for kind in ("base-url", "invalid-code", "not-found"):
+        await expect(orphans.locator(f"#orphans-{kind}")).to_have_text(rounds)
+    paths = orphans.locator("#orphan-paths tbody tr")
+    await expect(paths).to_have_count(3)
+    await expect(paths.filter(has_text="/no-such-code")).to_contain_text("unknown or deleted codes")
+    await expect(paths.filter(has_text="/wp-admin/setup.php")).to_contain_text(
+        "paths that cannot be a code"
+    )
+    # The top links name their domain.
+    await expect(page.locator("#top tbody tr").first).to_contain_text(f"sale{GO}")
+    await watch.shot("overview")
+    await watch.shot("overview-orphans", part=orphans)
 
 
 async def eventually_received(got: list[tuple[dict[str, str], bytes]], n: int) -> None:

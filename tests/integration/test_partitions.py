@@ -172,8 +172,8 @@ async def test_a_table_from_before_partitioning_is_converted_with_every_row(
     assert kind == b"p"
     assert left_behind is None
     # Every row as it was, and the columns added since (the matching rule,
-    # the visitor, the domain) empty.
-    empty = {"rule": None, "visitor": None, "domain": None}
+    # the visitor, the domain, the A/B destination) empty.
+    empty = {"rule": None, "visitor": None, "domain": None, "destination": None}
     assert [{**dict(r), **empty} for r in before] == [dict(r) for r in after]
     days = {day(r["ts"]) for r in before}
     assert days <= set(await partitions(db_url))

@@ -18,7 +18,7 @@ from tests.unit.test_layout import imported
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("mode", [[], ["--system"]])
+@pytest.mark.parametrize("mode", [[], ["--system"], ["--webhooks"]])
 def test_without_wrk_the_bench_says_so_in_one_line(tmp_path: Path, mode: list[str]) -> None:
     # A PATH with no wrk, but an apt-get that leaves a mark if it is ever run.
     bin_dir, tmp = tmp_path / "bin", tmp_path / "tmp"

@@ -49,16 +49,35 @@ async function call(url, {method = "GET", body, json, signal, raw} = {}) {
   return data;
 }
 
+// A query string of the params that are set ("" for none).
+function query(params) {
+  const q = String(new URLSearchParams(Object.entries(params).filter(([, v]) => v !== null && v !== undefined)));
+  return q ? `?${q}` : "";
+}
+
+// A link of the gateway's API: (code, domain) name it; no domain, the default one.
+const link = (code, domain, path = "", params = {}) =>
+  gatewayUrl(`/api/links/${encodeURIComponent(code)}${path}${query({...params, domain})}`);
+
 // The gateway's link API.
 export const links = {
   list: params => call(gatewayUrl(`/api/links?${new URLSearchParams(params)}`)),
-  get: code => call(gatewayUrl(`/api/links/${encodeURIComponent(code)}`)),
+  get: (code, domain) => call(link(code, domain)),
   create: body => call(gatewayUrl("/api/links"), {method: "POST", json: body}),
-  update: (code, body) => call(gatewayUrl(`/api/links/${encodeURIComponent(code)}`), {method: "PATCH", json: body}),
-  remove: code => call(gatewayUrl(`/api/links/${encodeURIComponent(code)}`), {method: "DELETE"}),
-  history: code => call(gatewayUrl(`/api/links/${encodeURIComponent(code)}/history`)),
-  qr: code => call(gatewayUrl(`/api/links/${encodeURIComponent(code)}/qr?format=svg&size=192`), {raw: true}),
+  update: (code, domain, body) => call(link(code, domain), {method: "PATCH", json: body}),
+  remove: (code, domain) => call(link(code, domain), {method: "DELETE"}),
+  history: (code, domain) => call(link(code, domain, "/history")),
+  qr: (code, domain) => call(link(code, domain, "/qr", {format: "svg", size: 192}), {raw: true}),
   import: csv => call(gatewayUrl("/api/links/import"), {method: "POST", body: csv}),
+};
+
+// The gateway's short domains (admin keys only).
+const domain = host => gatewayUrl(`/api/domains/${encodeURIComponent(host)}`);
+export const domains = {
+  list: () => call(gatewayUrl("/api/domains")),
+  create: body => call(gatewayUrl("/api/domains"), {method: "POST", json: body}),
+  update: (host, body) => call(domain(host), {method: "PATCH", json: body}),
+  remove: host => call(domain(host), {method: "DELETE"}),
 };
 
 // The webhooks service's API: endpoints and their deliveries.
@@ -78,8 +97,9 @@ export const webhooks = {
 // The analytics API (this origin).
 export const stats = {
   session: () => call("/api/session"),
-  link: (code, params) => call(`/api/stats/links/${encodeURIComponent(code)}?${new URLSearchParams(params)}`),
+  link: (code, params) => call(`/api/stats/links/${encodeURIComponent(code)}${query(params)}`),
   top: params => call(`/api/stats/top?${new URLSearchParams(params)}`),
+  orphans: params => call(`/api/stats/orphans?${new URLSearchParams(params)}`),
   created: params => call(`/api/stats/links-created?${new URLSearchParams(params)}`),
 };
 
@@ -95,11 +115,11 @@ export const ops = {
 };
 
 // Server-sent clicks, read with fetch: EventSource cannot send the key.
-// onOpen runs once the server has subscribed for this page (its
-// ": connected" comment): clicks from then on are counted.
-export async function follow(code, onClick, signal, onOpen = () => {}) {
-  const query = code ? `?code=${encodeURIComponent(code)}` : "";
-  const r = await call(`/api/stream/clicks${query}`, {signal, raw: true});
+// code and domain name one link's clicks (no code: every link's). onOpen
+// runs once the server has subscribed for this page (its ": connected"
+// comment): clicks from then on are counted.
+export async function follow({code, domain}, onClick, signal, onOpen = () => {}) {
+  const r = await call(`/api/stream/clicks${query({code, domain})}`, {signal, raw: true});
   const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   let open = false;

@@ -4,6 +4,7 @@
 // dom.js (building elements), format.js, chart.js and api.js.
 import {configure, key, stats} from "./api.js";
 import {$} from "./dom.js";
+import {domainsPage} from "./page-domains.js";
 import {editPage} from "./page-edit.js";
 import {importPage} from "./page-import.js";
 import {linkPage} from "./page-link.js";
@@ -11,7 +12,7 @@ import {linksPage} from "./page-links.js";
 import {operationsPage} from "./page-operations.js";
 import {overviewPage} from "./page-overview.js";
 import {webhooksPage} from "./page-webhooks.js";
-import {alertBox, can, signedIn, signOut, stopPage} from "./shell.js";
+import {alertBox, can, hashParams, signedIn, signOut, stopPage} from "./shell.js";
 
 async function signIn(event) {
   event.preventDefault();
@@ -39,17 +40,20 @@ async function start() {
   route();
 }
 
-// #/overview, #/links[?q=…&tag=…], #/links/new, #/links/CODE[/edit],
-// #/import, #/operations, #/webhooks; anything else is the overview.
+// #/overview, #/links[?q=…&tag=…&domain=…], #/links/new,
+// #/links/CODE[/edit][?domain=HOST] (no domain: the default one), #/import,
+// #/operations, #/webhooks, #/domains; anything else is the overview.
 function pageFor(parts) {
   const [section, code, action] = parts;
   if (section === "links") {
+    const domain = hashParams().get("domain");
     if (code === "new") return () => editPage(null);
-    if (action === "edit") return () => editPage(code);
-    return code ? () => linkPage(code) : linksPage;
+    if (action === "edit") return () => editPage(code, domain);
+    return code ? () => linkPage(code, domain) : linksPage;
   }
   if (section === "import") return importPage;
   if (section === "operations") return operationsPage;
+  if (section === "domains") return domainsPage;
   if (section === "webhooks") return webhooksPage;
   return overviewPage;
 }

@@ -1,12 +1,12 @@
-// A link's form (#/links/new, #/links/CODE/edit): created or edited.
+// A link's form (#/links/new, #/links/CODE/edit[?domain=HOST]): created
+// (on the domain picked, for a key that may list them) or edited.
 import {ApiError, links} from "./api.js";
 import {h} from "./dom.js";
 import {isoTime, localTime} from "./format.js";
-import {guarded, linkHref, page} from "./shell.js";
+import {domainPicker, guarded, hint, linkHref, page} from "./shell.js";
 
-const hint = text => h("span", {class: "muted"}, text);
-
-const fields = () => [
+const fields = editing => [
+  !editing && domainPicker("domain"),
   h("label", {for: "url"}, "Target URL"),
   h("input", {id: "url", name: "url", type: "url", required: true, size: 60}),
   h("label", {for: "code"}, "Code ", hint("(empty: a random one)")),
@@ -55,16 +55,17 @@ function readForm(form, editing) {
     });
   }
   if (!editing && f.code.value.trim()) body.code = f.code.value.trim();
+  if (!editing && f.domain.value) body.domain = f.domain.value;
   return body;
 }
 
-export async function editPage(code) {
+export async function editPage(code, domain = null) {
   // Editing: the fields stay disabled until the link is loaded into them.
   const fieldset = h(
     "fieldset",
     {id: "fields", disabled: Boolean(code)},
     h("legend", {}, code ? "Link" : "New link"),
-    fields(),
+    fields(Boolean(code)),
   );
   const form = h(
     "form",
@@ -75,12 +76,12 @@ export async function editPage(code) {
       {class: "row"},
       h("button", {type: "submit"}, code ? "Save" : "Create"),
       " ",
-      h("a", {class: "button secondary", href: code ? linkHref(code) : "#/links"}, "Cancel"),
+      h("a", {class: "button secondary", href: code ? linkHref(code, domain) : "#/links"}, "Cancel"),
     ),
   );
   page(code ? `Edit ${code}` : "New link", form);
   if (code) {
-    const link = await guarded(() => links.get(code));
+    const link = await guarded(() => links.get(code, domain));
     if (!link) return;
     const f = form.elements;
     f.url.value = link.url;
@@ -99,8 +100,8 @@ export async function editPage(code) {
     event.preventDefault();
     guarded(async () => {
       const body = readForm(form, Boolean(code));
-      const saved = code ? await links.update(code, body) : await links.create(body);
-      location.hash = linkHref(saved.code);
+      const saved = code ? await links.update(code, domain, body) : await links.create(body);
+      location.hash = linkHref(saved.code, saved.domain);
     }, form);
   }
 }

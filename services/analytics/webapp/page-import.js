@@ -39,7 +39,7 @@ export function importPage() {
         h(
           "ul",
           {},
-          r.links.map(l => h("li", {}, h("a", {href: linkHref(l.code)}, l.short_url))),
+          r.links.map(l => h("li", {}, h("a", {href: linkHref(l.code, l.domain)}, l.short_url))),
         ),
       );
     }, form);

@@ -1,5 +1,5 @@
-// A link (#/links/CODE): what it is, its QR code, its clicks (counted live
-// as they come), its history.
+// A link (#/links/CODE[?domain=HOST], no domain: the default one): what it
+// is, its QR code, its clicks (counted live as they come), its history.
 import {follow, links, stats} from "./api.js";
 import {chart} from "./chart.js";
 import {$, h, rows, table} from "./dom.js";
@@ -18,7 +18,7 @@ const DIMENSIONS = [
 const picker = (id, label) =>
   h("div", {}, h("label", {for: id}, label), h("input", {id, name: id, type: "datetime-local"}));
 
-export async function linkPage(code) {
+export async function linkPage(code, domain = null) {
   const summary = h("div", {id: "summary", class: "card"});
   const range = h(
     "form",
@@ -62,16 +62,16 @@ export async function linkPage(code) {
     history,
   );
 
-  const link = await guarded(() => links.get(code));
+  const link = await guarded(() => links.get(code, domain));
   if (!link) return;
   summary.replaceChildren(...describe(link));
-  const qr = await guarded(() => links.qr(code));
+  const qr = await guarded(() => links.qr(code, domain));
   if (qr) {
     const url = URL.createObjectURL(await qr.blob());
     $("#qr", summary).src = url;
     onLeave(() => URL.revokeObjectURL(url));
   }
-  const versions = await guarded(() => links.history(code));
+  const versions = await guarded(() => links.history(code, domain));
   if (versions) {
     rows(history.querySelector("tbody"), versions.items, v =>
       h(
@@ -92,7 +92,7 @@ export async function linkPage(code) {
   f.from.value = localTime(daysAgo(7));
   const load = () =>
     guarded(async () => {
-      const query = {interval: f.interval.value, include_bots: f.bots.checked};
+      const query = {interval: f.interval.value, include_bots: f.bots.checked, domain};
       if (f.from.value) query.from = isoTime(f.from.value);
       if (f.to.value) query.to = isoTime(f.to.value);
       const s = await stats.link(code, query);
@@ -130,7 +130,7 @@ export async function linkPage(code) {
     clearTimeout(pending);
     pending = setTimeout(load, 700);
   };
-  follow(code, counted, abort.signal, () => {
+  follow({code, domain}, counted, abort.signal, () => {
     liveState.textContent = "live, since this page opened";
   }).then(lost, lost);
   const timer = setInterval(load, 10000);
@@ -165,16 +165,16 @@ function describe(link) {
     h(
       "p",
       {class: "row"},
-      write && h("a", {class: "button", href: `${linkHref(link.code)}/edit`}, "Edit"),
-      write && h("button", {type: "button", class: "danger", id: "delete", onclick: () => remove(link.code)}, "Delete"),
+      write && h("a", {class: "button", href: linkHref(link.code, link.domain, "/edit")}, "Edit"),
+      write && h("button", {type: "button", class: "danger", id: "delete", onclick: () => remove(link)}, "Delete"),
     ),
   ];
 }
 
-function remove(code) {
-  if (!confirm(`Delete ${code}? Its short URL stops working.`)) return;
+function remove(link) {
+  if (!confirm(`Delete ${link.code}? Its short URL stops working.`)) return;
   guarded(async () => {
-    await links.remove(code);
+    await links.remove(link.code, link.domain);
     location.hash = "#/links";
   });
 }

@@ -1,18 +1,20 @@
-// The links (#/links?q=…&tag=…): searched and filtered, a page at a time.
+// The links (#/links?q=…&tag=…&domain=…): searched and filtered (by
+// domain too, for a key that may list them), a page at a time.
 import {links} from "./api.js";
 import {h, table} from "./dom.js";
 import {when} from "./format.js";
-import {can, copyButton, guarded, linkHref, page, tags} from "./shell.js";
+import {can, copyButton, domainPicker, guarded, hashParams, linkName, page, tags} from "./shell.js";
 
 const field = (id, label, attrs) => h("div", {}, h("label", {for: id}, label), h("input", {id, name: id, ...attrs}));
 
 export async function linksPage() {
-  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const params = hashParams();
   const filter = h(
     "form",
     {id: "filter", class: "row", role: "search", onsubmit: search},
     field("q", "Search", {type: "search", value: params.get("q"), placeholder: "code or target"}),
     field("tag", "Tag", {value: params.get("tag")}),
+    domainPicker("domain", {all: "all domains", selected: params.get("domain") ?? ""}),
     h("button", {type: "submit", class: "secondary"}, "Filter"),
     can("links:write") && h("a", {class: "button", href: "#/links/new"}, "New link"),
   );
@@ -28,7 +30,7 @@ export async function linksPage() {
   const load = () =>
     guarded(async () => {
       const query = {limit: 20};
-      for (const name of ["q", "tag"]) if (params.get(name)) query[name] = params.get(name);
+      for (const name of ["q", "tag", "domain"]) if (params.get(name)) query[name] = params.get(name);
       if (cursor) query.cursor = cursor;
       const result = await links.list(query);
       body.append(...result.items.map(row));
@@ -49,7 +51,7 @@ const row = l =>
   h(
     "tr",
     {},
-    h("td", {}, h("a", {href: linkHref(l.code)}, l.code)),
+    h("td", {}, linkName(l)),
     h("td", {class: "url"}, l.url),
     h("td", {class: "hide-s"}, tags(l.tags)),
     h("td", {class: "hide-s"}, when(l.created_at)),

@@ -6,13 +6,12 @@
 import {webhooks} from "./api.js";
 import {h, rows, table} from "./dom.js";
 import {when} from "./format.js";
-import {copyButton, guarded, onLeave, page, tags} from "./shell.js";
+import {clearErrors, copyButton, guarded, hint, onLeave, page, tags} from "./shell.js";
 
 const EVENTS = ["link.created", "link.updated", "link.deleted", "link.clicked"];
 const STATUSES = ["pending", "delivered", "failed"];
 const REFRESH = 3000; // while a delivery shown is pending
 
-const hint = text => h("span", {class: "muted"}, text);
 const commaList = text =>
   text
     .split(",")
@@ -175,8 +174,7 @@ export async function webhooksPage() {
         description: f.description.value.trim(),
       });
       form.reset();
-      for (const e of form.querySelectorAll(".field-error")) e.remove();
-      for (const e of form.querySelectorAll("[aria-invalid]")) e.removeAttribute("aria-invalid");
+      clearErrors(form);
       reveal(made, made.secret, "Created");
       status.textContent = `Endpoint ${made.url} created.`;
       await load();

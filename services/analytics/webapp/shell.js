@@ -1,6 +1,6 @@
 // What every page shares: the session's scopes, the alert and the errors,
 // the page showing (its title, its view, what it must stop when left).
-import {ApiError, key} from "./api.js";
+import {ApiError, domains, key} from "./api.js";
 import {unplotAll} from "./chart.js";
 import {$, h} from "./dom.js";
 
@@ -23,9 +23,15 @@ export function alertBox(message) {
   box.hidden = !message;
 }
 
+// A form's field errors (of a former attempt) removed.
+export function clearErrors(form) {
+  for (const e of form.querySelectorAll(".field-error")) e.remove();
+  for (const e of form.querySelectorAll("[aria-invalid]")) e.removeAttribute("aria-invalid");
+}
+
 // Errors from the API: the problem's detail on top, field errors by their field.
 function showError(err, form) {
-  if (form) for (const e of form.querySelectorAll(".field-error")) e.remove();
+  if (form) clearErrors(form);
   if (err instanceof ApiError && err.status === 401) {
     signOut(err.message);
     return;
@@ -108,8 +114,44 @@ async function copy(button, url, what) {
   }
 }
 
-// The link to a link's page.
-export const linkHref = code => `#/links/${encodeURIComponent(code)}`;
+// The params of the address's route (#/links?q=…, #/links/CODE?domain=…).
+export const hashParams = () => new URLSearchParams(location.hash.split("?")[1] || "");
+
+// The link to a link's page (action "/edit": its form); a link is named by
+// its code and its domain (null: the default domain, left out).
+export function linkHref(code, domain = null, action = "") {
+  const on = domain ? `?${new URLSearchParams({domain})}` : "";
+  return `#/links/${encodeURIComponent(code)}${action}${on}`;
+}
+
+// A link in a list: its code, to its page, and its domain unless the default.
+export const linkName = l => [
+  h("a", {href: linkHref(l.code, l.domain)}, l.code),
+  l.domain && h("div", {class: "muted"}, l.domain),
+];
+
+// A choice of domain (their list needs an admin key), hidden while there is
+// one only, or none listed. Its values are hosts; "" is all domains (all,
+// what it is called) or, with no all, the default domain (no domain sent).
+export function domainPicker(id, {all = "", selected = ""} = {}) {
+  const select = h("select", {id, name: "domain"});
+  const picker = h("div", {hidden: true}, h("label", {for: id}, "Domain"), select);
+  if (!can("admin")) return picker;
+  guarded(async () => {
+    const {items} = await domains.list();
+    const value = d => (d.is_default && !all ? "" : d.host);
+    const options = items.map(d =>
+      h("option", {value: value(d), selected: value(d) === selected}, d.is_default ? `${d.host} (default)` : d.host),
+    );
+    if (all) options.unshift(h("option", {value: ""}, all));
+    select.replaceChildren(...options);
+    picker.hidden = items.length < 2;
+  });
+  return picker;
+}
+
+// A muted note beside a label.
+export const hint = text => h("span", {class: "muted"}, text);
 
 // A link's tags.
 export const tags = names => names.map(t => h("span", {class: "tag"}, t));
