@@ -76,6 +76,28 @@ class Destination(msgspec.Struct, kw_only=True, frozen=True):
     weight: Annotated[int, msgspec.Meta(ge=1, le=MAX_WEIGHT)]
 
 
+class Preview(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """What a chat app's or social site's card of the link shows (og: and
+    twitter: tags, served to link-preview fetchers instead of a redirect)."""
+
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    description: Annotated[str, msgspec.Meta(min_length=1, max_length=500)] | None = None
+    image: (
+        Annotated[
+            str, msgspec.Meta(max_length=2048, description="an absolute http or https image URL")
+        ]
+        | None
+    ) = None
+
+
+_preview_decoder = msgspec.json.Decoder(Preview | None)
+
+
+def decode_preview(data: str | bytes | None) -> Preview | None:
+    """A preview stored as JSON (a jsonb column); None: none."""
+    return None if data is None else _preview_decoder.decode(data)
+
+
 _destinations_decoder = msgspec.json.Decoder(list[Destination] | None)
 
 
@@ -147,6 +169,7 @@ class LinkUpdated(msgspec.Struct, kw_only=True, frozen=True):
     # that visit counts belong to.
     created_at: Timestamp | None = None
     destinations: list[Destination] | None = None
+    preview: Preview | None = None
 
 
 class LinkDeleted(msgspec.Struct, kw_only=True, frozen=True):
@@ -229,6 +252,7 @@ class LinkEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     # one): a VisitCount applies only to the generation it names.
     created_at: datetime | None = None
     destinations: list[Destination] | None = None
+    preview: Preview | None = None
 
 
 class VisitCount(msgspec.Struct, kw_only=True, frozen=True):

@@ -46,6 +46,7 @@ def entry_for(event: LinkUpdated | LinkDeleted) -> LinkEntry:
         rules=event.rules,
         created_at=event.created_at,
         destinations=event.destinations,
+        preview=event.preview,
     )
 
 

@@ -15,6 +15,7 @@ from shared.contracts import (
     INVALID,
     LinkEntry,
     decode_destinations,
+    decode_preview,
     decode_rules,
     encode,
     link_key,
@@ -50,7 +51,7 @@ async def snapshot(kv: KeyValue) -> dict[str, tuple[LinkEntry | None, int]]:
 # A link's row as KV holds it (the applier's entry_for, from the database).
 LINK_ROWS: Final = (
     "SELECT domain, code, url, redirect_type, expires_at, max_visits, forward_query, rules, "
-    "destinations, version, created_at, deleted_at IS NOT NULL AS deleted FROM links"
+    "destinations, preview, version, created_at, deleted_at IS NOT NULL AS deleted FROM links"
 )
 
 
@@ -68,6 +69,7 @@ def entry_of(row: asyncpg.Record) -> LinkEntry:
         rules=decode_rules(row["rules"]),
         created_at=millis(row["created_at"]),
         destinations=decode_destinations(row["destinations"]),
+        preview=decode_preview(row["preview"]),
     )
 
 

@@ -8,7 +8,6 @@ import binascii
 import logging
 from datetime import datetime
 from typing import Annotated, Final, Literal
-from urllib.parse import urlsplit
 
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request
@@ -17,7 +16,7 @@ from msgspec import UNSET
 
 from services.link import importer, payloads, qr
 from services.link.cache import LinkCache
-from services.link.domains import Domains
+from services.link.domains import Domains, short_url
 from services.link.events import LinkEvents
 from services.link.payloads import instant
 from services.link.store import CodeTaken, Link, LinkStore
@@ -62,15 +61,10 @@ class Deps:
         self.events = events
         self.fields = fields
         self.public_url = public_url.rstrip("/")
-        self._scheme = urlsplit(public_url).scheme
         self.imports = importer.Running()
 
     def short_url(self, domain: str | None, code: str) -> str:
-        """On the default domain, under ``LINKFLOW_PUBLIC_URL``; on another,
-        at its host with the public URL's scheme."""
-        if domain is None:
-            return f"{self.public_url}/{code}"
-        return f"{self._scheme}://{domain}/{code}"
+        return short_url(self.public_url, domain, code)
 
     def domain(self, value: str | None) -> str | None:
         """A ``?domain=`` parameter: None for the default domain (absent,
@@ -110,6 +104,7 @@ class Deps:
             forward_query=link.forward_query,
             rules=link.rules,
             destinations=link.destinations,
+            preview=link.preview,
             version=link.version,
             created_at=rfc3339(link.created_at),
             updated_at=rfc3339(link.updated_at),
@@ -208,6 +203,7 @@ async def create_link(request: Request, ctx: Ctx) -> Response:
                 forward_query=new.forward_query,
                 rules=new.rules,
                 destinations=new.destinations,
+                preview=new.preview,
             )
             break
         except CodeTaken:

@@ -179,5 +179,5 @@ def build(settings: Settings) -> Gateway:
     app.openapi = openapi.documented(app.openapi, api.policy)  # type: ignore[method-assign]
 
     orphans = Orphans()
-    gateway = Gateway(app, settings.anonymize_ip, orphans)
+    gateway = Gateway(app, settings.anonymize_ip, orphans, settings.common.public_url)
     return gateway

@@ -50,6 +50,14 @@ _decode = msgspec.json.Decoder(Domain).decode
 encode = msgspec.json.Encoder().encode
 
 
+def short_url(public_url: str, domain: str | None, code: str) -> str:
+    """A link's public URL: under ``LINKFLOW_PUBLIC_URL`` on the default
+    domain, at its domain's host with the public URL's scheme on another."""
+    if domain is None:
+        return f"{public_url.rstrip('/')}/{code}"
+    return f"{urlsplit(public_url).scheme}://{domain}/{code}"
+
+
 def request_host(value: bytes) -> str:
     """A ``Host`` header's host: lower case, port and trailing dot dropped
     (``Go.Example.com:8080`` is ``go.example.com``; ``[::1]:80`` is ``::1``)."""

@@ -76,6 +76,7 @@ class LinkEvents:
             rules=link.rules,
             created_at=link.created_at,
             destinations=link.destinations,
+            preview=link.preview,
         )
         # Applied to KV by the cache-refresher; every gateway sees it through its watch.
         await self._js.publish(

@@ -72,6 +72,9 @@ END $d$;
 -- A/B destinations (SPEC: destinations): [{url, weight}], null: none.
 ALTER TABLE links ADD COLUMN IF NOT EXISTS destinations jsonb;
 ALTER TABLE link_versions ADD COLUMN IF NOT EXISTS destinations jsonb;
+-- A social preview (SPEC: preview): {title, description, image}, null: none.
+ALTER TABLE links ADD COLUMN IF NOT EXISTS preview jsonb;
+ALTER TABLE link_versions ADD COLUMN IF NOT EXISTS preview jsonb;
 -- Whether a domain still has links (a domain is removed only without).
 CREATE INDEX IF NOT EXISTS links_live_domain ON links (domain) WHERE deleted_at IS NULL;
 
@@ -79,10 +82,11 @@ CREATE OR REPLACE FUNCTION linkflow_link_version() RETURNS trigger
 LANGUAGE plpgsql AS $f$
 BEGIN
     INSERT INTO link_versions (domain, code, version, url, redirect_type, tags, expires_at,
-                               max_visits, forward_query, rules, destinations,
+                               max_visits, forward_query, rules, destinations, preview,
                                created_at, changed_at, deleted_at, changed_by)
     VALUES (NEW.domain, NEW.code, NEW.version, NEW.url, NEW.redirect_type, NEW.tags,
             NEW.expires_at, NEW.max_visits, NEW.forward_query, NEW.rules, NEW.destinations,
+            NEW.preview,
             NEW.created_at, NEW.updated_at, NEW.deleted_at,
             nullif(current_setting('linkflow.actor', true), ''))
     ON CONFLICT (domain, code, version) DO NOTHING;

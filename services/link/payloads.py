@@ -21,6 +21,7 @@ from shared.contracts import (
     Code,
     Destination,
     DomainHost,
+    Preview,
     Rule,
     Timestamp,
     When,
@@ -87,6 +88,7 @@ class NewLink(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=T
     ] = False
     rules: Rules = []
     destinations: Destinations | None = None
+    preview: Preview | None = None
 
 
 class LinkChanges(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -101,6 +103,7 @@ class LinkChanges(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     forward_query: bool | UnsetType = UNSET
     rules: Rules | UnsetType = UNSET
     destinations: Destinations | UnsetType | None = UNSET
+    preview: Preview | UnsetType | None = UNSET
 
     def given(self) -> dict[str, Any]:
         """The fields the caller sent, by column name."""
@@ -125,6 +128,7 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
     forward_query: bool
     rules: list[Rule]
     destinations: list[Destination] | None
+    preview: Preview | None
     version: Annotated[int, msgspec.Meta(ge=1, description="increases by one on every change")]
     created_at: Instant
     updated_at: Instant
@@ -249,6 +253,7 @@ EXAMPLE_LINK: Final = Link(
     forward_query=False,
     rules=[EXAMPLE_RULE],
     destinations=None,
+    preview=Preview(title="Our launch", description="Everything new this season"),
     version=1,
     created_at=_AT,
     updated_at=_AT,

@@ -16,9 +16,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.link.cache import LinkCache
 from services.link.clicks import new_click
-from services.link.domains import Domain, Domains, request_host
+from services.link.domains import Domain, Domains, request_host, short_url
 from services.link.limits import Limits
 from services.link.orphans import Orphans
+from services.link.previews import card
 from services.link.publisher import ClickPublisher
 from services.link.rules import LinkRules, forward
 from services.link.validation import CODE_RE, RESERVED
@@ -31,9 +32,11 @@ from shared.contracts import (
     NOT_FOUND,
     REQUEST_ID_CUT,
     LinkEntry,
+    Preview,
 )
 from shared.geo import Countries
 from shared.http.problems import Problem
+from shared.useragent import is_preview_fetcher
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +64,9 @@ class Gateway:
     _limits: Limits
     _domains: Domains
 
-    def __init__(self, api: ASGIApp, anonymize_ip: bool, orphans: Orphans) -> None:
+    def __init__(self, api: ASGIApp, anonymize_ip: bool, orphans: Orphans, public_url: str) -> None:
         self._api = api
+        self._public_url = public_url
         self._orphan = orphans.count
         # The API app itself, for what reads its OpenAPI document without
         # serving it (the docs site's build).
@@ -196,6 +200,11 @@ class Gateway:
             log.error("click for %s not stored: %r", key, exc)
             await self._problem(scope, send, Problem(503, "click could not be recorded"), head)
             return
+        if entry.preview is not None and is_preview_fetcher(user_agent):
+            # A chat app drawing the link's card: its page, not the redirect
+            # (the click is stored as any, a bot's).
+            await self._card(scope, send, entry.preview, target, on, code, click.request_id)
+            return
         status = entry.redirect_type
         self._count(status)
         if log.isEnabledFor(logging.DEBUG):
@@ -221,6 +230,35 @@ class Gateway:
             }
         )
         await send({"type": "http.response.body", "body": b""})
+
+    async def _card(
+        self,
+        scope: Scope,
+        send: Send,
+        preview: Preview,
+        target: str,
+        on: str | None,
+        code: str,
+        request_id: str,
+    ) -> None:
+        body = card(preview, target, short_url(self._public_url, on, code))
+        self._count(200)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/html; charset=utf-8"),
+                    (_REQUEST_ID, request_id.encode("latin-1")),
+                    _NO_STORE,
+                    (b"x-robots-tag", b"noindex"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
 
     def _on(self, scope: Scope) -> str | None:
         """The domain a request is on, by its ``Host``: None for the default."""

@@ -17,8 +17,10 @@ from asyncpg.pool import PoolConnectionProxy
 from shared.contracts import (
     Destination,
     LinkEntry,
+    Preview,
     Rule,
     decode_destinations,
+    decode_preview,
     decode_rules,
     link_key,
     millis,
@@ -26,7 +28,7 @@ from shared.contracts import (
 
 _COLUMNS: Final = (
     "domain, code, url, redirect_type, tags, expires_at, max_visits, forward_query, rules, "
-    "destinations, "
+    "destinations, preview, "
     "version, created_at, updated_at"
 )
 # A code whose link was deleted may be taken again; its version goes on from
@@ -36,7 +38,7 @@ _REVIVE: Final = """ON CONFLICT (domain, code) DO UPDATE SET
     url = EXCLUDED.url, redirect_type = EXCLUDED.redirect_type,
     tags = EXCLUDED.tags, expires_at = EXCLUDED.expires_at,
     max_visits = EXCLUDED.max_visits, forward_query = EXCLUDED.forward_query,
-    rules = EXCLUDED.rules, destinations = EXCLUDED.destinations,
+    rules = EXCLUDED.rules, destinations = EXCLUDED.destinations, preview = EXCLUDED.preview,
     version = links.version + 1, created_at = now(), updated_at = now(),
     deleted_at = NULL
 WHERE links.deleted_at IS NOT NULL"""
@@ -45,6 +47,10 @@ WHERE links.deleted_at IS NOT NULL"""
 def column(domain: str | None) -> str:
     """A domain as the table keeps it."""
     return domain or ""
+
+
+# Columns written as JSON text and cast.
+_JSON: Final = frozenset({"rules", "destinations", "preview"})
 
 
 class Link(msgspec.Struct, kw_only=True, frozen=True):
@@ -58,6 +64,7 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
     forward_query: bool = False
     rules: list[Rule] = []
     destinations: list[Destination] | None = None
+    preview: Preview | None = None
     version: int
     created_at: datetime
     updated_at: datetime
@@ -78,6 +85,7 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
             rules=self.rules,
             created_at=millis(self.created_at),
             destinations=self.destinations,
+            preview=self.preview,
         )
 
 
@@ -93,6 +101,7 @@ def _link(row: asyncpg.Record) -> Link:
         forward_query=row["forward_query"],
         rules=decode_rules(row["rules"]),
         destinations=decode_destinations(row["destinations"]),
+        preview=decode_preview(row["preview"]),
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -103,8 +112,9 @@ def encode_rules(rules: list[Rule]) -> str:
     return msgspec.json.encode(rules).decode()
 
 
-def encode_destinations(destinations: list[Destination] | None) -> str | None:
-    return None if destinations is None else msgspec.json.encode(destinations).decode()
+def encode_json(value: object | None) -> str | None:
+    """A jsonb column's text; None: SQL null."""
+    return None if value is None else msgspec.json.encode(value).decode()
 
 
 class Version(msgspec.Struct, kw_only=True, frozen=True):
@@ -145,13 +155,14 @@ class LinkStore:
         forward_query: bool = False,
         rules: list[Rule] | None = None,
         destinations: list[Destination] | None = None,
+        preview: Preview | None = None,
     ) -> Link:
         async with self._as(actor) as conn:
             row = await conn.fetchrow(
                 f"""
                 INSERT INTO links (domain, code, url, redirect_type, tags, expires_at,
-                                   max_visits, forward_query, rules, destinations)
-                VALUES ($9, $1, $2, $3, $4, $5, $6, $7, $8::jsonb, $10::jsonb)
+                                   max_visits, forward_query, rules, destinations, preview)
+                VALUES ($9, $1, $2, $3, $4, $5, $6, $7, $8::jsonb, $10::jsonb, $11::jsonb)
                 {_REVIVE}
                 RETURNING {_COLUMNS}
                 """,
@@ -164,7 +175,8 @@ class LinkStore:
                 forward_query,
                 encode_rules(rules or []),
                 column(domain),
-                encode_destinations(destinations),
+                encode_json(destinations),
+                encode_json(preview),
             )
         if row is None:
             raise CodeTaken(code)
@@ -269,10 +281,11 @@ class LinkStore:
     ) -> Link | None:
         if "rules" in changes:
             changes = {**changes, "rules": encode_rules(changes["rules"])}
-        if "destinations" in changes:
-            changes = {**changes, "destinations": encode_destinations(changes["destinations"])}
+        for name in ("destinations", "preview"):
+            if name in changes:
+                changes = {**changes, name: encode_json(changes[name])}
         sets = [
-            f"{name} = ${i}" + ("::jsonb" if name in ("rules", "destinations") else "")
+            f"{name} = ${i}" + ("::jsonb" if name in _JSON else "")
             for i, name in enumerate(changes, start=3)
         ]
         sets += ["version = version + 1", "updated_at = now()"]
@@ -304,7 +317,7 @@ class LinkStore:
         """Every version of the link, newest first; empty if it never existed."""
         rows = await self._pool.fetch(
             "SELECT domain, code, url, redirect_type, tags, expires_at, max_visits, forward_query, "
-            "rules, destinations, "
+            "rules, destinations, preview, "
             "version, created_at, changed_at AS updated_at, deleted_at, changed_by "
             "FROM link_versions "
             "WHERE domain = $1 AND code = $2 ORDER BY version DESC",

@@ -24,6 +24,7 @@ from shared.contracts import (
     MIN_DESTINATIONS,
     OSES,
     Destination,
+    Preview,
     Rule,
     When,
     millis,
@@ -45,8 +46,12 @@ UPDATABLE: Final = frozenset(
         "forward_query",
         "rules",
         "destinations",
+        "preview",
     }
 )
+_PREVIEW_FIELDS: Final = frozenset({"title", "description", "image"})
+MAX_TITLE: Final = 200
+MAX_DESCRIPTION: Final = 500
 _LANGUAGE: Final = re.compile(r"^[a-z]{2,3}$")
 _COUNTRY: Final = re.compile(r"^[A-Z]{2}$")
 _WHEN: Final = ("device", "os", "language", "country", "query", "after", "before")
@@ -104,6 +109,8 @@ class LinkFields:
             out["rules"] = self._rules(body["rules"], errors)
         if "destinations" in body:
             out["destinations"] = self._destinations(body["destinations"], errors)
+        if "preview" in body:
+            out["preview"] = self._preview(body["preview"], errors)
         if errors:
             raise Problem.invalid(errors)
         return out
@@ -120,6 +127,34 @@ class LinkFields:
         if self._domains is None or self._domains.get(host) is None:
             raise ValueError(f"{host} is not a domain of this linkflow (POST /api/domains adds it)")
         return host
+
+    def _preview(self, value: Any, errors: list[FieldError]) -> Preview | None:
+        """A social preview: null, or any of title (at most 200 characters),
+        description (500) and image (an http or https URL)."""
+        if value is None:
+            return None
+        if not isinstance(value, dict) or not value or set(value) - _PREVIEW_FIELDS:
+            errors.append(
+                FieldError("preview", "must be null or an object of title, description, image")
+            )
+            return None
+        out: dict[str, str] = {}
+        for name, most in (("title", MAX_TITLE), ("description", MAX_DESCRIPTION)):
+            text = value.get(name)
+            if text is None:
+                continue
+            if not isinstance(text, str) or not text.strip() or len(text) > most:
+                errors.append(
+                    FieldError(f"preview.{name}", f"must be text of 1 to {most} characters")
+                )
+            else:
+                out[name] = text
+        if value.get("image") is not None:
+            try:
+                out["image"] = self.target(value["image"])
+            except ValueError as exc:
+                errors.append(FieldError("preview.image", str(exc)))
+        return Preview(**out)
 
     def _destinations(self, value: Any, errors: list[FieldError]) -> list[Destination] | None:
         """An A/B split: null, or 2 to 10 ``{url, weight}``, each problem
