@@ -55,7 +55,7 @@ def _bench(args: argparse.Namespace) -> int:
         return run_system(args.duration, args.connections, args.step, args.sustained)
     from shared.bench.redirects import run
 
-    return run(args.duration, args.connections, args.clicks, args.rounds, args.pin)
+    return run(args.duration, args.connections, args.clicks, args.rounds, args.pin, args.domains)
 
 
 def _probe(args: argparse.Namespace) -> int:
@@ -90,6 +90,14 @@ def parser() -> argparse.ArgumentParser:
         "--rounds", type=int, default=4, help="baseline/linkflow load runs, alternated"
     )
     bench.add_argument("--connections", type=int, default=50)
+    bench.add_argument(
+        "--domains",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="short domains in the gateways' map: the default alone, or a second too "
+        "(the redirect then reads Host; default 2)",
+    )
     bench.add_argument(
         "--no-pin",
         dest="pin",
