@@ -170,6 +170,9 @@ class LinkUpdated(msgspec.Struct, kw_only=True, frozen=True):
     created_at: Timestamp | None = None
     destinations: list[Destination] | None = None
     preview: Preview | None = None
+    # Whether a password guards the link; never the password or its hash
+    # (the cache-refresher reads the hash from the link's row).
+    password_protected: bool = False
 
 
 class LinkDeleted(msgspec.Struct, kw_only=True, frozen=True):
@@ -253,6 +256,10 @@ class LinkEntry(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     created_at: datetime | None = None
     destinations: list[Destination] | None = None
     preview: Preview | None = None
+    # The Argon2id hash of the link's password (None: no password): the
+    # gateway checks a password from memory. Only the gateway and the
+    # cache-refresher write this bucket, and no event carries the hash.
+    password_hash: str | None = None
 
 
 class VisitCount(msgspec.Struct, kw_only=True, frozen=True):

@@ -167,6 +167,14 @@ API_REFUSED: Final = Counter(
     "API calls refused before their route ran, by status (401, 403, 429, 503)",
     ["status"],
 )
+CLICK_EXPORTS: Final = Gauge(
+    "linkflow_click_exports_running",
+    "Exports of raw clicks (GET /api/clicks) streaming now in this click-recorder",
+)
+CLICK_EXPORT_ROWS: Final = Counter(
+    "linkflow_click_export_rows_total",
+    "Clicks sent by the raw clicks' export (GET /api/clicks)",
+)
 LINK_LOOKUPS: Final = Counter(
     "linkflow_link_lookups_total",
     "Redirects that missed the in-process map, by where the code was found: arrived by "

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, Final
+from datetime import datetime
+from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from nats.js import JetStreamContext
-from starlette.types import Receive, Scope, Send
 
-from services.analytics import params, payloads, pipeline
+from services.analytics import figures, params, payloads, pipeline
 from services.analytics.backfill import Backfills
 from services.analytics.live import LiveClicks
 from services.analytics.stats import Stats
 from services.analytics.store import AnalyticsStore
 from shared.contracts import link_key
-from shared.http import keys
+from shared.http import keys, sheets
 from shared.http.access import Access, is_api
 from shared.http.bodies import answer
 from shared.http.openapi import route
 from shared.http.problems import Problem
+from shared.http.streams import SlotStream
 from shared.jetstream.yielding import BusyGateways
 
 router = APIRouter(prefix="/api")
@@ -98,6 +98,42 @@ OnDomain = Annotated[
 ]
 
 
+Interval = Annotated[
+    str | None,
+    Query(
+        description="the series' buckets: `hour` (a range of at most 31 days) or `day` "
+        "(at most 3,660); default: day"
+    ),
+]
+Limit = Annotated[
+    str | None,
+    Query(description=f"entries per list, 1 to 100; default: {params.LIST_LIMIT}"),
+]
+IncludeBots = Annotated[
+    str | None, Query(description="`true` counts bots' clicks too; default: false")
+]
+
+
+async def _figures(
+    code: str,
+    request: Request,
+    ctx: Deps,
+    query: tuple[str | None, str | None, str | None, str | None, str | None, str | None],
+) -> tuple[payloads.LinkStats, datetime, datetime]:
+    """A link's figures and their range, for the stats call and its CSV
+    export alike: the same parameters, checked the same way."""
+    from_, to, interval, limit, include_bots, domain = query
+    every = params.interval("day" if interval is None else interval)
+    start, end = params.series_range(from_, to, every)
+    n = params.limit(limit, params.LIST_LIMIT)
+    bots = params.include_bots(include_bots)
+    link = ctx.stats.link(code, params.domain(domain))
+    seen = ctx.stats.seen(link[0] or ctx.stats.default_host, _seen(request))
+    if not seen:  # another domain's link than the key sees: as unknown to it as none
+        raise Problem(404, f"no link {code!r} this key sees")
+    return await ctx.stats.link_stats(link, start, end, every, bots, n), start, end
+
+
 @router.get(
     "/stats/links/{code}",
     **route(
@@ -114,31 +150,47 @@ async def link_stats(
     ctx: Ctx,
     from_: From = None,
     to: To = None,
-    interval: Annotated[
-        str | None,
-        Query(
-            description="the series' buckets: `hour` (a range of at most 31 days) or `day` "
-            "(at most 3,660); default: day"
-        ),
-    ] = None,
-    limit: Annotated[
-        str | None,
-        Query(description=f"entries per list, 1 to 100; default: {params.LIST_LIMIT}"),
-    ] = None,
-    include_bots: Annotated[
-        str | None, Query(description="`true` counts bots' clicks too; default: false")
-    ] = None,
+    interval: Interval = None,
+    limit: Limit = None,
+    include_bots: IncludeBots = None,
     domain: OnDomain = None,
 ) -> Response:
-    every = params.interval("day" if interval is None else interval)
-    start, end = params.series_range(from_, to, every)
-    n = params.limit(limit, params.LIST_LIMIT)
-    bots = params.include_bots(include_bots)
-    link = ctx.stats.link(code, params.domain(domain))
-    seen = ctx.stats.seen(link[0] or ctx.stats.default_host, _seen(request))
-    if not seen:  # another domain's link than the key sees: as unknown to it as none
-        raise Problem(404, f"no link {code!r} this key sees")
-    return answer(await ctx.stats.link_stats(link, start, end, every, bots, n))
+    query = (from_, to, interval, limit, include_bots, domain)
+    stats, _, _ = await _figures(code, request, ctx, query)
+    return answer(stats)
+
+
+@router.get(
+    "/stats/links/{code}/export",
+    **route(
+        media={
+            sheets.MEDIA_TYPE: "the figures of `GET /api/stats/links/{code}` as CSV, one a row: "
+            "`section,key,count,visitors`; sections `total`, `series` (keyed by the bucket's "
+            "start), `referrers`, `countries`, `devices`, `browsers`, `oses` (keyed by the "
+            "value), `others` (keyed by the list's name) and `destinations` (keyed by an A/B "
+            "side's index); an attachment"
+        },
+        problems={**_STATS_PROBLEMS, 404: "no such link on a domain this key sees"},
+    ),
+)
+async def link_stats_export(
+    code: str,
+    request: Request,
+    ctx: Ctx,
+    from_: From = None,
+    to: To = None,
+    interval: Interval = None,
+    limit: Limit = None,
+    include_bots: IncludeBots = None,
+    domain: OnDomain = None,
+) -> Response:
+    query = (from_, to, interval, limit, include_bots, domain)
+    stats, start, end = await _figures(code, request, ctx, query)
+    return Response(
+        figures.csv(stats),
+        media_type=sheets.MEDIA_TYPE,
+        headers=sheets.attachment(figures.filename(stats, start, end)),
+    )
 
 
 @router.get(
@@ -234,7 +286,7 @@ async def stream(
     release = ctx.live.admit(request.state.api_key)
     # The key was checked when the stream opened; a revocation ends it.
     allowed = ctx.access.still_allows(request.state.api_key, keys.STATS_READ)
-    return _Stream(
+    return SlotStream(
         release,
         ctx.live.events(
             None if code is None else link_key(*ctx.stats.link(code, params.domain(domain))),
@@ -244,22 +296,6 @@ async def stream(
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
-
-
-class _Stream(StreamingResponse):
-    """Gives its live-stream slot back however the response ends: a client
-    gone before the first event never starts the generator, whose own
-    ``finally`` would then never run."""
-
-    def __init__(self, release: Callable[[], None], *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._release = release
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._release()
 
 
 @router.get(

@@ -28,7 +28,7 @@ async def run(settings: Settings) -> None:
         nc = await bus.service_connection(stack, settings.common, roster.CACHE_REFRESHER)
         js = nc.jetstream()
         kv = await js.key_value(topology.KV_LINKS)
-        worker = Worker(nc, consumer, settings.worker, decode, Applier(kv).handle)
+        worker = Worker(nc, consumer, settings.worker, decode, Applier(kv, pool).handle)
         rescue = rescue_worker(nc, consumer, settings.worker)
         reconciler = reconcile.reconciler(kv, pool, settings.reconcile_every)
         # A links.* dead letter's replay (analytics asks).

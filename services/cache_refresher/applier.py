@@ -2,16 +2,24 @@
 
 LINKS also keeps ``links.created`` (for durable consumers such as the
 webhooks service); the gateway wrote a new link's KV entry before it
-published that, so here it is acked with nothing to apply."""
+published that, so here it is acked with nothing to apply.
+
+An update of a password-protected link says only that it is protected: its
+entry is written from the link's row instead, which holds the password's
+hash (no event may carry it). The row is the truth and at least as new as
+the event, so this never writes an older version; without the database the
+event is retried, never applied without its hash (which would open the link)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import asyncpg
 import msgspec
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
+from services.cache_refresher.reconcile import LINK_ROWS, entry_of
 from shared.contracts import LinkDeleted, LinkEntry, LinkUpdated, link_key
 from shared.errors import PermanentError
 from shared.jetstream import linkcache
@@ -51,8 +59,19 @@ def entry_for(event: LinkUpdated | LinkDeleted) -> LinkEntry:
 
 
 class Applier:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, pool: asyncpg.Pool) -> None:
         self._kv = kv
+        self._pool = pool
+
+    async def _entry(self, event: LinkUpdated | LinkDeleted) -> LinkEntry | None:
+        """What KV should hold after ``event``; None: nothing to write (a
+        protected link whose row is gone, which reconciliation removes)."""
+        if isinstance(event, LinkUpdated) and event.password_protected:
+            row = await self._pool.fetchrow(
+                f"{LINK_ROWS} WHERE domain = $1 AND code = $2", event.domain or "", event.code
+            )
+            return None if row is None else entry_of(row)
+        return entry_for(event)
 
     async def handle(self, batch: Sequence[Delivery[LinkEvent]]) -> Mapping[int, Exception]:
         failures: dict[int, Exception] = {}
@@ -62,7 +81,9 @@ class Applier:
                 continue
             try:
                 key = link_key(event.domain, event.code)
-                await linkcache.put_if_newer(self._kv, key, entry_for(event))
+                entry = await self._entry(event)
+                if entry is not None:
+                    await linkcache.put_if_newer(self._kv, key, entry)
             except NATS_UNAVAILABLE as exc:
                 raise Unavailable(f"KV unavailable: {exc!r}") from exc
             except Exception as exc:  # retried with backoff, then dead-lettered

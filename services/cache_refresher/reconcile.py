@@ -51,7 +51,8 @@ async def snapshot(kv: KeyValue) -> dict[str, tuple[LinkEntry | None, int]]:
 # A link's row as KV holds it (the applier's entry_for, from the database).
 LINK_ROWS: Final = (
     "SELECT domain, code, url, redirect_type, expires_at, max_visits, forward_query, rules, "
-    "destinations, preview, version, created_at, deleted_at IS NOT NULL AS deleted FROM links"
+    "destinations, preview, password_hash, version, created_at, "
+    "deleted_at IS NOT NULL AS deleted FROM links"
 )
 
 
@@ -70,6 +71,7 @@ def entry_of(row: asyncpg.Record) -> LinkEntry:
         created_at=millis(row["created_at"]),
         destinations=decode_destinations(row["destinations"]),
         preview=decode_preview(row["preview"]),
+        password_hash=row["password_hash"],
     )
 
 

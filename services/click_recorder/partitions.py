@@ -18,12 +18,17 @@ import asyncpg
 
 from shared.contracts import Click
 from shared.jetstream.loops import Loop, periodic
+from shared.jetstream.worker import Unavailable
 
 log = logging.getLogger(__name__)
 
 # Often enough that tomorrow's partition exists days before it is needed,
 # and that a retention is applied within the hour.
 EVERY: Final = 3600.0
+# Seconds a partition's creation or drop waits for the table's lock (held
+# by an export's read) before it gives up and tries later: the longest
+# inserts may queue behind it.
+LOCK_WAIT: Final = 1.0
 
 
 def is_missing_partition(exc: Exception) -> bool:
@@ -37,14 +42,31 @@ class Partitions:
         self._pool = pool
         self._retention = timedelta(seconds=retention) if retention > 0 else None
 
+    async def _ddl(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        """A partition function's call, giving up after ``LOCK_WAIT``: making
+        or dropping a partition locks ``clicks`` whole, and while it waits
+        for an export's read to end (GET /api/clicks), every insert queues
+        behind it."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = {round(LOCK_WAIT * 1000)}")
+            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+            return rows
+
     async def maintain(self) -> None:
-        made = await self._pool.fetchval(
-            "SELECT linkflow_click_partitions(now(), now() + interval '7 days')"
-        )
+        try:
+            await self._maintain()
+        except asyncpg.LockNotAvailableError:
+            # Days ahead of need: the next upkeep makes them.
+            log.info("clicks: partition upkeep put off, the table is being read (an export)")
+
+    async def _maintain(self) -> None:
+        made = (
+            await self._ddl("SELECT linkflow_click_partitions(now(), now() + interval '7 days')")
+        )[0][0]
         if made:
             log.info("clicks: %d daily partition(s) created ahead", made)
         if self._retention is not None:
-            dropped = await self._pool.fetch(
+            dropped = await self._ddl(
                 "SELECT linkflow_drop_click_partitions(now() - $1::interval) AS name",
                 self._retention,
             )
@@ -59,7 +81,11 @@ class Partitions:
         """Partitions for every day the clicks fall in."""
         first = min(c.ts for c in clicks)
         last = max(c.ts for c in clicks)
-        made = await self._pool.fetchval("SELECT linkflow_click_partitions($1, $2)", first, last)
+        try:
+            made = (await self._ddl("SELECT linkflow_click_partitions($1, $2)", first, last))[0][0]
+        except asyncpg.LockNotAvailableError:
+            # The batch is held and retried, no delivery attempt spent.
+            raise Unavailable("a click's partition waits for an export to end") from None
         log.info(
             "clicks: %d partition(s) created for clicks from %s to %s",
             made,

@@ -23,8 +23,19 @@ class Settings(Listen, kw_only=True, frozen=True):
     # day (UTC) is older than this: a click stays up to a day longer.
     # Analytics' counts are in its own database and do not shrink.
     retention: Duration = 0.0
+    # Exports of raw clicks (GET /api/clicks) running at once in this
+    # process, each on a connection of their own pool (429 beyond).
+    exports: int = 2
+    # Seconds one fetch of an export's cursor may run (PostgreSQL's
+    # statement_timeout), and its transaction may wait on a client that
+    # stopped reading before the database ends it.
+    export_timeout: Duration = 60.0
 
     def __post_init__(self) -> None:
+        if self.exports < 1:
+            raise SettingsError("exports must be at least 1")
+        if self.export_timeout <= 0:
+            raise SettingsError("export_timeout must be more than 0 seconds")
         # The partition function keeps the last day whoever asks (a stolen
         # identity cannot empty clicks): a shorter retention could never apply.
         if 0 < self.retention < 86400:

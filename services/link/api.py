@@ -18,6 +18,7 @@ from services.link import importer, payloads, qr
 from services.link.cache import LinkCache
 from services.link.domains import Domains, short_url
 from services.link.events import LinkEvents
+from services.link.passwords import Passwords
 from services.link.payloads import instant
 from services.link.store import CodeTaken, Link, LinkStore
 from services.link.validation import CODE_RE, LinkFields, generate_code, tag_value
@@ -54,7 +55,9 @@ class Deps:
         public_url: str,
         cache: LinkCache,
         domains: Domains,
+        passwords: Passwords,
     ) -> None:
+        self.passwords = passwords
         self.cache = cache
         self.domains = domains
         self.store = store
@@ -105,6 +108,7 @@ class Deps:
             rules=link.rules,
             destinations=link.destinations,
             preview=link.preview,
+            password_protected=link.password_hash is not None,
             version=link.version,
             created_at=rfc3339(link.created_at),
             updated_at=rfc3339(link.updated_at),
@@ -189,6 +193,7 @@ async def create_link(request: Request, ctx: Ctx) -> Response:
     if not ctx.sees(request, new.domain):
         host = new.domain or ctx.domains.default_host
         raise Problem(403, f"API key {_actor(request)!r} may not make links on {host}")
+    digest = None if new.password is None else await ctx.passwords.hash(new.password)
     for _ in range(5):
         try:
             link = await ctx.store.create(
@@ -204,6 +209,7 @@ async def create_link(request: Request, ctx: Ctx) -> Response:
                 rules=new.rules,
                 destinations=new.destinations,
                 preview=new.preview,
+                password_hash=digest,
             )
             break
         except CodeTaken:
@@ -373,7 +379,10 @@ async def link_history(code: str, request: Request, ctx: Ctx, domain: OnDomain =
         payloads.LinkHistory(
             items=[
                 payloads.LinkVersion(
-                    **msgspec.structs.asdict(ctx.render(v.link)),
+                    **{
+                        **msgspec.structs.asdict(ctx.render(v.link)),
+                        "password_protected": v.password_protected,
+                    },
                     deleted_at=instant(v.deleted_at),
                     changed_by=v.changed_by,
                 )
@@ -438,6 +447,9 @@ async def update_link(code: str, request: Request, ctx: Ctx, domain: OnDomain = 
     _possible(code)
     on = ctx.on(request, domain, code)
     changes = ctx.fields.change(await bodies.read_json(request)).given()
+    if "password" in changes:
+        password = changes.pop("password")
+        changes["password_hash"] = None if password is None else await ctx.passwords.hash(password)
     if not changes:
         link = await ctx.store.get(on, code)
     else:

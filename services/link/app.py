@@ -20,11 +20,13 @@ from services.link.events import LinkEvents
 from services.link.limits import Limits
 from services.link.load import LoadReporter
 from services.link.orphans import Orphans
+from services.link.passwords import Passwords
 from services.link.publisher import ClickPublisher
 from services.link.redirect import Gateway
 from services.link.settings import Settings
 from services.link.spool import Spool
 from services.link.store import LinkStore
+from services.link.unlock import UnlockKeys
 from services.link.validation import LinkFields
 from services.link.visitors import Visitors
 from shared import db, roster, useragent
@@ -108,12 +110,17 @@ def build(settings: Settings) -> Gateway:
             # first redirect (0.1 s each), off the event loop.
             countries = await asyncio.to_thread(Countries().load)
             await asyncio.to_thread(useragent.warm)
-            visitors = Visitors(await js.key_value(topology.KV_SALTS))
+            salts = await js.key_value(topology.KV_SALTS)
+            visitors = Visitors(salts)
+            # The keys of the cookies that remember a link's right password.
+            unlock_keys = UnlockKeys(salts)
             load = LoadReporter(nc, f"{socket.gethostname()}:{settings.port}", settings.busy_above)
             # The last second's orphan visits go out after the loops stop,
             # before NATS drains.
             stack.push_async_callback(orphans.flush, nc)
-            background = Loops("gateway", [visitors.loop(), load.loop(), orphans.loop(nc)])
+            background = Loops(
+                "gateway", [visitors.loop(), unlock_keys.loop(), load.loop(), orphans.loop(nc)]
+            )
             background.start()
             stack.push_async_callback(background.stop)
             watch = asyncio.create_task(replicas.follow(js, clicks), name="clicks-replicas")
@@ -124,7 +131,7 @@ def build(settings: Settings) -> Gateway:
                 await asyncio.wait_for(
                     asyncio.gather(limits.synced.wait(), domains.synced.wait()), 5
                 )
-            gateway.attach(cache, clicks, countries, visitors, limits, domains)
+            gateway.attach(cache, clicks, countries, visitors, limits, domains, unlock_keys)
             app.router.routes.extend(
                 health.routes(
                     {
@@ -150,6 +157,7 @@ def build(settings: Settings) -> Gateway:
                     settings.common.public_url,
                     cache,
                     domains,
+                    passwords,
                 )
             }
 
@@ -179,5 +187,8 @@ def build(settings: Settings) -> Gateway:
     app.openapi = openapi.documented(app.openapi, api.policy)  # type: ignore[method-assign]
 
     orphans = Orphans()
-    gateway = Gateway(app, settings.anonymize_ip, orphans, settings.common.public_url)
+    # One bound on Argon2 work per process, for the API's hashing and the
+    # visitors' checks alike.
+    passwords = Passwords()
+    gateway = Gateway(app, settings.anonymize_ip, orphans, settings.common.public_url, passwords)
     return gateway

@@ -77,6 +77,7 @@ class LinkEvents:
             created_at=link.created_at,
             destinations=link.destinations,
             preview=link.preview,
+            password_protected=link.password_hash is not None,
         )
         # Applied to KV by the cache-refresher; every gateway sees it through its watch.
         await self._js.publish(

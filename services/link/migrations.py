@@ -75,6 +75,11 @@ ALTER TABLE link_versions ADD COLUMN IF NOT EXISTS destinations jsonb;
 -- A social preview (SPEC: preview): {title, description, image}, null: none.
 ALTER TABLE links ADD COLUMN IF NOT EXISTS preview jsonb;
 ALTER TABLE link_versions ADD COLUMN IF NOT EXISTS preview jsonb;
+-- A password (SPEC: password): its Argon2id hash alone, null: none. History
+-- keeps whether a version was protected, never the hash.
+ALTER TABLE links ADD COLUMN IF NOT EXISTS password_hash text;
+ALTER TABLE link_versions ADD COLUMN IF NOT EXISTS password_protected boolean NOT NULL
+    DEFAULT false;
 -- Whether a domain still has links (a domain is removed only without).
 CREATE INDEX IF NOT EXISTS links_live_domain ON links (domain) WHERE deleted_at IS NULL;
 
@@ -83,10 +88,11 @@ LANGUAGE plpgsql AS $f$
 BEGIN
     INSERT INTO link_versions (domain, code, version, url, redirect_type, tags, expires_at,
                                max_visits, forward_query, rules, destinations, preview,
+                               password_protected,
                                created_at, changed_at, deleted_at, changed_by)
     VALUES (NEW.domain, NEW.code, NEW.version, NEW.url, NEW.redirect_type, NEW.tags,
             NEW.expires_at, NEW.max_visits, NEW.forward_query, NEW.rules, NEW.destinations,
-            NEW.preview,
+            NEW.preview, NEW.password_hash IS NOT NULL,
             NEW.created_at, NEW.updated_at, NEW.deleted_at,
             nullif(current_setting('linkflow.actor', true), ''))
     ON CONFLICT (domain, code, version) DO NOTHING;

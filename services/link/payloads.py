@@ -64,6 +64,17 @@ Destinations = Annotated[
         "the same for one visitor all day; null: none",
     ),
 ]
+MIN_PASSWORD: Final = 8
+MAX_PASSWORD: Final = 128
+Password = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=MIN_PASSWORD,
+        max_length=MAX_PASSWORD,
+        description="write-only: visitors must enter it before the redirect; "
+        "kept only as an Argon2id hash",
+    ),
+]
 # Times answered: RFC 3339 UTC with milliseconds, as on the bus.
 Instant = Annotated[
     str, msgspec.Meta(extra_json_schema={"format": "date-time"}, description="RFC 3339 UTC")
@@ -89,11 +100,12 @@ class NewLink(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=T
     rules: Rules = []
     destinations: Destinations | None = None
     preview: Preview | None = None
+    password: Password | None = None
 
 
 class LinkChanges(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """``PATCH /api/links/{code}``: the fields to change (any of them; null
-    clears ``expires_at`` and ``max_visits``)."""
+    clears ``expires_at``, ``max_visits`` and ``password``)."""
 
     url: Url | UnsetType = UNSET
     redirect_type: RedirectType | UnsetType = UNSET
@@ -104,6 +116,7 @@ class LinkChanges(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     rules: Rules | UnsetType = UNSET
     destinations: Destinations | UnsetType | None = UNSET
     preview: Preview | UnsetType | None = UNSET
+    password: Password | UnsetType | None = UNSET
 
     def given(self) -> dict[str, Any]:
         """The fields the caller sent, by column name."""
@@ -129,6 +142,9 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
     rules: list[Rule]
     destinations: list[Destination] | None
     preview: Preview | None
+    password_protected: Annotated[
+        bool, msgspec.Meta(description="a password is asked before the redirect")
+    ]
     version: Annotated[int, msgspec.Meta(ge=1, description="increases by one on every change")]
     created_at: Instant
     updated_at: Instant
@@ -254,6 +270,7 @@ EXAMPLE_LINK: Final = Link(
     rules=[EXAMPLE_RULE],
     destinations=None,
     preview=Preview(title="Our launch", description="Everything new this season"),
+    password_protected=False,
     version=1,
     created_at=_AT,
     updated_at=_AT,

@@ -2,12 +2,15 @@
 
 ``GET|HEAD /{code}`` is answered here from the in-process link map, with one
 I/O: the click's JetStream publish, awaited before the response so that every
-3xx a visitor saw has a stored click. Everything else goes to the API app.
+3xx a visitor saw has a stored click. A password-protected link answers its
+form instead (no click), and ``POST /{code}`` with the right password takes
+the same redirect path (a 303). Everything else goes to the API app.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime
 from time import perf_counter
 from typing import Final
@@ -19,9 +22,11 @@ from services.link.clicks import new_click
 from services.link.domains import Domain, Domains, request_host, short_url
 from services.link.limits import Limits
 from services.link.orphans import Orphans
+from services.link.passwords import Busy, Passwords, Tries
 from services.link.previews import card
 from services.link.publisher import ClickPublisher
 from services.link.rules import LinkRules, forward
+from services.link.unlock import UnlockKeys, read_password, send_form, set_cookie
 from services.link.validation import CODE_RE, RESERVED
 from services.link.visitors import Visitors
 from shared import metrics
@@ -52,6 +57,9 @@ HEADER_CUT: Final = 1024
 _NO_STORE: Final = (b"cache-control", b"private, max-age=0")
 _OUT_OF_VISITS: Final = "link %r has reached its visit limit"
 _NO_COUNTS: Final = "visit counts are not loaded yet; try again in a moment"
+_WRONG: Final = "That password is not right. Try again."
+_TOO_MANY: Final = "Too many wrong tries. Try again in %d seconds."
+_BUSY: Final = "Too many passwords are being checked right now. Try again in a moment."
 
 
 class Gateway:
@@ -63,10 +71,21 @@ class Gateway:
     _visitors: Visitors
     _limits: Limits
     _domains: Domains
+    _unlock_keys: UnlockKeys
 
-    def __init__(self, api: ASGIApp, anonymize_ip: bool, orphans: Orphans, public_url: str) -> None:
+    def __init__(
+        self,
+        api: ASGIApp,
+        anonymize_ip: bool,
+        orphans: Orphans,
+        public_url: str,
+        passwords: Passwords,
+    ) -> None:
         self._api = api
         self._public_url = public_url
+        self._passwords = passwords
+        self._tries = Tries()
+        self._secure = public_url.startswith("https:")
         self._orphan = orphans.count
         # The API app itself, for what reads its OpenAPI document without
         # serving it (the docs site's build).
@@ -88,7 +107,9 @@ class Gateway:
         visitors: Visitors,
         limits: Limits,
         domains: Domains,
+        unlock_keys: UnlockKeys,
     ) -> None:
+        self._unlock_keys = unlock_keys
         self._cache = cache
         self._clicks = clicks
         self._countries = countries
@@ -116,14 +137,27 @@ class Gateway:
                 # /a/b: no code and no route of the API app (all under a
                 # reserved first segment), which answers it 404.
                 self._orphan(self._on(scope), INVALID_CODE, path)
+        elif scope["type"] == "http" and scope["method"] == "POST" and self._ready:
+            code = scope["path"][1:]
+            # A POST to any other link (or path) is the API app's (405, 404).
+            if (
+                code
+                and "/" not in code
+                and code not in RESERVED
+                and await self._unlock(scope, receive, send, code)
+            ):
+                return
         await self._api(scope, receive, send)
 
-    async def _redirect(self, scope: Scope, send: Send, code: str) -> None:
-        head = scope["method"] == "HEAD"
+    def _key(self, scope: Scope, code: str) -> tuple[str | None, str]:
         # The link is (domain, code); its key in the map is the code alone on
         # the default domain, where every request is until a domain is added.
         on = self._on(scope) if self._domains.others else None
-        key = code if on is None else f"{on}/{code}"
+        return on, code if on is None else f"{on}/{code}"
+
+    async def _redirect(self, scope: Scope, send: Send, code: str) -> None:
+        head = scope["method"] == "HEAD"
+        on, key = self._key(scope, code)
         entry = self._cache.get(key) or await self._cache.lookup(key)
         if entry is None or entry.deleted:
             self._orphan(on, NOT_FOUND if CODE_RE.match(code) else INVALID_CODE, scope["path"])
@@ -136,6 +170,69 @@ class Gateway:
         if entry.expires_at is not None and entry.expires_at <= datetime.now(UTC):
             await self._problem(scope, send, Problem(410, f"link {code!r} has expired"), head)
             return
+        if entry.password_hash is not None and not self._unlock_keys.admits(
+            next((v for k, v in scope["headers"] if k == b"cookie"), b""), key, entry.password_hash
+        ):
+            self._count(200)
+            await send_form(scope, send, 200, short_url(self._public_url, on, code))
+            return
+        await self._go(scope, send, code, on, key, entry)
+
+    async def _unlock(self, scope: Scope, receive: Receive, send: Send, code: str) -> bool:
+        """``POST /{code}`` of a protected link, answered; False: not one."""
+        on, key = self._key(scope, code)
+        entry = self._cache.get(key) or await self._cache.lookup(key)
+        if entry is None or entry.deleted or entry.password_hash is None:
+            return False
+        url = short_url(self._public_url, on, code)
+        if entry.expires_at is not None and entry.expires_at <= datetime.now(UTC):
+            await self._problem(scope, send, Problem(410, f"link {code!r} has expired"), False)
+            return True
+        client = scope.get("client")
+        address = client[0] if client else ""
+        wait = self._tries.take(key, address)
+        if wait:
+            seconds = max(1, math.ceil(wait))
+            self._count(429)
+            retry = [(b"retry-after", str(seconds).encode())]
+            await send_form(scope, send, 429, url, _TOO_MANY % seconds, retry)
+            return True
+        try:
+            password = await read_password(scope, receive)
+            right = bool(password) and await self._passwords.verify(entry.password_hash, password)
+        except Problem as problem:
+            await self._problem(scope, send, problem, False)
+            return True
+        except Busy:
+            self._tries.right(key, address)  # not checked: not a try
+            self._count(503)
+            await send_form(scope, send, 503, url, _BUSY, [(b"retry-after", b"1")])
+            return True
+        if not right:
+            self._count(401)
+            await send_form(scope, send, 401, url, _WRONG)
+            return True
+        self._tries.right(key, address)
+        started = perf_counter()
+        cookie = self._unlock_keys.issue(key, entry.password_hash)
+        remember = [] if cookie is None else [set_cookie(cookie, code, self._secure)]
+        await self._go(scope, send, code, on, key, entry, remember)
+        self._observe(perf_counter() - started)
+        return True
+
+    async def _go(
+        self,
+        scope: Scope,
+        send: Send,
+        code: str,
+        on: str | None,
+        key: str,
+        entry: LinkEntry,
+        unlocked: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """The redirect of a found, live link (``unlocked``: after its right
+        password, a 303 with these headers)."""
+        head = scope["method"] == "HEAD"
         referrer = user_agent = request_id = country = language = None
         for name, value in scope["headers"]:
             if name == b"user-agent":
@@ -200,12 +297,13 @@ class Gateway:
             log.error("click for %s not stored: %r", key, exc)
             await self._problem(scope, send, Problem(503, "click could not be recorded"), head)
             return
-        if entry.preview is not None and is_preview_fetcher(user_agent):
+        if unlocked is None and entry.preview is not None and is_preview_fetcher(user_agent):
             # A chat app drawing the link's card: its page, not the redirect
             # (the click is stored as any, a bot's).
             await self._card(scope, send, entry.preview, target, on, code, click.request_id)
             return
-        status = entry.redirect_type
+        # 303: the browser GETs the target after its POST.
+        status = entry.redirect_type if unlocked is None else 303
         self._count(status)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -225,6 +323,7 @@ class Gateway:
                     # Echoed so that a visitor's request can be traced to its click.
                     (_REQUEST_ID, click.request_id.encode("latin-1")),
                     _NO_STORE,
+                    *(unlocked or ()),
                     (b"content-length", b"0"),
                 ],
             }

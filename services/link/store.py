@@ -28,7 +28,7 @@ from shared.contracts import (
 
 _COLUMNS: Final = (
     "domain, code, url, redirect_type, tags, expires_at, max_visits, forward_query, rules, "
-    "destinations, preview, "
+    "destinations, preview, password_hash, "
     "version, created_at, updated_at"
 )
 # A code whose link was deleted may be taken again; its version goes on from
@@ -39,6 +39,7 @@ _REVIVE: Final = """ON CONFLICT (domain, code) DO UPDATE SET
     tags = EXCLUDED.tags, expires_at = EXCLUDED.expires_at,
     max_visits = EXCLUDED.max_visits, forward_query = EXCLUDED.forward_query,
     rules = EXCLUDED.rules, destinations = EXCLUDED.destinations, preview = EXCLUDED.preview,
+    password_hash = EXCLUDED.password_hash,
     version = links.version + 1, created_at = now(), updated_at = now(),
     deleted_at = NULL
 WHERE links.deleted_at IS NOT NULL"""
@@ -65,6 +66,8 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
     rules: list[Rule] = []
     destinations: list[Destination] | None = None
     preview: Preview | None = None
+    # Its password's Argon2id hash: for the KV entry alone, never answered.
+    password_hash: str | None = None
     version: int
     created_at: datetime
     updated_at: datetime
@@ -86,6 +89,7 @@ class Link(msgspec.Struct, kw_only=True, frozen=True):
             created_at=millis(self.created_at),
             destinations=self.destinations,
             preview=self.preview,
+            password_hash=self.password_hash,
         )
 
 
@@ -102,6 +106,7 @@ def _link(row: asyncpg.Record) -> Link:
         rules=decode_rules(row["rules"]),
         destinations=decode_destinations(row["destinations"]),
         preview=decode_preview(row["preview"]),
+        password_hash=row["password_hash"],
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -123,6 +128,7 @@ class Version(msgspec.Struct, kw_only=True, frozen=True):
     link: Link
     deleted_at: datetime | None
     changed_by: str | None
+    password_protected: bool = False
 
 
 class CodeTaken(Exception):
@@ -156,13 +162,15 @@ class LinkStore:
         rules: list[Rule] | None = None,
         destinations: list[Destination] | None = None,
         preview: Preview | None = None,
+        password_hash: str | None = None,
     ) -> Link:
         async with self._as(actor) as conn:
             row = await conn.fetchrow(
                 f"""
                 INSERT INTO links (domain, code, url, redirect_type, tags, expires_at,
-                                   max_visits, forward_query, rules, destinations, preview)
-                VALUES ($9, $1, $2, $3, $4, $5, $6, $7, $8::jsonb, $10::jsonb, $11::jsonb)
+                                   max_visits, forward_query, rules, destinations, preview,
+                                   password_hash)
+                VALUES ($9, $1, $2, $3, $4, $5, $6, $7, $8::jsonb, $10::jsonb, $11::jsonb, $12)
                 {_REVIVE}
                 RETURNING {_COLUMNS}
                 """,
@@ -177,6 +185,7 @@ class LinkStore:
                 column(domain),
                 encode_json(destinations),
                 encode_json(preview),
+                password_hash,
             )
         if row is None:
             raise CodeTaken(code)
@@ -317,7 +326,7 @@ class LinkStore:
         """Every version of the link, newest first; empty if it never existed."""
         rows = await self._pool.fetch(
             "SELECT domain, code, url, redirect_type, tags, expires_at, max_visits, forward_query, "
-            "rules, destinations, preview, "
+            "rules, destinations, preview, NULL AS password_hash, password_protected, "
             "version, created_at, changed_at AS updated_at, deleted_at, changed_by "
             "FROM link_versions "
             "WHERE domain = $1 AND code = $2 ORDER BY version DESC",
@@ -325,6 +334,11 @@ class LinkStore:
             code,
         )
         return [
-            Version(link=_link(r), deleted_at=r["deleted_at"], changed_by=r["changed_by"])
+            Version(
+                link=_link(r),
+                deleted_at=r["deleted_at"],
+                changed_by=r["changed_by"],
+                password_protected=r["password_protected"],
+            )
             for r in rows
         ]

@@ -15,7 +15,16 @@ from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
 from services.link.domains import Domains
-from services.link.payloads import MAX_TAG, MAX_TAGS, MAX_URL, MAX_VISITS, LinkChanges, NewLink
+from services.link.payloads import (
+    MAX_PASSWORD,
+    MAX_TAG,
+    MAX_TAGS,
+    MAX_URL,
+    MAX_VISITS,
+    MIN_PASSWORD,
+    LinkChanges,
+    NewLink,
+)
 from shared.contracts import (
     DEVICES,
     MAX_DESTINATIONS,
@@ -47,6 +56,7 @@ UPDATABLE: Final = frozenset(
         "rules",
         "destinations",
         "preview",
+        "password",
     }
 )
 _PREVIEW_FIELDS: Final = frozenset({"title", "description", "image"})
@@ -56,6 +66,15 @@ _LANGUAGE: Final = re.compile(r"^[a-z]{2,3}$")
 _COUNTRY: Final = re.compile(r"^[A-Z]{2}$")
 _WHEN: Final = ("device", "os", "language", "country", "query", "after", "before")
 _NON_ASCII: Final = re.compile(r"[^\x00-\x7f]+")
+
+
+def _password(value: Any) -> str | None:
+    """Never echoed in an error: a caller's password is not logged."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not MIN_PASSWORD <= len(value) <= MAX_PASSWORD:
+        raise ValueError(f"must be text of {MIN_PASSWORD} to {MAX_PASSWORD} characters or null")
+    return value
 
 
 def generate_code() -> str:
@@ -98,6 +117,7 @@ class LinkFields:
             "tags": _tags,
             "max_visits": _max_visits,
             "forward_query": _forward_query,
+            "password": _password,
         }
         for name, check in checks.items():
             if name in body and name in allowed:

@@ -34,8 +34,22 @@ CHECK_EVERY: Final = 60.0
 AHEAD: Final = 3600.0
 
 
-def _day(at: datetime) -> str:
+def day_of(at: datetime) -> str:
     return at.strftime("%Y-%m-%d")
+
+
+async def shared_secret(kv: KeyValue, key: str, until: datetime) -> bytes:
+    """32 random bytes under ``key`` that every replica shares until
+    ``until`` (the server deletes it then): the first to need it creates it,
+    the others read that one."""
+    ttl = max(1.0, (until - datetime.now(UTC)).total_seconds())
+    # Another gateway may have made it first: then everyone uses that one.
+    with contextlib.suppress(KeyWrongLastSequenceError):
+        await kv.create(key, secrets.token_bytes(32), msg_ttl=ttl)
+    entry = await kv.get(key)
+    if not entry.value:
+        raise RuntimeError(f"shared secret {key} is empty")
+    return entry.value
 
 
 class Visitors:
@@ -63,26 +77,18 @@ class Visitors:
         if (now + timedelta(seconds=AHEAD)).date() != now.date():
             days.append(now + timedelta(days=1))
         for at in days:
-            day = _day(at)
+            day = day_of(at)
             if day not in self._salts:
                 salt = await self._salt(at)
                 self._salts[day] = hashlib.blake2b(key=salt, digest_size=16)
-        keep = {_day(at) for at in days}
+        keep = {day_of(at) for at in days}
         for day in list(self._salts):
             if day not in keep:
                 del self._salts[day]
 
     async def _salt(self, at: datetime) -> bytes:
-        day = _day(at)
         end = datetime(at.year, at.month, at.day, tzinfo=UTC) + timedelta(days=1)
-        ttl = max(1.0, (end - datetime.now(UTC)).total_seconds())
-        # Another gateway may have made it first: then everyone uses that one.
-        with contextlib.suppress(KeyWrongLastSequenceError):
-            await self._kv.create(day, secrets.token_bytes(32), msg_ttl=ttl)
-        entry = await self._kv.get(day)
-        if not entry.value:
-            raise RuntimeError(f"visitor salt for {day} is empty")
-        return entry.value
+        return await shared_secret(self._kv, day_of(at), end)
 
     def loop(self) -> Loop:
         return periodic("visitor salt", CHECK_EVERY, self.prepare)

@@ -118,7 +118,11 @@ def permissions() -> dict[str, dict[str, list[str]]]:
             ],
             "subscribe": [],
         },
-        "click_recorder": {"publish": _worker(c.CLICK_RECORDER), "subscribe": [REDIRECTS_BUSY]},
+        # Its API (the raw clicks' export) reads the keys like every HTTP service's.
+        "click_recorder": {
+            "publish": [*_worker(c.CLICK_RECORDER), *_api_keys()],
+            "subscribe": [REDIRECTS_BUSY],
+        },
         "cache_refresher": {
             # It answers refresh requests (a links.* dead letter's replay) on
             # reply subjects under LINK_REFRESHED, not in analytics' inbox.

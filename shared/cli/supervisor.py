@@ -180,7 +180,11 @@ class Supervisor:
         _say(f"{'gateway':<15} {gateway}  (API /api/links, docs /api/docs)")
         for name in self.services[1:]:
             port = env[f"LINKFLOW_{name.upper()}_PORT"]
-            where = {"analytics": "/api/docs", "webhooks": "/api/webhooks"}.get(name, "/metrics")
+            where = {
+                "analytics": "/api/docs",
+                "webhooks": "/api/webhooks",
+                "click_recorder": "/api/docs",  # its clicks' export, GET /api/clicks
+            }.get(name, "/metrics")
             _say(f"{name:<15} http://127.0.0.1:{port}{where}")
         return env
 

@@ -9,6 +9,7 @@ from tests.integration.conftest import (
     cache_refresher,
     gateway,
     recorder,
+    recorder_api,
 )
 
-__all__ = ["admin_key", "analytics", "cache_refresher", "gateway", "recorder"]
+__all__ = ["admin_key", "analytics", "cache_refresher", "gateway", "recorder", "recorder_api"]

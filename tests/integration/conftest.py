@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from nats.aio.client import Client
@@ -14,8 +15,10 @@ from services.analytics.app import build as build_analytics
 from services.analytics.migrations import MIGRATION as ANALYTICS
 from services.analytics.settings import Settings as AnalyticsSettings
 from services.cache_refresher.applier import Applier, decode
+from services.click_recorder.app import build as build_recorder
 from services.click_recorder.partitions import Partitions
 from services.click_recorder.recorder import ClickRecorder
+from services.click_recorder.settings import Settings as RecorderSettings
 from services.link.app import build
 from services.link.settings import Settings as LinkSettings
 from shared import db
@@ -68,6 +71,23 @@ async def recorder(nc: Client, db_url: str) -> AsyncIterator[None]:
 
 
 @pytest.fixture
+async def recorder_api(
+    servers: Servers, nc: Client, db_url: str, admin_key: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The click-recorder as it runs (worker loops and its API, one
+    lifespan) in-process; the client carries the admin key."""
+    settings = RecorderSettings(
+        common=Common(nats_url=servers.nats_url, database_url=db_url, public_url=PUBLIC_URL),
+        worker=TEST_WORKER,
+    )
+    async with (
+        serve(build_recorder(settings)) as url,
+        httpx.AsyncClient(base_url=url, headers=bearer(admin_key)) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
 async def cache_refresher(nc: Client, db_url: str) -> AsyncIterator[CacheRefresher]:
     refresher = CacheRefresher(nc, db_url)
     await refresher.start()
@@ -82,10 +102,14 @@ class CacheRefresher:
         self._nc = nc
         self._db_url = db_url
         self._running: contextlib.AbstractAsyncContextManager[object] | None = None
+        self._pool: asyncpg.Pool | None = None
 
     async def start(self) -> None:
         kv = await self._nc.jetstream().key_value(topology.KV_LINKS)
-        worker = Worker(self._nc, topology.CACHE_REFRESHER, TEST_WORKER, decode, Applier(kv).handle)
+        # A protected link's update is applied from its row (the hash).
+        self._pool = await db.create_pool(self._db_url, max_size=2)
+        applier = Applier(kv, self._pool)
+        worker = Worker(self._nc, topology.CACHE_REFRESHER, TEST_WORKER, decode, applier.handle)
         self._running = running(worker.run)
         await self._running.__aenter__()
 
@@ -93,6 +117,9 @@ class CacheRefresher:
         if self._running is not None:
             await self._running.__aexit__(None, None, None)
             self._running = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
 
 @pytest.fixture

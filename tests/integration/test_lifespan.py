@@ -31,7 +31,7 @@ from services.analytics.migrations import MIGRATION as ANALYTICS
 from services.analytics.settings import Settings as AnalyticsSettings
 from services.cache_refresher import __main__ as cache_refresher
 from services.cache_refresher.settings import Settings as RefresherSettings
-from services.click_recorder import __main__ as click_recorder
+from services.click_recorder import app as click_recorder
 from services.click_recorder.settings import Settings as RecorderSettings
 from services.link.app import build as build_gateway
 from services.link.settings import Settings as LinkSettings
@@ -205,5 +205,18 @@ async def test_a_click_recorder_that_fails_halfway_leaves_nothing(
     )
     async with nothing_left(nats):
         with pytest.raises(RuntimeError, match="injected"):
-            await click_recorder.run(settings)
+            await lifespan(click_recorder.build(settings))
     assert open_then == [["click-recorder"]]  # it had connected
+
+
+async def test_a_click_recorder_that_starts_and_stops_leaves_nothing(
+    nats: Monitored, db_url: str
+) -> None:
+    await provision(nats)
+    settings = RecorderSettings(common=Common(nats_url=nats.url, database_url=db_url))
+    async with nothing_left(nats):
+        said = await lifespan(click_recorder.build(settings))
+    assert [m["type"] for m in said] == [
+        "lifespan.startup.complete",
+        "lifespan.shutdown.complete",
+    ]

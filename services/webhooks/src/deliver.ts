@@ -14,6 +14,13 @@ const log = logger("deliver");
 export const TIMEOUT_MS = 15_000;
 const LEASE_MS = 30_000; // longer than an attempt (15 s) and its write-back
 const POLL_MS = 1000;
+/** Claimed ahead per endpoint: up to this many times its concurrency wait in a local
+ *  queue (one claim serves many attempts); refilled when fewer than its concurrency wait. */
+const AHEAD = 4;
+/** A claimed delivery not started within this long after its claim is given back: its
+ *  attempt (TIMEOUT_MS) and write-back must end well inside the lease. Keeps a hanging
+ *  endpoint's queue from outliving its leases. */
+const START_WITHIN_MS = LEASE_MS - TIMEOUT_MS - 5_000;
 const MAX_RESPONSE_BYTES = 64 * 1024;
 
 export class RefusedAddress extends Error {}
@@ -57,12 +64,15 @@ export class Sender {
   readonly httpAgent: http.Agent;
   readonly httpsAgent: https.Agent;
 
-  constructor(opts: { allowPrivate: boolean; allowHttp: boolean }) {
+  /** `perEndpoint`: deliveries in flight per endpoint; sockets per host follow it
+   *  (twice as many, at least 8: endpoints may share a host). */
+  constructor(opts: { allowPrivate: boolean; allowHttp: boolean; perEndpoint?: number }) {
     this.allowPrivate = opts.allowPrivate;
     this.allowHttp = opts.allowHttp;
     const lookup = guardedLookup(opts.allowPrivate);
-    this.httpAgent = new http.Agent({ keepAlive: true, maxSockets: 8, lookup });
-    this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 8, lookup });
+    const maxSockets = Math.max(8, 2 * (opts.perEndpoint ?? 4));
+    this.httpAgent = new http.Agent({ keepAlive: true, maxSockets, lookup });
+    this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets, lookup });
   }
 
   close(): void {
@@ -162,11 +172,19 @@ export class Deliverer {
   readonly retryScale: number;
   private inFlight = new Map<string, number>();
   private total = 0;
+  /** Claimed, not yet started, per endpoint, with when each must start by (ms). */
+  private queues = new Map<string, Array<{ d: Claimed; startBy: number }>>();
+  private queued = 0;
+  /** Endpoints whose last claim was filled: more may be due, refill at the low-water mark. */
+  private more = new Set<string>();
+  /** Claimed but dropped unstarted: leases to give back. */
+  private toRelease: string[] = [];
   private results: AttemptResult[] = [];
   private flushing: Promise<void> | null = null;
   private stopped = false;
   private wakeUp: (() => void) | null = null;
   private woken = false;
+  private refill = false;
   private abort = new AbortController();
   private abandoned: string[] = [];
   private loop: Promise<void> | null = null;
@@ -187,27 +205,84 @@ export class Deliverer {
     this.loop = this.run();
   }
 
-  /** New deliveries may be due: claim at once. */
+  /** New deliveries may be due (or endpoints changed): claim at once, from every endpoint. */
   wake(): void {
     this.woken = true;
     this.wakeUp?.();
   }
 
+  /** Endpoints changed (URL, filters, enabled, deleted): what was claimed ahead is given
+   *  back and claimed again as the endpoints now are. */
+  forget(endpointIds?: string[]): void {
+    for (const [ep, q] of this.queues) {
+      if (endpointIds && !endpointIds.includes(ep)) continue;
+      for (const x of q) this.toRelease.push(x.d.id);
+      this.queued -= q.length;
+      this.queues.delete(ep);
+      this.more.delete(ep);
+    }
+    this.wake();
+  }
+
+  private get queueCap(): number {
+    return this.perEndpoint * AHEAD;
+  }
+
+  /** Some endpoint with more due has fewer than its concurrency waiting. */
+  private wantsRefill(): boolean {
+    if (this.queued >= this.global * AHEAD) return false;
+    for (const ep of this.more) if ((this.queues.get(ep)?.length ?? 0) < this.perEndpoint) return true;
+    return false;
+  }
+
   private async run(): Promise<void> {
     while (!this.stopped) {
+      const all = this.woken;
       this.woken = false;
-      let claimed: Claimed[] = [];
-      const free = this.global - this.total;
-      if (free > 0) {
+      this.refill = false;
+      this.dropStale();
+      if (this.toRelease.length) {
+        const ids = this.toRelease;
+        this.toRelease = [];
+        // Not given back (the database is down): the leases expire instead.
+        await this.store.release(ids).catch((e) => log.warn(`could not give back ${ids.length} leases`, { error: e as Error }));
+      }
+      let fresh = false;
+      let failed = false;
+      const room = this.global * AHEAD - this.queued;
+      if ((all || this.wantsRefill()) && room > 0 && !this.stopped) {
+        // How many to claim of each endpoint: up to its queue's cap; on a refill only of
+        // those that had more due (the others had none a moment ago: the next wake or poll).
+        const asks = new Map<string, number>();
+        for (const ep of new Set([...this.inFlight.keys(), ...this.queues.keys(), ...this.more])) {
+          const q = this.queues.get(ep)?.length ?? 0;
+          asks.set(ep, all || (this.more.has(ep) && q < this.perEndpoint) ? Math.max(0, this.queueCap - q) : 0);
+        }
+        const claimedAt = Date.now();
         try {
-          claimed = await this.store.claim(this.inFlight, this.perEndpoint, free, LEASE_MS);
+          const claimed = await this.store.claim(asks, all ? this.queueCap : 0, room, LEASE_MS);
+          const got = new Map<string, number>();
+          for (const d of claimed) {
+            got.set(d.endpoint_id, (got.get(d.endpoint_id) ?? 0) + 1);
+            let q = this.queues.get(d.endpoint_id);
+            if (!q) this.queues.set(d.endpoint_id, (q = []));
+            q.push({ d, startBy: claimedAt + START_WITHIN_MS });
+            this.queued += 1;
+          }
+          for (const [ep, n] of got) {
+            if (n >= (asks.get(ep) ?? (all ? this.queueCap : 0))) this.more.add(ep);
+            else this.more.delete(ep);
+          }
+          for (const [ep, ask] of asks) if (ask > 0 && !got.has(ep)) this.more.delete(ep);
+          fresh = claimed.length > 0 && claimed.length >= room; // stopped by the overall cap: more may be due
         } catch (e) {
           log.warn("could not claim deliveries", { error: e as Error });
+          failed = true;
         }
+        this.pumpAll();
       }
-      for (const d of claimed) this.startOne(d);
-      if (claimed.length > 0 && claimed.length < free) continue; // more may be due
-      if ((claimed.length === 0 || this.total >= this.global) && !this.woken && !this.stopped) {
+      if (fresh || this.stopped) continue;
+      if (failed || (!this.woken && !this.refill)) {
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, POLL_MS);
           this.wakeUp = () => {
@@ -216,7 +291,47 @@ export class Deliverer {
           };
         });
         this.wakeUp = null;
+        // The poll: claim from every endpoint, as a wake does.
+        if (!this.refill) this.woken = true;
       }
+    }
+  }
+
+  /** Drops queued deliveries that can no longer start well inside their lease. */
+  private dropStale(): void {
+    const now = Date.now();
+    for (const [ep, q] of this.queues) {
+      let n = 0;
+      while (n < q.length && q[n].startBy <= now) n++;
+      if (n === 0) continue;
+      for (const x of q.splice(0, n)) this.toRelease.push(x.d.id);
+      this.queued -= n;
+      if (q.length === 0) this.queues.delete(ep);
+    }
+  }
+
+  /** Starts queued deliveries of an endpoint while it and the process have free slots. */
+  private pump(ep: string): void {
+    const q = this.queues.get(ep);
+    if (!q) return;
+    const now = Date.now();
+    while (q.length && (this.inFlight.get(ep) ?? 0) < this.perEndpoint && this.total < this.global && !this.stopped) {
+      const x = q.shift()!;
+      this.queued -= 1;
+      if (x.startBy <= now) this.toRelease.push(x.d.id);
+      else this.startOne(x.d);
+    }
+    if (q.length === 0) this.queues.delete(ep);
+    if (this.more.has(ep) && q.length < this.perEndpoint && !this.refill) {
+      this.refill = true;
+      this.wakeUp?.();
+    }
+  }
+
+  private pumpAll(): void {
+    for (const ep of [...this.queues.keys()]) {
+      if (this.total >= this.global) return;
+      this.pump(ep);
     }
   }
 
@@ -231,7 +346,9 @@ export class Deliverer {
         else this.inFlight.set(d.endpoint_id, n);
         this.total -= 1;
         this.running.delete(p);
-        this.wake(); // a slot is free
+        // A slot is free: the next one waiting, of this endpoint first.
+        this.pump(d.endpoint_id);
+        this.pumpAll();
       });
     this.running.add(p);
   }
@@ -333,6 +450,12 @@ export class Deliverer {
     this.stopped = true;
     this.wake();
     await this.loop;
+    // Claimed ahead, never started: given back with those abandoned below.
+    for (const q of this.queues.values()) for (const x of q) this.abandoned.push(x.d.id);
+    this.abandoned.push(...this.toRelease);
+    this.queues.clear();
+    this.queued = 0;
+    this.toRelease = [];
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.all([...this.running]),

@@ -10,6 +10,8 @@ import type { NewDelivery, Store } from "./store.ts";
 
 const log = logger("intake");
 const utf8 = new TextDecoder("utf-8", { fatal: true });
+/** A partial batch waits at most this long for more messages. */
+const FLUSH_MS = 15;
 
 interface Parsed {
   m: JsMsg;
@@ -159,16 +161,38 @@ export class Intake {
             const msgs = await consumer.consume({ max_messages: this.bulk, abort_on_missing_resource: abortOnMissing });
             entry.msgs = msgs;
             if (this.stopping.signal.aborted) msgs.stop();
+            // A batch is handed over when full, when nothing more is queued, or at the
+            // latest FLUSH_MS after its first message. getPending() alone is not enough:
+            // it also counts the consumer's pull-request callbacks, and stays above 0
+            // through a burst's last message. Batches are handled one at a time, in order;
+            // a full batch waits for the one before it (no unbounded reading ahead).
             let batch: JsMsg[] = [];
-            for await (const m of msgs) {
-              batch.push(m);
-              if (batch.length >= this.bulk || msgs.getPending() === 0) {
-                await this.handle(name, batch);
-                batch = [];
+            let timer: NodeJS.Timeout | null = null;
+            let inHand: Promise<void> = Promise.resolve();
+            const handOver = (): Promise<void> => {
+              if (timer) {
+                clearTimeout(timer);
+                timer = null;
               }
-              if (this.stopping.signal.aborted) break;
+              if (batch.length === 0) return inHand;
+              const b = batch;
+              batch = [];
+              // Not acked on a failure: the server redelivers after the ack wait.
+              inHand = inHand
+                .then(() => this.handle(name, b))
+                .catch((e) => log.warn(`handling ${b.length} events of ${stream}/${name} failed; they come again`, { error: e as Error }));
+              return inHand;
+            };
+            try {
+              for await (const m of msgs) {
+                batch.push(m);
+                if (batch.length >= this.bulk || msgs.getPending() === 0) await handOver();
+                else timer ??= setTimeout(() => void handOver(), FLUSH_MS);
+                if (this.stopping.signal.aborted) break;
+              }
+            } finally {
+              await handOver();
             }
-            if (batch.length) await this.handle(name, batch);
             entry.msgs = null;
             if (abortOnMissing) return; // the clicks consumer went away: reconcile restarts it if wanted
           } catch (e) {

@@ -81,7 +81,10 @@ export async function run(settings: Settings): Promise<void> {
     keys,
     metrics,
     ready,
-    endpointsChanged: reconcile,
+    endpointsChanged: async () => {
+      deliverer?.forget(); // what it claimed ahead is claimed again as the endpoints now are
+      await reconcile();
+    },
     wake: () => deliverer?.wake(),
   });
   await app.listen({ host: settings.host, port: settings.port });
@@ -136,7 +139,7 @@ export async function run(settings: Settings): Promise<void> {
   if (!(await retry(`preparing the database at ${redact(settings.databaseUrl)}`, () => store.migrate().then(() => true), () => stopping))) return;
   dbReady = true;
 
-  const sender = new Sender({ allowPrivate: settings.allowPrivate, allowHttp: settings.allowHttp });
+  const sender = new Sender({ allowPrivate: settings.allowPrivate, allowHttp: settings.allowHttp, perEndpoint: settings.perEndpointConcurrency });
   deliverer = new Deliverer({
     store,
     sender,
@@ -145,7 +148,10 @@ export async function run(settings: Settings): Promise<void> {
     global: settings.globalConcurrency,
     retryScale: settings.retryScale,
   });
-  deliverer.onDisabled = () => void reconcile();
+  deliverer.onDisabled = (ids) => {
+    deliverer?.forget(ids);
+    void reconcile();
+  };
   intake = new Intake({ bus, store, bulk: settings.bulkLimit, defaultDomain: settings.defaultDomain, metrics, onNew: () => deliverer?.wake() });
   if (!(await retry("creating the consumers", () => intake!.start().then(() => true), () => stopping))) return;
   deliverer.start();

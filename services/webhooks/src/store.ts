@@ -343,12 +343,13 @@ export class Store {
   }
 
   /**
-   * Claims due deliveries of enabled endpoints: at most `free.get(ep)` (else
-   * `perEndpoint`) per endpoint and `limit` in all, leased for `leaseMs`.
+   * Claims due deliveries of enabled endpoints: at most `asks.get(ep)` (else
+   * `otherwise`) per endpoint and `limit` in all, leased for `leaseMs`.
    */
-  async claim(busy: Map<string, number>, perEndpoint: number, limit: number, leaseMs: number): Promise<Claimed[]> {
-    const ids = [...busy.keys()];
-    const free = ids.map((k) => Math.max(0, perEndpoint - (busy.get(k) ?? 0)));
+  async claim(asks: Map<string, number>, otherwise: number, limit: number, leaseMs: number): Promise<Claimed[]> {
+    const ids = [...asks.keys()];
+    const free = ids.map((k) => Math.max(0, asks.get(k) ?? 0));
+    const perEndpoint = Math.max(0, otherwise);
     const r = await this.pool.query(
       `WITH slots AS (SELECT * FROM unnest($1::text[], $2::int[]) AS s(endpoint_id, free)),
        picked AS (
