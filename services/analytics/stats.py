@@ -177,7 +177,12 @@ class Stats:
         # Counted under the link's key: its code, or host/code on another
         # domain than the default (services.analytics.migrations).
         key = link_key(*link)
-        async with self._connection() as conn:
+        # One snapshot for the four queries: a click counted between two of
+        # them would otherwise be in the total and missing from the series.
+        async with (
+            self._connection() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
             series = await conn.fetch(SERIES, key, start, end, interval, include_bots)
             visitors = await conn.fetchval(VISITORS, key, start, end, include_bots)
             dims = await conn.fetch(DIMENSIONS, key, start, end, include_bots, limit)
