@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from typing import TypedDict
 
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 
 from services.analytics import api, ops, pipeline, webapp
 from services.analytics.backfill import Backfills
@@ -23,8 +22,9 @@ from services.analytics.store import AnalyticsStore
 from shared import db, roster, useragent
 from shared.contracts import Click
 from shared.geo import Countries
-from shared.http import checks, docs, health, openapi, problems
-from shared.http.access import Access, Guard
+from shared.http import checks, health
+from shared.http.access import Access
+from shared.http.apps import service_app
 from shared.jetstream import bus, topology
 from shared.jetstream.loops import Loops
 from shared.jetstream.rescue import rescue_worker
@@ -134,20 +134,7 @@ def build(settings: Settings) -> FastAPI:
             # (the loops), then stops the rest and drains NATS.
             yield {"deps": api.Deps(store, js, live, backfills, access, history, yields, stats)}
 
-    app = FastAPI(
-        title="linkflow analytics",
-        lifespan=lifespan,
-        docs_url=None,  # shared.http.docs: Swagger UI from this origin, under the CSP
-        openapi_url="/api/openapi.json",
-        generate_unique_id_function=openapi.operation_id,
-        redoc_url=None,
-        exception_handlers=problems.exception_handlers(RequestValidationError),
-    )
-    app.include_router(api.router)
-    app.include_router(ops.router)
-    app.router.routes.extend(docs.routes(app.openapi_url, app.title))
-    webapp.mount(app, settings.common)
     access = Access.build(api.policy, settings.common, settings.write_rate)
-    app.add_middleware(Guard, access=access)
-    app.openapi = openapi.documented(app.openapi, api.policy)  # type: ignore[method-assign]
+    app = service_app("linkflow analytics", lifespan, [api.router, ops.router], access)
+    webapp.mount(app, settings.common)
     return app

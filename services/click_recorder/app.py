@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Final, TypedDict
 
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 
 from services.click_recorder import api
 from services.click_recorder.export import Exports
@@ -18,8 +17,9 @@ from services.click_recorder.recorder import ClickRecorder
 from services.click_recorder.settings import Settings
 from shared import db, roster
 from shared.contracts import Click
-from shared.http import checks, docs, health, openapi, problems
-from shared.http.access import Access, Guard
+from shared.http import checks, health
+from shared.http.access import Access
+from shared.http.apps import service_app
 from shared.jetstream import bus, topology
 from shared.jetstream.loops import Loops
 from shared.jetstream.rescue import rescue_worker
@@ -95,18 +95,5 @@ def build(settings: Settings) -> FastAPI:
             exports = Exports(export_pool, settings.exports, settings.export_timeout)
             yield {"deps": api.Deps(exports, default_host(settings.common.public_url))}
 
-    app = FastAPI(
-        title="linkflow click-recorder",
-        lifespan=lifespan,
-        docs_url=None,  # shared.http.docs: Swagger UI from this origin, under the CSP
-        openapi_url="/api/openapi.json",
-        generate_unique_id_function=openapi.operation_id,
-        redoc_url=None,
-        exception_handlers=problems.exception_handlers(RequestValidationError),
-    )
-    app.include_router(api.router)
-    app.router.routes.extend(docs.routes(app.openapi_url, app.title))
     access = Access.build(api.policy, settings.common, NO_WRITES)
-    app.add_middleware(Guard, access=access)
-    app.openapi = openapi.documented(app.openapi, api.policy)  # type: ignore[method-assign]
-    return app
+    return service_app("linkflow click-recorder", lifespan, [api.router], access)

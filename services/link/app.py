@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import TypedDict
 
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 
 from services.link import api, domain_api, replicas
@@ -31,8 +30,9 @@ from services.link.validation import LinkFields
 from services.link.visitors import Visitors
 from shared import db, roster, useragent
 from shared.geo import Countries
-from shared.http import checks, docs, health, openapi, problems
-from shared.http.access import Access, Guard
+from shared.http import checks, health
+from shared.http.access import Access
+from shared.http.apps import service_app
 from shared.jetstream import bus, topology
 from shared.jetstream.loops import Loops
 from shared.urls import default_host, origins
@@ -161,20 +161,8 @@ def build(settings: Settings) -> Gateway:
                 )
             }
 
-    app = FastAPI(
-        exception_handlers=problems.exception_handlers(RequestValidationError),
-        title="linkflow gateway",
-        lifespan=lifespan,
-        docs_url=None,  # shared.http.docs: Swagger UI from this origin, under the CSP
-        openapi_url="/api/openapi.json",
-        generate_unique_id_function=openapi.operation_id,
-        redoc_url=None,
-    )
-    app.include_router(api.router)
-    app.include_router(domain_api.router)
-    app.router.routes.extend(docs.routes(app.openapi_url, app.title))
     access = Access.build(api.policy, settings.common, settings.write_rate)
-    app.add_middleware(Guard, access=access)
+    app = service_app("linkflow gateway", lifespan, [api.router, domain_api.router], access)
     # Outside the guard: a preflight carries no key. Only the web app's
     # origin may call the API from a browser (docs/api/index.md, "The web app").
     app.add_middleware(
@@ -184,7 +172,6 @@ def build(settings: Settings) -> Gateway:
         allow_headers=["authorization", "content-type"],
         max_age=600,
     )
-    app.openapi = openapi.documented(app.openapi, api.policy)  # type: ignore[method-assign]
 
     orphans = Orphans()
     # One bound on Argon2 work per process, for the API's hashing and the

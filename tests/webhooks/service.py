@@ -10,7 +10,6 @@ import json
 import os
 import secrets
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import httpx
 
 from shared import node
 from shared.cli import permissions
-from shared.cli.servers import NatsServer, free_port
+from shared.cli.servers import NatsServer, free_port, wait_until
 
 SERVICE = Path(__file__).resolve().parents[2] / "services" / "webhooks"
 
@@ -92,13 +91,16 @@ def running(home: Path, env: dict[str, str], timeout: float = 60) -> Iterator[Ru
         )
     service = Running(proc, f"http://127.0.0.1:{port}", stderr)
     try:
-        deadline = time.monotonic() + timeout
-        while not _ready(service.base):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    "the webhooks service is not ready:\n" + "\n".join(service.lines())
-                )
-            time.sleep(0.05)
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError("the webhooks service exited:\n" + "\n".join(service.lines()))
+            return _ready(service.base)
+
+        try:
+            wait_until(ready, timeout, "the webhooks service ready")
+        except TimeoutError as exc:
+            raise RuntimeError(f"{exc}:\n" + "\n".join(service.lines())) from None
         yield service
     finally:
         proc.terminate()
