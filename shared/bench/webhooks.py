@@ -32,7 +32,7 @@ from shared import roster
 from shared.bench.client import Client
 from shared.bench.drain import asgi
 from shared.bench.receiver import Tally, decode_tally
-from shared.bench.system import System, caught_up, redirects_served, running
+from shared.bench.system import System, caught_up, cpu, per_click, redirects_served, running
 from shared.bench.wrk import Load, wrk
 from shared.cli.servers import free_port, port_open, wait_until
 from shared.jetstream import bus, topology
@@ -77,6 +77,9 @@ class Spike:
 class Delivered:
     expected: int  # redirects served, each a click for the endpoint
     tally: Tally
+    # Each process's CPU from the paced load's start to the last delivery, in
+    # µs per delivery: where a round's time went.
+    costs: dict[str, float]
 
     @property
     def missing(self) -> int:
@@ -87,7 +90,9 @@ class Delivered:
         return (
             f"{t.distinct:,} webhook-ids for {self.expected:,} clicks, in {t.seconds:.2f} s: "
             f"{t.rate:,.0f} deliveries/s ({self.missing} missing, {t.duplicates} duplicates; "
-            f"longest pause {t.gap:.2f} s, without it {t.rate_but_gap:,.0f}/s)"
+            f"longest pause {t.gap:.2f} s, without it {t.rate_but_gap:,.0f}/s)\n"
+            "             CPU per delivery: "
+            + ", ".join(f"{name} {us:.0f} µs" for name, us in self.costs.items())
         )
 
 
@@ -132,11 +137,15 @@ def _tally(receiver: str) -> Tally:
         return decode_tally(http.get(f"{receiver}/tally").raise_for_status().text)
 
 
-def _deliveries(system: System, receiver: str, clicks: int, connections: int) -> Delivered:
+def _deliveries(
+    system: System, receiver: str, receiver_pid: int, clicks: int, connections: int
+) -> Delivered:
     """``clicks`` redirects within a second, then wait until the receiver has
     had one delivery for each (or none arrives for STALL_SECONDS)."""
     with Client() as http:
         http.post(f"{receiver}/reset").raise_for_status()
+    pids = {**system.pids(), "receiver": receiver_pid}
+    cpu_before = cpu(pids)
     before = redirects_served(system.gateway)
     wrk(f"{system.gateway}/bench", 1, connections, rate=clicks)
     expected = redirects_served(system.gateway) - before
@@ -146,9 +155,10 @@ def _deliveries(system: System, receiver: str, clicks: int, connections: int) ->
         now = _tally(receiver).distinct
         if now > seen:
             seen, progress = now, time.monotonic()
+    costs = per_click(cpu_before, cpu(pids), seen)
     if seen >= expected:
         _catch_up(system)
-    return Delivered(expected, _tally(receiver))
+    return Delivered(expected, _tally(receiver), costs)
 
 
 def run_webhooks(seconds: int, connections: int, rounds: int, clicks: int) -> int:
@@ -166,13 +176,19 @@ def run_webhooks(seconds: int, connections: int, rounds: int, clicks: int) -> in
         )
         try:
             wait_until(lambda: port_open(port), 30, "the receiver")
-            return _rounds(system, receiver, seconds, connections, rounds, clicks)
+            return _rounds(system, receiver, served.pid, seconds, connections, rounds, clicks)
         finally:
             served.stop()
 
 
 def _rounds(
-    system: System, receiver: str, seconds: int, connections: int, rounds: int, clicks: int
+    system: System,
+    receiver: str,
+    receiver_pid: int,
+    seconds: int,
+    connections: int,
+    rounds: int,
+    clicks: int,
 ) -> int:
     api = f"{system.service_url(roster.WEBHOOKS)}/api/webhooks"
     print(
@@ -190,7 +206,7 @@ def _rounds(
             made = http.post(api, json={"url": f"{receiver}/hook", "events": ["link.clicked"]})
             endpoint = json.loads(made.raise_for_status().text)["id"]
             _clicks_consumer(system, exists=True)
-            delivered = _deliveries(system, receiver, clicks, connections)
+            delivered = _deliveries(system, receiver, receiver_pid, clicks, connections)
             one = _spike(system, seconds, connections)
             http.delete(f"{api}/{endpoint}").raise_for_status()
             _clicks_consumer(system, exists=False)

@@ -186,7 +186,8 @@ def permissions() -> dict[str, dict[str, list[str]]]:
                 *_own_consumer(c.WEBHOOKS_CLICKS),
                 *_api_keys(),
             ],
-            "subscribe": [],
+            # redirects.busy holds its intake and deliveries off during a spike.
+            "subscribe": [REDIRECTS_BUSY],
         },
         ADMIN: {"publish": [">"], "subscribe": [">"]},
     }

@@ -44,6 +44,8 @@ export const validators = {
 } satisfies Record<EventType, Validator>;
 
 export const linkEntry = must("LinkEntry");
+/** `redirects.busy`: a gateway near its capacity (src/busy.ts). */
+export const redirectsBusy = must("RedirectsBusy");
 /** ApiKey.json may not exist yet: then key records are checked by hand. */
 export const apiKey: Validator | null = load("ApiKey");
 

@@ -5,6 +5,7 @@ import dns from "node:dns";
 import { isIP, type LookupFunction } from "node:net";
 import { Webhook } from "standardwebhooks";
 import { refusedReason, hostOf } from "./address.ts";
+import type { BusyGateways } from "./busy.ts";
 import { retryDelayMs, MAX_ATTEMPTS } from "./backoff.ts";
 import { logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
@@ -103,6 +104,9 @@ export class Sender {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        // One signal serves every attempt: a listener left on it would be kept (with its
+        // request) for the process's life, and each addEventListener scans those before it.
+        signal?.removeEventListener("abort", onAbort);
         resolve(r);
       };
       const req = mod.request(
@@ -170,6 +174,10 @@ export class Deliverer {
   readonly perEndpoint: number;
   readonly global: number;
   readonly retryScale: number;
+  readonly busy: BusyGateways | null;
+  /** When the current hold began (ms): while a gateway stays busy, work resumes the yield lag after. */
+  private holdSince: number | null = null;
+  private halt = new AbortController();
   private inFlight = new Map<string, number>();
   private total = 0;
   /** Claimed, not yet started, per endpoint, with when each must start by (ms). */
@@ -192,13 +200,39 @@ export class Deliverer {
   private flushTimer: NodeJS.Timeout | null = null;
   onDisabled: (ids: string[]) => void = () => undefined;
 
-  constructor(opts: { store: Store; sender: Sender; metrics: Metrics; perEndpoint: number; global: number; retryScale: number }) {
+  constructor(opts: {
+    store: Store;
+    sender: Sender;
+    metrics: Metrics;
+    perEndpoint: number;
+    global: number;
+    retryScale: number;
+    busy?: BusyGateways;
+  }) {
     this.store = opts.store;
     this.sender = opts.sender;
     this.metrics = opts.metrics;
     this.perEndpoint = opts.perEndpoint;
     this.global = opts.global;
     this.retryScale = opts.retryScale;
+    this.busy = opts.busy ?? null;
+  }
+
+  /** The oldest work in hand (ms): the oldest queued delivery's creation, or when the hold began. */
+  private behindSince(): number {
+    const now = Date.now();
+    if (!this.busy?.busy) {
+      this.holdSince = null;
+      return now;
+    }
+    let t = (this.holdSince ??= now);
+    for (const q of this.queues.values()) if (q.length) t = Math.min(t, q[0].d.created_at.getTime());
+    return t;
+  }
+
+  /** Whether to start nothing new now: a gateway says redirects.busy, within the yield lag. */
+  private holding(): boolean {
+    return this.busy !== null && this.busy.holds(this.behindSince());
   }
 
   start(): void {
@@ -237,6 +271,12 @@ export class Deliverer {
 
   private async run(): Promise<void> {
     while (!this.stopped) {
+      if (this.holding()) {
+        // Attempts in flight finish; nothing new is claimed or started until the hold ends.
+        await this.busy!.turn("webhooks-deliveries", this.behindSince(), this.halt.signal);
+        this.pumpAll();
+        continue;
+      }
       const all = this.woken;
       this.woken = false;
       this.refill = false;
@@ -313,7 +353,7 @@ export class Deliverer {
   /** Starts queued deliveries of an endpoint while it and the process have free slots. */
   private pump(ep: string): void {
     const q = this.queues.get(ep);
-    if (!q) return;
+    if (!q || this.holding()) return; // the run loop pumps again when the hold ends
     const now = Date.now();
     while (q.length && (this.inFlight.get(ep) ?? 0) < this.perEndpoint && this.total < this.global && !this.stopped) {
       const x = q.shift()!;
@@ -448,6 +488,7 @@ export class Deliverer {
    *  then are abandoned and their leases given back. */
   async stop(graceMs = 5000): Promise<void> {
     this.stopped = true;
+    this.halt.abort();
     this.wake();
     await this.loop;
     // Claimed ahead, never started: given back with those abandoned below.

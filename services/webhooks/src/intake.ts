@@ -2,6 +2,7 @@
 import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream";
 import { Bus, CLICKS, CLICKS_CONSUMER, LINKS, LINKS_CONSUMER, header } from "./bus.ts";
 import { eventTypeOf, factsOf, validators, type EventType } from "./contracts.ts";
+import type { BusyGateways } from "./busy.ts";
 import { matches } from "./filters.ts";
 import { intakeDelayMs } from "./backoff.ts";
 import { logger } from "./log.ts";
@@ -101,19 +102,21 @@ export class Intake {
   readonly defaultDomain: string;
   readonly metrics: Metrics;
   readonly onNew: () => void;
+  readonly busy: BusyGateways | null;
   private stopping = new AbortController();
   private loops = new Map<string, { msgs: ConsumerMessages | null; done: Promise<void> }>();
   private failures = 0;
   dbDown = false;
   clicksWanted = false;
 
-  constructor(opts: { bus: Bus; store: Store; bulk: number; defaultDomain: string; metrics: Metrics; onNew: () => void }) {
+  constructor(opts: { bus: Bus; store: Store; bulk: number; defaultDomain: string; metrics: Metrics; onNew: () => void; busy?: BusyGateways }) {
     this.bus = opts.bus;
     this.store = opts.store;
     this.bulk = opts.bulk;
     this.defaultDomain = opts.defaultDomain;
     this.metrics = opts.metrics;
     this.onNew = opts.onNew;
+    this.busy = opts.busy ?? null;
   }
 
   async start(): Promise<void> {
@@ -179,6 +182,7 @@ export class Intake {
               batch = [];
               // Not acked on a failure: the server redelivers after the ack wait.
               inHand = inHand
+                .then(() => this.yieldTurn(name, b))
                 .then(() => this.handle(name, b))
                 .catch((e) => log.warn(`handling ${b.length} events of ${stream}/${name} failed; they come again`, { error: e as Error }));
               return inHand;
@@ -206,6 +210,15 @@ export class Intake {
         if (this.loops.get(name) === entry) this.loops.delete(name);
       }
     })();
+  }
+
+  /** While a gateway says redirects.busy, a batch waits (and the consumer with it: the loop
+   *  reads no further than the next batch), within the yield lag, counted from when its
+   *  first event was stored. The lag is below the ack wait: a held batch is not redelivered. */
+  private async yieldTurn(name: string, batch: JsMsg[]): Promise<void> {
+    if (!this.busy?.busy) return;
+    const stored = batch[0]?.time?.getTime();
+    await this.busy.turn(name, Number.isFinite(stored) ? stored : Date.now(), this.stopping.signal);
   }
 
   /** One batch: dead-letter what can never work, insert deliveries for the rest, ack. */

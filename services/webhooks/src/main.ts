@@ -1,6 +1,7 @@
 // The webhooks service: settings, then NATS, PostgreSQL, intake, delivery and the API.
 import type { NatsConnection } from "@nats-io/transport-node";
 import { buildApi } from "./api.ts";
+import { BusyGateways } from "./busy.ts";
 import { Bus, CLICKS, CLICKS_CONSUMER, LINKS, LINKS_CONSUMER, connectNats } from "./bus.ts";
 import { Deliverer, Sender } from "./deliver.ts";
 import { Intake } from "./intake.ts";
@@ -39,6 +40,7 @@ export async function run(settings: Settings): Promise<void> {
   const metrics = new Metrics();
   const store = new Store(settings.databaseUrl);
   const keys = new KeyRing();
+  const busy = new BusyGateways(settings.yieldLagMs, metrics.yielding);
   let nc: NatsConnection | null = null;
   let natsConnected = false;
   let intake: Intake | null = null;
@@ -104,6 +106,7 @@ export async function run(settings: Settings): Promise<void> {
       await intake?.stop();
       await deliverer?.stop();
       keys.stop();
+      busy.stop();
       if (nc && !nc.isClosed()) await nc.drain();
       await store.close();
     } catch (e) {
@@ -135,6 +138,7 @@ export async function run(settings: Settings): Promise<void> {
   })();
   const bus = await Bus.open(nc);
   void keys.watch(nc);
+  busy.start(nc);
 
   if (!(await retry(`preparing the database at ${redact(settings.databaseUrl)}`, () => store.migrate().then(() => true), () => stopping))) return;
   dbReady = true;
@@ -147,12 +151,13 @@ export async function run(settings: Settings): Promise<void> {
     perEndpoint: settings.perEndpointConcurrency,
     global: settings.globalConcurrency,
     retryScale: settings.retryScale,
+    busy,
   });
   deliverer.onDisabled = (ids) => {
     deliverer?.forget(ids);
     void reconcile();
   };
-  intake = new Intake({ bus, store, bulk: settings.bulkLimit, defaultDomain: settings.defaultDomain, metrics, onNew: () => deliverer?.wake() });
+  intake = new Intake({ bus, store, bulk: settings.bulkLimit, defaultDomain: settings.defaultDomain, metrics, onNew: () => deliverer?.wake(), busy });
   if (!(await retry("creating the consumers", () => intake!.start().then(() => true), () => stopping))) return;
   deliverer.start();
   log.info("ready: taking events and delivering");

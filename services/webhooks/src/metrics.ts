@@ -9,6 +9,7 @@ export class Metrics {
   readonly oldestPending: Gauge;
   readonly intake: Counter<"consumer" | "outcome">;
   readonly disabled: Counter;
+  readonly yielding: Gauge<"consumer">;
 
   constructor(defaults = true) {
     if (defaults) collectDefaultMetrics({ register: this.registry });
@@ -46,6 +47,13 @@ export class Metrics {
     this.disabled = new Counter({
       name: "linkflow_webhook_endpoints_disabled_total",
       help: "Endpoints disabled because their last 100 attempts failed",
+      registers,
+    });
+    // The Python workers' gauge, by the same name: one panel and one query for all.
+    this.yielding = new Gauge({
+      name: "linkflow_worker_yielding",
+      help: "1 while a worker holds off because a gateway said redirects.busy",
+      labelNames: ["consumer"],
       registers,
     });
   }

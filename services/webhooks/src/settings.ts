@@ -36,6 +36,9 @@ export interface Settings {
   authFailureRate: number;
   authFailureBurst: number;
   writeRate: number;
+  /** Milliseconds the intake and the deliverer may fall behind while a gateway says
+   *  redirects.busy (src/busy.ts); 0 never holds off. */
+  yieldLagMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -75,6 +78,19 @@ function rate(env: Env, name: string, dflt: number): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(?:\/\s*(?:s|sec|second))?\s*$/.exec(raw);
   if (!m || Number(m[1]) <= 0) throw new SettingsError(`${name}=${raw}: expected a rate such as 50/s`);
   return Number(m[1]);
+}
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Milliseconds in "250ms", "5s", "2m", "24h", "7d" or bare seconds ("1.5"), as the Python services read durations. */
+function duration(env: Env, name: string, dfltMs: number, maxMs: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === "") return dfltMs;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(raw);
+  if (!m) throw new SettingsError(`${name}=${raw}: not a duration (use e.g. 500ms, 1s, 5m, 24h, 7d)`);
+  const ms = Number(m[1]) * UNIT_MS[m[2] ?? "s"];
+  if (ms > maxMs) throw new SettingsError(`${name}=${raw}: at most ${maxMs / 1000} s`);
+  return ms;
 }
 
 export function parseNatsUrl(raw: string, name: string): NatsSettings {
@@ -205,5 +221,7 @@ export function loadSettings(env: Env = process.env): Settings {
     authFailureRate: rate(env, "LINKFLOW_AUTH_FAILURE_RATE", 10),
     authFailureBurst: 50,
     writeRate: rate(env, "LINKFLOW_WEBHOOKS_WRITE_RATE", rate(env, "LINKFLOW_LINK_WRITE_RATE", 50)),
+    // Below the clicks consumer's ack wait (30 s): a batch held in hand is not redelivered meanwhile.
+    yieldLagMs: duration(env, "LINKFLOW_WEBHOOKS_YIELD_LAG", 20_000, 25_000),
   };
 }

@@ -62,6 +62,7 @@ export interface Claimed {
   secret: string;
   previous_secret: string | null;
   previous_secret_until: Date | null;
+  created_at: Date;
 }
 
 export interface AttemptResult {
@@ -367,7 +368,7 @@ export class Store {
        UPDATE deliveries d SET lease_until = now() + make_interval(secs => $5)
        FROM picked, endpoints e
        WHERE d.id = picked.id AND e.id = d.endpoint_id
-       RETURNING d.id, d.endpoint_id, d.event_type, d.body, d.attempts, d.request_id,
+       RETURNING d.id, d.endpoint_id, d.event_type, d.body, d.attempts, d.request_id, d.created_at,
                  e.url, e.secret, e.previous_secret, e.previous_secret_until`,
       [ids, free, perEndpoint, limit, leaseMs / 1000],
     );

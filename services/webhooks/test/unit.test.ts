@@ -7,7 +7,9 @@ import { matches } from "../src/filters.ts";
 import { refusedReason, urlProblem } from "../src/address.ts";
 import { decodeCursor, encodeCursor } from "../src/api.ts";
 import { SettingsError, loadSettings, parseNatsUrl } from "../src/settings.ts";
-import { sign, guardedLookup } from "../src/deliver.ts";
+import http from "node:http";
+import { getEventListeners } from "node:events";
+import { Sender, sign, guardedLookup } from "../src/deliver.ts";
 import { buildBody, parse } from "../src/intake.ts";
 import { factsOf } from "../src/contracts.ts";
 import { KeyRing, sha256Hex } from "../src/keys.ts";
@@ -209,4 +211,22 @@ test("rate limiter: bursts, then the rate", () => {
   assert.ok(r.take("ip", t) >= 1);
   assert.equal(r.take("ip", t + 100), 0); // 0.1 s: one token back
   assert.equal(r.take("other", t), 0);
+});
+
+test("a sender leaves no listener on the shutdown signal once an attempt ends (200 attempts, ok and failed)", async () => {
+  let n = 0;
+  const server = http.createServer((_req, res) => res.writeHead(++n % 2 ? 204 : 500).end());
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/hook`;
+  const sender = new Sender({ allowPrivate: true, allowHttp: true });
+  const shutdown = new AbortController();
+  try {
+    const results = await Promise.all(Array.from({ length: 200 }, () => sender.send(url, {}, "{}", shutdown.signal)));
+    assert.equal(results.filter((r) => r.ok).length, 100);
+    assert.equal(getEventListeners(shutdown.signal, "abort").length, 0);
+  } finally {
+    sender.close();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
 });
