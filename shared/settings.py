@@ -127,6 +127,10 @@ class Common(msgspec.Struct, kw_only=True, frozen=True):
     # Where people's browsers reach the webhooks service's API: the web app
     # calls it cross-origin (its CSP allows it; the service allows app_url).
     webhooks_url: str = f"http://127.0.0.1:{roster.WEBHOOKS.port}"
+    # Where people's browsers reach a click-recorder's API (GET /api/clicks):
+    # the web app's raw-clicks export button; empty (a recorder no browser
+    # reaches, as compose's scaled ones): the web app offers no such button.
+    click_recorder_url: str = ""
     log_level: str = "INFO"
     # JSON lines (SPEC) or "text" for reading in a terminal.
     log_format: str = "json"

@@ -1,9 +1,10 @@
 """The web app (``/app/``): static modules served as they are, no build step.
 
 It calls the analytics API on its own origin, the gateway's API (links)
-cross-origin at ``public_url`` and the webhooks service's API at
-``webhooks_url``; both allow exactly ``app_url``'s origins
-(services/link/app.py, services/webhooks/src/api.ts). Served under a
+cross-origin at ``public_url``, the webhooks service's API at
+``webhooks_url`` and a click-recorder's export at ``click_recorder_url``
+(when set); each allows exactly ``app_url``'s origins (shared.http.apps,
+services/webhooks/src/api.ts). Served under a
 Content-Security-Policy that allows exactly that (shared/http/csp.py): no
 inline script or style.
 """
@@ -36,13 +37,13 @@ def mount(app: FastAPI, common: Common) -> None:
             {
                 "gateway": common.public_url.rstrip("/"),
                 "webhooks": common.webhooks_url.rstrip("/"),
+                "clicks": common.click_recorder_url.rstrip("/") or None,
             }
         )
 
     app.include_router(router)
-    # The page calls this origin, the gateway's and the webhooks API's, and
-    # loads nothing else.
-    policy = csp.policy(
-        dict.fromkeys(csp.origin(url) for url in (common.public_url, common.webhooks_url))
-    )
+    # The page calls this origin, the gateway's, the webhooks API's and a
+    # click-recorder's (when browsers reach one), and loads nothing else.
+    apis = (common.public_url, common.webhooks_url, common.click_recorder_url)
+    policy = csp.policy(dict.fromkeys(csp.origin(url) for url in apis if url))
     app.mount("/app", csp.Guarded(StaticFiles(directory=FILES, html=True), policy), name="app")

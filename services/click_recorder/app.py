@@ -96,4 +96,7 @@ def build(settings: Settings) -> FastAPI:
             yield {"deps": api.Deps(exports, default_host(settings.common.public_url))}
 
     access = Access.build(api.policy, settings.common, NO_WRITES)
-    return service_app("linkflow click-recorder", lifespan, [api.router], access)
+    # The web app downloads raw clicks from a browser (its export button).
+    return service_app(
+        "linkflow click-recorder", lifespan, [api.router], access, app_url=settings.common.app_url
+    )

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import TypedDict
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from services.link import api, domain_api, replicas
 from services.link.cache import LinkCache
@@ -35,7 +34,7 @@ from shared.http.access import Access
 from shared.http.apps import service_app
 from shared.jetstream import bus, topology
 from shared.jetstream.loops import Loops
-from shared.urls import default_host, origins
+from shared.urls import default_host
 
 log = logging.getLogger(__name__)
 
@@ -162,15 +161,13 @@ def build(settings: Settings) -> Gateway:
             }
 
     access = Access.build(api.policy, settings.common, settings.write_rate)
-    app = service_app("linkflow gateway", lifespan, [api.router, domain_api.router], access)
-    # Outside the guard: a preflight carries no key. Only the web app's
-    # origin may call the API from a browser (docs/api/index.md, "The web app").
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=origins(settings.common.app_url),
-        allow_methods=["GET", "POST", "PATCH", "DELETE"],
-        allow_headers=["authorization", "content-type"],
-        max_age=600,
+    app = service_app(
+        "linkflow gateway",
+        lifespan,
+        [api.router, domain_api.router],
+        access,
+        app_url=settings.common.app_url,
+        methods=("GET", "POST", "PATCH", "DELETE"),
     )
 
     orphans = Orphans()

@@ -160,6 +160,10 @@ class Supervisor:
         env.setdefault("LINKFLOW_PUBLIC_URL", f"http://127.0.0.1:{env['LINKFLOW_LINK_PORT']}")
         env.setdefault("LINKFLOW_APP_URL", f"http://127.0.0.1:{env['LINKFLOW_ANALYTICS_PORT']}")
         env.setdefault("LINKFLOW_WEBHOOKS_URL", f"http://127.0.0.1:{env['LINKFLOW_WEBHOOKS_PORT']}")
+        env.setdefault(
+            "LINKFLOW_CLICK_RECORDER_URL",
+            f"http://127.0.0.1:{env['LINKFLOW_CLICK_RECORDER_PORT']}",
+        )
         asyncio.run(migrate_all(env))
         _say("migrated: tables, streams, consumers, KV buckets")
         self._admin_key(env)

@@ -21,8 +21,9 @@ def policy(connect: Iterable[str] = ()) -> str:
             "script-src 'self'",
             "style-src 'self'",
             # data: for icons drawn in CSS; blob: for images the page fetched
-            # with the key (the QR code) and shows from memory.
-            "img-src 'self' data: blob:",
+            # with the key (the QR code) and shows from memory; https: for a
+            # link's social preview image, shown in its card as chat apps will.
+            "img-src 'self' data: blob: https:",
             "font-src 'self'",
             " ".join(("connect-src 'self'", *connect)),
             "object-src 'none'",

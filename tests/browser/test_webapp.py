@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import hmac
 import http.server
+import os
 import re
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -237,10 +238,11 @@ async def watched(
     app: str,
     gateway: str,
     steps: Callable[[Page, Watch], Awaitable[None]],
+    others: frozenset[str] = frozenset(),
 ) -> None:
     """``steps`` on a new page, watched (a screenshot when one fails): no
     console error, no failed request, nothing the CSP refuses, no origin
-    asked but the app's and the gateway's."""
+    asked but the app's, the gateway's and ``others``."""
     page = await browser.new_page()
     await page.add_init_script(REPORT_CSP)
     watch = Watch(page, name)
@@ -251,7 +253,7 @@ async def watched(
         raise
     assert watch.errors == [], watch.errors
     assert watch.csp == [], watch.csp
-    assert watch.origins == {app.removesuffix("/app/"), gateway}, watch.origins
+    assert watch.origins == {app.removesuffix("/app/"), gateway, *others}, watch.origins
 
 
 async def new_key(nc: Client, app: str, name: str, scopes: tuple[str, ...]) -> str:
@@ -335,6 +337,156 @@ async def test_a_user_walks_through_the_web_app(
     assert width <= PHONE["width"], width
     assert phone_watch.errors == [], phone_watch.errors
     assert phone_watch.csp == [], phone_watch.csp
+
+
+async def test_a_link_with_a_password_an_ab_split_and_a_social_preview(
+    browser: Browser, stack: tuple[str, str, str]
+) -> None:
+    """The link form's UTM builder, A/B destinations, password and preview
+    card; the password form visitors see; each destination's figures; both
+    exports downloaded."""
+    app, gateway, key = stack
+    site = app.removesuffix("/app/")
+    recorder = f"http://127.0.0.1:{os.environ['LINKFLOW_CLICK_RECORDER_PORT']}"
+
+    async def steps(page: Page, watch: Watch) -> None:
+        await page.goto(app)
+        await page.get_by_label("API key").fill(key)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        await page.get_by_role("link", name="Links").click()
+        await page.get_by_role("link", name="New link").click()
+
+        # UTM parameters go into the target as they are typed.
+        await page.get_by_label("Target URL").fill(f"{site}/app/?from=ab")
+        await page.get_by_text("UTM parameters").click()
+        await page.get_by_label("utm_source").fill("newsletter")
+        await page.get_by_label("utm_medium").fill("email")
+        await page.get_by_label("utm_campaign").fill("spring sale")
+        await expect(page.get_by_label("Target URL")).to_have_value(
+            f"{site}/app/?from=ab&utm_source=newsletter&utm_medium=email&utm_campaign=spring+sale"
+        )
+        await page.get_by_label("utm_medium").fill("")
+        await expect(page.get_by_label("Target URL")).to_have_value(
+            f"{site}/app/?from=ab&utm_source=newsletter&utm_campaign=spring+sale"
+        )
+        await watch.shot("utm-builder", part=page.locator("#link"))
+        await page.get_by_label("Code").fill("ab-launch")
+
+        # Two destinations, 1:3.
+        for _ in range(2):
+            await page.get_by_role("button", name="Add a destination").click()
+        await page.get_by_label("destination 1 URL").fill(f"{site}/app/?side=a")
+        await page.get_by_label("destination 2 URL").fill(f"{site}/app/?side=b")
+        await page.get_by_label("destination 2 weight").fill("3")
+        await page.get_by_label("Password").fill("correct horse battery")
+
+        # The preview card shows what a chat app will, every value as text.
+        await page.get_by_text("Social preview").click()
+        title = 'Spring <launch> "now"'
+        await page.get_by_label("Title").fill(title)
+        await page.get_by_label("Description").fill("<b>Half</b> off & more")
+        await page.get_by_label("Image URL").fill(f"{site}/app/linkflow.svg")
+        card = page.locator("#preview-card")
+        await expect(card.locator("strong")).to_have_text(title)
+        await expect(card.locator(".description")).to_have_text("<b>Half</b> off & more")
+        await expect(card.locator("img")).to_have_js_property("complete", True)
+        assert await card.locator("img").evaluate("img => img.naturalWidth") > 0
+        await expect(card.locator(".host")).to_have_text(gateway.removeprefix("http://"))
+        await watch.shot("preview-card", part=card)
+        await page.get_by_role("button", name="Create").click()
+
+        await expect(page.get_by_role("heading", name="ab-launch")).to_be_visible()
+        summary = page.locator("#summary")
+        for note in ("A/B split over 2 destinations", "password protected", "social preview"):
+            await expect(summary).to_contain_text(note)
+
+        # A visitor gets the password form (no script, nothing of the target),
+        # a wrong password the form again, the right one its destination.
+        visitor = await browser.new_page()
+        await visitor.add_init_script(REPORT_CSP)
+        form = Watch(visitor, "password")
+        await visitor.goto(f"{gateway}/ab-launch")
+        await expect(visitor.get_by_label("Password")).to_be_focused()
+        assert "side=" not in await visitor.content()
+        await form.shot("form")
+        form.expect(401)
+        await visitor.get_by_label("Password").fill("wrong password")
+        await visitor.get_by_role("button", name="Open the link").click()
+        await expect(visitor.get_by_role("alert")).to_contain_text("not right")
+        await visitor.get_by_label("Password").fill("correct horse battery")
+        await visitor.get_by_role("button", name="Open the link").click()
+        await visitor.wait_for_url(re.compile(r".*/app/\?side=[ab]"))
+        assert form.errors == [], form.errors
+        await visitor.close()
+
+        # Seven more visitors, each their own (a user agent each).
+        async with httpx.AsyncClient() as c:
+            for i in range(7):
+                r = await c.post(
+                    f"{gateway}/ab-launch",
+                    data={"password": "correct horse battery"},
+                    headers={"user-agent": f"Mozilla/5.0 (X11; Linux x86_64) Firefox/{100 + i}.0"},
+                )
+                assert r.status_code == 303, r.text
+
+        # Each destination's clicks and visitors, summing to the eight (the
+        # headless browser's own click counts as a bot's: shown with them).
+        await page.get_by_label("Show bots").check()
+        split = page.locator("#split tbody tr")
+        await expect(split).to_have_count(2)
+        await expect(split.nth(0).locator("td").first).to_have_text(f"{site}/app/?side=a")
+
+        async def counted() -> int:
+            await page.get_by_role("button", name="Show").click()
+            cells = await page.locator("#split tbody tr td:nth-child(3)").all_inner_texts()
+            return sum(int(c) for c in cells)
+
+        await eventually(lambda: _equals(counted, 8), 30, "8 clicks over the destinations")
+        await watch.shot("destinations")
+
+        # Both exports, saved by the browser under the server's file names.
+        async with page.expect_download() as figures:
+            await page.get_by_role("button", name="Export figures (CSV)").click()
+        text = Path(await (await figures.value).path()).read_text()
+        assert "section,key,count,visitors" in text.splitlines()[0], text[:200]
+        assert (
+            sum(
+                int(line.split(",")[2])
+                for line in text.splitlines()
+                if line.startswith("destinations,")
+            )
+            == 8
+        )
+        async with page.expect_download() as clicks:
+            await page.get_by_role("button", name="Export clicks (CSV)").click()
+        download = await clicks.value
+        assert download.suggested_filename.startswith("clicks_"), download.suggested_filename
+        lines = Path(await download.path()).read_text().splitlines()
+        assert len(lines) == 9, lines[:3]  # a header and the eight clicks
+        assert "destination" in lines[0].split(",")
+
+        # Editing shows what the link has (the password only as protected),
+        # and saving it unchanged keeps all of it.
+        await page.get_by_role("link", name="Edit").click()
+        await expect(page.get_by_label("destination 2 URL")).to_have_value(f"{site}/app/?side=b")
+        await expect(page.get_by_label("destination 2 weight")).to_have_value("3")
+        await expect(page.get_by_label("Title")).to_have_value(title)
+        await expect(page.get_by_label("utm_source")).to_have_value("newsletter")
+        await expect(page.get_by_label("Remove the password")).not_to_be_checked()
+        password = page.get_by_label("Password (empty: unchanged)")
+        await expect(password).to_have_value("")
+        await expect(password).to_have_attribute("placeholder", "protected: type to replace")
+        await page.get_by_role("button", name="Save").click()
+        await expect(page.get_by_role("heading", name="ab-launch")).to_be_visible()
+        for note in ("version 2", "A/B split over 2 destinations", "password protected"):
+            await expect(page.locator("#summary")).to_contain_text(note)
+
+    await watched(browser, "link-extras", app, gateway, steps, frozenset({recorder}))
+
+
+async def _equals(read: Callable[[], Awaitable[int]], want: int) -> bool:
+    return await read() == want
 
 
 async def test_the_webhooks_page_manages_endpoints(

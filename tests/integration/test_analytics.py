@@ -229,7 +229,12 @@ async def test_the_web_app_is_served_whole_and_offline(analytics: httpx.AsyncCli
     assert r.headers["content-type"].startswith("text/html")
     assert (await analytics.get("/app")).headers["location"] == "/app/"
     config = (await analytics.get("/app/config.json")).json()
-    assert config == {"gateway": Common().public_url, "webhooks": Common().webhooks_url}
+    # No click-recorder URL set: the web app offers no raw-clicks download.
+    assert config == {
+        "gateway": Common().public_url,
+        "webhooks": Common().webhooks_url,
+        "clicks": None,
+    }
     pending, seen = ["index.html"], set()
     while pending:
         name = pending.pop()

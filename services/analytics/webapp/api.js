@@ -6,6 +6,8 @@
 const KEY = "linkflow-key";
 let gateway = "";
 let webhooksBase = "";
+// A click-recorder's API (raw clicks' export), when browsers reach one; else null.
+let clicksBase = null;
 
 export class ApiError extends Error {
   // A problem+json answer: detail for the page, errors by field for the form.
@@ -27,6 +29,7 @@ export async function configure() {
   const config = await r.json();
   gateway = config.gateway;
   webhooksBase = config.webhooks;
+  clicksBase = config.clicks;
   return gateway;
 }
 
@@ -101,6 +104,13 @@ export const stats = {
   top: params => call(`/api/stats/top?${new URLSearchParams(params)}`),
   orphans: params => call(`/api/stats/orphans?${new URLSearchParams(params)}`),
   created: params => call(`/api/stats/links-created?${new URLSearchParams(params)}`),
+};
+
+// Files to save (CSV): the answer as it came, for a download.
+export const exports = {
+  figures: (code, params) => call(`/api/stats/links/${encodeURIComponent(code)}/export${query(params)}`, {raw: true}),
+  clicks: params => call(`${clicksBase}/api/clicks${query(params)}`, {raw: true}),
+  hasClicks: () => Boolean(clicksBase),
 };
 
 export const ops = {

@@ -57,3 +57,18 @@ export function table(attrs, headers) {
     ),
   );
 }
+
+// A fetched file saved by the browser, under the name its answer gives
+// (Content-Disposition), else fallback: the API needs the key, so a plain
+// link cannot download it.
+export async function save(response, fallback) {
+  const disposition = response.headers.get("content-disposition") || "";
+  const name = /filename="?([^";]+)"?/.exec(disposition)?.[1] || fallback;
+  const url = URL.createObjectURL(await response.blob());
+  const a = h("a", {href: url, download: name, hidden: true});
+  document.body.append(a);
+  a.click();
+  a.remove();
+  // After the click has handed the file to the browser.
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}

@@ -1,14 +1,16 @@
 // A link's form (#/links/new, #/links/CODE/edit[?domain=HOST]): created
 // (on the domain picked, for a key that may list them) or edited.
-import {ApiError, links} from "./api.js";
+import {ApiError, gatewayUrl, links} from "./api.js";
 import {h} from "./dom.js";
 import {isoTime, localTime} from "./format.js";
+import {destinationsEditor, previewEditor, utmBuilder} from "./link-form-parts.js";
 import {domainPicker, guarded, hint, linkHref, page} from "./shell.js";
 
-const fields = editing => [
+const fields = (editing, parts) => [
   !editing && domainPicker("domain"),
   h("label", {for: "url"}, "Target URL"),
-  h("input", {id: "url", name: "url", type: "url", required: true, size: 60}),
+  parts.target,
+  parts.utm.box,
   h("label", {for: "code"}, "Code ", hint("(empty: a random one)")),
   h("input", {id: "code", name: "code", pattern: "[A-Za-z0-9_-]{3,64}"}),
   h("label", {for: "redirect_type"}, "Redirect type"),
@@ -31,9 +33,20 @@ const fields = editing => [
   ),
   h("label", {for: "rules"}, "Redirect rules ", hint('(JSON: [{"when": {"os": ["ios"]}, "url": "…"}])')),
   h("textarea", {id: "rules", name: "rules", spellcheck: "false"}, "[]"),
+  parts.destinations.box,
+  h("label", {for: "password"}, "Password ", hint(editing ? "(empty: unchanged)" : "(8–128 characters, optional)")),
+  h("input", {id: "password", name: "password", type: "password", autocomplete: "new-password", maxlength: 128}),
+  editing &&
+    h(
+      "label",
+      {class: "inline", id: "remove-password-label", hidden: true},
+      h("input", {id: "remove_password", name: "remove_password", type: "checkbox"}),
+      " Remove the password",
+    ),
+  parts.preview.box,
 ];
 
-function readForm(form, editing) {
+function readForm(form, editing, parts) {
   const f = form.elements;
   const body = {
     url: f.url.value.trim(),
@@ -54,18 +67,31 @@ function readForm(form, editing) {
       errors: [{field: "rules", message: "not valid JSON"}],
     });
   }
+  body.destinations = parts.destinations.read();
+  body.preview = parts.preview.read();
+  // Write-only: sent when typed (or removed); an edit that leaves it empty keeps it.
+  if (f.password.value) body.password = f.password.value;
+  else if (editing && f.remove_password?.checked) body.password = null;
   if (!editing && f.code.value.trim()) body.code = f.code.value.trim();
   if (!editing && f.domain.value) body.domain = f.domain.value;
   return body;
 }
 
 export async function editPage(code, domain = null) {
+  const target = h("input", {id: "url", name: "url", type: "url", required: true, size: 60});
+  const parts = {
+    target,
+    utm: utmBuilder(target),
+    destinations: destinationsEditor(),
+    // The card shows the short URL's host: the domain picked, else the gateway's.
+    preview: previewEditor(() => form.elements.domain?.value || domain || new URL(gatewayUrl("/")).host),
+  };
   // Editing: the fields stay disabled until the link is loaded into them.
   const fieldset = h(
     "fieldset",
     {id: "fields", disabled: Boolean(code)},
     h("legend", {}, code ? "Link" : "New link"),
-    fields(Boolean(code)),
+    fields(Boolean(code), parts),
   );
   const form = h(
     "form",
@@ -92,6 +118,11 @@ export async function editPage(code, domain = null) {
     f.tags.value = link.tags.join(", ");
     f.forward_query.checked = link.forward_query;
     f.rules.value = JSON.stringify(link.rules, null, 2);
+    parts.utm.read();
+    parts.destinations.fill(link.destinations);
+    parts.preview.fill(link.preview);
+    form.querySelector("#remove-password-label").hidden = !link.password_protected;
+    f.password.placeholder = link.password_protected ? "protected: type to replace" : "";
     fieldset.disabled = false;
     f.code.disabled = true;
   }
@@ -99,7 +130,7 @@ export async function editPage(code, domain = null) {
   function save(event) {
     event.preventDefault();
     guarded(async () => {
-      const body = readForm(form, Boolean(code));
+      const body = readForm(form, Boolean(code), parts);
       const saved = code ? await links.update(code, domain, body) : await links.create(body);
       location.hash = linkHref(saved.code, saved.domain);
     }, form);

@@ -1,8 +1,8 @@
 // A link (#/links/CODE[?domain=HOST], no domain: the default one): what it
 // is, its QR code, its clicks (counted live as they come), its history.
-import {follow, links, stats} from "./api.js";
+import {exports, follow, links, stats} from "./api.js";
 import {chart} from "./chart.js";
-import {$, h, rows, table} from "./dom.js";
+import {$, h, rows, save, table} from "./dom.js";
 import {daysAgo, isoTime, localTime, seconds, when} from "./format.js";
 import {can, copyButton, guarded, linkHref, onLeave, page, stat, tags} from "./shell.js";
 
@@ -19,6 +19,8 @@ const picker = (id, label) =>
   h("div", {}, h("label", {for: id}, label), h("input", {id, name: id, type: "datetime-local"}));
 
 export async function linkPage(code, domain = null) {
+  // Set once the key may read stats (below); the export buttons call it.
+  let download = () => undefined;
   const summary = h("div", {id: "summary", class: "card"});
   const range = h(
     "form",
@@ -38,6 +40,17 @@ export async function linkPage(code, domain = null) {
     ),
     h("label", {class: "inline"}, h("input", {id: "bots", name: "bots", type: "checkbox"}), " Show bots"),
     h("button", {type: "submit", class: "secondary"}, "Show"),
+    h(
+      "button",
+      {type: "button", class: "secondary", id: "export-figures", onclick: () => download("figures")},
+      "Export figures (CSV)",
+    ),
+    exports.hasClicks() &&
+      h(
+        "button",
+        {type: "button", class: "secondary", id: "export-clicks", onclick: () => download("clicks")},
+        "Export clicks (CSV)",
+      ),
   );
   const clicks = stat("clicks in range", "clicks");
   const visitors = stat("unique visitors", "visitors");
@@ -49,6 +62,8 @@ export async function linkPage(code, domain = null) {
   );
   const plot = h("div", {id: "chart", class: "chart", role: "img", "aria-label": "clicks over time"});
   const dims = h("div", {class: "stats", id: "dims"});
+  const split = table({id: "split"}, ["destination", ["weight", "num"], ["clicks", "num"], ["visitors", "num"]]);
+  split.hidden = true;
   const history = table({id: "history"}, ["version", "changed", "by", "target", ["limit", "hide-s"], ""]);
   page(
     code,
@@ -57,6 +72,7 @@ export async function linkPage(code, domain = null) {
     range,
     h("div", {class: "stats"}, clicks, visitors, live),
     plot,
+    split,
     dims,
     h("h2", {}, "History"),
     history,
@@ -90,12 +106,26 @@ export async function linkPage(code, domain = null) {
 
   const f = range.elements;
   f.from.value = localTime(daysAgo(7));
+  // The range as the form says it, for the figures and their exports alike.
+  const chosen = () => {
+    const query = {interval: f.interval.value, include_bots: f.bots.checked, domain};
+    if (f.from.value) query.from = isoTime(f.from.value);
+    if (f.to.value) query.to = isoTime(f.to.value);
+    return query;
+  };
+  // The figures of the range (analytics), or its raw clicks (a click-recorder).
+  download = what =>
+    guarded(async () => {
+      const {from, to} = chosen();
+      const answer =
+        what === "figures"
+          ? await exports.figures(code, chosen())
+          : await exports.clicks({from, to, code, domain, format: "csv"});
+      await save(answer, `${code}-${what}.csv`);
+    }, range);
   const load = () =>
     guarded(async () => {
-      const query = {interval: f.interval.value, include_bots: f.bots.checked, domain};
-      if (f.from.value) query.from = isoTime(f.from.value);
-      if (f.to.value) query.to = isoTime(f.to.value);
-      const s = await stats.link(code, query);
+      const s = await stats.link(code, chosen());
       if (!range.isConnected) return; // its page was left meanwhile
       clicks.lastChild.textContent = s.total;
       visitors.lastChild.textContent = s.visitors;
@@ -105,6 +135,7 @@ export async function linkPage(code, domain = null) {
         ["visitors", s.series.map(p => p.visitors)],
       ]);
       dims.replaceChildren(...DIMENSIONS.map(([name, field]) => dimension(s, name, field)));
+      showSplit(split, link, s);
     }, range);
   range.addEventListener("submit", event => {
     event.preventDefault();
@@ -147,6 +178,9 @@ function describe(link) {
     link.expires_at && `expires ${when(link.expires_at)}`,
     link.forward_query && "forwards the query",
     link.rules.length && `${link.rules.length} rule(s)`,
+    link.destinations && `A/B split over ${link.destinations.length} destinations`,
+    link.password_protected && "password protected",
+    link.preview && "social preview",
   ].filter(Boolean);
   const write = can("links:write");
   return [
@@ -188,4 +222,22 @@ function dimension(s, name, field) {
   if (others)
     items.push(h("tr", {class: "others"}, h("td", {class: "muted"}, "others"), h("td", {class: "num"}, others)));
   return h("div", {}, h("h2", {}, name), h("table", {}, h("tbody", {}, items)));
+}
+
+// An A/B split's figures: each destination's clicks and visitors in the
+// range, by its place in the link's list (hidden for a link without one).
+function showSplit(split, link, s) {
+  split.hidden = !link.destinations;
+  if (!link.destinations) return;
+  const counted = new Map(s.destinations.map(d => [d.destination, d]));
+  rows(split.querySelector("tbody"), link.destinations, (d, i) =>
+    h(
+      "tr",
+      {},
+      h("td", {class: "url"}, d.url),
+      h("td", {class: "num"}, d.weight),
+      h("td", {class: "num"}, counted.get(i)?.count ?? 0),
+      h("td", {class: "num"}, counted.get(i)?.visitors ?? 0),
+    ),
+  );
 }
