@@ -116,6 +116,11 @@ REDIRECT_SECONDS: Final = Latency(
     "Time to answer a redirect, click capture included",
     (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+CLICK_GROUPS: Final = Counter(
+    "linkflow_click_groups_total",
+    "Groups of clicks the gateway sent to JetStream, one PubAck each (clicks in a group: "
+    "those of one event-loop turn, at most 8)",
+)
 CLICK_PUBLISH_FAILURES: Final = Counter(
     "linkflow_click_publish_failures_total",
     "Clicks whose publish failed or timed out",

@@ -283,6 +283,7 @@ class ClickPublisher:
         self._pending[token] = (group, time.monotonic() + self._timeout, len(batch), conn.number)
         self._in_flight += len(batch)
         conn.send(bytes(frames))
+        metrics.CLICK_GROUPS.inc()
 
     def _on_ack(self, token: bytes, error: str | None) -> None:
         entry = self._pending.pop(token, None)
