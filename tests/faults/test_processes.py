@@ -15,9 +15,12 @@ import os
 import signal
 import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Self
 
 import asyncpg
 import httpx
@@ -90,7 +93,8 @@ async def all_ready(stack: Stack) -> bool:
 
 @dataclass
 class Load:
-    """Redirects from ``concurrency`` clients until stopped (or a cap is hit)."""
+    """Redirects from ``concurrency`` clients until stopped (or a cap is hit);
+    a subclass makes other requests (``_connect``, ``_visit``)."""
 
     url: str
     code: str
@@ -100,15 +104,25 @@ class Load:
     failed: int = 0
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def _client(self) -> None:
-        async with httpx.AsyncClient(base_url=self.url, timeout=5) as client:
+    def _connect(self, n: int) -> httpx.AsyncClient:
+        """Client ``n``'s HTTP client."""
+        return httpx.AsyncClient(base_url=self.url, timeout=5)
+
+    async def _visit(self, client: httpx.AsyncClient, n: int) -> httpx.Response | None:
+        """Client ``n``'s next request; None: that client is done."""
+        return await client.get(f"/{self.code}")
+
+    async def _client(self, n: int) -> None:
+        async with self._connect(n) as client:
             while not self.stop.is_set() and len(self.served) < self.cap:
                 try:
-                    r = await client.get(f"/{self.code}")
+                    r = await self._visit(client, n)
                 except httpx.HTTPError:
                     self.failed += 1
                     await asyncio.sleep(0.05)  # wait-ok: gateway restarting, back off
                     continue
+                if r is None:
+                    return
                 if 300 <= r.status_code < 400:
                     self.served.add(r.headers["x-request-id"])
                 else:
@@ -116,9 +130,9 @@ class Load:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def running(cls, url: str, code: str) -> AsyncIterator[Load]:
-        load = cls(url, code)
-        tasks = [asyncio.create_task(load._client()) for _ in range(load.concurrency)]
+    async def running(cls, url: str, code: str, **options: Any) -> AsyncIterator[Self]:
+        load = cls(url, code, **options)
+        tasks = [asyncio.create_task(load._client(n)) for n in range(load.concurrency)]
         try:
             yield load
         finally:
@@ -132,11 +146,63 @@ class Load:
         await eventually(enough, timeout, f"{n} redirects served")
 
 
-async def create_link(stack: Stack, code: str) -> None:
+SECRET = "correct horse battery"
+# The gateway's limit on tries (services.link.passwords.TRIES, not a
+# setting): past five wrong ones in a minute for a link from an address, 429.
+TRIES = 5
+
+
+@dataclass
+class PasswordStorm(Load):
+    """POSTs of protected link ``code``'s form (its password: ``SECRET``)
+    from ``concurrency`` clients, each from a loopback address of its own
+    (127.0.0.2, .3, ...: the limit on tries is per link and address, and a
+    try in flight counts until known right) and one request at a time.
+
+    The first ``guessers`` send ``TRIES`` wrong passwords (401), then the
+    right one and a wrong one, both refused (429), and stop. The others send
+    the right one (a 303: a click, its id in ``served``) with a wrong one
+    every eighth request, ``TRIES - 1`` at most (401: never locked out).
+    Every request sends an id of its own (X-Request-Id, which the click
+    takes); those of the requests not redirected are in ``refused``."""
+
+    concurrency: int = 12
+    guessers: int = 2
+    refused: set[str] = field(default_factory=set)
+    statuses: Counter[int] = field(default_factory=Counter)
+    made: Counter[int] = field(default_factory=Counter)
+
+    def _connect(self, n: int) -> httpx.AsyncClient:
+        # Generous: checks wait their turn (two at once in the gateway).
+        at = httpx.AsyncHTTPTransport(local_address=f"127.0.0.{n + 2}")
+        return httpx.AsyncClient(base_url=self.url, timeout=30, transport=at)
+
+    async def _visit(self, client: httpx.AsyncClient, n: int) -> httpx.Response | None:
+        i = self.made[n]
+        if n < self.guessers:
+            if i > TRIES + 1:
+                return None
+            right = i == TRIES
+        else:
+            right = i % 8 != 7 or i >= 8 * (TRIES - 1)
+        self.made[n] += 1
+        sent = uuid.uuid4().hex
+        r = await client.post(
+            f"/{self.code}",
+            data={"password": SECRET if right else "not the password"},
+            headers={"x-request-id": sent},
+        )
+        self.statuses[r.status_code] += 1
+        if not 300 <= r.status_code < 400:
+            self.refused.add(sent)
+        return r
+
+
+async def create_link(stack: Stack, code: str, **fields: object) -> None:
     await eventually(lambda: all_ready(stack), 60, "every service ready")
     headers = key_header(stack.sup.home)
     async with httpx.AsyncClient(base_url=stack.url("link"), headers=headers) as c:
-        r = await c.post("/api/links", json={"url": "https://example.com/", "code": code})
+        r = await c.post("/api/links", json={"url": "https://example.com/", "code": code, **fields})
         assert r.status_code == 201, r.text
 
 
@@ -148,9 +214,10 @@ async def ids(url: str, sql: str) -> list[str]:
         await conn.close()
 
 
-async def assert_all_recorded_once(stack: Stack, load: Load) -> dict[str, float]:
-    """Wait for the pipeline to drain, then compare by id. Returns figures."""
-    served = load.served
+async def assert_all_recorded_once(stack: Stack, *loads: Load) -> dict[str, float]:
+    """Wait for the pipeline to drain, then compare by id (of the clicks
+    ``loads`` served together). Returns figures."""
+    served = set().union(*(load.served for load in loads))
     started = time.monotonic()
     recorded_sql = "SELECT request_id FROM clicks"
     counted_sql = "SELECT id FROM counted_clicks"
@@ -178,26 +245,65 @@ async def assert_all_recorded_once(stack: Stack, load: Load) -> dict[str, float]
     return {
         "served": len(served),
         "recorded": len(recorded),
-        "failed": load.failed,
+        "failed": sum(load.failed for load in loads),
         "drain_seconds": round(drain_seconds, 2),
     }
+
+
+async def kill_9_click_recorder(stack: Stack) -> None:
+    """SIGKILL the click-recorder; wait for ``linkflow up`` to restart it."""
+    recorder = stack.child("click_recorder")
+    assert recorder.proc is not None
+    os.kill(recorder.proc.pid, signal.SIGKILL)
+
+    async def restarted() -> bool:
+        return recorder.restarts >= 1 and await ready(stack.url("click_recorder"))
+
+    await eventually(restarted, 30, "the click-recorder restarted by linkflow up")
 
 
 async def test_kill_9_click_recorder_mid_batch(stack: Stack) -> None:
     await create_link(stack, "kill9")
     async with Load.running(stack.url("link"), "kill9") as load:
         await load.until(2000)
-        recorder = stack.child("click_recorder")
-        assert recorder.proc is not None
-        os.kill(recorder.proc.pid, signal.SIGKILL)
-
-        async def restarted() -> bool:
-            return recorder.restarts >= 1 and await ready(stack.url("click_recorder"))
-
-        await eventually(restarted, 30, "the click-recorder restarted by linkflow up")
+        await kill_9_click_recorder(stack)
         await load.until(len(load.served) + 2000)
     figures = await assert_all_recorded_once(stack, load)
     print(f"kill -9 click-recorder: {figures}")
+
+
+async def test_kill_9_click_recorder_during_a_password_storm(stack: Stack) -> None:
+    """Right passwords' 303s (each published before it is sent) and wrong
+    ones' 401s and 429s, with plain redirects beside them, while the
+    click-recorder dies by SIGKILL: every 303's click is recorded and counted
+    once, and no refused try (nor the form) is a click."""
+    gateway = stack.url("link")
+    await create_link(stack, "plain")
+    await create_link(stack, "vault", password=SECRET)
+    async with httpx.AsyncClient(base_url=gateway) as c:
+        assert (await c.get("/vault")).status_code == 200  # the form: not a click
+    async with (
+        # Fewer plain clients than usual: the checks need the CPU.
+        Load.running(gateway, "plain", concurrency=4) as load,
+        PasswordStorm.running(gateway, "vault") as storm,
+    ):
+        await storm.until(100, timeout=60)
+        before = len(storm.served), len(load.served)
+        await kill_9_click_recorder(stack)
+        await storm.until(len(storm.served) + 100, timeout=60)
+    assert set(storm.statuses) <= {303, 401, 429}, storm.statuses
+    assert storm.failed == len(storm.refused), "a password's POST went unanswered"
+    assert storm.statuses[303] == len(storm.served), "a 303 without a click id of its own"
+    assert storm.statuses[429] == 2 * storm.guessers, storm.statuses
+    assert storm.statuses[401] > TRIES * storm.guessers, storm.statuses
+    figures = await assert_all_recorded_once(stack, load, storm)
+    db = stack.env["LINKFLOW_DATABASE_URL"]
+    assert set(await ids(db, "SELECT request_id FROM clicks WHERE code = 'vault'")) == storm.served
+    assert storm.refused.isdisjoint(await ids(db, "SELECT request_id FROM clicks"))
+    print(
+        f"kill -9 click-recorder in a password storm: {figures}, storm {dict(storm.statuses)}, "
+        f"303s and plain redirects before the kill: {before}"
+    )
 
 
 async def outage(stack: Stack, code: str, server: NatsServer | PostgresServer) -> str:
