@@ -13,7 +13,11 @@ two cores that a redirect pays in its latency.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +29,38 @@ from shared.bench.wrk import tree_cpu_seconds
 # The click consumers whose batches are read from their service's /metrics.
 _BATCH = re.compile(r'^linkflow_worker_batch_size_(count|sum)\{consumer="([^"]+)"\} (\S+)$', re.M)
 _GROUPS = re.compile(r"^linkflow_click_groups_total (\S+)$", re.M)
+
+
+# A child that echoes each byte it reads: the other end of a round trip.
+_ECHO = "import os\nwhile (b := os.read(0, 1)) and b != b'q':\n    os.write(1, b)\n"
+
+
+def wake_cost(trips: int = 2000, gap: float = 0.002) -> tuple[float, float]:
+    """This machine's price of sleeping: the CPU (µs, this process's) of one
+    round trip through a pipe to another process, back to back and with
+    ``gap`` seconds of sleep between trips (so the CPUs go idle and must be
+    woken). A steady rate pays the second on every wakeup; a spike, whose
+    processes never sleep, the first."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    out, back = child.stdin.fileno(), child.stdout.fileno()
+    costs = []
+    try:
+        for pause in (0.0, gap):
+            started = time.process_time()
+            for _ in range(trips):
+                os.write(out, b"x")
+                os.read(back, 1)
+                if pause:
+                    time.sleep(pause)  # wait-ok: the sleep is what is measured
+            costs.append((time.process_time() - started) / trips * 1e6)
+    finally:
+        os.write(out, b"q")
+        child.wait(10)
+    return costs[0], costs[1]
 
 
 def _tids(pid: int) -> list[Path]:

@@ -190,6 +190,11 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
             f"{seconds}s",
             flush=True,
         )
+        hot, cold = anatomy.wake_cost()
+        print(
+            f"  this machine: a round trip between two processes costs {hot:.1f} µs of CPU "
+            f"back to back, {cold:.1f} µs with 2 ms of sleep between (the CPU woken each time)"
+        )
         bare_load = wrk(system.bare, seconds, connections)
         print(f"  (a) bare ASGI 302     {bare_load.rps:8.0f} req/s  p99 {bare_load.p99_ms:6.2f} ms")
 
