@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 
 from shared import roster
 from shared.cli.servers import free_port, free_ports
 from shared.cli.supervisor import Supervisor
 from shared.http.serve import uvicorn_server
+from shared.settings import Common
 
 
 def soon(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
@@ -167,3 +169,37 @@ def service_ports() -> dict[str, str]:
         f"LINKFLOW_{name.upper()}_PORT": str(port)
         for name, port in zip(SERVICES, free_ports(len(SERVICES)), strict=True)
     }
+
+
+async def assert_only_the_web_app(
+    client: httpx.AsyncClient, path: str, method: str, refused_method: str | None = None
+) -> httpx.Response:
+    """CORS as every service the web app calls answers it: a preflight and a
+    call from the web app's origin (LINKFLOW_APP_URL) are allowed; another
+    site's page (holding a visitor's key, say) is refused the preflight and
+    gets no allow-origin on a call, and ``refused_method`` is refused to the
+    web app too. Returns the web app's GET of ``path``."""
+    app = Common().app_url
+    ask = {"access-control-request-headers": "authorization,content-type"}
+    r = await client.options(
+        path, headers={"origin": app, "access-control-request-method": method, **ask}
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["access-control-allow-origin"] == app
+    assert "authorization" in r.headers["access-control-allow-headers"].lower()
+    refusals = [("https://evil.example", method)]
+    if refused_method:
+        refusals.append((app, refused_method))
+    for origin, asked in refusals:
+        headers = {"origin": origin, "access-control-request-method": asked, **ask}
+        r = await client.options(path, headers=headers)
+        assert r.status_code == 400, (origin, asked)
+        if origin == app:
+            assert asked not in r.headers["access-control-allow-methods"], r.headers
+        else:
+            assert "access-control-allow-origin" not in r.headers
+    r = await client.get(path, headers={"origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+    allowed = await client.get(path, headers={"origin": app})
+    assert allowed.headers["access-control-allow-origin"] == app
+    return allowed

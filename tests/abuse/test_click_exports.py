@@ -15,9 +15,8 @@ from nats.aio.client import Client
 
 from services.click_recorder.partitions import Partitions
 from shared import db
-from shared.settings import Common
 from tests.abuse import tuned
-from tests.harness import count, eventually
+from tests.harness import assert_only_the_web_app, count, eventually
 from tests.integration.test_click_export import bulk, click, publish
 
 PROBLEM = "application/problem+json"
@@ -143,24 +142,9 @@ async def exporting(db_url: str) -> int:
 
 
 async def test_only_the_web_app_may_export_from_a_browser(recorder_api: httpx.AsyncClient) -> None:
-    """CORS on the raw export: the web app's origin (LINKFLOW_APP_URL) may
-    read it from a browser, its file name included; another site's page,
-    holding a visitor's key, may not, and may ask for no write."""
-    app = Common().app_url
-    ask = {
-        "access-control-request-method": "GET",
-        "access-control-request-headers": "authorization",
-    }
-    r = await recorder_api.options("/api/clicks", headers={"origin": app, **ask})
-    assert r.status_code == 200
-    assert r.headers["access-control-allow-origin"] == app
-    r = await recorder_api.get("/api/clicks", headers={"origin": app})
-    assert r.status_code == 200, r.text
-    assert r.headers["access-control-allow-origin"] == app
-    assert "content-disposition" in r.headers["access-control-expose-headers"].lower()
-    for origin, method in (("https://evil.example", "GET"), (app, "DELETE")):
-        preflight = {**ask, "access-control-request-method": method}
-        r = await recorder_api.options("/api/clicks", headers={"origin": origin, **preflight})
-        assert r.status_code == 400, (origin, method)
-    r = await recorder_api.get("/api/clicks", headers={"origin": "https://evil.example"})
-    assert "access-control-allow-origin" not in r.headers
+    """CORS on the raw export: the web app's origin may read it from a
+    browser, its file name included; another site's page may not, and the
+    web app may ask for nothing but reads."""
+    allowed = await assert_only_the_web_app(recorder_api, "/api/clicks", "GET", "DELETE")
+    assert allowed.status_code == 200, allowed.text
+    assert "content-disposition" in allowed.headers["access-control-expose-headers"].lower()

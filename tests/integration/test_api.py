@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.settings import Common
+from tests.harness import assert_only_the_web_app
 
 
 def assert_problem(r: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
@@ -165,22 +165,7 @@ async def test_only_the_web_apps_origin_may_call_from_a_browser(
 ) -> None:
     """CORS: the app (analytics' /app/, at LINKFLOW_APP_URL) calls the links
     API from another origin; no other site's page may."""
-    app = Common().app_url
-    ask = {
-        "access-control-request-method": "POST",
-        "access-control-request-headers": "authorization,content-type",
-    }
-    r = await gateway.options("/api/links", headers={"origin": app, **ask})
-    assert r.status_code == 200
-    assert r.headers["access-control-allow-origin"] == app
-    assert "authorization" in r.headers["access-control-allow-headers"].lower()
-    r = await gateway.get("/api/links", headers={"origin": app})
-    assert r.headers["access-control-allow-origin"] == app
-    r = await gateway.options("/api/links", headers={"origin": "https://evil.example", **ask})
-    assert r.status_code == 400
-    assert "access-control-allow-origin" not in r.headers
-    r = await gateway.get("/api/links", headers={"origin": "https://evil.example"})
-    assert "access-control-allow-origin" not in r.headers
+    await assert_only_the_web_app(gateway, "/api/links", "POST")
 
 
 async def test_the_list_searches_code_and_target(gateway: httpx.AsyncClient) -> None:

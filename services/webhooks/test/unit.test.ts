@@ -131,7 +131,13 @@ test("settings: defaults, NATS URLs with credentials, bad values", () => {
   assert.equal(loadSettings({ LINKFLOW_DATABASE_URL: "postgresql://u:p@db:5433/lf?sslmode=require" }).databaseUrl, "postgresql://u:p@db:5433/lf_webhooks?sslmode=require");
   assert.equal(loadSettings({ LINKFLOW_DATABASE_URL: "postgresql://u@/lf?host=/run/postgresql" }).databaseUrl, "postgresql://u@/lf_webhooks?host=/run/postgresql");
   assert.equal(loadSettings({ LINKFLOW_DATABASE_URL: "postgresql://u@/lf", LINKFLOW_WEBHOOKS_DATABASE_URL: "postgresql://w@h/x" }).databaseUrl, "postgresql://w@h/x");
+  // The yield lag as the Python services write durations, and below the ack wait.
+  assert.equal(s.yieldLagMs, 20_000);
+  assert.equal(loadSettings({ LINKFLOW_WEBHOOKS_YIELD_LAG: "1.5" }).yieldLagMs, 1500);
+  assert.equal(loadSettings({ LINKFLOW_WEBHOOKS_YIELD_LAG: "500ms" }).yieldLagMs, 500);
+  assert.equal(loadSettings({ LINKFLOW_WEBHOOKS_YIELD_LAG: "0" }).yieldLagMs, 0);
   for (const bad of [
+    { LINKFLOW_WEBHOOKS_YIELD_LAG: "26s" }, { LINKFLOW_WEBHOOKS_YIELD_LAG: "1m" }, { LINKFLOW_WEBHOOKS_YIELD_LAG: "soon" },
     { LINKFLOW_WEBHOOKS_PORT: "http" }, { LINKFLOW_WEBHOOKS_PORT: "70000" }, { LINKFLOW_WEBHOOKS_ALLOW_HTTP: "maybe" },
     { LINKFLOW_NATS_URL: "http://x" }, { LINKFLOW_WEBHOOKS_DATABASE_URL: "mysql://x" }, { LINKFLOW_LOG_LEVEL: "loud" },
     { LINKFLOW_AUTH: "sometimes" }, { LINKFLOW_WEBHOOKS_RETRY_SCALE: "-1" },
