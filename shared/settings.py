@@ -201,6 +201,15 @@ class CommandSettings(msgspec.Struct, kw_only=True, frozen=True):
     log_level: str = "WARNING"
 
 
+class Placement(msgspec.Struct, kw_only=True, frozen=True):
+    """Where ``linkflow`` runs the work behind the redirect (shared.cli.process)."""
+
+    # LINKFLOW_BACKGROUND_CGROUP=on: the workers, webhooks and PostgreSQL in
+    # one idle-class CPU cgroup, where the machine lets linkflow make one;
+    # off: nice 19 and their autogroups alone.
+    background_cgroup: bool = False
+
+
 def _kind(annotation: Any) -> tuple[str | None, msgspec.Meta | None]:
     """A float field's kind (``"duration"``, ``"ratio"``) and its Meta, from
     ``Annotated[float, msgspec.Meta(extra={"setting": ...})]``."""

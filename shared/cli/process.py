@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from shared.settings import Placement, load
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -56,7 +58,6 @@ def _lower_autogroup(pid: int, nice: int) -> None:
 # cgroup v1's CPU hierarchy, where one group can be made the idle class.
 _CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
 BACKGROUND_CGROUP = "linkflow-background"
-_OFF = ("off", "0", "false", "no")
 
 
 @functools.cache
@@ -75,7 +76,7 @@ def _idle_group() -> Path | None:
     because the idle class gets next to nothing while the CPUs stay busy: a
     worker restarted during a sustained load took over 30 s to start, and
     the yield lag's bound on how far the stats fall behind no longer holds."""
-    if os.environ.get("LINKFLOW_BACKGROUND_CGROUP", "off").strip().lower() in _OFF:
+    if not load(Placement).background_cgroup:
         return None
     group = _CPU_CGROUP / BACKGROUND_CGROUP
     try:
