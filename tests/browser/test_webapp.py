@@ -508,7 +508,9 @@ async def test_the_webhooks_page_manages_endpoints(
         assert response is not None
         policy = await response.header_value("content-security-policy")
         assert policy is not None
-        assert f"connect-src 'self' {gateway} {webhooks};" in policy
+        # And the click-recorder's export, at the URL linkflow up gives it.
+        recorder = f"http://127.0.0.1:{os.environ['LINKFLOW_CLICK_RECORDER_PORT']}"
+        assert f"connect-src 'self' {gateway} {webhooks} {recorder};" in policy
         await page.get_by_label("API key").fill(key)
         await page.get_by_role("button", name="Sign in").click()
         await page.get_by_role("navigation").get_by_role("link", name="Webhooks").click()
