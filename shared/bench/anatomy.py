@@ -63,9 +63,9 @@ def wake_cost(trips: int = 2000, gap: float = 0.002) -> tuple[float, float]:
     return costs[0], costs[1]
 
 
-def _tids(pid: int) -> list[Path]:
-    """The threads of ``pid`` and of its children (PostgreSQL's backends)."""
-    pids = [pid]
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (PostgreSQL's backends)."""
+    found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -73,9 +73,14 @@ def _tids(pid: int) -> list[Path]:
             except OSError:
                 continue
             if stat[1] == str(pid):
-                pids.append(int(entry.name))
+                found.append(int(entry.name))
+    return found
+
+
+def _tids(pid: int) -> list[Path]:
+    """The threads of ``pid`` and of its children."""
     tasks: list[Path] = []
-    for p in pids:
+    for p in [pid, *children(pid)]:
         try:
             tasks.extend(Path(f"/proc/{p}/task").iterdir())
         except OSError:

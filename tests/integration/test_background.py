@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.bench.anatomy import children
 from shared.cli import process
 from shared.cli.process import BACKGROUND_CGROUP, Process
 from tests.harness import eventually
@@ -26,19 +27,6 @@ def _cpu_group(pid: int) -> str:
     text = Path(f"/proc/{pid}/cgroup").read_text()
     found = re.search(r"^\d+:(?:[^:]*,)?cpu(?:,[^:]*)?:(.*)$", text, re.M)
     return found.group(1) if found else ""
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if stat[1] == str(pid):
-                out.append(int(entry.name))
-    return out
 
 
 async def test_nice_work_goes_to_the_idle_group_with_its_children(
@@ -56,8 +44,8 @@ async def test_nice_work_goes_to_the_idle_group_with_its_children(
     try:
         assert _cpu_group(background.pid) == IN_GROUP
         assert _cpu_group(foreground.pid) != IN_GROUP
-        children = await eventually(lambda: _async(_children(background.pid)), 10, "its child")
-        assert [_cpu_group(c) for c in children] == [IN_GROUP]
+        forked = await eventually(lambda: _async(children(background.pid)), 10, "its child")
+        assert [_cpu_group(c) for c in forked] == [IN_GROUP]
     finally:
         background.stop()
         foreground.stop()
