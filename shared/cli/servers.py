@@ -214,7 +214,7 @@ class PostgresServer(Process):
     def start(self, timeout: float = 60) -> PostgresServer:
         self._prepare_user()
         if not (self.data_dir / "PG_VERSION").exists():
-            subprocess.run(
+            made = subprocess.run(
                 [
                     self._bin("initdb"),
                     "-D",
@@ -225,10 +225,17 @@ class PostgresServer(Process):
                     "--encoding=UTF8",
                     "--no-sync",
                 ],
-                check=True,
+                check=False,
                 capture_output=True,
+                text=True,
                 user=self._user,
             )
+            if made.returncode != 0:
+                said = (made.stderr or made.stdout).strip()
+                raise RuntimeError(
+                    f"PostgreSQL: initdb {self.data_dir} as {self._user or 'this user'} "
+                    f"exited with {made.returncode}: {said}"
+                )
         if self.password is not None:
             # Before every start, as a cluster made before passwords were
             # (by an older linkflow up) trusted every TCP connection.
