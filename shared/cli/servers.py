@@ -5,6 +5,7 @@ the same store (the fault tests rely on that)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import shutil
@@ -190,6 +191,16 @@ class PostgresServer(Process):
     def _prepare_user(self) -> None:
         if os.geteuid() != 0:
             return
+        # One process at a time per install (the lock sits in it, where only
+        # its owner may write): on a fresh machine two test workers starting
+        # their servers together both ran useradd (the second failed,
+        # "already exists"), or one ran initdb while the other was still
+        # preparing the user and the binaries' permissions.
+        with (_pg_bin_path().parent / ".linkflow-prepare.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._prepare_user_locked()
+
+    def _prepare_user_locked(self) -> None:
         import stat
 
         POSTGRES_BIN_PATH = _pg_bin_path()
