@@ -18,7 +18,7 @@ up:
 # The bench's load test drives wrk: Debian's package, installed here if missing.
 # Arguments go to pytest.
 test *args: lint
-    command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null) || echo "just test: could not install Debian's wrk; the bench's load test will fail saying so"
+    command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null) || echo "just test: no wrk and apt-get failed; the bench's load test will fail saying so"
     python3 -m pytest -n 2 -m "not e2e and not container and not browser and not prometheus and not polyglot" {{args}}
 
 # Every service as its own process (`linkflow up` and the fault suite: kill -9,

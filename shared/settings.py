@@ -204,10 +204,10 @@ class CommandSettings(msgspec.Struct, kw_only=True, frozen=True):
 class Placement(msgspec.Struct, kw_only=True, frozen=True):
     """Where ``linkflow`` runs the work behind the redirect (shared.cli.process)."""
 
-    # LINKFLOW_BACKGROUND_CGROUP=on: the workers, webhooks and PostgreSQL in
-    # one idle-class CPU cgroup, where the machine lets linkflow make one;
-    # off: nice 19 and their autogroups alone.
-    background_cgroup: bool = False
+    # LINKFLOW_BACKGROUND_CGROUP=on: the workers, webhooks and PostgreSQL
+    # join one idle-class CPU cgroup once started, where the machine lets
+    # linkflow make one; off: nice 19 and their autogroups alone.
+    background_cgroup: bool = True
 
 
 def _kind(annotation: Any) -> tuple[str | None, msgspec.Meta | None]:

@@ -25,6 +25,7 @@ import asyncpg
 
 from shared.bench.client import Client
 from shared.bench.wrk import tree_cpu_seconds
+from shared.cli.process import children
 
 # The click consumers whose batches are read from their service's /metrics.
 _BATCH = re.compile(r'^linkflow_worker_batch_size_(count|sum)\{consumer="([^"]+)"\} (\S+)$', re.M)
@@ -61,20 +62,6 @@ def wake_cost(trips: int = 2000, gap: float = 0.002) -> tuple[float, float]:
         os.write(out, b"q")
         child.wait(10)
     return costs[0], costs[1]
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (PostgreSQL's backends)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if stat[1] == str(pid):
-                found.append(int(entry.name))
-    return found
 
 
 def _tids(pid: int) -> list[Path]:

@@ -38,6 +38,7 @@ from shared.bench.client import Client
 from shared.bench.drain import bare, count_rows
 from shared.bench.wrk import rss_mb, tree_cpu_seconds, wrk, wrk_path
 from shared.cli.probe import not_ready
+from shared.cli.process import background_group
 from shared.cli.servers import free_ports, port_open, wait_until
 from shared.cli.supervisor import Supervisor
 from shared.jetstream import bus, topology
@@ -168,6 +169,8 @@ def running(extra_env: dict[str, str] | None = None) -> Iterator[System]:
             for s in roster.ALL:
                 health = env[f"LINKFLOW_{s.name.upper()}_PORT"]
                 wait_until(lambda p=health: not_ready(p) is None, 60, f"{s.label} ready")
+            # As linkflow up's watch does: each ready worker yields the CPU.
+            wait_until(lambda: sup.settle() == 0, 60, "the workers lowered to nice 19")
             http.post(
                 f"{gateway}/api/links", json={"url": "https://example.com/", "code": "bench"}
             ).raise_for_status()
@@ -186,8 +189,9 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
         pids = system.pids()
         print(
             f"bench --system: linkflow up on {os.cpu_count()} CPUs, nothing pinned; workers "
-            f"and PostgreSQL at nice {roster.BACKGROUND}; wrk -t1 -c{connections} "
-            f"{seconds}s",
+            f"and PostgreSQL at nice {roster.BACKGROUND}"
+            f"{', in the idle-class cgroup' if background_group() else ''}; "
+            f"wrk -t1 -c{connections} {seconds}s",
             flush=True,
         )
         hot, cold = anatomy.wake_cost()

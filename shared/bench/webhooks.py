@@ -176,6 +176,7 @@ def run_webhooks(seconds: int, connections: int, rounds: int, clicks: int) -> in
         )
         try:
             wait_until(lambda: port_open(port), 30, "the receiver")
+            served.to_background()
             return _rounds(system, receiver, served.pid, seconds, connections, rounds, clicks)
         finally:
             served.stop()

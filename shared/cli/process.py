@@ -36,12 +36,6 @@ def die_with_parent() -> None:
         pass
 
 
-def _child_setup(nice: int) -> None:
-    die_with_parent()
-    if nice > 0:
-        os.nice(nice)
-
-
 def _lower_autogroup(pid: int, nice: int) -> None:
     """Give the session ``pid`` leads, its scheduling autogroup where the
     kernel groups by session (CONFIG_SCHED_AUTOGROUP, on by default in most
@@ -62,20 +56,17 @@ BACKGROUND_CGROUP = "linkflow-background"
 
 @functools.cache
 def _idle_group() -> Path | None:
-    """With ``LINKFLOW_BACKGROUND_CGROUP=on``: a cgroup whose tasks get a
+    """Unless ``LINKFLOW_BACKGROUND_CGROUP=off``: a cgroup whose tasks get a
     CPU only when no other task wants it (``cpu.idle``), where this process
     may make one (cgroup v1's cpu hierarchy, as root or delegated). None
-    otherwise (off, the default, or a cgroup v2 system, which needs a
-    delegated subtree): nice and the autogroup alone then.
+    otherwise (off, or a cgroup v2 system, which needs a delegated subtree):
+    nice and the autogroup alone then.
 
     Measured (docs/benchmarks.md, 2026-12-02): at a steady 3,600 and 5,400
     redirects a second, nice 19 leaves the gateway waiting 112-180 ms a
     second for a CPU and its p99 at 9-19 ms; SCHED_IDLE on each task changes
     nothing (each service is its own autogroup, scheduled as a whole); in
-    this group the wait is 72-96 ms/s and the p99 6.5-10 ms. Off by default
-    because the idle class gets next to nothing while the CPUs stay busy: a
-    worker restarted during a sustained load took over 30 s to start, and
-    the yield lag's bound on how far the stats fall behind no longer holds."""
+    this group the wait is 72-96 ms/s and the p99 6.5-10 ms."""
     if not load(Placement).background_cgroup:
         return None
     group = _CPU_CGROUP / BACKGROUND_CGROUP
@@ -87,16 +78,23 @@ def _idle_group() -> Path | None:
     return group
 
 
-def _to_background(pid: int, nice: int) -> None:
-    """Put a nice process where it yields the CPU best: the idle group when
-    there is one (its children, PostgreSQL's backends, follow it), else an
-    autogroup as nice as it is."""
-    group = _idle_group()
-    if group is not None:
-        with contextlib.suppress(OSError):
-            (group / "cgroup.procs").write_text(f"{pid}\n")
-            return
-    _lower_autogroup(pid, nice)
+def background_group() -> Path | None:
+    """The idle-class group nice processes join once started, if any."""
+    return _idle_group()
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (PostgreSQL's backends)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if stat[1] == str(pid):
+                found.append(int(entry.name))
+    return found
 
 
 class Process:
@@ -107,6 +105,7 @@ class Process:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._nice = 0
 
     def spawn(
         self,
@@ -115,7 +114,9 @@ class Process:
         user: str | None = None,
         nice: int = 0,
     ) -> None:
-        """Start it; ``nice`` lowers its CPU priority (never raises it)."""
+        """Start it, at this process's own CPU priority. ``nice`` is the one
+        it yields to once its owner calls :meth:`to_background` (never a
+        raise)."""
         if self.log_path is not None:
             self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -126,10 +127,35 @@ class Process:
             stderr=subprocess.STDOUT if self._log else None,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=functools.partial(_child_setup, nice),
+            preexec_fn=die_with_parent,
         )
-        if nice > 0:
-            _to_background(self.proc.pid, nice)
+        self._nice = nice
+
+    def to_background(self) -> bool:
+        """Lower a started process, and the children it has forked so far,
+        to its ``nice``: every thread's own, its session's autogroup, and the
+        idle group where there is one (what it forks or spawns later inherits
+        all three). Its owner calls this once the process is ready, not at
+        its spawn: starting is bounded, one-off work (imports, connections)
+        that nice 19, and the idle class more so, stretch without bound
+        while the CPUs stay busy (a worker restarted beside a storm took over
+        30 s to answer, a start beside another test's storm over 60 s).
+        False if there is nothing to lower (not nice, not running)."""
+        if self.proc is None or self._nice <= 0 or not self.running:
+            return False
+        # Relative to this process's own, as os.nice in the child would be.
+        value = min(os.getpriority(os.PRIO_PROCESS, 0) + self._nice, 19)
+        group = _idle_group()
+        for pid in [self.proc.pid, *children(self.proc.pid)]:
+            # A child (or a thread) may have exited meanwhile.
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    with contextlib.suppress(OSError):
+                        os.setpriority(os.PRIO_PROCESS, int(task.name), value)
+                _lower_autogroup(pid, self._nice)
+                if group is not None:
+                    (group / "cgroup.procs").write_text(f"{pid}\n")
+        return True
 
     @property
     def running(self) -> bool:

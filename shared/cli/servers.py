@@ -282,6 +282,8 @@ class PostgresServer(Process):
             ]
         self.spawn(args, user=self._user, nice=self.nice)
         wait_until(self._ready, timeout, "PostgreSQL")
+        # Started: it and the processes it forked join the background.
+        self.to_background()
         if self.password is not None:
             self._set_password(self.password)
         return self

@@ -61,12 +61,16 @@ class Child(Process):
         self.restarts = 0
         self.restart_at: float | None = None
         self.exits: list[int] = []  # the status of each exit on its own
+        # A nice service yields the CPU once it answers /readyz
+        # (shared.cli.process.Process.to_background).
+        self.settling = False
 
     def start(self) -> None:
         service = next(s for s in roster.ALL if s.name == self.name)
         self.spawn(command(service, self.env), self.env, nice=service.nice)
         self.started = time.monotonic()
         self.restart_at = None
+        self.settling = service.nice > 0
 
 
 def _say(text: str) -> None:
@@ -97,6 +101,7 @@ class Supervisor:
         # (one that exits meanwhile is asked again), each with why not when
         # last asked.
         self._unready: dict[str, str] = {}
+        self._settle_turn = 0
         # What was said: seconds from the start until every service was
         # ready, and the services not ready after NOT_READY_AFTER.
         self.ready_after: float | None = None
@@ -239,7 +244,23 @@ class Supervisor:
                     child.start()
             if self._unready:
                 self._readiness(now)
+            self.settle()
             time.sleep(0.2)
+
+    def settle(self) -> int:
+        """Lower the next started nice service that answers /readyz to its
+        priority (one asked a call, as :meth:`_readiness` asks); how many
+        are still to lower."""
+        settling = [c for c in self.children if c.settling and c.running]
+        if not settling:
+            return 0
+        child = settling[self._settle_turn % len(settling)]
+        self._settle_turn += 1
+        if not_ready(self._ports[child.name]) is None:
+            child.to_background()
+            child.settling = False
+            return len(settling) - 1
+        return len(settling)
 
     def _readiness(self, now: float) -> None:
         """Ask the next service not yet ready; say once when none is left,

@@ -346,7 +346,7 @@ async def test_rolling_sigterm_of_every_service(stack: Stack) -> None:
             async def back(child: Child = child, name: str = name) -> bool:
                 return child.restarts >= 1 and await ready(stack.url(name))
 
-            await eventually(back, 30, f"{name} back after SIGTERM")
+            await eventually(back, 60, f"{name} back after SIGTERM")
             await load.until(len(load.served) + 500)
     figures = await assert_all_recorded_once(stack, load)
     print(f"rolling SIGTERM: {figures}")
