@@ -29,6 +29,10 @@ from shared.urls import redact
 SERVICES_DIR = Path(__file__).parents[2] / "services"
 # A service that ran this long before dying starts again after the shortest delay.
 HEALTHY_AFTER = 60.0
+# A nice service is lowered once it answers /readyz, or this long after its
+# start if it never does: what it does meanwhile at linkflow up's priority
+# (a worker retrying a database that is away) is bounded too.
+LOWERED_WITHIN = 30.0
 RESTART = Backoff(initial=1.0, cap=30.0)
 # Stopped in this order: the gateway first (shared.roster).
 SERVICES = tuple(s.name for s in roster.ALL)
@@ -248,15 +252,16 @@ class Supervisor:
             time.sleep(0.2)
 
     def settle(self) -> int:
-        """Lower the next started nice service that answers /readyz to its
-        priority (one asked a call, as :meth:`_readiness` asks); how many
-        are still to lower."""
+        """Lower the next started nice service that answers /readyz (or
+        started LOWERED_WITHIN ago) to its priority, one asked a call as
+        :meth:`_readiness` asks; how many are still to lower."""
         settling = [c for c in self.children if c.settling and c.running]
         if not settling:
             return 0
         child = settling[self._settle_turn % len(settling)]
         self._settle_turn += 1
-        if not_ready(self._ports[child.name]) is None:
+        overdue = time.monotonic() - child.started > LOWERED_WITHIN
+        if overdue or not_ready(self._ports[child.name]) is None:
             child.to_background()
             child.settling = False
             return len(settling) - 1

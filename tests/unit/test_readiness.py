@@ -4,7 +4,10 @@ ready, and how ``linkflow up`` says it (shared.cli.probe, shared.cli.supervisor)
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -12,9 +15,10 @@ from typing import ClassVar
 
 import pytest
 
+from shared import roster
 from shared.cli.probe import not_ready
 from shared.cli.servers import free_port
-from shared.cli.supervisor import Supervisor
+from shared.cli.supervisor import Child, Supervisor
 
 
 class _Readyz(BaseHTTPRequestHandler):
@@ -75,3 +79,36 @@ def test_up_names_a_service_not_ready_once(
     )
     assert sup.not_ready == {"link": f"not answering on port {closed} (Connection refused)"}
     assert sup.ready_after is None
+
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(30)"]
+
+
+def test_a_worker_is_lowered_once_ready_or_once_overdue(
+    tmp_path: Path, readyz: tuple[int, type[_Readyz]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A nice service starts at linkflow up's priority and is lowered once
+    its /readyz answers, or LOWERED_WITHIN after its start if it never does."""
+    port, handler = readyz
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    sup = Supervisor(tmp_path, services=("click_recorder", "analytics"))
+    answering, silent = Child("click_recorder", {}, None), Child("analytics", {}, None)
+    sup._ports = {"click_recorder": str(port), "analytics": str(free_port())}
+    for child in (answering, silent):
+        child.spawn(SLEEPER, nice=roster.BACKGROUND)
+        child.started, child.settling = time.monotonic(), True
+        sup.children.append(child)
+    try:
+        handler.reasons = {"nats": "not connected"}
+        assert [sup.settle() for _ in range(4)] == [2, 2, 2, 2]
+        handler.reasons = {}
+        assert sup.settle() == 1  # the ready one, asked in its turn
+        assert os.getpriority(os.PRIO_PROCESS, answering.pid) == min(own + roster.BACKGROUND, 19)
+        assert os.getpriority(os.PRIO_PROCESS, silent.pid) == own
+        assert sup.settle() == 1  # the silent one: not ready, not overdue
+        monkeypatch.setattr("shared.cli.supervisor.LOWERED_WITHIN", 0.0)
+        assert sup.settle() == 0
+        assert os.getpriority(os.PRIO_PROCESS, silent.pid) == min(own + roster.BACKGROUND, 19)
+    finally:
+        for child in (answering, silent):
+            child.stop()
