@@ -30,8 +30,9 @@ class Service:
 
 
 # The niceness of the work behind the redirect (the workers, and the embedded
-# PostgreSQL only they use), for their processes and their sessions'
-# scheduling autogroups (shared.cli.process): at 19 each gets about 1/70 of
+# PostgreSQL, which the gateway reads only for a link not in its cache and
+# for its API), for their processes and their sessions' scheduling
+# autogroups once each is ready (shared.cli.process): at 19 each gets about 1/70 of
 # the CPU the gateway gets when both want it. It still runs in every gap the
 # gateway leaves, so the workers also hold off while a gateway says
 # redirects.busy (shared.jetstream.yielding); docs/architecture.md, "The click pipeline".

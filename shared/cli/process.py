@@ -83,18 +83,39 @@ def background_group() -> Path | None:
     return _idle_group()
 
 
+def _parent(pid: int) -> int | None:
+    """The parent of ``pid``, None if it is gone. Bytes: a process's name
+    (any user's to choose) need not be UTF-8."""
+    try:
+        return int((Path(f"/proc/{pid}/stat")).read_bytes().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (PostgreSQL's backends)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if stat[1] == str(pid):
-                found.append(int(entry.name))
-    return found
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _parent(int(entry.name)) == pid
+    ]
+
+
+def _lower_tasks(pid: int, value: int) -> None:
+    """Every thread of ``pid`` at nice ``value``, until a listing finds none
+    left higher (a thread started meanwhile by one not yet lowered)."""
+    done: set[int] = set()
+    while True:
+        try:
+            tasks = {int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()} - done
+        except OSError:  # gone
+            return
+        if not tasks:
+            return
+        for task in tasks:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, task, value)
+        done |= tasks
 
 
 class Process:
@@ -131,30 +152,40 @@ class Process:
         )
         self._nice = nice
 
-    def to_background(self) -> bool:
+    def to_background(self, idle: bool = True) -> bool:
         """Lower a started process, and the children it has forked so far,
-        to its ``nice``: every thread's own, its session's autogroup, and the
-        idle group where there is one (what it forks or spawns later inherits
-        all three). Its owner calls this once the process is ready, not at
-        its spawn: starting is bounded, one-off work (imports, connections)
-        that nice 19, and the idle class more so, stretch without bound
-        while the CPUs stay busy (a worker restarted beside a storm took over
-        30 s to answer, a start beside another test's storm over 60 s).
-        False if there is nothing to lower (not nice, not running)."""
+        to its ``nice``: every thread's own, its session's autogroup, and,
+        with ``idle``, the idle group where there is one (what it forks or
+        spawns later inherits all of it). Its owner calls this once the
+        process is ready, not at its spawn: starting is bounded, one-off
+        work (imports, connections) that nice 19, and the idle class more
+        so, stretch without bound while the CPUs stay busy (a worker
+        restarted beside a storm took over 30 s to answer, a start beside
+        another test's storm over 60 s). False if there is nothing to lower
+        (not nice, not running)."""
         if self.proc is None or self._nice <= 0 or not self.running:
             return False
+        root = self.proc.pid
         # Relative to this process's own, as os.nice in the child would be.
         value = min(os.getpriority(os.PRIO_PROCESS, 0) + self._nice, 19)
-        group = _idle_group()
-        for pid in [self.proc.pid, *children(self.proc.pid)]:
-            # A child (or a thread) may have exited meanwhile.
-            with contextlib.suppress(OSError):
-                for task in Path(f"/proc/{pid}/task").iterdir():
-                    with contextlib.suppress(OSError):
-                        os.setpriority(os.PRIO_PROCESS, int(task.name), value)
+        group = _idle_group() if idle else None
+        # The parent first, then its children until a listing finds no new
+        # one: a child forked meanwhile by a parent not yet lowered would
+        # keep this process's priority for its whole life.
+        done: set[int] = set()
+        pending = [root]
+        while pending:
+            for pid in pending:
+                # Still the one listed (not a reused pid) and still there.
+                if pid != root and _parent(pid) != root:
+                    continue
+                _lower_tasks(pid, value)
                 _lower_autogroup(pid, self._nice)
                 if group is not None:
-                    (group / "cgroup.procs").write_text(f"{pid}\n")
+                    with contextlib.suppress(OSError):
+                        (group / "cgroup.procs").write_text(f"{pid}\n")
+            done.update(pending)
+            pending = [c for c in children(root) if c not in done]
         return True
 
     @property

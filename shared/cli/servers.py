@@ -211,7 +211,13 @@ class PostgresServer(Process):
         )
 
         self._user = "pgserver"
-        ensure_user_exists(self._user)
+        try:
+            ensure_user_exists(self._user)
+        except subprocess.CalledProcessError as exc:
+            # Made meanwhile by another install's process (the lock is per
+            # install): useradd's "already exists".
+            if exc.returncode != 9:
+                raise
         ensure_prefix_permissions(POSTGRES_BIN_PATH)
         readable = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
         ensure_folder_permissions(POSTGRES_BIN_PATH, readable)
@@ -282,8 +288,11 @@ class PostgresServer(Process):
             ]
         self.spawn(args, user=self._user, nice=self.nice)
         wait_until(self._ready, timeout, "PostgreSQL")
-        # Started: it and the processes it forked join the background.
-        self.to_background()
+        # Started: it and the processes it forked yield the CPU (nice 19).
+        # Not into the idle class: the gateway reads it too (a link not in
+        # its cache, its API's writes, its readiness), and under a load that
+        # keeps the CPUs busy the idle class would stall those.
+        self.to_background(idle=False)
         if self.password is not None:
             self._set_password(self.password)
         return self

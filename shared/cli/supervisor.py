@@ -18,7 +18,7 @@ from shared.backoff import Backoff
 from shared.cli import permissions, roles
 from shared.cli.migrate import database_settings, migrate_all, own_database
 from shared.cli.probe import not_ready
-from shared.cli.process import Process
+from shared.cli.process import Process, background_group
 from shared.cli.servers import NatsServer, PostgresServer, free_port, port_open, write_private
 from shared.http import keys
 from shared.jetstream import bus
@@ -71,10 +71,12 @@ class Child(Process):
 
     def start(self) -> None:
         service = next(s for s in roster.ALL if s.name == self.name)
-        self.spawn(command(service, self.env), self.env, nice=service.nice)
+        # Before the spawn: the watch thread and tests read these once the
+        # process is there.
         self.started = time.monotonic()
-        self.restart_at = None
         self.settling = service.nice > 0
+        self.restart_at = None
+        self.spawn(command(service, self.env), self.env, nice=service.nice)
 
 
 def _say(text: str) -> None:
@@ -112,6 +114,9 @@ class Supervisor:
         self.not_ready: dict[str, str] = {}
 
     def start(self) -> dict[str, str]:
+        # Its setting read now: a mistake in it stops linkflow up before
+        # anything started, not when the first worker is ready.
+        background_group()
         env = dict(os.environ)
         own_users = "LINKFLOW_NATS_URL" not in env
         if own_users:
@@ -134,7 +139,8 @@ class Supervisor:
         role_passwords: dict[str, str] = {}
         if "LINKFLOW_DATABASE_URL" not in env:
             role_passwords = pg_passwords(self.home)
-            # Only the workers use PostgreSQL: it yields the CPU with them.
+            # Mostly the workers' (the gateway reads it for a link not in
+            # its cache, and for its API): it yields the CPU with them.
             self.pg = PostgresServer(
                 self.home / "pg",
                 _port(5432),
@@ -246,24 +252,35 @@ class Supervisor:
                 elif child.proc is None and child.restart_at and now >= child.restart_at:
                     child.restarts += 1
                     child.start()
-            if self._unready:
+            asked = bool(self._unready)
+            if asked:
                 self._readiness(now)
-            self.settle()
+            try:
+                # One /readyz asked a pass at most, by either.
+                self.settle(probe=not asked)
+            except Exception as exc:  # one child left as it is, not every child stopped
+                _say(f"could not lower a service's CPU priority: {exc!r}")
             time.sleep(0.2)
 
-    def settle(self) -> int:
-        """Lower the next started nice service that answers /readyz (or
-        started LOWERED_WITHIN ago) to its priority, one asked a call as
-        :meth:`_readiness` asks; how many are still to lower."""
+    def settle(self, probe: bool = True) -> int:
+        """Lower each started nice service that started LOWERED_WITHIN ago,
+        and, with ``probe``, the next one that answers /readyz (one asked a
+        call, as :meth:`_readiness` asks); how many are still to lower. A
+        service that keeps exiting sooner than that is never lowered: it
+        does little at any priority."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.settling and child.running and now - child.started > LOWERED_WITHIN:
+                child.settling = False
+                child.to_background()
         settling = [c for c in self.children if c.settling and c.running]
-        if not settling:
-            return 0
+        if not settling or not probe:
+            return len(settling)
         child = settling[self._settle_turn % len(settling)]
         self._settle_turn += 1
-        overdue = time.monotonic() - child.started > LOWERED_WITHIN
-        if overdue or not_ready(self._ports[child.name]) is None:
-            child.to_background()
+        if not_ready(self._ports[child.name]) is None:
             child.settling = False
+            child.to_background()
             return len(settling) - 1
         return len(settling)
 

@@ -10,7 +10,9 @@ import textwrap
 from pathlib import Path
 
 from shared import roster
+from shared.cli.process import BACKGROUND_CGROUP
 from shared.cli.servers import PostgresServer, wait_until
+from tests.harness import cpu_group
 
 
 def alive(pid: int) -> bool:
@@ -46,7 +48,8 @@ def test_servers_do_not_outlive_a_killed_parent(tmp_path: Path) -> None:
 
 
 def test_embedded_postgres_can_yield_the_cpu(tmp_path: Path) -> None:
-    """`linkflow up` starts PostgreSQL (used by the workers alone) niced like them."""
+    """`linkflow up` starts PostgreSQL (mostly the workers') niced like them,
+    once it accepts connections, but not in the idle class."""
     pg = PostgresServer(tmp_path / "pg", durable=False, nice=roster.BACKGROUND).start()
     try:
         own = os.getpriority(os.PRIO_PROCESS, 0)
@@ -54,5 +57,7 @@ def test_embedded_postgres_can_yield_the_cpu(tmp_path: Path) -> None:
         if Path("/proc/self/autogroup").exists():
             group = Path(f"/proc/{pg.pid}/autogroup").read_text().split()
             assert group[-2:] == ["nice", str(roster.BACKGROUND)]
+        # Never the idle class: the gateway reads it too.
+        assert cpu_group(pg.pid) != f"/{BACKGROUND_CGROUP}"
     finally:
         pg.stop()
