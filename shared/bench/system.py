@@ -190,7 +190,7 @@ def run_system(seconds: int, connections: int, step_seconds: int, sustained: boo
         print(
             f"bench --system: linkflow up on {os.cpu_count()} CPUs, nothing pinned; workers "
             f"and PostgreSQL at nice {roster.BACKGROUND}"
-            f"{', in the idle-class cgroup' if background_group() else ''}; "
+            f"{', the workers in the idle-class cgroup' if background_group() else ''}; "
             f"wrk -t1 -c{connections} {seconds}s",
             flush=True,
         )
