@@ -24,6 +24,7 @@ from tests.harness import cpu_group, eventually
 
 # A parent with a thread that forks a child at once and another when told
 # (SIGUSR1), all sleeping: a postmaster, its first helper, a later backend.
+# wait-ok: the sleeps stand for servers' lives, nothing waits on them.
 SLEEPER = [
     sys.executable,
     "-c",
@@ -123,6 +124,7 @@ async def test_a_process_name_that_is_not_utf8_is_no_obstacle(tmp_path: Path) ->
     """Any user names their processes: one whose name is not UTF-8 is still
     listed among a parent's children (linkflow up lists PostgreSQL's)."""
     odd = tmp_path / os.fsdecode(b"\xff\xfe")
+    # wait-ok: sleep(1) under an odd name stands for any process, not a wait.
     shutil.copy(shutil.which("sleep") or "/bin/sleep", odd)
     sleeper = Process(tmp_path / "odd.log")
     sleeper.spawn([str(odd), "30"])

@@ -81,6 +81,7 @@ def test_up_names_a_service_not_ready_once(
     assert sup.ready_after is None
 
 
+# wait-ok: a child that stands for a service, not a wait.
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(30)"]
 
 
