@@ -55,7 +55,7 @@ BACKGROUND_CGROUP = "linkflow-background"
 
 
 @functools.cache
-def _idle_group() -> Path | None:
+def background_group() -> Path | None:
     """Unless ``LINKFLOW_BACKGROUND_CGROUP=off``: a cgroup whose tasks get a
     CPU only when no other task wants it (``cpu.idle``), where this process
     may make one (cgroup v1's cpu hierarchy, as root or delegated). None
@@ -76,11 +76,6 @@ def _idle_group() -> Path | None:
     except OSError:
         return None
     return group
-
-
-def background_group() -> Path | None:
-    """The idle-class group nice processes join once started, if any."""
-    return _idle_group()
 
 
 def _parent(pid: int) -> int | None:
@@ -168,7 +163,7 @@ class Process:
         root = self.proc.pid
         # Relative to this process's own, as os.nice in the child would be.
         value = min(os.getpriority(os.PRIO_PROCESS, 0) + self._nice, 19)
-        group = _idle_group() if idle else None
+        group = background_group() if idle else None
         # The parent first, then its children until a listing finds no new
         # one: a child forked meanwhile by a parent not yet lowered would
         # keep this process's priority for its whole life.

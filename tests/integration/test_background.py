@@ -54,8 +54,8 @@ async def test_nice_work_yields_the_cpu_once_started_with_its_children(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cgroup: str
 ) -> None:
     monkeypatch.setenv("LINKFLOW_BACKGROUND_CGROUP", cgroup)
-    process._idle_group.cache_clear()
-    group = process._idle_group()
+    process.background_group.cache_clear()
+    group = process.background_group()
     if cgroup == "on" and group is None:
         pytest.skip("no cgroup v1 cpu hierarchy this process may write: nice and autogroups alone")
     if group is not None:
@@ -98,18 +98,18 @@ async def test_nice_work_yields_the_cpu_once_started_with_its_children(
     finally:
         background.stop()
         foreground.stop()
-        process._idle_group.cache_clear()
+        process.background_group.cache_clear()
 
 
 def test_on_by_default_and_off_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LINKFLOW_BACKGROUND_CGROUP", raising=False)
     assert load(Placement).background_cgroup
     monkeypatch.setenv("LINKFLOW_BACKGROUND_CGROUP", "off")
-    process._idle_group.cache_clear()
+    process.background_group.cache_clear()
     try:
-        assert process._idle_group() is None
+        assert process.background_group() is None
     finally:
-        process._idle_group.cache_clear()
+        process.background_group.cache_clear()
 
 
 async def _async(value: T) -> T:
