@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from shared.http.health import Check, routes
 from shared.http.serve import uvicorn_server
 from shared.jetstream.loops import Loops
+from shared.priority import leave_background
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,18 @@ def _stop_while_starting(*_: object) -> None:
 
 
 def _on_stop_signal(handler: Any) -> None:
+    """``handler`` on a stop signal, once the service is back at its
+    starter's CPU priority: a stop (settling a batch, draining NATS) is
+    bounded work that ``linkflow up``'s low priority for a ready worker
+    would stretch without bound while a storm keeps the CPUs busy."""
     loop = asyncio.get_running_loop()
+
+    def stopping() -> None:
+        leave_background()
+        handler()
+
     for sig in _STOP_SIGNALS:
-        loop.add_signal_handler(sig, handler)
+        loop.add_signal_handler(sig, stopping)
 
 
 async def serve(app: Any, host: str, port: int) -> None:

@@ -202,12 +202,12 @@ class CommandSettings(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class Placement(msgspec.Struct, kw_only=True, frozen=True):
-    """Where ``linkflow`` runs the work behind the redirect (shared.cli.process)."""
+    """Where ``linkflow`` runs the work behind the redirect (shared.priority)."""
 
-    # LINKFLOW_BACKGROUND_CGROUP=on: the workers, webhooks and PostgreSQL
-    # join one idle-class CPU cgroup once started, where the machine lets
-    # linkflow make one; off: nice 19 and their autogroups alone.
-    background_cgroup: bool = True
+    # LINKFLOW_BACKGROUND_CGROUP=on: the workers and webhooks join one
+    # idle-class CPU cgroup once ready, where the machine lets linkflow make
+    # one; off (the default): nice 19 and their autogroups alone.
+    background_cgroup: bool = False
 
 
 def _kind(annotation: Any) -> tuple[str | None, msgspec.Meta | None]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -204,10 +203,3 @@ async def assert_only_the_web_app(
     allowed = await client.get(path, headers={"origin": app})
     assert allowed.headers["access-control-allow-origin"] == app
     return allowed
-
-
-def cpu_group(pid: int) -> str:
-    """The process's group in cgroup v1's cpu hierarchy ("" without one)."""
-    text = Path(f"/proc/{pid}/cgroup").read_text()
-    found = re.search(r"^\d+:(?:[^:]*,)?cpu(?:,[^:]*)?:(.*)$", text, re.M)
-    return found.group(1) if found else ""

@@ -25,7 +25,7 @@ import asyncpg
 
 from shared.bench.client import Client
 from shared.bench.wrk import tree_cpu_seconds
-from shared.cli.process import children
+from shared.priority import children
 
 # The click consumers whose batches are read from their service's /metrics.
 _BATCH = re.compile(r'^linkflow_worker_batch_size_(count|sum)\{consumer="([^"]+)"\} (\S+)$', re.M)

@@ -38,10 +38,10 @@ from shared.bench.client import Client
 from shared.bench.drain import bare, count_rows
 from shared.bench.wrk import rss_mb, tree_cpu_seconds, wrk, wrk_path
 from shared.cli.probe import not_ready
-from shared.cli.process import background_group
 from shared.cli.servers import free_ports, port_open, wait_until
 from shared.cli.supervisor import Supervisor
 from shared.jetstream import bus, topology
+from shared.priority import background_group
 
 REDIRECTS = re.compile(r'^linkflow_redirects_total\{status="302"\} (\S+)$', re.M)
 

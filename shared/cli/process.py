@@ -11,9 +11,7 @@ services before the servers). The kernel kills it when its starter dies
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import functools
 import os
 import signal
 import subprocess
@@ -21,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from shared.settings import Placement, load
+from shared.priority import background_group, place_tree, priority_of
 
 _PR_SET_PDEATHSIG = 1
 
@@ -36,83 +34,6 @@ def die_with_parent() -> None:
         pass
 
 
-def _lower_autogroup(pid: int, nice: int) -> None:
-    """Give the session ``pid`` leads, its scheduling autogroup where the
-    kernel groups by session (CONFIG_SCHED_AUTOGROUP, on by default in most
-    distributions), the same ``nice``. Autogroups share the CPU equally and a
-    task's own nice only ranks it within its group, so without this a nice
-    service in a session of its own would yield nothing to the gateway's.
-    Written from here, not the child: a child that changed its user (the
-    embedded PostgreSQL) may no longer write its own /proc entries."""
-    # No autogroups here: the process's nice alone decides.
-    with contextlib.suppress(OSError):
-        Path(f"/proc/{pid}/autogroup").write_text(f"{nice}\n")
-
-
-# cgroup v1's CPU hierarchy, where one group can be made the idle class.
-_CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
-BACKGROUND_CGROUP = "linkflow-background"
-
-
-@functools.cache
-def background_group() -> Path | None:
-    """Unless ``LINKFLOW_BACKGROUND_CGROUP=off``: a cgroup whose tasks get a
-    CPU only when no other task wants it (``cpu.idle``), where this process
-    may make one (cgroup v1's cpu hierarchy, as root or delegated). None
-    otherwise (off, or a cgroup v2 system, which needs a delegated subtree):
-    nice and the autogroup alone then.
-
-    Measured (docs/benchmarks.md, 2026-12-02): at a steady 3,600 and 5,400
-    redirects a second, nice 19 leaves the gateway waiting 112-180 ms a
-    second for a CPU and its p99 at 9-19 ms; SCHED_IDLE on each task changes
-    nothing (each service is its own autogroup, scheduled as a whole); in
-    this group the wait is 72-96 ms/s and the p99 6.5-10 ms."""
-    if not load(Placement).background_cgroup:
-        return None
-    group = _CPU_CGROUP / BACKGROUND_CGROUP
-    try:
-        group.mkdir(exist_ok=True)
-        (group / "cpu.idle").write_text("1\n")
-    except OSError:
-        return None
-    return group
-
-
-def _parent(pid: int) -> int | None:
-    """The parent of ``pid``, None if it is gone. Bytes: a process's name
-    (any user's to choose) need not be UTF-8."""
-    try:
-        return int((Path(f"/proc/{pid}/stat")).read_bytes().rsplit(b")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (PostgreSQL's backends)."""
-    return [
-        int(entry.name)
-        for entry in Path("/proc").iterdir()
-        if entry.name.isdigit() and _parent(int(entry.name)) == pid
-    ]
-
-
-def _lower_tasks(pid: int, value: int) -> None:
-    """Every thread of ``pid`` at nice ``value``, until a listing finds none
-    left higher (a thread started meanwhile by one not yet lowered)."""
-    done: set[int] = set()
-    while True:
-        try:
-            tasks = {int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()} - done
-        except OSError:  # gone
-            return
-        if not tasks:
-            return
-        for task in tasks:
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, task, value)
-        done |= tasks
-
-
 class Process:
     """One child process; its output goes to ``log_path`` (appended), or to
     this process's own output when None."""
@@ -122,6 +43,7 @@ class Process:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._nice = 0
+        self._lowered = False
 
     def spawn(
         self,
@@ -146,6 +68,7 @@ class Process:
             preexec_fn=die_with_parent,
         )
         self._nice = nice
+        self._lowered = False
 
     def to_background(self, idle: bool = True) -> bool:
         """Lower a started process, and the children it has forked so far,
@@ -160,28 +83,19 @@ class Process:
         (not nice, not running)."""
         if self.proc is None or self._nice <= 0 or not self.running:
             return False
-        root = self.proc.pid
         # Relative to this process's own, as os.nice in the child would be.
         value = min(os.getpriority(os.PRIO_PROCESS, 0) + self._nice, 19)
         group = background_group() if idle else None
-        # The parent first, then its children until a listing finds no new
-        # one: a child forked meanwhile by a parent not yet lowered would
-        # keep this process's priority for its whole life.
-        done: set[int] = set()
-        pending = [root]
-        while pending:
-            for pid in pending:
-                # Still the one listed (not a reused pid) and still there.
-                if pid != root and _parent(pid) != root:
-                    continue
-                _lower_tasks(pid, value)
-                _lower_autogroup(pid, self._nice)
-                if group is not None:
-                    with contextlib.suppress(OSError):
-                        (group / "cgroup.procs").write_text(f"{pid}\n")
-            done.update(pending)
-            pending = [c for c in children(root) if c not in done]
+        place_tree(self.proc.pid, value, self._nice, group)
+        self._lowered = True
         return True
+
+    def to_foreground(self) -> None:
+        """Back at this process's own priority, with its children: what it
+        is told next (a stop) takes its bounded CPU beside a storm."""
+        if self.proc is not None and self._lowered and self.running:
+            place_tree(self.proc.pid, *priority_of(os.getpid()))
+        self._lowered = False
 
     @property
     def running(self) -> bool:
@@ -204,6 +118,8 @@ class Process:
             return True
         stopped = True
         if self.proc.poll() is None:
+            if sig != signal.SIGKILL:
+                self.to_foreground()
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)

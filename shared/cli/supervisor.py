@@ -18,10 +18,11 @@ from shared.backoff import Backoff
 from shared.cli import permissions, roles
 from shared.cli.migrate import database_settings, migrate_all, own_database
 from shared.cli.probe import not_ready
-from shared.cli.process import Process, background_group
+from shared.cli.process import Process
 from shared.cli.servers import NatsServer, PostgresServer, free_port, port_open, write_private
 from shared.http import keys
 from shared.jetstream import bus
+from shared.priority import background_group
 from shared.settings import Common, load
 from shared.urls import redact
 

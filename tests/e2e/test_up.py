@@ -14,11 +14,11 @@ import httpx
 import pytest
 
 from shared import roster
-from shared.cli.process import BACKGROUND_CGROUP, background_group
 from shared.cli.servers import free_port
 from shared.cli.supervisor import Supervisor, command
+from shared.priority import BACKGROUND_CGROUP, background_group, cpu_group
 from tests.e2e.conftest import gateway_url, ready
-from tests.harness import count, cpu_group, eventually, key_header, soon
+from tests.harness import count, eventually, key_header, soon
 
 pytestmark = pytest.mark.e2e
 

@@ -2,9 +2,10 @@
 process starts at its starter's priority and, when its owner says it is
 ready, yields with the children it forked so far (PostgreSQL's backends):
 nice 19 on every thread, its autogroup, and the idle-class cgroup where
-``LINKFLOW_BACKGROUND_CGROUP`` (on by default) and the machine allow one.
+``LINKFLOW_BACKGROUND_CGROUP`` (off by default) and the machine allow one.
 What it forks later inherits all of it; a process at the normal priority
-(the gateway) stays where it was."""
+(the gateway) stays where it was. Told to stop, it stops at its starter's
+priority, whoever tells it."""
 
 from __future__ import annotations
 
@@ -12,15 +13,18 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from shared.cli import process
-from shared.cli.process import BACKGROUND_CGROUP, Process, children
+from shared import priority
+from shared.cli.process import Process
+from shared.cli.servers import free_port
+from shared.priority import BACKGROUND_CGROUP, children, cpu_group
 from shared.settings import Placement, load
-from tests.harness import cpu_group, eventually
+from tests.harness import eventually
 
 # A parent with a thread that forks a child at once and another when told
 # (SIGUSR1), all sleeping: a postmaster, its first helper, a later backend.
@@ -54,12 +58,12 @@ async def test_nice_work_yields_the_cpu_once_started_with_its_children(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cgroup: str
 ) -> None:
     monkeypatch.setenv("LINKFLOW_BACKGROUND_CGROUP", cgroup)
-    process.background_group.cache_clear()
-    group = process.background_group()
+    priority.background_group.cache_clear()
+    group = priority.background_group()
     if cgroup == "on" and group is None:
         pytest.skip("no cgroup v1 cpu hierarchy this process may write: nice and autogroups alone")
     if group is not None:
-        assert (group / "cpu.idle").read_text().strip() == "1"
+        assert (priority.CPU_CGROUP / group.lstrip("/") / "cpu.idle").read_text().strip() == "1"
     own = os.getpriority(os.PRIO_PROCESS, 0)
     if own > 0:
         pytest.skip("the tests run niced: a lowered process would look the same")
@@ -98,18 +102,101 @@ async def test_nice_work_yields_the_cpu_once_started_with_its_children(
     finally:
         background.stop()
         foreground.stop()
-        process.background_group.cache_clear()
+        priority.background_group.cache_clear()
 
 
-def test_on_by_default_and_off_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_off_by_default_and_on_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LINKFLOW_BACKGROUND_CGROUP", raising=False)
-    assert load(Placement).background_cgroup
-    monkeypatch.setenv("LINKFLOW_BACKGROUND_CGROUP", "off")
-    process.background_group.cache_clear()
+    priority.background_group.cache_clear()
     try:
-        assert process.background_group() is None
+        assert not load(Placement).background_cgroup
+        assert priority.background_group() is None
+        monkeypatch.setenv("LINKFLOW_BACKGROUND_CGROUP", "on")
+        assert load(Placement).background_cgroup
     finally:
-        process.background_group.cache_clear()
+        priority.background_group.cache_clear()
+
+
+# A process that, told to stop, writes down where it stops: its nice and
+# its cpu group. The first takes the signal itself; the second is a
+# service under shared.runner, whose lifespan's end writes it.
+# wait-ok: the sleep stands for a server's life, nothing waits on it.
+STOPPING = (
+    "import os, signal, sys, time\n"
+    "from shared.priority import cpu_group\n"
+    "def stop(*_):\n"
+    "    where = f'{os.getpriority(os.PRIO_PROCESS, 0)} {cpu_group(os.getpid())}'\n"
+    "    open(sys.argv[1], 'w').write(where)\n"
+    "    sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, stop)\n"
+    "print('up', flush=True)\n"
+    "time.sleep(30)\n"
+)
+SERVICE = (
+    "import contextlib, os, sys\n"
+    "from starlette.applications import Starlette\n"
+    "from shared.priority import cpu_group\n"
+    "from shared.runner import run_service, serve\n"
+    "@contextlib.asynccontextmanager\n"
+    "async def lifespan(app):\n"
+    "    print('up', flush=True)\n"
+    "    yield\n"
+    "    where = f'{os.getpriority(os.PRIO_PROCESS, 0)} {cpu_group(os.getpid())}'\n"
+    "    open(sys.argv[1], 'w').write(where)\n"
+    "run_service(serve(Starlette(lifespan=lifespan), '127.0.0.1', int(sys.argv[2])))\n"
+)
+
+
+@pytest.fixture(params=["on", "off"])
+def placement(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The cgroup on or off; skipped where a lowered process would look no
+    different (the tests run niced, or as a user who cannot raise one back)."""
+    if os.getpriority(os.PRIO_PROCESS, 0) > 0 or os.geteuid() != 0:
+        pytest.skip("raising a priority back needs root and tests at nice 0")
+    monkeypatch.setenv("LINKFLOW_BACKGROUND_CGROUP", request.param)
+    priority.background_group.cache_clear()
+    if request.param == "on" and priority.background_group() is None:
+        pytest.skip("no cgroup v1 cpu hierarchy this process may write")
+    yield request.param
+    priority.background_group.cache_clear()
+
+
+async def _stopped_at(tmp_path: Path, script: str, outside: bool) -> str:
+    """Start ``script`` nice, lower it once it says it is up, stop it with
+    SIGTERM (from outside, as an operator's ``kill``, or by its owner's
+    stop) and return where it stopped."""
+    log, where = tmp_path / "stopping.log", tmp_path / "where"
+    child = Process(log)
+    child.spawn([sys.executable, "-c", script, str(where), str(free_port())], nice=19)
+    try:
+        await eventually(lambda: _async("up" in log.read_text()), 20, "it up")
+        assert child.to_background()
+        assert _nices(child.pid) == {19}
+        if outside:
+            os.kill(child.pid, signal.SIGTERM)
+            await eventually(lambda: _async(child.returncode is not None), 20, "it stopped")
+        else:
+            assert child.stop()
+        assert child.returncode in (0, None)  # None: stop() has forgotten it
+    finally:
+        child.stop()
+    return where.read_text()
+
+
+async def test_its_owner_stops_a_lowered_process_at_the_owners_priority(
+    tmp_path: Path, placement: str
+) -> None:
+    """linkflow up's stop (Ctrl-C, a restart) raises a lowered process
+    before it signals it: a stop is bounded work a storm would starve."""
+    assert await _stopped_at(tmp_path, STOPPING, outside=False) == f"0 {cpu_group(os.getpid())}"
+
+
+async def test_a_lowered_service_stopped_from_outside_stops_at_its_starters_priority(
+    tmp_path: Path, placement: str
+) -> None:
+    """A service's own stop signal handler raises it back (a ``kill`` from
+    an operator, which linkflow up never hears of)."""
+    assert await _stopped_at(tmp_path, SERVICE, outside=True) == f"0 {cpu_group(os.getpid())}"
 
 
 async def _async(value: T) -> T:

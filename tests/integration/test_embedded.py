@@ -10,9 +10,8 @@ import textwrap
 from pathlib import Path
 
 from shared import roster
-from shared.cli.process import BACKGROUND_CGROUP
 from shared.cli.servers import PostgresServer, wait_until
-from tests.harness import cpu_group
+from shared.priority import BACKGROUND_CGROUP, cpu_group
 
 
 def alive(pid: int) -> bool:
