@@ -29,6 +29,8 @@ from shared.settings import Placement, load
 # cgroup v1's CPU hierarchy, where one group can be made the idle class.
 CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
 BACKGROUND_CGROUP = "linkflow-background"
+# Placement.starter's variable, set by the starter of a process it may lower.
+STARTER = "LINKFLOW_STARTER"
 _CPU_LINE = re.compile(rb"^\d+:(?:[^:]*,)?cpu(?:,[^:]*)?:(.*)$", re.M)
 
 
@@ -123,7 +125,10 @@ def _place(pid: int, nice: int, autogroup: int | None, group: str | None) -> Non
     if autogroup is not None:
         with contextlib.suppress(OSError):  # no autogroups here: nice alone decides
             Path(f"/proc/{pid}/autogroup").write_text(f"{autogroup}\n")
-    if group is not None:
+    # Only ever into or out of linkflow's own group: a process that some
+    # other group holds (a quota an operator set) stays in it.
+    ours = f"/{BACKGROUND_CGROUP}"
+    if group is not None and ours in (group, cpu_group(pid)):
         with contextlib.suppress(OSError):
             (CPU_CGROUP / group.lstrip("/") / "cgroup.procs").write_text(f"{pid}\n")
 
@@ -150,20 +155,23 @@ def priority_of(pid: int) -> tuple[int, int | None, str | None]:
     return os.getpriority(os.PRIO_PROCESS, pid), _autogroup_nice(pid), cpu_group(pid)
 
 
-def leave_background() -> None:
+def leave_background() -> bool:
     """For a service told to stop: if its starter (``linkflow up``) lowered
     it, back to the starter's priority, so that the stop takes its few
     hundred milliseconds of CPU beside a storm. Called from the stop
     signal's handler, which is all that must wait for a CPU at the low
-    priority. Nothing changes for a service that was not lowered, nor
-    where the starter is gone or is the container's init."""
-    me, starter = os.getpid(), os.getppid()
-    if starter <= 1:
-        return
+    priority. A process acts only if its parent is the starter that
+    :data:`STARTER` names: one started nice by anyone else (a shell's
+    ``nice -n 10``, a container's init) stops as it is. False if it could
+    not raise itself (raising a priority needs root)."""
+    starter = os.getppid()
+    if load(Placement).starter != starter:
+        return True
     try:
-        wanted = priority_of(starter)
-        lowered = os.getpriority(os.PRIO_PROCESS, me) > wanted[0]
+        nice, autogroup, group = priority_of(starter)
     except OSError:  # the starter is gone
-        return
-    if lowered or cpu_group(me) == f"/{BACKGROUND_CGROUP}":
-        _place(me, *wanted)
+        return True
+    if os.getppid() != starter:  # gone meanwhile: what was read may be another's
+        return True
+    _place(os.getpid(), nice, autogroup, group)
+    return os.getpriority(os.PRIO_PROCESS, 0) <= nice

@@ -54,8 +54,13 @@ def _on_stop_signal(handler: Any) -> None:
     loop = asyncio.get_running_loop()
 
     def stopping() -> None:
-        leave_background()
-        handler()
+        try:
+            if not leave_background():
+                log.info("stopping at nice %d: raising it back needs root", os.nice(0))
+        except Exception:  # the stop itself must still happen
+            log.exception("could not raise this service's CPU priority for its stop")
+        finally:
+            handler()
 
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stopping)

@@ -208,6 +208,10 @@ class Placement(msgspec.Struct, kw_only=True, frozen=True):
     # idle-class CPU cgroup once ready, where the machine lets linkflow make
     # one; off (the default): nice 19 and their autogroups alone.
     background_cgroup: bool = False
+    # Set by linkflow up in the environment of each process it may lower,
+    # to its own pid: the one parent whose priority that process returns
+    # to when told to stop (shared.priority.leave_background). 0: none.
+    starter: int = 0
 
 
 def _kind(annotation: Any) -> tuple[str | None, msgspec.Meta | None]:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from shared.priority import background_group, place_tree, priority_of
+from shared.priority import STARTER, background_group, place_tree, priority_of
 
 _PR_SET_PDEATHSIG = 1
 
@@ -57,6 +57,8 @@ class Process:
         raise)."""
         if self.log_path is not None:
             self._log = self.log_path.open("ab")
+        if nice > 0:  # this process is the one it returns to for its stop
+            env = {**(os.environ if env is None else env), STARTER: str(os.getpid())}
         self.proc = subprocess.Popen(
             list(args),
             env=env,

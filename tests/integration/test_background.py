@@ -13,7 +13,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -117,32 +117,42 @@ def test_off_by_default_and_on_when_asked(monkeypatch: pytest.MonkeyPatch) -> No
         priority.background_group.cache_clear()
 
 
-# A process that, told to stop, writes down where it stops: its nice and
-# its cpu group. The first takes the signal itself; the second is a
-# service under shared.runner, whose lifespan's end writes it.
-# wait-ok: the sleep stands for a server's life, nothing waits on it.
-STOPPING = (
-    "import os, signal, sys, time\n"
+# A process that, told to stop, writes down where it stops: the nice of
+# each of its threads, its autogroup's nice and its cpu group. The first
+# takes the signal itself; the second is a service under shared.runner,
+# whose lifespan's end writes it.
+WHERE = (
+    "import os, sys\n"
     "from shared.priority import cpu_group\n"
+    "def where():\n"
+    "    tasks = os.listdir('/proc/self/task')\n"
+    "    nices = sorted({os.getpriority(os.PRIO_PROCESS, int(t)) for t in tasks})\n"
+    "    try:\n"
+    "        group = open('/proc/self/autogroup').read().split()[-1]\n"
+    "    except OSError:\n"
+    "        group = None\n"
+    "    open(sys.argv[1], 'w').write(f'{nices} {group} {cpu_group(os.getpid())}')\n"
+)
+# wait-ok: the sleep stands for a server's life, nothing waits on it.
+STOPPING = WHERE + (
+    "import signal, threading, time\n"
+    "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
     "def stop(*_):\n"
-    "    where = f'{os.getpriority(os.PRIO_PROCESS, 0)} {cpu_group(os.getpid())}'\n"
-    "    open(sys.argv[1], 'w').write(where)\n"
+    "    where()\n"
     "    sys.exit(0)\n"
     "signal.signal(signal.SIGTERM, stop)\n"
     "print('up', flush=True)\n"
     "time.sleep(30)\n"
 )
-SERVICE = (
-    "import contextlib, os, sys\n"
+SERVICE = WHERE + (
+    "import contextlib\n"
     "from starlette.applications import Starlette\n"
-    "from shared.priority import cpu_group\n"
     "from shared.runner import run_service, serve\n"
     "@contextlib.asynccontextmanager\n"
     "async def lifespan(app):\n"
     "    print('up', flush=True)\n"
     "    yield\n"
-    "    where = f'{os.getpriority(os.PRIO_PROCESS, 0)} {cpu_group(os.getpid())}'\n"
-    "    open(sys.argv[1], 'w').write(where)\n"
+    "    where()\n"
     "run_service(serve(Starlette(lifespan=lifespan), '127.0.0.1', int(sys.argv[2])))\n"
 )
 
@@ -161,23 +171,41 @@ def placement(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     priority.background_group.cache_clear()
 
 
-async def _stopped_at(tmp_path: Path, script: str, outside: bool) -> str:
-    """Start ``script`` nice, lower it once it says it is up, stop it with
-    SIGTERM (from outside, as an operator's ``kill``, or by its owner's
-    stop) and return where it stopped."""
+async def _async(value: T) -> T:
+    return value
+
+
+def _two(found: list[int]) -> list[int]:
+    return found if len(found) == 2 else []
+
+
+def _here(nice: int = 0) -> str:
+    """Where a process stopped at this test's own priority says it stopped."""
+    return f"[{nice}] {_autogroup_nice(os.getpid())} {cpu_group(os.getpid())}"
+
+
+async def _stopped_at(
+    tmp_path: Path, script: str, outside: bool, args: Sequence[str] = (), nice: int = 19
+) -> str:
+    """Start ``script`` (after ``args``: ``nice -n 10``) with a ``nice`` to
+    be lowered to, lower it once it says it is up, stop it with SIGTERM
+    (from outside, as an operator's ``kill``, or by its owner's stop) and
+    return where it stopped."""
     log, where = tmp_path / "stopping.log", tmp_path / "where"
     child = Process(log)
-    child.spawn([sys.executable, "-c", script, str(where), str(free_port())], nice=19)
+    command = [*args, sys.executable, "-c", script, str(where), str(free_port())]
+    child.spawn(command, nice=nice)
     try:
         await eventually(lambda: _async("up" in log.read_text()), 20, "it up")
-        assert child.to_background()
-        assert _nices(child.pid) == {19}
+        if nice:
+            assert child.to_background()
+            assert _nices(child.pid) == {19}
         if outside:
             os.kill(child.pid, signal.SIGTERM)
             await eventually(lambda: _async(child.returncode is not None), 20, "it stopped")
+            assert child.returncode == 0
         else:
             assert child.stop()
-        assert child.returncode in (0, None)  # None: stop() has forgotten it
     finally:
         child.stop()
     return where.read_text()
@@ -186,9 +214,10 @@ async def _stopped_at(tmp_path: Path, script: str, outside: bool) -> str:
 async def test_its_owner_stops_a_lowered_process_at_the_owners_priority(
     tmp_path: Path, placement: str
 ) -> None:
-    """linkflow up's stop (Ctrl-C, a restart) raises a lowered process
-    before it signals it: a stop is bounded work a storm would starve."""
-    assert await _stopped_at(tmp_path, STOPPING, outside=False) == f"0 {cpu_group(os.getpid())}"
+    """linkflow up's stop (Ctrl-C, a restart) raises a lowered process,
+    every thread, before it signals it: a stop is bounded work a storm
+    would starve."""
+    assert await _stopped_at(tmp_path, STOPPING, outside=False) == _here()
 
 
 async def test_a_lowered_service_stopped_from_outside_stops_at_its_starters_priority(
@@ -196,15 +225,17 @@ async def test_a_lowered_service_stopped_from_outside_stops_at_its_starters_prio
 ) -> None:
     """A service's own stop signal handler raises it back (a ``kill`` from
     an operator, which linkflow up never hears of)."""
-    assert await _stopped_at(tmp_path, SERVICE, outside=True) == f"0 {cpu_group(os.getpid())}"
+    assert await _stopped_at(tmp_path, SERVICE, outside=True) == _here()
 
 
-async def _async(value: T) -> T:
-    return value
-
-
-def _two(found: list[int]) -> list[int]:
-    return found if len(found) == 2 else []
+async def test_a_service_someone_else_started_nice_stops_as_it_is(
+    tmp_path: Path, placement: str
+) -> None:
+    """Only the starter that lowered a service is one it returns to: one
+    that a shell started at ``nice -n 10`` stops at nice 10."""
+    assert await _stopped_at(
+        tmp_path, SERVICE, outside=True, args=["nice", "-n", "10"], nice=0
+    ) == _here(10)
 
 
 async def test_a_process_name_that_is_not_utf8_is_no_obstacle(tmp_path: Path) -> None:
