@@ -88,11 +88,21 @@ def children(pid: int) -> list[int]:
     ]
 
 
-def _autogroup_nice(pid: int) -> int | None:
-    """The nice of the autogroup ``pid`` is in ("/autogroup-12 nice 0")."""
+def _autogroup_nice(pid: int, nice: int) -> int | None:
+    """The nice of the autogroup ``pid`` is in ("/autogroup-12 nice 0"), for
+    ``pid`` at ``nice``; None where there are no autogroups. A process in
+    none (the file empty: a session that never called setsid, as a CI
+    runner's can be) competes as one task at its own nice, so a group at
+    that nice is its equal."""
     try:
-        return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
-    except (OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/autogroup").read_text().split()
+    except OSError:
+        return None
+    if not fields:
+        return nice
+    try:
+        return int(fields[-1])
+    except ValueError:
         return None
 
 
@@ -152,7 +162,8 @@ def place_tree(root: int, nice: int, autogroup: int | None, group: str | None) -
 def priority_of(pid: int) -> tuple[int, int | None, str | None]:
     """(nice, its autogroup's nice, its cpu group) of ``pid``: where to
     place a process back at ``pid``'s priority."""
-    return os.getpriority(os.PRIO_PROCESS, pid), _autogroup_nice(pid), cpu_group(pid)
+    nice = os.getpriority(os.PRIO_PROCESS, pid)
+    return nice, _autogroup_nice(pid, nice), cpu_group(pid)
 
 
 def leave_background() -> bool:
