@@ -90,10 +90,11 @@ def children(pid: int) -> list[int]:
 
 def _autogroup_nice(pid: int, nice: int) -> int | None:
     """The nice of the autogroup ``pid`` is in ("/autogroup-12 nice 0"), for
-    ``pid`` at ``nice``; None where there are no autogroups. A process in
-    none (the file empty: a session that never called setsid, as a CI
-    runner's can be) competes as one task at its own nice, so a group at
-    that nice is its equal."""
+    ``pid`` at ``nice``; None without the file (a kernel built without
+    autogroups). A process in none (the file empty: a session that never
+    called setsid, as a CI runner's can be, or autogroups turned off)
+    competes as one task at its own nice, so a group at that nice is its
+    equal (and with autogroups off, writing it fails harmlessly)."""
     try:
         fields = Path(f"/proc/{pid}/autogroup").read_text().split()
     except OSError:

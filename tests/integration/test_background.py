@@ -134,8 +134,9 @@ WHERE = (
     "    tasks = os.listdir('/proc/self/task')\n"
     "    nices = sorted({os.getpriority(os.PRIO_PROCESS, int(t)) for t in tasks})\n"
     "    try:\n"
-    "        group = open('/proc/self/autogroup').read().split()[-1]\n"
-    "    except (OSError, IndexError):\n"
+    "        fields = open('/proc/self/autogroup').read().split()\n"
+    "        group = fields[-1] if fields else str(os.getpriority(os.PRIO_PROCESS, 0))\n"
+    "    except OSError:\n"
     "        group = None\n"
     "    open(sys.argv[1], 'w').write(f'{nices} {group} {cpu_group(os.getpid())}')\n"
 )
