@@ -18,8 +18,8 @@ class Service:
     # Its HTTP port unless LINKFLOW_<NAME>_PORT says otherwise: the API for
     # the gateway and analytics, /healthz, /readyz and /metrics for workers.
     port: int
-    # Its CPU priority on a shared machine (``nice``; compose's cpu_shares and
-    # Kubernetes' priority classes follow it): the work behind the redirect
+    # Its CPU priority on a shared machine (``nice``; compose's cpu_shares,
+    # Kubernetes' CPU requests and priority classes follow it): the work behind the redirect
     # yields the CPU to it during a spike and catches up after, since
     # JetStream holds the backlog.
     nice: int = 0

@@ -5,6 +5,7 @@ and every setting, secret, probe and port against the project."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,37 @@ def test_the_gateway_is_scheduled_before_the_work_behind_it() -> None:
             background = classes[pod["priorityClassName"]]
             assert background["value"] < gateway["value"]
             assert background["preemptionPolicy"] == "Never"
+
+
+def cpu_weights(request: str) -> tuple[float, float, float]:
+    """A CPU request as the weight the kernel gives the container: the
+    kubelet's shares (cgroup v1; pkg/kubelet/cm MilliCPUToShares), and on
+    cgroup v2 runc's old linear and newer quadratic conversions of them."""
+    milli = int(request[:-1]) if request.endswith("m") else int(float(request) * 1000)
+    shares = max(2, milli * 1024 // 1000)
+    linear = 1 + (shares - 2) * 9999 // 262142
+    log = math.log2(shares)
+    quadratic = math.ceil(10 ** ((log * log + 125 * log) / 612 - 7 / 34))
+    return shares, linear, quadratic
+
+
+def test_the_gateway_wins_a_shared_nodes_cpu() -> None:
+    """What decides who runs on a busy node is the CPU weight, which comes
+    from the request: the gateway's is at least eight times that of each
+    service behind it, however the node's runtime converts it (compose's
+    cpu_shares and nice 19 under linkflow up give 64 to 68)."""
+    deployments = {d["metadata"]["name"]: d for d in by_kind("Deployment")}
+
+    def weights(label: str) -> tuple[float, float, float]:
+        (container,) = deployments[label]["spec"]["template"]["spec"]["containers"]
+        return cpu_weights(str(container["resources"]["requests"]["cpu"]))
+
+    assert cpu_weights("1") == (1024, 39, 100)  # the kubelet's and runc's own figures
+    gateway = weights("link")
+    for s in roster.ALL:
+        if s.nice:
+            for ours, theirs in zip(gateway, weights(s.label), strict=True):
+                assert ours >= 8 * theirs, (s.label, gateway, weights(s.label))
 
 
 def secrets_example() -> dict[str, str]:
