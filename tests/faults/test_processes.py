@@ -185,8 +185,8 @@ class PasswordStorm(Load):
     refused: set[str] = field(default_factory=set)
     statuses: Counter[int] = field(default_factory=Counter)
     made: Counter[int] = field(default_factory=Counter)
-    guessed: asyncio.Event = field(default_factory=asyncio.Event)
-    guessing: int = 0
+    guessed: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    guessing: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.guessing = self.guessers
@@ -328,10 +328,12 @@ async def test_kill_9_click_recorder_during_a_password_storm(stack: Stack) -> No
         Load.running(gateway, "plain", concurrency=4, pause=0.02) as load,
         PasswordStorm.running(gateway, "vault") as storm,
     ):
-        # A right password costs about 0.2 s of a CPU (Argon2id, two checks at
-        # once); beside another test's stack on CI's two CPUs, 100 of them
-        # took over 60 s once (20 in 8 s here, alone). Forty on each side of the
-        # kill show the same.
+        # A right password costs about 0.17 s of a CPU (Argon2id, two checks
+        # at once); beside another test's stack on CI's two CPUs, 100 of them
+        # took over 60 s once (alone on the 2-core development machine, 20 in
+        # 8 s). Forty on each side of the kill show the same. And 80 over the
+        # ten clients that know the password mean one of them has sent its
+        # eighth request, a wrong one: the 401 check below counts on it.
         await storm.until(40, timeout=180)
         before = len(storm.served), len(load.served)
         await kill_9_click_recorder(stack)
