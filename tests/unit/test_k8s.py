@@ -159,7 +159,7 @@ def test_the_gateway_is_scheduled_before_the_work_behind_it() -> None:
             assert background["preemptionPolicy"] == "Never"
 
 
-def cpu_weights(request: str) -> tuple[float, float, float]:
+def cpu_weights(request: str) -> tuple[int, int, int]:
     """A CPU request as the weight the kernel gives the container: the
     kubelet's shares (cgroup v1; pkg/kubelet/cm MilliCPUToShares), and on
     cgroup v2 runc's old linear and newer quadratic conversions of them."""
@@ -178,7 +178,7 @@ def test_the_gateway_wins_a_shared_nodes_cpu() -> None:
     cpu_shares and nice 19 under linkflow up give 64 to 68)."""
     deployments = {d["metadata"]["name"]: d for d in by_kind("Deployment")}
 
-    def weights(label: str) -> tuple[float, float, float]:
+    def weights(label: str) -> tuple[int, int, int]:
         (container,) = deployments[label]["spec"]["template"]["spec"]["containers"]
         return cpu_weights(str(container["resources"]["requests"]["cpu"]))
 
